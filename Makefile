@@ -1,0 +1,72 @@
+# shapesync — PGXS build of the extension, and the project's entry points.
+#
+#   make run    install what is missing, build, start a throwaway cluster + shapesyncd
+#   make test   install what is missing, build, run every test suite
+#
+EXTENSION    = shapesync
+EXTVERSION   = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
+
+MODULE_big   = shapesync
+OBJS         = $(patsubst %.c,%.o,$(wildcard extension/*.c))
+PG_CPPFLAGS  = -Iextension -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+
+DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA         = $(wildcard sql/$(EXTENSION)--*--*.sql)
+
+TESTS        = $(wildcard tests/regress/sql/*.sql)
+REGRESS      = $(patsubst tests/regress/sql/%.sql,%,$(TESTS))
+REGRESS_OPTS = --inputdir=tests/regress --outputdir=$(REGRESS_OUTDIR) \
+               --temp-instance=$(REGRESS_OUTDIR)/tmp_check --temp-config=tests/regress/regress.conf \
+               --load-extension=$(EXTENSION)
+REGRESS_OUTDIR ?= tests/regress/out
+
+ISOLATION_SPECS = $(wildcard tests/isolation/specs/*.spec)
+ISOLATION      = $(patsubst tests/isolation/specs/%.spec,%,$(ISOLATION_SPECS))
+ISOLATION_OPTS = --inputdir=tests/isolation --outputdir=$(ISOLATION_OUTDIR) \
+                 --temp-instance=$(ISOLATION_OUTDIR)/tmp_check --temp-config=tests/regress/regress.conf \
+                 --load-extension=$(EXTENSION)
+ISOLATION_OUTDIR ?= tests/isolation/out
+
+EXTRA_CLEAN  = $(DATA_built) build
+
+PG_CONFIG   ?= pg_config
+PGXS        := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+# pg_config missing: only the entry points below work (they install it).
+all:
+	@echo "pg_config not found: run 'make deps' first (or 'make run' / 'make test')"; exit 1
+else
+include $(PGXS)
+endif
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+BUILD_DIR ?= build
+
+.PHONY: deps sidecar run test bench e2e
+
+deps:
+	scripts/install-deps.sh
+
+sidecar:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD_DIR) -j$$(nproc)
+
+run: deps
+	$(MAKE) all
+	$(MAKE) install
+	$(MAKE) sidecar
+	scripts/run.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) install
+	$(MAKE) sidecar
+	scripts/test.sh
+
+bench: deps
+	$(MAKE) all
+	$(MAKE) install
+	$(MAKE) sidecar
+	scripts/bench.sh
