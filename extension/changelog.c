@@ -1,0 +1,256 @@
+/*-------------------------------------------------------------------------
+ *
+ * changelog.c
+ *	  The write path: the capture triggers of tracked tables and the
+ *	  insertion of shapesync.changes rows.
+ *
+ * shapesync.capture() is an AFTER ... FOR EACH ROW trigger; it writes one
+ * change row per changed row: the writer's top-level xid8, a seq from
+ * shapesync.change_seq, the table, the operation, the table's layout hash
+ * and the old/new heap tuple images (composite datums, external TOAST
+ * flattened) as bytea.  shapesync.capture_truncate() is the AFTER TRUNCATE
+ * statement trigger: one 'T' row, and the table's shapes become invalid.
+ *
+ * The row is inserted with the heap AM and the log's indexes are
+ * maintained directly (no SPI, no executor).  The oids of the log relation
+ * and of the sequence are cached per backend and forgotten on any
+ * relcache invalidation of them (DROP EXTENSION, re-create).  The change
+ * row is written in the writer's (sub)transaction: it commits, aborts or
+ * is rolled back to a savepoint with the change it describes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "nodes/execnodes.h"
+#include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/xid8.h"
+
+#include "shapesync.h"
+
+PG_FUNCTION_INFO_V1(shapesync_capture);
+PG_FUNCTION_INFO_V1(shapesync_capture_truncate);
+
+#define Natts_changes 7
+
+/* per-backend cache of the log's oids */
+static Oid	changes_relid = InvalidOid;
+static Oid	change_seq_relid = InvalidOid;
+static bool cache_callback_registered = false;
+
+/* Forget the cached oids when either relation is invalidated. */
+static void
+ShapesyncRelcacheCallback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == changes_relid || relid == change_seq_relid)
+	{
+		changes_relid = InvalidOid;
+		change_seq_relid = InvalidOid;
+	}
+}
+
+/* Oid of the shapesync schema. */
+Oid
+ShapesyncSchemaOid(bool missing_ok)
+{
+	return get_namespace_oid(SHAPESYNC_SCHEMA, missing_ok);
+}
+
+/* Oid of relation shapesync.<relname>. */
+Oid
+ShapesyncRelationOid(const char *relname, bool missing_ok)
+{
+	Oid			nsp = ShapesyncSchemaOid(missing_ok);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nsp))
+		relid = get_relname_relid(relname, nsp);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", SHAPESYNC_SCHEMA, relname),
+				 errhint("Is the extension shapesync installed?")));
+	return relid;
+}
+
+/* Fill the per-backend oid cache. */
+static void
+ShapesyncLookupLog(void)
+{
+	if (OidIsValid(changes_relid) && OidIsValid(change_seq_relid))
+		return;
+	if (!cache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(ShapesyncRelcacheCallback, (Datum) 0);
+		cache_callback_registered = true;
+	}
+	changes_relid = ShapesyncRelationOid("changes", false);
+	change_seq_relid = ShapesyncRelationOid("change_seq", false);
+}
+
+/* Hash of the physical tuple layout (natts; per attribute type, len, align, dropped). */
+int32
+ShapesyncLayoutHash(TupleDesc tupdesc)
+{
+	uint32		h = hash_bytes_uint32((uint32) tupdesc->natts);
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		h = hash_combine(h, hash_bytes_uint32((uint32) att->atttypid));
+		h = hash_combine(h, hash_bytes_uint32((uint32) (int32) att->attlen));
+		h = hash_combine(h, hash_bytes_uint32((uint32) (unsigned char) att->attalign));
+		h = hash_combine(h, hash_bytes_uint32(att->attisdropped ? 1 : 0));
+	}
+	return (int32) h;
+}
+
+/* Insert one tuple into the log and its indexes, without the executor. */
+static void
+ShapesyncLogInsert(Relation logrel, HeapTuple tup)
+{
+	List	   *indexoids;
+	ListCell   *lc;
+	TupleTableSlot *slot = NULL;
+
+	simple_heap_insert(logrel, tup);
+
+	indexoids = RelationGetIndexList(logrel);
+	foreach(lc, indexoids)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *ii = BuildIndexInfo(idx);
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL)
+			elog(ERROR, "shapesync.changes may only have plain indexes");
+		if (slot == NULL)
+		{
+			slot = MakeSingleTupleTableSlot(RelationGetDescr(logrel), &TTSOpsHeapTuple);
+			ExecStoreHeapTuple(tup, slot, false);
+		}
+		FormIndexDatum(ii, slot, NULL, values, isnull);
+		index_insert(idx, values, isnull, &tup->t_self, logrel,
+					 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ii);
+		index_close(idx, NoLock);
+	}
+	if (slot != NULL)
+		ExecDropSingleTupleTableSlot(slot);
+	list_free(indexoids);
+}
+
+/* Write one change row for relation rel in the current transaction. */
+static void
+ShapesyncLogChange(Relation rel, char op, HeapTuple newtup, HeapTuple oldtup)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	Relation	logrel;
+	Datum		values[Natts_changes];
+	bool		nulls[Natts_changes];
+	HeapTuple	logtup;
+
+	ShapesyncLookupLog();
+
+	memset(nulls, false, sizeof(nulls));
+	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[1] = Int64GetDatum(nextval_internal(change_seq_relid, false));
+	values[2] = ObjectIdGetDatum(RelationGetRelid(rel));
+	values[3] = CharGetDatum(op);
+	values[4] = Int32GetDatum(ShapesyncLayoutHash(tupdesc));
+	if (newtup != NULL)
+		values[5] = heap_copy_tuple_as_datum(newtup, tupdesc);
+	else
+		nulls[5] = true;
+	if (oldtup != NULL)
+		values[6] = heap_copy_tuple_as_datum(oldtup, tupdesc);
+	else
+		nulls[6] = true;
+
+	logrel = table_open(changes_relid, RowExclusiveLock);
+	if (RelationGetDescr(logrel)->natts != Natts_changes)
+		elog(ERROR, "shapesync.changes has an unexpected layout");
+	logtup = heap_form_tuple(RelationGetDescr(logrel), values, nulls);
+	ShapesyncLogInsert(logrel, logtup);
+	heap_freetuple(logtup);
+	table_close(logrel, NoLock);
+
+	ShapesyncDoorbellArm();
+}
+
+/* Row trigger of tracked tables: log the change. */
+Datum
+shapesync_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent event;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture() was not called by the trigger manager")));
+	event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture() must be fired AFTER")));
+	if (!TRIGGER_FIRED_FOR_ROW(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture() must be fired FOR EACH ROW")));
+
+	if (TRIGGER_FIRED_BY_INSERT(event))
+		ShapesyncLogChange(trigdata->tg_relation, 'I', trigdata->tg_trigtuple, NULL);
+	else if (TRIGGER_FIRED_BY_UPDATE(event))
+		ShapesyncLogChange(trigdata->tg_relation, 'U', trigdata->tg_newtuple,
+						   trigdata->tg_trigtuple);
+	else if (TRIGGER_FIRED_BY_DELETE(event))
+		ShapesyncLogChange(trigdata->tg_relation, 'D', NULL, trigdata->tg_trigtuple);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture() must be fired for INSERT, UPDATE or DELETE")));
+
+	return PointerGetDatum(NULL);
+}
+
+/* Statement trigger for TRUNCATE: log a 'T' row and invalidate the table's shapes. */
+Datum
+shapesync_capture_truncate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent event;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture_truncate() was not called by the trigger manager")));
+	event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(event) || !TRIGGER_FIRED_FOR_STATEMENT(event) ||
+		!TRIGGER_FIRED_BY_TRUNCATE(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("shapesync.capture_truncate() must be fired AFTER TRUNCATE FOR EACH STATEMENT")));
+
+	ShapesyncLogChange(trigdata->tg_relation, 'T', NULL, NULL);
+	ShapesyncInvalidateTableShapes(RelationGetRelid(trigdata->tg_relation), "truncate");
+
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,282 @@
+/*-------------------------------------------------------------------------
+ *
+ * decode.c
+ *	  Decoding of the row images stored in shapesync.changes:
+ *	  row_values() (text[] by attnum) and row_json(), plus the *_or_null
+ *	  variants used by batch() and the change_log view, which return NULL
+ *	  instead of raising when the image cannot be decoded (table dropped,
+ *	  layout changed).
+ *
+ * Decoding runs in the reader's session: the type output functions see
+ * the reader's DateStyle, TimeZone, extra_float_digits, ...; what the
+ * writer had set plays no part (the image is binary).
+ *
+ * The per-attribute output functions are cached in fn_extra, keyed by
+ * (relid, layout), so a batch decodes many rows with one lookup.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "shapesync.h"
+
+PG_FUNCTION_INFO_V1(shapesync_row_values);
+PG_FUNCTION_INFO_V1(shapesync_row_json);
+PG_FUNCTION_INFO_V1(shapesync_row_values_or_null);
+PG_FUNCTION_INFO_V1(shapesync_row_json_or_null);
+
+/* decoding cache for one (relation, layout), kept in fn_extra */
+typedef struct DecodeCache
+{
+	Oid			relid;
+	int32		layout;
+	int			natts;
+	FmgrInfo   *out;			/* per attribute output function */
+	bool	   *dropped;
+	char	  **names;
+} DecodeCache;
+
+/* Build (or reuse) the decoding cache for rel. */
+static DecodeCache *
+GetDecodeCache(FunctionCallInfo fcinfo, Relation rel, int32 layout)
+{
+	DecodeCache *cache = (DecodeCache *) fcinfo->flinfo->fn_extra;
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	MemoryContext oldcxt;
+
+	if (cache != NULL && cache->relid == RelationGetRelid(rel) &&
+		cache->layout == layout && cache->natts == tupdesc->natts)
+		return cache;
+
+	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	cache = palloc0(sizeof(DecodeCache));
+	cache->relid = RelationGetRelid(rel);
+	cache->layout = layout;
+	cache->natts = tupdesc->natts;
+	cache->out = palloc0(sizeof(FmgrInfo) * Max(tupdesc->natts, 1));
+	cache->dropped = palloc0(sizeof(bool) * Max(tupdesc->natts, 1));
+	cache->names = palloc0(sizeof(char *) * Max(tupdesc->natts, 1));
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		Oid			typoutput;
+		bool		isvarlena;
+
+		cache->dropped[i] = att->attisdropped;
+		cache->names[i] = pstrdup(NameStr(att->attname));
+		if (att->attisdropped)
+			continue;
+		getTypeOutputInfo(att->atttypid, &typoutput, &isvarlena);
+		fmgr_info_cxt(typoutput, &cache->out[i], fcinfo->flinfo->fn_mcxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
+}
+
+/*
+ * Decode img (an image of table relid written with layout) into output
+ * texts, one per attribute (NULL for SQL NULL and dropped columns).
+ * Returns false instead of raising if the table is gone or its layout
+ * changed and raise is false; *cache_out describes the attributes.
+ */
+static bool
+DecodeImage(FunctionCallInfo fcinfo, Oid relid, int32 layout, bytea *img,
+			bool raise, DecodeCache **cache_out, char ***texts_out)
+{
+	Relation	rel;
+	TupleDesc	tupdesc;
+	DecodeCache *cache;
+	HeapTupleHeader td;
+	HeapTupleData tuple;
+	uint32		len;
+	Datum	   *values;
+	bool	   *nulls;
+	char	  **texts;
+	AclResult	aclresult;
+
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+	{
+		if (!raise)
+			return false;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	}
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
+
+	tupdesc = RelationGetDescr(rel);
+	if (ShapesyncLayoutHash(tupdesc) != layout)
+	{
+		if (!raise)
+		{
+			relation_close(rel, AccessShareLock);
+			return false;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("row image layout of table \"%s\" changed",
+						RelationGetRelationName(rel)),
+				 errdetail("The image was written with layout %d; the table now has layout %d.",
+						   layout, ShapesyncLayoutHash(tupdesc)),
+				 errhint("Invalidate the table's shapes and take a new snapshot.")));
+	}
+
+	/* sanity checks: the image must be a composite datum of this table */
+	len = VARSIZE(img);
+	td = (HeapTupleHeader) img;
+	if (len < SizeofHeapTupleHeader ||
+		td->t_hoff < SizeofHeapTupleHeader || td->t_hoff > len ||
+		HeapTupleHeaderGetNatts(td) > tupdesc->natts ||
+		((td->t_infomask & HEAP_HASNULL) &&
+		 offsetof(HeapTupleHeaderData, t_bits) + BITMAPLEN(HeapTupleHeaderGetNatts(td)) > td->t_hoff) ||
+		HeapTupleHeaderGetTypeId(td) != rel->rd_rel->reltype)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("invalid row image for table \"%s\"", RelationGetRelationName(rel))));
+
+	cache = GetDecodeCache(fcinfo, rel, layout);
+
+	tuple.t_len = len;
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = relid;
+	tuple.t_data = td;
+
+	values = palloc(sizeof(Datum) * Max(tupdesc->natts, 1));
+	nulls = palloc(sizeof(bool) * Max(tupdesc->natts, 1));
+	texts = palloc0(sizeof(char *) * Max(tupdesc->natts, 1));
+	heap_deform_tuple(&tuple, tupdesc, values, nulls);
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		if (cache->dropped[i] || nulls[i])
+			continue;
+		texts[i] = OutputFunctionCall(&cache->out[i], values[i]);
+	}
+
+	relation_close(rel, NoLock);
+	*cache_out = cache;
+	*texts_out = texts;
+	return true;
+}
+
+/* Build a text[] (lower bound 1) from decoded texts. */
+static Datum
+TextsToArray(DecodeCache *cache, char **texts)
+{
+	int			n = cache->natts;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1];
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (texts[i] == NULL);
+		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(texts[i]);
+	}
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+	dims[0] = n;
+	lbs[0] = 1;
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* Build a json object {"col": "text", ...} from decoded texts. */
+static Datum
+TextsToJson(DecodeCache *cache, char **texts)
+{
+	StringInfoData buf;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < cache->natts; i++)
+	{
+		if (cache->dropped[i])
+			continue;
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		first = false;
+		escape_json(&buf, cache->names[i]);
+		appendStringInfoString(&buf, ": ");
+		if (texts[i] == NULL)
+			appendStringInfoString(&buf, "null");
+		else
+			escape_json(&buf, texts[i]);
+	}
+	appendStringInfoChar(&buf, '}');
+	return PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
+}
+
+/* row_values(relid, layout, img): column output texts by attnum. */
+Datum
+shapesync_row_values(PG_FUNCTION_ARGS)
+{
+	DecodeCache *cache;
+	char	  **texts;
+
+	DecodeImage(fcinfo, PG_GETARG_OID(0), PG_GETARG_INT32(1),
+				PG_GETARG_BYTEA_P_COPY(2), true, &cache, &texts);
+	PG_RETURN_DATUM(TextsToArray(cache, texts));
+}
+
+/* row_json(relid, layout, img): the row as a json object. */
+Datum
+shapesync_row_json(PG_FUNCTION_ARGS)
+{
+	DecodeCache *cache;
+	char	  **texts;
+
+	DecodeImage(fcinfo, PG_GETARG_OID(0), PG_GETARG_INT32(1),
+				PG_GETARG_BYTEA_P_COPY(2), true, &cache, &texts);
+	PG_RETURN_DATUM(TextsToJson(cache, texts));
+}
+
+/* row_values_or_null: as row_values, NULL if the table is gone or changed layout. */
+Datum
+shapesync_row_values_or_null(PG_FUNCTION_ARGS)
+{
+	DecodeCache *cache;
+	char	  **texts;
+
+	if (!DecodeImage(fcinfo, PG_GETARG_OID(0), PG_GETARG_INT32(1),
+					 PG_GETARG_BYTEA_P_COPY(2), false, &cache, &texts))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(TextsToArray(cache, texts));
+}
+
+/* row_json_or_null: as row_json, NULL if the table is gone or changed layout. */
+Datum
+shapesync_row_json_or_null(PG_FUNCTION_ARGS)
+{
+	DecodeCache *cache;
+	char	  **texts;
+
+	if (!DecodeImage(fcinfo, PG_GETARG_OID(0), PG_GETARG_INT32(1),
+					 PG_GETARG_BYTEA_P_COPY(2), false, &cache, &texts))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(TextsToJson(cache, texts));
+}

@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ *
+ * shapesync.h
+ *	  Declarations shared by the files of the shapesync extension.
+ *
+ * Each .c file owns one concern: shapesync.c (module load, GUCs),
+ * track.c (track/untrack), changelog.c (capture triggers, log writes),
+ * decode.c (row image decoding), ticks.c (the ticker's transaction),
+ * worker.c (doorbell shared state and the background worker), shapes.c
+ * (shape registry helpers used from C), monitor.c (status reporting).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SHAPESYNC_H
+#define SHAPESYNC_H
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "utils/relcache.h"
+
+#define SHAPESYNC_SCHEMA "shapesync"
+
+/* most databases the ticker can serve (entries of shapesync.database) */
+#define SHAPESYNC_MAX_DATABASES 8
+
+/* GUCs (shapesync.c) */
+extern char *shapesync_database;
+extern int	shapesync_tick_idle_ms;
+
+/* changelog.c */
+extern int32 ShapesyncLayoutHash(TupleDesc tupdesc);
+extern Oid	ShapesyncSchemaOid(bool missing_ok);
+extern Oid	ShapesyncRelationOid(const char *relname, bool missing_ok);
+
+/* worker.c */
+extern void ShapesyncShmemRequest(void);
+extern void ShapesyncShmemStartup(void);
+extern void ShapesyncRegisterWorkers(void);
+extern void ShapesyncRegisterXactCallback(void);
+extern void ShapesyncDoorbellArm(void);
+extern int	ShapesyncWorkerPid(Oid dboid);
+extern PGDLLEXPORT void shapesync_worker_main(Datum main_arg);
+extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
+
+/* ticks.c */
+extern int64 ShapesyncRunTick(bool *installed);
+
+/* shapes.c */
+extern void ShapesyncInvalidateTableShapes(Oid relid, const char *reason);
+
+#endif							/* SHAPESYNC_H */
