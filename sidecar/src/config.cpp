@@ -1,0 +1,141 @@
+// Command-line flags and environment variables of shapesyncd.
+#include "config.hpp"
+
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+#include <vector>
+
+namespace shapesync {
+
+namespace {
+
+struct Setting {
+  const char* flag;
+  const char* env;
+  const char* alt_env;  // Electric's name, where one exists
+  const char* help;
+  std::function<std::string(Config&, const std::string&)> apply;  // returns error or ""
+};
+
+std::string parse_int(const std::string& v, long long lo, long long hi, long long& out) {
+  try {
+    size_t used = 0;
+    out = std::stoll(v, &used);
+    if (used != v.size()) return "not an integer: " + v;
+  } catch (...) {
+    return "not an integer: " + v;
+  }
+  if (out < lo || out > hi) return "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]: " + v;
+  return "";
+}
+
+template <typename T>
+std::function<std::string(Config&, const std::string&)> int_setting(T Config::*field, long long lo, long long hi) {
+  return [=](Config& c, const std::string& v) {
+    long long x;
+    std::string e = parse_int(v, lo, hi, x);
+    if (e.empty()) c.*field = static_cast<T>(x);
+    return e;
+  };
+}
+
+std::vector<Setting> settings() {
+  return {
+      {"--database-url", "DATABASE_URL", nullptr, "PostgreSQL connection URL or conninfo (required)",
+       [](Config& c, const std::string& v) {
+         c.database_url = v;
+         return std::string();
+       }},
+      {"--listen", "SHAPESYNC_LISTEN", nullptr, "HTTP listen address HOST:PORT (default 127.0.0.1:3000)",
+       [](Config& c, const std::string& v) {
+         auto colon = v.rfind(':');
+         if (colon == std::string::npos) return std::string("expected HOST:PORT, got ") + v;
+         long long port;
+         std::string e = parse_int(v.substr(colon + 1), 0, 65535, port);
+         if (!e.empty()) return e;
+         c.listen_host = v.substr(0, colon);
+         if (c.listen_host.size() > 2 && c.listen_host.front() == '[')
+           c.listen_host = c.listen_host.substr(1, c.listen_host.size() - 2);
+         c.listen_port = static_cast<unsigned short>(port);
+         return std::string();
+       }},
+      {"--threads", "SHAPESYNC_THREADS", nullptr, "I/O threads (default: one per core)",
+       int_setting(&Config::threads, 0, 256)},
+      {"--long-poll-timeout", "SHAPESYNC_LONG_POLL_TIMEOUT", "ELECTRIC_LONG_POLL_TIMEOUT",
+       "live long-poll timeout in ms (default 20000)", int_setting(&Config::long_poll_timeout_ms, 0, 3600000)},
+      {"--tick-interval", "SHAPESYNC_TICK_INTERVAL", nullptr,
+       "ms between ticks when the extension's worker is not preloaded (default 100)",
+       int_setting(&Config::tick_interval_ms, 1, 60000)},
+      {"--poll-interval", "SHAPESYNC_POLL_INTERVAL", nullptr,
+       "ms between safety-net checks for new ticks if a NOTIFY is lost (default 1000)",
+       int_setting(&Config::poll_interval_ms, 10, 600000)},
+      {"--chunk-bytes", "SHAPESYNC_CHUNK_BYTES", "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD",
+       "snapshot/log chunk size threshold in bytes (default 10485760)",
+       int_setting(&Config::chunk_bytes_threshold, 1, 1LL << 34)},
+      {"--cache-max-age", "SHAPESYNC_CACHE_MAX_AGE", "ELECTRIC_CACHE_MAX_AGE",
+       "max-age in s of non-live responses (default 60)", int_setting(&Config::cache_max_age_s, 0, 31536000)},
+      {"--cache-stale-age", "SHAPESYNC_CACHE_STALE_AGE", "ELECTRIC_CACHE_STALE_AGE",
+       "stale-while-revalidate in s of non-live responses (default 300)",
+       int_setting(&Config::cache_stale_age_s, 0, 31536000)},
+      {"--max-body-bytes", "SHAPESYNC_MAX_BODY_BYTES", nullptr, "largest accepted request body (default 1048576)",
+       int_setting(&Config::max_body_bytes, 0, 1LL << 30)},
+      {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
+       "database connections for snapshots and catalog look-ups (default 2)",
+       int_setting(&Config::snapshot_pool_size, 1, 64)},
+  };
+}
+
+std::string help_text() {
+  std::ostringstream o;
+  o << "shapesyncd " << SHAPESYNC_VERSION
+    << " — serves PostgreSQL shapes over ElectricSQL's HTTP Shape API\n\n"
+       "usage: shapesyncd [--flag value]...\n\n"
+       "Every setting is a flag and an environment variable (the flag wins):\n\n";
+  for (auto& s : settings()) {
+    o << "  " << s.flag << " <value>\n      env " << s.env;
+    if (s.alt_env) o << " (or " << s.alt_env << ")";
+    o << "\n      " << s.help << "\n";
+  }
+  o << "  --help\n      this text\n";
+  return o.str();
+}
+
+}  // namespace
+
+std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
+  Config c;
+  auto all = settings();
+  for (auto& s : all) {
+    const char* v = std::getenv(s.env);
+    if (!v && s.alt_env) v = std::getenv(s.alt_env);
+    if (v && *v) {
+      std::string e = s.apply(c, v);
+      if (!e.empty()) return ConfigExit{std::string("shapesyncd: ") + s.env + ": " + e + "\n", 2};
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") return ConfigExit{help_text(), 0};
+    std::string value;
+    auto eq = a.find('=');
+    std::string name = eq == std::string::npos ? a : a.substr(0, eq);
+    const Setting* found = nullptr;
+    for (auto& s : all)
+      if (name == s.flag) found = &s;
+    if (!found) return ConfigExit{"shapesyncd: unknown flag " + name + " (see --help)\n", 2};
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else {
+      if (i + 1 >= argc) return ConfigExit{"shapesyncd: " + name + " needs a value\n", 2};
+      value = argv[++i];
+    }
+    std::string e = found->apply(c, value);
+    if (!e.empty()) return ConfigExit{"shapesyncd: " + name + ": " + e + "\n", 2};
+  }
+  if (c.database_url.empty())
+    return ConfigExit{"shapesyncd: no database: set --database-url or DATABASE_URL (see --help)\n", 2};
+  return c;
+}
+
+}  // namespace shapesync

@@ -1,0 +1,33 @@
+// Settings of shapesyncd: every one has a command-line flag and an environment
+// variable; `--help` lists them all.
+#pragma once
+#include <string>
+#include <variant>
+
+namespace shapesync {
+
+struct Config {
+  std::string database_url;
+  std::string listen_host = "127.0.0.1";
+  unsigned short listen_port = 3000;
+  int threads = 0;                       // 0: one per core
+  int long_poll_timeout_ms = 20000;      // ELECTRIC_LONG_POLL_TIMEOUT
+  int tick_interval_ms = 100;            // own ticking when the extension's worker is absent
+  int poll_interval_ms = 1000;           // safety-net check for new ticks
+  size_t chunk_bytes_threshold = 10485760;  // ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
+  int cache_max_age_s = 60;
+  int cache_stale_age_s = 300;
+  size_t max_body_bytes = 1 << 20;
+  int snapshot_pool_size = 2;
+  int batch_window_ticks = 100000;       // decoded batches kept for new shapes' catch-up
+};
+
+// Parses argv then environment (flag wins). Returns the config, or a message to
+// print (help text or an error) and the exit code.
+struct ConfigExit {
+  std::string message;
+  int code;
+};
+std::variant<Config, ConfigExit> parse_config(int argc, char** argv);
+
+}  // namespace shapesync

@@ -1,0 +1,108 @@
+// Batches and catalog look-ups.
+#include "db/changes.hpp"
+
+namespace shapesync {
+
+asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
+  PgParams args1{std::to_string(tick_id)};
+  PgResult r = co_await c.exec(
+      "SELECT xid::text, relid, op, new_values, old_values FROM shapesync.batch($1::bigint)", args1);
+  Batch b;
+  b.tick_id = tick_id;
+  uint32_t rank = 0;
+  for (int i = 0; i < r.rows(); ++i) {
+    uint64_t xid = std::stoull(std::string(r.get(i, 0)));
+    if (b.txs.empty() || b.txs.back().xid != xid) {
+      Tx tx;
+      tx.xid = xid;
+      tx.position = make_position(tick_id, ++rank);
+      b.txs.push_back(std::move(tx));
+    }
+    Change ch;
+    ch.relid = static_cast<uint32_t>(std::stoul(std::string(r.get(i, 1))));
+    ch.op = r.get(i, 2).empty() ? '?' : r.get(i, 2)[0];
+    if (!r.is_null(i, 3)) {
+      ch.new_values = parse_text_array(r.get(i, 3));
+      if (!ch.new_values) ch.undecodable = true;
+    }
+    if (!r.is_null(i, 4)) {
+      ch.old_values = parse_text_array(r.get(i, 4));
+      if (!ch.old_values) ch.undecodable = true;
+    }
+    if ((ch.op == 'I' || ch.op == 'U') && !ch.new_values) ch.undecodable = true;
+    if ((ch.op == 'U' || ch.op == 'D') && !ch.old_values) ch.undecodable = true;
+    b.txs.back().changes.push_back(std::move(ch));
+  }
+  co_return b;
+}
+
+asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit) {
+  PgParams args2{std::to_string(after), std::to_string(before), std::to_string(limit)};
+  PgResult r = co_await c.exec(
+      "SELECT tick_id FROM shapesync.ticks WHERE tick_id > $1::bigint AND ($2::bigint = 0 OR tick_id < $2::bigint) "
+      "ORDER BY tick_id LIMIT $3::int", args2);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < r.rows(); ++i) ids.push_back(std::stoull(std::string(r.get(i, 0))));
+  co_return ids;
+}
+
+asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) {
+  TableLookup out;
+  PgParams args3{name.schema, name.name};
+  PgResult r = co_await c.exec(
+      "SELECT c.oid, n.nspname, c.relname, c.relnatts, "
+      "EXISTS (SELECT 1 FROM shapesync.tracked t WHERE t.relid = c.oid) "
+      "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')", args3);
+  if (r.rows() == 0) {
+    out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
+                " does not exist. If the table name contains capitals or special characters you must quote it.";
+    co_return out;
+  }
+  if (r.get(0, 4) != "t") {
+    out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
+                " is not tracked by shapesync. A database owner must run SELECT shapesync.track('" +
+                quote_ident(name.schema) + "." + quote_ident(name.name) + "')";
+    co_return out;
+  }
+  auto t = std::make_shared<TableInfo>();
+  t->relid = static_cast<uint32_t>(std::stoul(std::string(r.get(0, 0))));
+  t->schema = std::string(r.get(0, 1));
+  t->name = std::string(r.get(0, 2));
+  t->natts = static_cast<int>(r.get_int(0, 3));
+  PgParams args4{std::to_string(t->relid)};
+  PgResult cols = co_await c.exec(
+      "SELECT a.attnum, a.attname, a.attnotnull, a.atttypmod, a.attndims, t.typname, et.typname, "
+      "coalesce(array_position(i.indkey::int2[], a.attnum), 0) "
+      "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+      "LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' AND t.typlen = -1 "
+      "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+      "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", args4);
+  std::vector<std::pair<int, size_t>> pk;
+  for (int i = 0; i < cols.rows(); ++i) {
+    ColumnInfo ci;
+    ci.attnum = static_cast<int>(cols.get_int(i, 0));
+    ci.name = std::string(cols.get(i, 1));
+    ci.not_null = cols.get(i, 2) == "t";
+    ci.typmod = static_cast<int>(cols.get_int(i, 3));
+    ci.base_type = std::string(cols.get(i, 5));
+    if (!cols.is_null(i, 6)) {
+      ci.type = std::string(cols.get(i, 6));
+      ci.dims = std::max<int>(1, static_cast<int>(cols.get_int(i, 4)));
+    } else {
+      ci.type = ci.base_type;
+    }
+    int pkpos = static_cast<int>(cols.get_int(i, 7));
+    if (pkpos > 0) {
+      ci.pk_index = pkpos - 1;
+      pk.emplace_back(pkpos, t->columns.size());
+    }
+    t->columns.push_back(std::move(ci));
+  }
+  std::sort(pk.begin(), pk.end());
+  for (auto& [pos, idx] : pk) t->pk.push_back(idx);
+  out.table = std::move(t);
+  co_return out;
+}
+
+}  // namespace shapesync

@@ -1,0 +1,28 @@
+// Reading the extension's ticks and batches, and tables' catalog information.
+#pragma once
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "db/pg.hpp"
+#include "http/params.hpp"
+#include "shapes/batch.hpp"
+
+namespace shapesync {
+
+// Reads the batch of one tick, decoded and ordered, with transaction positions.
+asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id);
+// Tick ids after `after` (ascending, at most `limit`), and before `before` when non-zero.
+asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit);
+
+// A table looked up for a shape: its info, or the error message for `table`.
+struct TableLookup {
+  std::shared_ptr<const TableInfo> table;
+  std::string error;  // 400 message when table is null
+};
+asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name);
+
+}  // namespace shapesync

@@ -1,0 +1,145 @@
+// Non-blocking libpq driven by Asio.
+#include "db/pg.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/as_tuple.hpp>
+
+namespace shapesync {
+
+using namespace asio::experimental::awaitable_operators;
+
+std::string quote_ident(std::string_view s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"') o += '"';
+    o += c;
+  }
+  o += '"';
+  return o;
+}
+
+void PgConn::close() {
+  if (conn_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+}
+
+void PgConn::fail(const std::string& what, const char* state) {
+  bool lost = !conn_ || PQstatus(conn_) != CONNECTION_OK;
+  std::string msg = what;
+  if (conn_) {
+    const char* e = PQerrorMessage(conn_);
+    if (e && *e) {
+      msg += ": ";
+      msg += e;
+      while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    }
+  }
+  throw PgError(msg, state, lost);
+}
+
+asio::awaitable<void> PgConn::wait_socket(bool write) {
+  int fd = PQsocket(conn_);
+  if (fd < 0) fail("no socket");
+  asio::posix::stream_descriptor sd(ex_, fd);
+  auto [ec] = co_await sd.async_wait(write ? asio::posix::stream_descriptor::wait_write
+                                           : asio::posix::stream_descriptor::wait_read,
+                                     asio::as_tuple(asio::use_awaitable));
+  sd.release();
+  if (ec) throw PgError("socket wait failed: " + ec.message(), "", true);
+}
+
+asio::awaitable<void> PgConn::connect(const std::string& conninfo) {
+  close();
+  conn_ = PQconnectStart(conninfo.c_str());
+  if (!conn_) throw PgError("out of memory", "", true);
+  if (PQstatus(conn_) == CONNECTION_BAD) fail("cannot connect");
+  PQsetnonblocking(conn_, 1);
+  for (;;) {
+    auto st = PQconnectPoll(conn_);
+    if (st == PGRES_POLLING_OK) break;
+    if (st == PGRES_POLLING_FAILED) fail("cannot connect");
+    co_await wait_socket(st == PGRES_POLLING_WRITING);
+  }
+  PQsetnonblocking(conn_, 1);
+}
+
+void PgConn::consume() {
+  if (!PQconsumeInput(conn_)) fail("connection lost");
+  while (PGnotify* n = PQnotifies(conn_)) {
+    notes_.emplace_back(n->relname, n->extra ? n->extra : "");
+    PQfreemem(n);
+  }
+}
+
+asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& params) {
+  if (!ok()) fail("not connected");
+  std::string q(sql);
+  int sent;
+  if (params.empty()) {
+    sent = PQsendQuery(conn_, q.c_str());
+  } else {
+    std::vector<const char*> vals;
+    vals.reserve(params.size());
+    for (auto& p : params) vals.push_back(p ? p->c_str() : nullptr);
+    sent = PQsendQueryParams(conn_, q.c_str(), static_cast<int>(vals.size()), nullptr, vals.data(), nullptr,
+                             nullptr, 0);
+  }
+  if (!sent) fail("cannot send query");
+  for (;;) {
+    int f = PQflush(conn_);
+    if (f == 0) break;
+    if (f < 0) fail("cannot send query");
+    co_await wait_socket(true);
+    consume();
+  }
+  PgResult last;
+  std::optional<PgError> error;
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      co_await wait_socket(false);
+      consume();
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (!r) break;
+    auto st = PQresultStatus(r);
+    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+      if (!error) {
+        const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        error.emplace(msg ? msg : PQresultErrorMessage(r), state ? state : "", PQstatus(conn_) != CONNECTION_OK);
+      }
+      PQclear(r);
+      continue;
+    }
+    last = PgResult(r);
+  }
+  consume();
+  if (error) throw *error;
+  co_return last;
+}
+
+asio::awaitable<void> PgConn::wait_input(std::chrono::milliseconds timeout) {
+  if (!ok()) fail("not connected");
+  int fd = PQsocket(conn_);
+  asio::posix::stream_descriptor sd(ex_, fd);
+  asio::steady_timer timer(ex_, timeout);
+  auto r = co_await (sd.async_wait(asio::posix::stream_descriptor::wait_read, asio::as_tuple(asio::use_awaitable)) ||
+                     timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+  sd.release();
+  (void)r;
+  consume();
+}
+
+std::vector<std::pair<std::string, std::string>> PgConn::take_notifications() {
+  auto n = std::move(notes_);
+  notes_.clear();
+  return n;
+}
+
+}  // namespace shapesync

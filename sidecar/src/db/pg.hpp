@@ -1,0 +1,90 @@
+// libpq on the Asio event loop: RAII holders for PGconn/PGresult and a
+// connection whose every wait is an async wait on its socket (never a blocking
+// libpq call on an I/O thread). One coroutine uses a connection at a time.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <libpq-fe.h>
+
+namespace shapesync {
+
+namespace asio = boost::asio;
+
+struct PgError : std::runtime_error {
+  std::string sqlstate;
+  bool connection_lost = false;
+  PgError(const std::string& msg, std::string state, bool lost)
+      : std::runtime_error(msg), sqlstate(std::move(state)), connection_lost(lost) {}
+};
+
+class PgResult {
+ public:
+  PgResult() = default;
+  explicit PgResult(PGresult* r) : r_(r, &PQclear) {}
+  int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+  int cols() const { return r_ ? PQnfields(r_.get()) : 0; }
+  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col); }
+  std::string_view get(int row, int col) const {
+    return {PQgetvalue(r_.get(), row, col), static_cast<size_t>(PQgetlength(r_.get(), row, col))};
+  }
+  std::optional<std::string> opt(int row, int col) const {
+    if (is_null(row, col)) return std::nullopt;
+    return std::string(get(row, col));
+  }
+  long long get_int(int row, int col) const { return std::stoll(std::string(get(row, col))); }
+  PGresult* raw() const { return r_.get(); }
+
+ private:
+  std::shared_ptr<PGresult> r_;
+};
+
+using PgParams = std::vector<std::optional<std::string>>;
+
+class PgConn {
+ public:
+  explicit PgConn(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  ~PgConn() { close(); }
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+
+  // Connects (non-blocking handshake). Throws PgError.
+  asio::awaitable<void> connect(const std::string& conninfo);
+  bool ok() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+  void close();
+
+  // Runs one statement with text parameters; returns its result (the last one
+  // for multi-statement strings without parameters). Throws PgError.
+  asio::awaitable<PgResult> exec(std::string_view sql, const PgParams& params = {});
+
+  // Waits until the socket is readable or the timeout passes; consumes input.
+  // Returns after either. Throws PgError if the connection is lost.
+  asio::awaitable<void> wait_input(std::chrono::milliseconds timeout);
+
+  // Notifications received so far (channel, payload); clears the list.
+  std::vector<std::pair<std::string, std::string>> take_notifications();
+
+  PGconn* raw() const { return conn_; }
+
+ private:
+  asio::awaitable<void> wait_socket(bool write);
+  void consume();
+  [[noreturn]] void fail(const std::string& what, const char* state = "");
+
+  asio::any_io_executor ex_;
+  PGconn* conn_ = nullptr;
+  std::vector<std::pair<std::string, std::string>> notes_;
+};
+
+// Quotes an identifier for SQL ("a""b").
+std::string quote_ident(std::string_view s);
+
+}  // namespace shapesync

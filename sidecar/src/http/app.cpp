@@ -1,0 +1,640 @@
+// Routes, the shape endpoint, and the tick follower.
+#include "http/app.hpp"
+
+#include <chrono>
+#include <iostream>
+#include <random>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "db/changes.hpp"
+#include "util/log.hpp"
+
+namespace shapesync {
+
+namespace {
+
+constexpr std::string_view kExposeHeaders =
+    "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,"
+    "electric-internal-known-error,retry-after";
+
+std::string random_hex(size_t n) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(n, '0');
+  for (auto& c : s) c = kHex[rng() & 15];
+  return s;
+}
+
+int random_int(int lo, int hi) {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  return std::uniform_int_distribution<int>(lo, hi)(rng);
+}
+
+long long unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Splits an If-None-Match header and tells whether etag is among its values.
+bool etag_matches(std::string_view header, const std::string& etag) {
+  size_t i = 0;
+  while (i <= header.size()) {
+    size_t c = header.find(',', i);
+    if (c == std::string_view::npos) c = header.size();
+    std::string_view v = header.substr(i, c - i);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '"')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '"')) v.remove_suffix(1);
+    if (v.substr(0, 2) == "W/") v.remove_prefix(2);
+    while (!v.empty() && v.front() == '"') v.remove_prefix(1);
+    if (v == etag) return true;
+    i = c + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string definition_key(const ShapeParams& p) {
+  std::string k = quote_ident(p.table.schema) + "." + quote_ident(p.table.name);
+  k += "|columns=";
+  if (p.columns)
+    for (auto& c : *p.columns) k += quote_ident(c) + ",";
+  k += p.replica == Replica::kFull ? "|replica=full" : "|replica=default";
+  k += p.log == LogMode::kChangesOnly ? "|log=changes_only" : "|log=full";
+  return k;
+}
+
+App::App(asio::io_context& io, Config cfg)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      store_(cfg_.chunk_bytes_threshold),
+      pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)) {}
+
+void App::common_headers(const Request& req, Response& res) const {
+  res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
+  res.set("electric-server", "shapesync/" SHAPESYNC_VERSION);
+  res.set("x-request-id", random_hex(16));
+  auto origin = req.find(http::field::origin);
+  res.set(http::field::access_control_allow_origin,
+          origin != req.end() ? std::string(origin->value()) : std::string("*"));
+  res.set(http::field::access_control_expose_headers, kExposeHeaders);
+  res.set(http::field::access_control_allow_methods, "GET, POST, HEAD, DELETE, OPTIONS");
+  if (origin != req.end()) res.set(http::field::vary, "Origin");
+}
+
+Response App::json_response(const Request& req, http::status st, std::string body) const {
+  Response res{st, req.version()};
+  common_headers(req, res);
+  res.set(http::field::content_type, "application/json; charset=utf-8");
+  res.body() = std::move(body);
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
+}
+
+Response App::error_400(const Request& req, const ValidationErrors& e) const {
+  Response res = json_response(req, http::status::bad_request, e.body());
+  res.set(http::field::cache_control, "no-store");
+  res.set("surrogate-control", "no-store");
+  return res;
+}
+
+Response App::error_503(const Request& req, std::string body, int retry_after) const {
+  Response res = json_response(req, http::status::service_unavailable, std::move(body));
+  res.set(http::field::cache_control, "no-store");
+  res.set("surrogate-control", "no-store");
+  res.set(http::field::retry_after, std::to_string(retry_after));
+  res.set("electric-internal-known-error", "true");
+  return res;
+}
+
+Response App::must_refetch(const Request& req, const std::string& new_handle) const {
+  Response res = json_response(req, http::status::conflict, std::string(kMustRefetchBody));
+  if (!new_handle.empty()) {
+    res.set("electric-handle", new_handle);
+    res.set(http::field::cache_control, "public, max-age=60, must-revalidate");
+  } else {
+    res.set(http::field::cache_control, "public, max-age=1, must-revalidate");
+  }
+  return res;
+}
+
+asio::awaitable<Response> App::handle(Request req) {
+  std::string_view target = req.target();
+  auto qpos = target.find('?');
+  std::string path = url_decode(target.substr(0, qpos));
+  std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
+  // Path normalisation: collapse repeated slashes, drop a trailing slash.
+  std::string norm;
+  for (char c : path)
+    if (!(c == '/' && !norm.empty() && norm.back() == '/')) norm += c;
+  if (norm.size() > 1 && norm.back() == '/') norm.pop_back();
+
+  try {
+    if (norm == "/v1/shape") {
+      if (req.method() == http::verb::options) {
+        Response res{http::status::no_content, req.version()};
+        common_headers(req, res);
+        res.set(http::field::access_control_max_age, "86400");
+        std::string allowed;
+        auto rh = req.find(http::field::access_control_request_headers);
+        if (rh != req.end()) {
+          std::string v(rh->value());
+          for (auto h : {"if-none-match", "traceparent"})
+            if (v.find(h) != std::string::npos) allowed += allowed.empty() ? h : std::string(",") + h;
+        }
+        if (!allowed.empty()) res.set(http::field::access_control_allow_headers, allowed);
+        res.keep_alive(req.keep_alive());
+        res.prepare_payload();
+        co_return res;
+      }
+      if (req.method() == http::verb::get || req.method() == http::verb::head) {
+        Response res = co_await handle_shape(req, query);
+        if (req.method() == http::verb::head) {
+          res.body().clear();
+          res.prepare_payload();
+        }
+        co_return res;
+      }
+      if (req.method() == http::verb::delete_) {
+        co_return json_response(req, http::status::method_not_allowed, R"({"message":"DELETE not allowed"})");
+      }
+      co_return json_response(req, http::status::method_not_allowed, R"({"message":"Method not allowed"})");
+    }
+    if (norm == "/v1/health") {
+      bool ok = db_ready();
+      Response res = json_response(req, ok ? http::status::ok : http::status::accepted,
+                                   ok ? R"({"status":"active"})" : R"({"status":"waiting"})");
+      res.set(http::field::cache_control, "no-cache, no-store, must-revalidate");
+      co_return res;
+    }
+    if (norm == "/" || norm.empty()) {
+      Response res{http::status::ok, req.version()};
+      common_headers(req, res);
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      co_return res;
+    }
+    Response res{http::status::not_found, req.version()};
+    common_headers(req, res);
+    res.set(http::field::content_type, "text/plain");
+    res.body() = "Not found";
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    co_return res;
+  } catch (const PgError& e) {
+    log_warn("database error: ", e.what());
+    co_return error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
+  } catch (const std::exception& e) {
+    log_error("internal error: ", e.what());
+    co_return json_response(req, http::status::internal_server_error, R"({"error":"Internal server error"})");
+  }
+}
+
+asio::awaitable<Response> App::handle_shape(const Request& req, std::string_view query) {
+  QueryMap q = parse_query(query);
+  auto parsed = parse_shape_params(q);
+  if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
+  ShapeParams p = std::get<ShapeParams>(std::move(parsed));
+  if (p.where) {
+    ValidationErrors e;
+    e.add("where", "where clauses are not supported yet");
+    co_return error_400(req, e);
+  }
+  std::string def_key = definition_key(p);
+  std::shared_ptr<const TableInfo> table;
+  Response err;
+  auto shape = co_await get_shape(p, def_key, table, err, req);
+  if (!shape) co_return err;
+  if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
+  co_return co_await serve_shape(req, p, def_key, shape->def.table);
+}
+
+asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, const std::string& def_key,
+                                                       std::shared_ptr<const TableInfo>& table, Response& err,
+                                                       const Request& req) {
+  auto ex = co_await asio::this_coro::executor;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::shared_ptr<Shape> s;
+    {
+      std::lock_guard lk(store_.mutex());
+      s = store_.active(def_key);
+    }
+    if (!s) {
+      TableLookup lookup;
+      try {
+        auto lease = co_await pool_.acquire();
+        lookup = co_await lookup_table(*lease, p.table);
+      } catch (const PgError& e) {
+        log_warn("cannot verify shape: ", e.what());
+        err = error_503(req,
+                        R"({"message":"Cannot connect to the database to verify the shape. Please try again later."})",
+                        1);
+        co_return nullptr;
+      }
+      if (!lookup.table) {
+        ValidationErrors e;
+        e.add("table", lookup.error);
+        err = error_400(req, e);
+        co_return nullptr;
+      }
+      ShapeDef def;
+      def.table = lookup.table;
+      def.replica = p.replica;
+      def.log_mode = p.log;
+      def.key = def_key;
+      const TableInfo& t = *lookup.table;
+      if (p.columns) {
+        std::vector<std::string> missing_cols;
+        for (auto& name : *p.columns) {
+          bool found = false;
+          for (size_t i = 0; i < t.columns.size(); ++i)
+            if (t.columns[i].name == name) {
+              found = true;
+              if (std::find(def.selected.begin(), def.selected.end(), i) == def.selected.end())
+                def.selected.push_back(i);
+            }
+          if (!found) missing_cols.push_back(name);
+        }
+        ValidationErrors e;
+        if (!missing_cols.empty()) {
+          std::string m = "The following columns are not found on the table: ";
+          for (size_t i = 0; i < missing_cols.size(); ++i) m += (i ? ", " : "") + missing_cols[i];
+          e.add("columns", m);
+        }
+        std::string missing_pk;
+        for (size_t pk : t.pk)
+          if (std::find(def.selected.begin(), def.selected.end(), pk) == def.selected.end())
+            missing_pk += (missing_pk.empty() ? "" : ", ") + t.columns[pk].name;
+        if (!missing_pk.empty())
+          e.add("columns", "The list of columns must include all primary key columns, missing: " + missing_pk);
+        if (!e.empty()) {
+          err = error_400(req, e);
+          co_return nullptr;
+        }
+        std::sort(def.selected.begin(), def.selected.end());
+      } else {
+        for (size_t i = 0; i < t.columns.size(); ++i) def.selected.push_back(i);
+      }
+      try {
+        s = co_await create_shape(std::move(def));
+      } catch (const PgError& e) {
+        log_warn("shape creation failed: ", e.what());
+        if (e.connection_lost) {
+          err = error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
+        } else {
+          err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+        }
+        co_return nullptr;
+      }
+    }
+    // Wait for a shape being created (by this or another request).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      auto w = std::make_shared<Waiter>(ex);
+      {
+        std::lock_guard lk(store_.mutex());
+        if (s->ready || s->failed || s->invalid) break;
+        w->timer.expires_at(deadline);
+        store_.add_waiter(s, w);
+      }
+      co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+      std::lock_guard lk(store_.mutex());
+      store_.remove_waiter(s, w);
+      if (std::chrono::steady_clock::now() >= deadline) break;
+    }
+    {
+      std::lock_guard lk(store_.mutex());
+      if (s->ready && !s->invalid) {
+        table = s->def.table;
+        co_return s;
+      }
+    }
+  }
+  err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+  co_return nullptr;
+}
+
+asio::awaitable<std::shared_ptr<Shape>> App::create_shape(ShapeDef def) {
+  std::shared_ptr<Shape> s;
+  {
+    std::lock_guard lk(store_.mutex());
+    if (auto existing = store_.active(def.key)) co_return existing;
+    s = store_.begin_create(std::move(def));
+  }
+  try {
+    auto lease = co_await pool_.acquire();
+    PgConn& c = *lease;
+    const TableInfo& t = *s->def.table;
+    std::string cols_array = "{";
+    for (size_t i = 0; i < s->def.selected.size(); ++i) {
+      if (i) cols_array += ',';
+      cols_array += quote_ident(t.columns[s->def.selected[i]].name);
+    }
+    cols_array += "}";
+    std::string options = std::string(s->def.replica == Replica::kFull ? "replica=full" : "replica=default") +
+                          (s->def.log_mode == LogMode::kChangesOnly ? " log=changes_only" : " log=full");
+    auto reg = [&]() -> asio::awaitable<PgResult> {
+      PgParams args1{std::to_string(t.relid), cols_array, options};
+      co_return co_await c.exec(
+          "SELECT handle, created FROM shapesync.get_or_create_shape($1::oid::regclass, NULL, $2::text[], $3)", args1);
+    };
+    PgResult r = co_await reg();
+    if (r.get(0, 1) != "t") {
+      // The database knows this shape but this process holds none of its state
+      // (e.g. after a restart): rotate it so no client resumes from offsets we cannot serve.
+      PgParams args2{std::string(r.get(0, 0))};
+      co_await c.exec("SELECT shapesync.invalidate_shape($1, 'sidecar holds no state for it')", args2);
+      r = co_await reg();
+    }
+    std::string handle(r.get(0, 0));
+
+    co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    PgResult snap;
+    PgResult rows;
+    std::exception_ptr failure;
+    try {
+      snap = co_await c.exec(
+          "SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
+      if (s->def.log_mode == LogMode::kFull) {
+        std::string sql = "SELECT ";
+        for (size_t i = 0; i < s->def.selected.size(); ++i) {
+          if (i) sql += ", ";
+          sql += quote_ident(t.columns[s->def.selected[i]].name);
+        }
+        // Primary-key columns that are not selected are still needed for keys.
+        sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
+        rows = co_await c.exec(sql);
+      }
+      co_await c.exec("COMMIT");
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      if (c.ok()) co_await c.exec("ROLLBACK");
+      std::rethrow_exception(failure);
+    }
+    auto ps = PgSnapshot::parse(snap.get(0, 0));
+    if (!ps) throw PgError("bad snapshot text", "", false);
+    uint64_t start_tick = std::stoull(std::string(snap.get(0, 1)));
+
+    // Snapshot chunks.
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    std::string cur = "[";
+    bool first = true;
+    RowValues row(t.columns.size());
+    for (int i = 0; i < rows.rows(); ++i) {
+      for (size_t k = 0; k < s->def.selected.size(); ++k) row[s->def.selected[k]] = rows.opt(i, static_cast<int>(k));
+      std::string value;
+      append_value_object(value, t, row, s->def.selected);
+      std::string msg = snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation);
+      if (!first) cur += ',';
+      first = false;
+      cur += msg;
+      if (cur.size() >= cfg_.chunk_bytes_threshold) {
+        cur += ']';
+        chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
+        cur = "[";
+        first = true;
+      }
+    }
+    if (!first) cur += ',';
+    cur += snapshot_end_message(ps->xmin_s, ps->xmax_s, ps->xip_s);
+    cur += ']';
+    chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
+
+    {
+      std::lock_guard lk(store_.mutex());
+      s->handle = handle;
+      s->snap = *ps;
+      s->start_tick = start_tick;
+      s->snapshot_chunks = std::move(chunks);
+    }
+    // Catch up: batches after start_tick that the window no longer (or not yet) holds.
+    for (int round = 0; round < 5; ++round) {
+      uint64_t last, front;
+      {
+        std::lock_guard lk(store_.mutex());
+        last = store_.last_tick();
+        front = store_.window_front();
+        bool covered = last <= start_tick || (front != 0 && front <= start_tick + 1);
+        if (covered) {
+          store_.finish_create(s, {});
+          break;
+        }
+      }
+      // Fetch every tick in (start_tick, front) — or up to `last` when the window is empty.
+      std::vector<Batch> extra;
+      uint64_t after = start_tick;
+      for (;;) {
+        auto ids = co_await fetch_tick_ids(c, after, front, 1000);
+        if (ids.empty()) break;
+        for (uint64_t id : ids) {
+          if (front == 0 && id > last) break;
+          extra.push_back(co_await fetch_batch(c, id));
+          after = id;
+        }
+        if (front == 0 && after >= last) break;
+        if (ids.size() < 1000) break;
+      }
+      std::lock_guard lk(store_.mutex());
+      uint64_t now_front = store_.window_front();
+      bool ok = front != 0 ? (now_front != 0 && now_front <= front)
+                           : (store_.last_tick() == last || (now_front != 0 && now_front > last));
+      if (ok) {
+        store_.finish_create(s, std::move(extra));
+        break;
+      }
+    }
+    {
+      std::lock_guard lk(store_.mutex());
+      if (!s->ready && !s->invalid) store_.fail_create(s);
+    }
+    log_info("shape ", s->handle, " created for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ",
+             rows.rows(), " rows, ", s->snapshot_chunks.size(), " chunk(s), from tick ", start_tick);
+  } catch (...) {
+    std::lock_guard lk(store_.mutex());
+    store_.fail_create(s);
+    throw;
+  }
+  co_return s;
+}
+
+asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams& p, const std::string& def_key,
+                                           std::shared_ptr<const TableInfo> table) {
+  auto ex = co_await asio::this_coro::executor;
+  std::shared_ptr<Shape> s;
+  {
+    std::lock_guard lk(store_.mutex());
+    s = store_.active(def_key);
+  }
+  if (!s) co_return must_refetch(req, "");
+  auto now = std::chrono::steady_clock::now();
+  auto live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
+  auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
+  LogRead r;
+  std::string schema_header, handle;
+  for (;;) {
+    auto w = std::make_shared<Waiter>(ex);
+    bool timed_out = std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
+    {
+      std::lock_guard lk(store_.mutex());
+      if (s->invalid) {
+        auto a = store_.active(def_key);
+        co_return must_refetch(req, a && a->ready ? a->handle : "");
+      }
+      r = store_.read(*s, p.offset);
+      handle = s->handle;
+      schema_header = s->schema_header;
+      bool wait = r.out_of_bounds || (p.live && !r.has_data());
+      if (!wait || timed_out) break;
+      w->timer.expires_at(r.out_of_bounds ? std::min(oob_deadline, live_deadline) : live_deadline);
+      store_.add_waiter(s, w);
+    }
+    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(s, w);
+  }
+  if (r.out_of_bounds) {
+    ValidationErrors e;
+    e.add("offset", "out of bounds for this shape");
+    co_return error_400(req, e);
+  }
+
+  Response res{http::status::ok, req.version()};
+  common_headers(req, res);
+  res.set(http::field::content_type, "application/json; charset=utf-8");
+  res.set("electric-handle", handle);
+  res.set("electric-offset", r.end.to_string());
+  if (!p.live) res.set("electric-schema", schema_header);
+  if (r.up_to_date) res.set("electric-up-to-date", "");
+  if (p.live)
+    res.set("electric-cursor",
+            std::to_string(next_cursor(unix_now(), cfg_.long_poll_timeout_ms / 1000, p.cursor, random_int(1, 3600))));
+  res.set("electric-has-data", r.has_data() ? "true" : "false");
+  std::string req_offset;
+  if (auto it = req.target().find("offset="); it != std::string_view::npos) {
+    auto v = req.target().substr(it + 7);
+    req_offset = url_decode(v.substr(0, v.find('&')));
+  }
+  std::string etag = handle + ":" + req_offset + ":" + r.end.to_string();
+  if (!r.has_data())
+    etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  res.set(http::field::etag, "\"" + etag + "\"");
+  if (p.offset.kind == RequestOffset::Kind::kBeforeAll)
+    res.set(http::field::cache_control, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
+  else if (p.live)
+    res.set(http::field::cache_control, "public, max-age=5, stale-while-revalidate=5");
+  else
+    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.cache_max_age_s) +
+                                            ", stale-while-revalidate=" + std::to_string(cfg_.cache_stale_age_s));
+  res.keep_alive(req.keep_alive());
+  auto inm = req.find(http::field::if_none_match);
+  if (inm != req.end() && etag_matches(inm->value(), etag)) {
+    res.result(http::status::not_modified);
+    res.erase("electric-schema");
+    res.body().clear();
+    res.prepare_payload();
+    co_return res;
+  }
+  res.body() = r.body();
+  res.prepare_payload();
+  co_return res;
+}
+
+asio::awaitable<void> App::record_invalidations(PgConn& c, const std::vector<std::string>& handles) {
+  for (auto& h : handles) {
+    PgParams args3{h};
+    co_await c.exec("SELECT shapesync.invalidate_shape($1, 'truncate or schema change')", args3);
+    log_info("shape ", h, " invalidated");
+  }
+}
+
+asio::awaitable<void> App::process_new_ticks(PgConn& c) {
+  for (;;) {
+    uint64_t last;
+    {
+      std::lock_guard lk(store_.mutex());
+      last = store_.last_tick();
+    }
+    auto ids = co_await fetch_tick_ids(c, last, 0, 200);
+    if (ids.empty()) co_return;
+    for (uint64_t id : ids) {
+      Batch b = co_await fetch_batch(c, id);
+      std::vector<std::string> invalidated;
+      {
+        std::lock_guard lk(store_.mutex());
+        invalidated = store_.apply(std::move(b));
+        store_.trim_window(static_cast<size_t>(cfg_.batch_window_ticks));
+      }
+      if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
+    }
+    if (ids.size() < 200) co_return;
+  }
+}
+
+asio::awaitable<void> App::run_ticker() {
+  auto ex = co_await asio::this_coro::executor;
+  PgConn c(ex);
+  bool first = true;
+  int backoff_ms = 100;
+  for (;;) {
+    try {
+      co_await c.connect(cfg_.database_url);
+      co_await c.exec(kSessionSetup);
+      co_await c.exec("SET synchronous_commit = on");
+      PgResult ver = co_await c.exec(
+          "SELECT extversion FROM pg_extension WHERE extname = 'shapesync'");
+      if (ver.rows() == 0)
+        throw PgError("extension shapesync is not installed in this database (CREATE EXTENSION shapesync)", "",
+                      false);
+      co_await c.exec("LISTEN shapesync");
+      if (first) {
+        PgResult r = co_await c.exec("SELECT coalesce(max(tick_id), 0) FROM shapesync.ticks");
+        std::lock_guard lk(store_.mutex());
+        store_.set_last_tick(std::stoull(std::string(r.get(0, 0))));
+        first = false;
+      }
+      auto check_worker = [&]() -> asio::awaitable<void> {
+        PgResult w = co_await c.exec("SELECT shapesync.worker_pid()");
+        bool own = w.is_null(0, 0);
+        if (own != own_ticking_.load())
+          log_info(own ? "the extension's ticker is not running (shapesync not in shared_preload_libraries?): "
+                         "ticking every " + std::to_string(cfg_.tick_interval_ms) + " ms from the sidecar"
+                       : "the extension's background worker ticks; following its notifications");
+        own_ticking_ = own;
+      };
+      co_await check_worker();
+      db_ready_ = true;
+      backoff_ms = 100;
+      log_info("connected to the database; following ticks from ", store_.last_tick());
+      co_await process_new_ticks(c);
+      auto last_worker_check = std::chrono::steady_clock::now();
+      for (;;) {
+        bool own = own_ticking_.load();
+        co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
+        c.take_notifications();
+        if (own) co_await c.exec("SELECT pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
+        co_await process_new_ticks(c);
+        if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {
+          co_await check_worker();
+          last_worker_check = std::chrono::steady_clock::now();
+        }
+      }
+    } catch (const PgError& e) {
+      if (db_ready_) log_warn("lost the database: ", e.what());
+      else log_warn("cannot reach the database: ", e.what());
+      db_ready_ = false;
+    }
+    c.close();
+    asio::steady_timer t(ex, std::chrono::milliseconds(backoff_ms));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    backoff_ms = std::min(backoff_ms * 2, 5000);
+  }
+}
+
+}  // namespace shapesync

@@ -1,0 +1,68 @@
+// The application: routes HTTP requests to responses (no socket in sight),
+// and follows the extension's ticks into the shape store.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http.hpp>
+
+#include "config.hpp"
+#include "db/pool.hpp"
+#include "http/params.hpp"
+#include "shapes/store.hpp"
+
+namespace shapesync {
+
+namespace http = boost::beast::http;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+class App {
+ public:
+  App(asio::io_context& io, Config cfg);
+
+  // Answers one request. Never throws.
+  asio::awaitable<Response> handle(Request req);
+
+  // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
+  // extension's worker); reconnects after losing the database.
+  asio::awaitable<void> run_ticker();
+
+  bool db_ready() const { return db_ready_.load(); }
+  ShapeStore& store() { return store_; }
+  const Config& config() const { return cfg_; }
+
+ private:
+  asio::awaitable<Response> handle_shape(const Request& req, std::string_view query);
+  asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, const std::string& def_key,
+                                        std::shared_ptr<const TableInfo> table);
+  // Returns the ready active shape for the definition, creating it if needed;
+  // null with `err` set on failure.
+  asio::awaitable<std::shared_ptr<Shape>> get_shape(const ShapeParams& p, const std::string& def_key,
+                                                    std::shared_ptr<const TableInfo>& table, Response& err,
+                                                    const Request& req);
+  asio::awaitable<std::shared_ptr<Shape>> create_shape(ShapeDef def);
+  asio::awaitable<void> process_new_ticks(PgConn& c);
+  asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::string>& handles);
+
+  void common_headers(const Request& req, Response& res) const;
+  Response json_response(const Request& req, http::status st, std::string body) const;
+  Response error_400(const Request& req, const ValidationErrors& e) const;
+  Response error_503(const Request& req, std::string body, int retry_after) const;
+  Response must_refetch(const Request& req, const std::string& new_handle) const;
+
+  asio::io_context& io_;
+  Config cfg_;
+  ShapeStore store_;
+  PgPool pool_;
+  std::atomic<bool> db_ready_{false};
+  std::atomic<bool> own_ticking_{false};
+  std::atomic<uint64_t> request_seq_{0};
+};
+
+std::string definition_key(const ShapeParams& p);
+
+}  // namespace shapesync

@@ -1,0 +1,86 @@
+// Wire encoding of the Shape protocol (PROTOCOL.md §4): JSON string escaping,
+// row keys, change and control messages, the electric-schema header, and the
+// electric-cursor algorithm. Pure functions; every message is serialized once
+// and shared by all responses that carry it.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shapesync {
+
+// Appends s as a JSON string literal (with quotes).
+void append_json_string(std::string& out, std::string_view s);
+
+// One column of a tracked table, as the wire needs it.
+struct ColumnInfo {
+  std::string name;
+  int attnum = 0;              // pg_attribute.attnum (index into decoded row images)
+  std::string type;            // typname; element typname for arrays
+  int dims = 0;                // > 0 for arrays
+  int pk_index = -1;           // position in the primary key, -1 if not part of it
+  bool not_null = false;
+  int typmod = -1;
+  std::string base_type;       // typname of the column's own type (e.g. _int4, varchar)
+};
+
+struct TableInfo {
+  uint32_t relid = 0;
+  std::string schema;
+  std::string name;
+  std::vector<ColumnInfo> columns;  // non-dropped, attnum order
+  std::vector<size_t> pk;           // indexes into columns, in primary-key order
+  int natts = 0;                    // relnatts (decoded arrays have this length)
+};
+
+// `"schema"."table"/` — the key prefix of a table (relation parts escape / and .).
+std::string key_prefix(const TableInfo& t);
+// `["schema","table"]`
+std::string relation_json(const TableInfo& t);
+// The electric-schema header for the selected columns (indexes into t.columns).
+std::string schema_json(const TableInfo& t, const std::vector<size_t>& selected);
+
+// A row as text values indexed like TableInfo::columns (nullopt = SQL NULL).
+using RowValues = std::vector<std::optional<std::string>>;
+
+// `"<schema>"."<table>"/"<pk1>"/…` with / doubled in values, NULL parts as _.
+std::string row_key(const std::string& prefix, const TableInfo& t, const RowValues& row);
+
+// Appends {"col":"value",...} for the given column indexes.
+void append_value_object(std::string& out, const TableInfo& t, const RowValues& row,
+                         const std::vector<size_t>& cols);
+
+// Headers of a replicated change.
+struct ChangeHeaders {
+  std::string_view operation;  // insert | update | delete
+  std::string_view relation;   // relation_json
+  uint32_t txid = 0;
+  uint64_t lsn = 0;
+  uint64_t op_position = 0;
+  bool last = false;
+  std::optional<std::string> key_change_to;
+  std::optional<std::string> key_change_from;
+};
+
+// {"key":...,"value":{...},"old_value":{...}?,"headers":{...}}
+std::string change_message(const std::string& key, const std::string& value_object,
+                           const std::string* old_value_object, const ChangeHeaders& h);
+// Snapshot rows carry only operation and relation.
+std::string snapshot_row_message(const std::string& key, const std::string& value_object,
+                                 std::string_view relation);
+
+std::string up_to_date_message(uint64_t global_last_seen_lsn);
+std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,
+                                 const std::vector<std::string>& xip);
+inline constexpr std::string_view kMustRefetchBody = R"([{"headers":{"control":"must-refetch"}}])";
+
+// PROTOCOL.md §6.2. now_unix_s is the current time; rnd in [1, 3600].
+long long next_cursor(long long now_unix_s, long long timeout_s, long long prev_cursor, int rnd);
+
+// Parses a PostgreSQL text[] literal with lower bound 1 ("{a,\"b c\",NULL}").
+// Returns nullopt on malformed input.
+std::optional<RowValues> parse_text_array(std::string_view s);
+
+}  // namespace shapesync

@@ -1,0 +1,64 @@
+// GET /v1/shape request parameters: query-string parsing and the validation
+// stages of PROTOCOL.md §2 that need no database. Pure functions, unit-tested.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "http/offset.hpp"
+
+namespace shapesync {
+
+using QueryMap = std::multimap<std::string, std::string>;
+
+// Splits "a=1&b=%20x" into decoded pairs ('+' is a space, %XX decoded).
+QueryMap parse_query(std::string_view query);
+std::string url_decode(std::string_view s);
+
+struct QualifiedName {
+  std::string schema = "public";
+  std::string name;
+  bool operator==(const QualifiedName&) const = default;
+};
+
+// Parses a PostgreSQL relation identifier: name or schema.name, quoted parts keep
+// case ("" escapes "), unquoted parts are down-cased. Returns an error message.
+std::variant<QualifiedName, std::string> parse_relation(std::string_view s);
+// Parses a comma-separated column list with the same identifier rules.
+std::variant<std::vector<std::string>, std::string> parse_columns(std::string_view s);
+
+enum class Replica { kDefault, kFull };
+enum class LogMode { kFull, kChangesOnly };
+
+struct ShapeParams {
+  QualifiedName table;
+  RequestOffset offset;
+  std::optional<std::string> handle;  // dropped for offset -1 / now
+  bool live = false;
+  bool live_sse = false;
+  long long cursor = 0;
+  std::optional<std::string> where;
+  std::map<int, std::string> params;  // $n values
+  std::optional<std::vector<std::string>> columns;
+  Replica replica = Replica::kDefault;
+  LogMode log = LogMode::kFull;
+  std::optional<std::string> secret;
+};
+
+// Electric's error body fields: {"<field>": ["msg", ...]}.
+struct ValidationErrors {
+  nlohmann::json errors = nlohmann::json::object();
+  void add(const std::string& field, const std::string& msg) { errors[field].push_back(msg); }
+  bool empty() const { return errors.empty(); }
+  // {"message":"Invalid request","errors":{...}}
+  std::string body() const;
+};
+
+std::variant<ShapeParams, ValidationErrors> parse_shape_params(const QueryMap& q);
+
+}  // namespace shapesync

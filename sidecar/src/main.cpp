@@ -1,0 +1,76 @@
+// shapesyncd: wiring only. See http/app.hpp and net/server.hpp.
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "config.hpp"
+#include "http/app.hpp"
+#include "net/server.hpp"
+#include "util/log.hpp"
+
+int main(int argc, char** argv) {
+  using namespace shapesync;
+  auto parsed = parse_config(argc, argv);
+  if (auto* ex = std::get_if<ConfigExit>(&parsed)) {
+    (ex->code == 0 ? std::cout : std::cerr) << ex->message;
+    return ex->code;
+  }
+  Config cfg = std::get<Config>(parsed);
+  int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  asio::io_context io(threads);
+  App app(io, cfg);
+  Server server(io, app);
+  try {
+    server.listen(cfg.listen_host, cfg.listen_port);
+  } catch (const std::exception& e) {
+    log_error("cannot listen on ", cfg.listen_host, ":", cfg.listen_port, ": ", e.what());
+    return 1;
+  }
+  log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
+           " with ", threads, " thread(s)");
+  asio::co_spawn(asio::make_strand(io), app.run_ticker(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);
+
+  // Graceful shutdown: stop accepting, let open requests finish (deadline), exit;
+  // a second signal exits at once.
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  int signals_seen = 0;
+  asio::steady_timer drain(io);
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](auto ec, int sig) {
+    if (ec) return;
+    if (++signals_seen > 1) {
+      log_info("second signal: exiting now");
+      io.stop();
+      return;
+    }
+    log_info("signal ", sig, ": draining (", server.open_sessions(), " open connection(s))");
+    server.stop_accepting();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.long_poll_timeout_ms + 1000);
+    std::function<void()> check = [&, deadline] {
+      if (server.open_sessions() == 0 || std::chrono::steady_clock::now() >= deadline) {
+        log_info("stopped");
+        io.stop();
+        return;
+      }
+      drain.expires_after(std::chrono::milliseconds(50));
+      drain.async_wait([&](auto) { check(); });
+    };
+    check();
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  return 0;
+}

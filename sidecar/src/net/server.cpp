@@ -1,0 +1,99 @@
+// HTTP/1.1 sessions (Boost.Beast) on C++20 coroutines.
+#include "net/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include "util/log.hpp"
+
+namespace shapesync {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+Server::Server(asio::io_context& io, App& app) : io_(io), app_(app), acceptor_(io) {}
+
+void Server::listen(const std::string& host, unsigned short port) {
+  tcp::endpoint ep(asio::ip::make_address(host), port);
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(asio::socket_base::reuse_address(true));
+  acceptor_.bind(ep);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+}
+
+void Server::stop_accepting() {
+  stopping_ = true;
+  asio::post(acceptor_.get_executor(), [this] {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+  });
+}
+
+asio::awaitable<void> Server::accept_loop() {
+  for (;;) {
+    auto [ec, sock] = co_await acceptor_.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (stopping_ || ec == asio::error::operation_aborted) co_return;
+      log_warn("accept: ", ec.message());
+      continue;
+    }
+    sock.set_option(tcp::no_delay(true));
+    auto ex = sock.get_executor();
+    asio::co_spawn(ex, session(std::move(sock)), asio::detached);
+  }
+}
+
+asio::awaitable<void> Server::session(tcp::socket sock) {
+  ++sessions_;
+  struct Guard {
+    std::atomic<size_t>& n;
+    ~Guard() { --n; }
+  } guard{sessions_};
+  beast::tcp_stream stream(std::move(sock));
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(app_.config().max_body_bytes);
+    parser.header_limit(64 * 1024);
+    stream.expires_after(std::chrono::seconds(75));
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == http::error::body_limit || ec == http::error::header_limit) {
+        http::response<http::string_body> res{http::status::payload_too_large, 11};
+        res.set(http::field::content_type, "application/json; charset=utf-8");
+        res.body() = R"({"error":"Request body too large"})";
+        res.keep_alive(false);
+        res.prepare_payload();
+        stream.expires_after(std::chrono::seconds(10));
+        co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      } else if (ec == http::error::bad_target || ec == http::error::bad_method || ec == http::error::bad_version ||
+                 ec == http::error::bad_field || ec == http::error::bad_value) {
+        http::response<http::string_body> res{http::status::bad_request, 11};
+        res.set(http::field::content_type, "application/json; charset=utf-8");
+        res.body() = R"({"error":"Malformed HTTP request"})";
+        res.keep_alive(false);
+        res.prepare_payload();
+        stream.expires_after(std::chrono::seconds(10));
+        co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      }
+      break;
+    }
+    stream.expires_never();
+    Request req = parser.release();
+    Response res = co_await app_.handle(std::move(req));
+    if (stopping_) res.keep_alive(false);
+    stream.expires_after(std::chrono::seconds(60));
+    auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    if (wec || !res.keep_alive()) break;
+  }
+  boost::system::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+}  // namespace shapesync

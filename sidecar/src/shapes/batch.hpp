@@ -1,0 +1,44 @@
+// Batches of changes between two ticks, as read from the extension's change
+// log, and PostgreSQL snapshots (pg_snapshot) for visibility tests.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/encode.hpp"
+
+namespace shapesync {
+
+struct PgSnapshot {
+  uint64_t xmin = 0, xmax = 0;
+  std::vector<uint64_t> xip;  // sorted
+  std::string xmin_s, xmax_s;
+  std::vector<std::string> xip_s;
+  // Parses pg_snapshot's text form "xmin:xmax:xip1,xip2".
+  static std::optional<PgSnapshot> parse(std::string_view s);
+  // True when the transaction's effects are visible in this snapshot.
+  bool visible(uint64_t xid) const;
+};
+
+struct Change {
+  uint32_t relid = 0;
+  char op = 'I';  // I U D T
+  bool undecodable = false;
+  std::optional<RowValues> new_values;  // indexed by attnum - 1
+  std::optional<RowValues> old_values;
+};
+
+struct Tx {
+  uint64_t xid = 0;
+  uint64_t position = 0;  // (tick_id << 32) | rank
+  std::vector<Change> changes;
+};
+
+struct Batch {
+  uint64_t tick_id = 0;
+  std::vector<Tx> txs;
+};
+
+}  // namespace shapesync
