@@ -330,12 +330,9 @@ asio::awaitable<std::shared_ptr<Shape>> App::create_shape(ShapeDef def) {
     auto lease = co_await pool_.acquire();
     PgConn& c = *lease;
     const TableInfo& t = *s->def.table;
-    std::string cols_array = "{";
-    for (size_t i = 0; i < s->def.selected.size(); ++i) {
-      if (i) cols_array += ',';
-      cols_array += quote_ident(t.columns[s->def.selected[i]].name);
-    }
-    cols_array += "}";
+    std::vector<std::string> names;
+    for (size_t idx : s->def.selected) names.push_back(t.columns[idx].name);
+    std::string cols_array = text_array_literal(names);
     std::string options = std::string(s->def.replica == Replica::kFull ? "replica=full" : "replica=default") +
                           (s->def.log_mode == LogMode::kChangesOnly ? " log=changes_only" : " log=full");
     auto reg = [&]() -> asio::awaitable<PgResult> {

@@ -211,6 +211,21 @@ long long next_cursor(long long now_unix_s, long long timeout_s, long long prev_
   return next > prev_cursor ? next : prev_cursor + rnd;
 }
 
+std::string text_array_literal(const std::vector<std::string>& v) {
+  std::string o = "{";
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) o += ',';
+    o += '"';
+    for (char c : v[i]) {
+      if (c == '"' || c == '\\') o += '\\';
+      o += c;
+    }
+    o += '"';
+  }
+  o += '}';
+  return o;
+}
+
 std::optional<RowValues> parse_text_array(std::string_view s) {
   RowValues out;
   if (s.size() < 2 || s.front() != '{' || s.back() != '}') return std::nullopt;

@@ -79,6 +79,9 @@ inline constexpr std::string_view kMustRefetchBody = R"([{"headers":{"control":"
 // PROTOCOL.md §6.2. now_unix_s is the current time; rnd in [1, 3600].
 long long next_cursor(long long now_unix_s, long long timeout_s, long long prev_cursor, int rnd);
 
+// Formats a PostgreSQL text[] literal, every element quoted.
+std::string text_array_literal(const std::vector<std::string>& v);
+
 // Parses a PostgreSQL text[] literal with lower bound 1 ("{a,\"b c\",NULL}").
 // Returns nullopt on malformed input.
 std::optional<RowValues> parse_text_array(std::string_view s);

@@ -1,0 +1,127 @@
+// Message encoding, keys, schema header, cursor, array parsing, snapshots.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "http/encode.hpp"
+#include "shapes/batch.hpp"
+
+using namespace shapesync;
+
+namespace {
+TableInfo items() {
+  TableInfo t;
+  t.relid = 1;
+  t.schema = "public";
+  t.name = "items";
+  t.columns = {{"id", 1, "int8", 0, 0, true, -1, "int8"},
+               {"title", 2, "varchar", 0, -1, false, 14, "varchar"},
+               {"tags", 4, "text", 1, -1, false, -1, "_text"},
+               {"price", 5, "numeric", 0, -1, true, (10 << 16 | 2) + 4, "numeric"}};
+  t.pk = {0};
+  return t;
+}
+}  // namespace
+
+TEST(Json, EscapesControlQuotesBackslash) {
+  std::string o;
+  append_json_string(o, std::string("a\"b\\c\n\x01\xc3\xa9", 9));
+  EXPECT_EQ(o, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\"");
+  EXPECT_EQ(nlohmann::json::parse(o).get<std::string>(), std::string("a\"b\\c\n\x01\xc3\xa9", 9));
+}
+
+TEST(Key, QuotesEscapesAndNulls) {
+  TableInfo t = items();
+  RowValues r = {std::string("a/b"), std::string("x"), std::nullopt, std::string("1")};
+  EXPECT_EQ(row_key(key_prefix(t), t, r), R"("public"."items"/"a//b")");
+  t.pk = {0, 1};
+  r[1] = std::nullopt;
+  EXPECT_EQ(row_key(key_prefix(t), t, r), R"("public"."items"/"a//b"/_)");
+  TableInfo odd = t;
+  odd.schema = "s.x";
+  odd.name = "a/b";
+  EXPECT_EQ(key_prefix(odd), R"("s..x"."a//b"/)");
+}
+
+TEST(Schema, MatchesElectricFields) {
+  TableInfo t = items();
+  auto j = nlohmann::json::parse(schema_json(t, {0, 1, 2, 3}));
+  EXPECT_EQ(j["id"], nlohmann::json::parse(R"({"type":"int8","pk_index":0,"not_null":true})"));
+  EXPECT_EQ(j["title"], nlohmann::json::parse(R"({"type":"varchar","max_length":10})"));
+  EXPECT_EQ(j["tags"], nlohmann::json::parse(R"({"type":"text","dims":1})"));
+  EXPECT_EQ(j["price"], nlohmann::json::parse(R"({"type":"numeric","not_null":true,"precision":10,"scale":2})"));
+}
+
+TEST(Messages, ChangeMessageIsExactJson) {
+  TableInfo t = items();
+  RowValues r = {std::string("7"), std::string("hi \"you\""), std::nullopt, std::string("1.50")};
+  std::string v;
+  append_value_object(v, t, r, {0, 1, 2});
+  ChangeHeaders h;
+  h.operation = "insert";
+  std::string rel = relation_json(t);
+  h.relation = rel;
+  h.txid = 755;
+  h.lsn = 24659288;
+  h.op_position = 2;
+  h.last = true;
+  std::string m = change_message(row_key(key_prefix(t), t, r), v, nullptr, h);
+  EXPECT_EQ(m, R"({"key":"\"public\".\"items\"/\"7\"","value":{"id":"7","title":"hi \"you\"","tags":null},)"
+               R"("headers":{"operation":"insert","relation":["public","items"],"txids":[755],"lsn":"24659288",)"
+               R"("op_position":2,"last":true}})");
+  h.last = false;
+  h.key_change_to = "k2";
+  std::string old = R"({"title":"a"})";
+  auto j = nlohmann::json::parse(change_message("k", v, &old, h));
+  EXPECT_FALSE(j["headers"].contains("last"));
+  EXPECT_EQ(j["headers"]["key_change_to"], "k2");
+  EXPECT_EQ(j["old_value"]["title"], "a");
+}
+
+TEST(Messages, ControlMessages) {
+  EXPECT_EQ(up_to_date_message(42), R"({"headers":{"control":"up-to-date","global_last_seen_lsn":"42"}})");
+  EXPECT_EQ(snapshot_end_message("10", "12", {"10", "11"}),
+            R"({"headers":{"control":"snapshot-end","xmin":"10","xmax":"12","xip_list":["10","11"]}})");
+  EXPECT_EQ(snapshot_row_message("k", "{}", R"(["public","t"])"),
+            R"({"key":"k","value":{},"headers":{"operation":"insert","relation":["public","t"]}})");
+}
+
+TEST(Cursor, FollowsElectricAlgorithm) {
+  long long epoch = 1728432000;
+  EXPECT_EQ(next_cursor(epoch + 1, 20, 0, 5), 20);
+  EXPECT_EQ(next_cursor(epoch + 20, 20, 0, 5), 20);
+  EXPECT_EQ(next_cursor(epoch + 21, 20, 0, 5), 40);
+  EXPECT_EQ(next_cursor(epoch + 21, 20, 40, 5), 45);  // never repeats the client's cursor
+  EXPECT_EQ(next_cursor(epoch + 21, 0, 40, 5), 0);
+}
+
+TEST(TextArray, ParsesQuotingEscapesAndNull) {
+  auto r = parse_text_array(R"({1,"a b","q\"x","back\\slash",NULL,"NULL",""})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->size(), 7u);
+  EXPECT_EQ(*(*r)[0], "1");
+  EXPECT_EQ(*(*r)[1], "a b");
+  EXPECT_EQ(*(*r)[2], "q\"x");
+  EXPECT_EQ(*(*r)[3], "back\\slash");
+  EXPECT_FALSE((*r)[4]);
+  EXPECT_EQ(*(*r)[5], "NULL");
+  EXPECT_EQ(*(*r)[6], "");
+  EXPECT_TRUE(parse_text_array("{}")->empty());
+  EXPECT_FALSE(parse_text_array("{a,"));
+  EXPECT_FALSE(parse_text_array("{\"a}"));
+  EXPECT_FALSE(parse_text_array("a"));
+  EXPECT_EQ(text_array_literal({"a\"b", "c\\d"}), R"({"a\"b","c\\d"})");
+  EXPECT_EQ(*(*parse_text_array(text_array_literal({"a\"b", "c\\d"})))[0], "a\"b");
+}
+
+TEST(Snapshot, ParsesAndTestsVisibility) {
+  auto s = PgSnapshot::parse("100:110:103,105");
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->visible(99));
+  EXPECT_TRUE(s->visible(104));
+  EXPECT_FALSE(s->visible(103));
+  EXPECT_FALSE(s->visible(110));
+  EXPECT_FALSE(s->visible(200));
+  EXPECT_EQ(s->xip_s, (std::vector<std::string>{"103", "105"}));
+  EXPECT_TRUE(PgSnapshot::parse("5:5:")->visible(4));
+  EXPECT_FALSE(PgSnapshot::parse("5:x:"));
+}

@@ -1,0 +1,240 @@
+// The shape store: batches become per-shape log entries, reads follow the
+// offset and chunking rules of PROTOCOL.md §5.2. No database, no sockets.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "shapes/store.hpp"
+
+using namespace shapesync;
+using json = nlohmann::json;
+
+namespace {
+
+std::shared_ptr<const TableInfo> table() {
+  auto t = std::make_shared<TableInfo>();
+  t->relid = 42;
+  t->schema = "public";
+  t->name = "items";
+  t->columns = {{"id", 1, "int4", 0, 0, true, -1, "int4"},
+                {"title", 2, "text", 0, -1, false, -1, "text"},
+                {"done", 3, "bool", 0, -1, false, -1, "bool"}};
+  t->pk = {0};
+  return t;
+}
+
+RowValues row(std::string id, std::optional<std::string> title, std::string done = "f") {
+  return {std::move(id), std::move(title), std::move(done)};
+}
+
+Change ins(RowValues r) { return {42, 'I', false, std::move(r), std::nullopt}; }
+Change upd(RowValues o, RowValues n) { return {42, 'U', false, std::move(n), std::move(o)}; }
+Change del(RowValues o) { return {42, 'D', false, std::nullopt, std::move(o)}; }
+
+Tx tx(uint64_t xid, uint64_t tick, uint32_t rank, std::vector<Change> c) { return {xid, make_position(tick, rank), std::move(c)}; }
+
+struct Fixture : ::testing::Test {
+  ShapeStore store{1 << 20};
+  std::shared_ptr<Shape> shape(Replica replica = Replica::kDefault, std::string snap = "100:100:",
+                               uint64_t start_tick = 1, std::vector<size_t> sel = {0, 1, 2}) {
+    std::lock_guard lk(store.mutex());
+    ShapeDef d;
+    d.table = table();
+    d.selected = sel;
+    d.replica = replica;
+    d.key = "k" + std::to_string(next++);
+    auto s = store.begin_create(d);
+    s->handle = "h-" + d.key;
+    s->snap = *PgSnapshot::parse(snap);
+    s->start_tick = start_tick;
+    s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    store.finish_create(s, {});
+    return s;
+  }
+  json read(const std::shared_ptr<Shape>& s, std::string offset) {
+    std::lock_guard lk(store.mutex());
+    auto r = store.read(*s, *parse_offset(offset));
+    last = r;
+    return json::parse(r.body());
+  }
+  void apply(Batch b) {
+    std::lock_guard lk(store.mutex());
+    store.apply(std::move(b));
+  }
+  LogRead last;
+  int next = 0;
+};
+
+}  // namespace
+
+TEST_F(Fixture, InsertUpdateDeleteBecomeMessages) {
+  auto s = shape();
+  apply({2, {tx(200, 2, 1, {ins(row("1", "a")), upd(row("1", "a"), row("1", "b")), del(row("1", "b"))})}});
+  json b = read(s, "0_inf");
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0]["headers"]["operation"], "insert");
+  EXPECT_EQ(b[0]["value"], json::parse(R"({"id":"1","title":"a","done":"f"})"));
+  EXPECT_EQ(b[1]["headers"]["operation"], "update");
+  EXPECT_EQ(b[1]["value"], json::parse(R"({"id":"1","title":"b"})"));  // pk + changed columns
+  EXPECT_EQ(b[2]["headers"]["operation"], "delete");
+  EXPECT_EQ(b[2]["value"], json::parse(R"({"id":"1"})"));
+  EXPECT_EQ(b[0]["headers"]["op_position"], 0);
+  EXPECT_EQ(b[2]["headers"]["op_position"], 4);
+  EXPECT_FALSE(b[1]["headers"].contains("last"));
+  EXPECT_EQ(b[2]["headers"]["last"], true);
+  EXPECT_EQ(b[2]["headers"]["txids"], json::array({200}));
+  EXPECT_EQ(b[2]["headers"]["lsn"], std::to_string(make_position(2, 1)));
+  EXPECT_EQ(b[3]["headers"]["control"], "up-to-date");
+  EXPECT_EQ(last.end, (LogOffset{make_position(2, 1), 4}));
+  EXPECT_TRUE(last.up_to_date);
+}
+
+TEST_F(Fixture, ReplicaFullCarriesWholeRowsAndOldValue) {
+  auto s = shape(Replica::kFull);
+  apply({2, {tx(200, 2, 1, {upd(row("1", "a"), row("1", "b")), del(row("1", "b"))})}});
+  json b = read(s, "0_inf");
+  EXPECT_EQ(b[0]["value"], json::parse(R"({"id":"1","title":"b","done":"f"})"));
+  EXPECT_EQ(b[0]["old_value"], json::parse(R"({"title":"a"})"));
+  EXPECT_EQ(b[1]["value"], json::parse(R"({"id":"1","title":"b","done":"f"})"));
+}
+
+TEST_F(Fixture, UpdateOfNoSelectedColumnIsDropped) {
+  auto s = shape(Replica::kDefault, "100:100:", 1, {0, 1});
+  apply({2, {tx(200, 2, 1, {upd(row("1", "a", "f"), row("1", "a", "t"))})}});
+  json b = read(s, "0_inf");
+  ASSERT_EQ(b.size(), 1u);  // only up-to-date
+  EXPECT_EQ(b[0]["headers"]["control"], "up-to-date");
+}
+
+TEST_F(Fixture, PrimaryKeyChangeIsDeletePlusInsert) {
+  auto s = shape();
+  apply({2, {tx(200, 2, 1, {upd(row("1", "a"), row("2", "a"))})}});
+  json b = read(s, "0_inf");
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_EQ(b[0]["headers"]["operation"], "delete");
+  EXPECT_EQ(b[0]["key"], R"("public"."items"/"1")");
+  EXPECT_EQ(b[0]["headers"]["key_change_to"], R"("public"."items"/"2")");
+  EXPECT_EQ(b[1]["headers"]["operation"], "insert");
+  EXPECT_EQ(b[1]["headers"]["key_change_from"], R"("public"."items"/"1")");
+  EXPECT_EQ(b[1]["headers"]["op_position"], 1);
+  EXPECT_EQ(b[1]["value"], json::parse(R"({"id":"2","title":"a","done":"f"})"));
+}
+
+TEST_F(Fixture, ChangesVisibleInTheShapeSnapshotAreSkipped) {
+  // Snapshot 100:105:102 — xid 101 visible (already in the snapshot), 102 in progress.
+  auto s = shape(Replica::kDefault, "100:105:102");
+  apply({2, {tx(101, 2, 1, {ins(row("1", "a"))}), tx(102, 2, 2, {ins(row("2", "b"))})}});
+  json b = read(s, "0_inf");
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0]["value"]["id"], "2");
+}
+
+TEST_F(Fixture, BatchesUpToTheStartTickAreSkipped) {
+  auto s = shape(Replica::kDefault, "100:100:", 5);
+  apply({5, {tx(300, 5, 1, {ins(row("1", "a"))})}});
+  EXPECT_EQ(read(s, "0_inf").size(), 1u);
+  apply({6, {tx(301, 6, 1, {ins(row("2", "a"))})}});
+  EXPECT_EQ(read(s, "0_inf").size(), 2u);
+}
+
+TEST_F(Fixture, OtherTablesAreIgnored) {
+  auto s = shape();
+  Change other = ins(row("9", "z"));
+  other.relid = 7;
+  apply({2, {tx(200, 2, 1, {other})}});
+  EXPECT_EQ(read(s, "0_inf").size(), 1u);
+  std::lock_guard lk(store.mutex());
+  EXPECT_TRUE(s->log.empty());
+}
+
+TEST_F(Fixture, TruncateInvalidatesTheShape) {
+  auto s = shape();
+  Change t{42, 'T', false, std::nullopt, std::nullopt};
+  apply({2, {tx(200, 2, 1, {t})}});
+  std::lock_guard lk(store.mutex());
+  EXPECT_TRUE(s->invalid);
+  EXPECT_EQ(store.active(s->def.key), nullptr);
+}
+
+TEST_F(Fixture, UndecodableChangeInvalidatesTheShape) {
+  auto s = shape();
+  Change c = ins(row("1", "a"));
+  c.undecodable = true;
+  apply({2, {tx(200, 2, 1, {c})}});
+  std::lock_guard lk(store.mutex());
+  EXPECT_TRUE(s->invalid);
+}
+
+TEST_F(Fixture, ReadsFollowOffsetsAndUpToDateRule) {
+  auto s = shape();
+  {
+    std::lock_guard lk(store.mutex());
+    s->snapshot_chunks = {std::make_shared<const std::string>("[1]"), std::make_shared<const std::string>("[2]")};
+  }
+  EXPECT_EQ(read(s, "-1"), json::parse("[1]"));
+  EXPECT_EQ(last.end.to_string(), "0_0");
+  EXPECT_FALSE(last.up_to_date);
+  EXPECT_EQ(read(s, "0_0"), json::parse("[2]"));
+  EXPECT_EQ(last.end.to_string(), "0_1");
+  // After the last snapshot chunk: the (empty) log, up to date at 0_inf.
+  json b = read(s, "0_1");
+  EXPECT_EQ(last.end.to_string(), "0_inf");
+  EXPECT_TRUE(last.up_to_date);
+  EXPECT_FALSE(last.has_data());
+  apply({2, {tx(200, 2, 1, {ins(row("1", "a")), ins(row("2", "b"))})}});
+  apply({3, {tx(201, 3, 1, {ins(row("3", "c"))})}});
+  b = read(s, std::to_string(make_position(2, 1)) + "_0");
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_EQ(b[0]["value"]["id"], "2");
+  EXPECT_EQ(b[1]["value"]["id"], "3");
+  // Caught up: nothing, up to date, offset unchanged.
+  std::string end = last.end.to_string();
+  b = read(s, end);
+  EXPECT_EQ(b.size(), 1u);
+  EXPECT_EQ(last.end.to_string(), end);
+  // Beyond everything processed: out of bounds.
+  read(s, std::to_string(make_position(99, 1)) + "_0");
+  EXPECT_TRUE(last.out_of_bounds);
+  // "now"
+  b = read(s, "now");
+  EXPECT_EQ(last.end.to_string(), end);
+  EXPECT_TRUE(last.up_to_date);
+}
+
+TEST_F(Fixture, LogChunksHaveFixedBoundaries) {
+  ShapeStore small(200);
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1, 2};
+  d.key = "c";
+  std::shared_ptr<Shape> s;
+  {
+    std::lock_guard lk(small.mutex());
+    s = small.begin_create(d);
+    s->handle = "h";
+    s->snap = *PgSnapshot::parse("1:1:");
+    s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    small.finish_create(s, {});
+    std::vector<Change> many;
+    for (int i = 0; i < 10; ++i) many.push_back(ins(row(std::to_string(i), "title")));
+    small.apply({2, {tx(200, 2, 1, many)}});
+  }
+  std::lock_guard lk(small.mutex());
+  ASSERT_GE(s->chunk_ends.size(), 2u);
+  auto r1 = small.read(*s, *parse_offset("0_inf"));
+  EXPECT_FALSE(r1.up_to_date);  // a chunk end inside the transaction: no up-to-date
+  EXPECT_EQ(r1.entries.size(), s->chunk_ends[0] + 1);
+  // The same offset always gives the same chunk, even after more changes.
+  small.apply({3, {tx(201, 3, 1, {ins(row("100", "x"))})}});
+  auto r2 = small.read(*s, *parse_offset("0_inf"));
+  EXPECT_EQ(r2.body(), r1.body());
+  // Walk the chunks to the end.
+  LogOffset at = r1.end;
+  size_t total = r1.entries.size();
+  for (int guard = 0; guard < 20; ++guard) {
+    auto r = small.read(*s, RequestOffset{RequestOffset::Kind::kAt, at});
+    total += r.entries.size();
+    at = r.end;
+    if (r.up_to_date) break;
+  }
+  EXPECT_EQ(total, 11u);
+}
