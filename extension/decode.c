@@ -89,6 +89,84 @@ GetDecodeCache(FunctionCallInfo fcinfo, Relation rel, int32 layout)
 }
 
 /*
+ * Check that every attribute of the image lies inside it, walking the
+ * tuple as heap_deform_tuple will, so that a truncated or forged image is
+ * an error rather than a read past the buffer.  The values themselves are
+ * trusted (only images taken from shapesync.changes should be passed in;
+ * EXECUTE is not granted to PUBLIC).
+ */
+static bool
+ImageIsSane(HeapTupleHeader td, uint32 len, TupleDesc tupdesc)
+{
+	int			natts = HeapTupleHeaderGetNatts(td);
+	bool		hasnulls = (td->t_infomask & HEAP_HASNULL) != 0;
+	char	   *tp = (char *) td + td->t_hoff;
+	uint32		datalen = len - td->t_hoff;
+	uint32		off = 0;
+
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (hasnulls && att_isnull(i, td->t_bits))
+			continue;
+
+		if (att->attlen > 0)
+		{
+			off = att_align_nominal(off, att->attalign);
+			if (off > datalen || (uint32) att->attlen > datalen - off)
+				return false;
+			off += att->attlen;
+		}
+		else if (att->attlen == -1)
+		{
+			uint32		size;
+
+			/* as att_align_pointer: a non-pad byte starts the value */
+			if (off >= datalen)
+				return false;
+			if (!VARATT_NOT_PAD_BYTE(tp + off))
+				off = att_align_nominal(off, att->attalign);
+			if (off >= datalen)
+				return false;
+			if (VARATT_IS_EXTERNAL(tp + off))
+				return false;	/* images hold no TOAST pointers */
+			if (VARATT_IS_1B(tp + off))
+			{
+				size = VARSIZE_1B(tp + off);
+				if (size < VARHDRSZ_SHORT)
+					return false;
+			}
+			else
+			{
+				if (datalen - off < VARHDRSZ)
+					return false;
+				size = VARSIZE_4B(tp + off);
+				if (size < VARHDRSZ)
+					return false;
+			}
+			if (size > datalen - off)
+				return false;
+			off += size;
+		}
+		else if (att->attlen == -2)
+		{
+			size_t		slen;
+
+			if (off >= datalen)
+				return false;
+			slen = strnlen(tp + off, datalen - off);
+			if (slen >= datalen - off)
+				return false;
+			off += slen + 1;
+		}
+		else
+			return false;
+	}
+	return true;
+}
+
+/*
  * Decode img (an image of table relid written with layout) into output
  * texts, one per attribute (NULL for SQL NULL and dropped columns).
  * Returns false instead of raising if the table is gone or its layout
@@ -152,7 +230,8 @@ DecodeImage(FunctionCallInfo fcinfo, Oid relid, int32 layout, bytea *img,
 		HeapTupleHeaderGetNatts(td) > tupdesc->natts ||
 		((td->t_infomask & HEAP_HASNULL) &&
 		 offsetof(HeapTupleHeaderData, t_bits) + BITMAPLEN(HeapTupleHeaderGetNatts(td)) > td->t_hoff) ||
-		HeapTupleHeaderGetTypeId(td) != rel->rd_rel->reltype)
+		HeapTupleHeaderGetTypeId(td) != rel->rd_rel->reltype ||
+		!ImageIsSane(td, len, tupdesc))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("invalid row image for table \"%s\"", RelationGetRelationName(rel))));
