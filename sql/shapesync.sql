@@ -219,7 +219,8 @@ COMMENT ON INDEX shapesync.shapes_active_definition IS
 COMMENT ON INDEX shapesync.shapes_relid IS
     'Active shapes of a table (TRUNCATE, untrack).';
 
-CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[])
+CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
+                                              options text DEFAULT '')
     RETURNS TABLE (handle text, created boolean)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -249,7 +250,8 @@ BEGIN
         END LOOP;
     END IF;
 
-    def := json_build_object('relid', rel::oid, 'where', where_clause, 'columns', columns)::text;
+    def := json_build_object('relid', rel::oid, 'where', where_clause, 'columns', columns,
+                             'options', coalesce(options, ''))::text;
     LOOP
         SELECT s.handle INTO h FROM shapesync.shapes s
          WHERE s.definition = def AND s.state = 'active';
@@ -270,8 +272,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[]) IS
-    'The active shape for (table, where, columns), created if needed; handles are <hash>-<unix us> and never reused.';
+COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text) IS
+    'The active shape for (table, where, columns, options such as replica and log mode), created if needed; handles are <hash>-<unix us> and never reused.';
 
 CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
