@@ -290,6 +290,70 @@ COMMENT ON FUNCTION shapesync.invalidate_shape(text, text) IS
     'Mark an active shape invalid (its clients must refetch); false if it was not active.';
 
 ------------------------------------------------------------------------
+-- DDL on tracked tables: ALTER TABLE invalidates their shapes, DROP TABLE
+-- also unregisters them.  Never fails the DDL: errors become warnings.
+------------------------------------------------------------------------
+
+CREATE FUNCTION shapesync.on_ddl_command_end() RETURNS event_trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT c.objid, c.command_tag
+               FROM pg_event_trigger_ddl_commands() c
+               JOIN shapesync.tracked t ON t.relid = c.objid
+              WHERE c.classid = 'pg_class'::regclass AND c.object_type = 'table'
+    LOOP
+        UPDATE shapesync.shapes s
+           SET state = 'invalid', invalidated_at = now(), reason = 'ddl: ' || r.command_tag
+         WHERE s.relid = r.objid AND s.state = 'active';
+    END LOOP;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'shapesync could not invalidate shapes after DDL: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_ddl_command_end() IS
+    'Event trigger: DDL on a tracked table invalidates its shapes.';
+
+CREATE FUNCTION shapesync.on_sql_drop() RETURNS event_trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT d.objid
+               FROM pg_event_trigger_dropped_objects() d
+               JOIN shapesync.tracked t ON t.relid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+    LOOP
+        DELETE FROM shapesync.tracked t WHERE t.relid = r.objid;
+        UPDATE shapesync.shapes s
+           SET state = 'invalid', invalidated_at = now(), reason = 'drop'
+         WHERE s.relid = r.objid AND s.state = 'active';
+    END LOOP;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'shapesync could not unregister a dropped table: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_sql_drop() IS
+    'Event trigger: a dropped tracked table is unregistered and its shapes invalidated.';
+
+CREATE EVENT TRIGGER shapesync_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION shapesync.on_ddl_command_end();
+COMMENT ON EVENT TRIGGER shapesync_ddl_command_end IS
+    'Invalidates the shapes of a tracked table after ALTER TABLE.';
+
+CREATE EVENT TRIGGER shapesync_sql_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION shapesync.on_sql_drop();
+COMMENT ON EVENT TRIGGER shapesync_sql_drop IS
+    'Unregisters a dropped tracked table and invalidates its shapes.';
+
+------------------------------------------------------------------------
 -- Doorbell, worker, monitoring
 ------------------------------------------------------------------------
 

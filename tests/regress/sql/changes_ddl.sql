@@ -48,3 +48,21 @@ EXCEPTION WHEN undefined_table THEN
 END
 $$;
 RESET my.s0;
+
+-- DDL on a tracked table invalidates its shapes; DROP TABLE unregisters it
+CREATE TABLE ddl_t (id int PRIMARY KEY, a int);
+SELECT shapesync.track('ddl_t');
+SELECT handle AS h FROM shapesync.get_or_create_shape('ddl_t', NULL, NULL) \gset
+CREATE INDEX ddl_t_a ON ddl_t (a);
+SELECT state FROM shapesync.shapes WHERE handle = :'h';
+ALTER TABLE ddl_t ADD COLUMN b text;
+SELECT state, reason FROM shapesync.shapes WHERE handle = :'h';
+SELECT handle AS h2 FROM shapesync.get_or_create_shape('ddl_t', NULL, NULL) \gset
+SELECT oid AS ddl_oid FROM pg_class WHERE relname = 'ddl_t' \gset
+DROP TABLE ddl_t;
+SELECT state, reason FROM shapesync.shapes WHERE handle = :'h2';
+SELECT count(*) FROM shapesync.tracked WHERE relid = :ddl_oid;
+-- DDL on untracked tables is not affected
+CREATE TABLE ddl_u (id int);
+ALTER TABLE ddl_u ADD COLUMN b int;
+DROP TABLE ddl_u;
