@@ -73,7 +73,7 @@ asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) 
   PgParams args4{std::to_string(t->relid)};
   PgResult cols = co_await c.exec(
       "SELECT a.attnum, a.attname, a.attnotnull, a.atttypmod, a.attndims, t.typname, et.typname, "
-      "coalesce(array_position(i.indkey::int2[], a.attnum), 0) "
+      "coalesce((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY AS k(att, n) WHERE k.att = a.attnum), 0) "
       "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
       "LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' AND t.typlen = -1 "
       "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
