@@ -38,6 +38,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/xid8.h"
 
@@ -53,14 +54,23 @@ static Oid	changes_relid = InvalidOid;
 static Oid	change_seq_relid = InvalidOid;
 static bool cache_callback_registered = false;
 
+/* the log's indexes and their IndexInfos, valid while changes_relid is */
+static MemoryContext log_index_cxt = NULL;
+static List *log_index_oids = NIL;
+static IndexInfo **log_index_infos = NULL;
+static bool log_indexes_valid = false;
+
 /* Forget the cached oids when either relation is invalidated. */
 static void
 ShapesyncRelcacheCallback(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == changes_relid || relid == change_seq_relid)
+	if (!OidIsValid(relid) || relid == changes_relid || relid == change_seq_relid ||
+		list_member_oid(log_index_oids, relid))
 	{
 		changes_relid = InvalidOid;
 		change_seq_relid = InvalidOid;
+		/* freed lazily: an invalidation can arrive while they are in use */
+		log_indexes_valid = false;
 	}
 }
 
@@ -121,26 +131,59 @@ ShapesyncLayoutHash(TupleDesc tupdesc)
 	return (int32) h;
 }
 
+/* Load the oids and IndexInfos of the log's indexes (cached per backend). */
+static void
+ShapesyncLoadLogIndexes(Relation logrel)
+{
+	MemoryContext oldcxt;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (log_indexes_valid)
+		return;
+	if (log_index_cxt == NULL)
+		log_index_cxt = AllocSetContextCreate(CacheMemoryContext,
+											  "shapesync log indexes",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(log_index_cxt);
+	log_index_oids = NIL;
+	log_index_infos = NULL;
+
+	oldcxt = MemoryContextSwitchTo(log_index_cxt);
+	log_index_oids = RelationGetIndexList(logrel);
+	log_index_infos = palloc0(sizeof(IndexInfo *) * Max(list_length(log_index_oids), 1));
+	foreach(lc, log_index_oids)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		IndexInfo  *ii = BuildIndexInfo(idx);
+
+		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL)
+			elog(ERROR, "shapesync.changes may only have plain indexes");
+		log_index_infos[i++] = ii;
+		index_close(idx, AccessShareLock);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	log_indexes_valid = true;
+}
+
 /* Insert one tuple into the log and its indexes, without the executor. */
 static void
 ShapesyncLogInsert(Relation logrel, HeapTuple tup)
 {
-	List	   *indexoids;
 	ListCell   *lc;
 	TupleTableSlot *slot = NULL;
+	int			i = 0;
 
 	simple_heap_insert(logrel, tup);
 
-	indexoids = RelationGetIndexList(logrel);
-	foreach(lc, indexoids)
+	ShapesyncLoadLogIndexes(logrel);
+	foreach(lc, log_index_oids)
 	{
 		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
-		IndexInfo  *ii = BuildIndexInfo(idx);
+		IndexInfo  *ii = log_index_infos[i++];
 		Datum		values[INDEX_MAX_KEYS];
 		bool		isnull[INDEX_MAX_KEYS];
 
-		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL)
-			elog(ERROR, "shapesync.changes may only have plain indexes");
 		if (slot == NULL)
 		{
 			slot = MakeSingleTupleTableSlot(RelationGetDescr(logrel), &TTSOpsHeapTuple);
@@ -154,7 +197,6 @@ ShapesyncLogInsert(Relation logrel, HeapTuple tup)
 	}
 	if (slot != NULL)
 		ExecDropSingleTupleTableSlot(slot);
-	list_free(indexoids);
 }
 
 /* Write one change row for relation rel in the current transaction. */
