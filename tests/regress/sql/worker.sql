@@ -49,3 +49,12 @@ SELECT last_tick_id > :before AS newer_tick, last_tick_time IS NOT NULL AS has_t
   FROM shapesync.sync_status;
 
 DROP TABLE bell;
+
+-- a database the ticker does not serve: no worker, the sidecar ticks
+\set regress_db :DBNAME
+CREATE DATABASE shapesync_unserved;
+\c shapesync_unserved
+CREATE EXTENSION shapesync;
+SELECT shapesync.worker_pid() IS NULL AS no_worker, ticker_mode FROM shapesync.sync_status;
+\c :regress_db
+DROP DATABASE shapesync_unserved;
