@@ -419,6 +419,9 @@ shapesync_worker_main(Datum main_arg)
 
 	/* a tick must be durable before anyone builds on it */
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	/* database-level defaults must not make tick() fail */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "shapesync ticker", PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname("shapesync ticker");
 

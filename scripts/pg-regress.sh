@@ -15,7 +15,11 @@ fi
 
 runas=()
 if [ "$(id -u)" = 0 ]; then
-    runas=(runuser -u postgres --)
+    if command -v runuser >/dev/null; then
+        runas=(runuser -u postgres --)
+    else
+        runas=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    fi
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/shapesync-regress.XXXXXX")
