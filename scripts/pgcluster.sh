@@ -169,7 +169,7 @@ cmd_start() {
 			{ tail -n 30 "$rdir/log" >&2; die "server did not start (log: $rdir/log)"; }
 	fi
 
-	local psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres)
+	local psql=(env PGOPTIONS="-c client_min_messages=warning" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres)
 	if [ -z "$("${psql[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
 		"${psql[@]}" -d postgres -c "CREATE DATABASE \"$db\"" >/dev/null
 	fi

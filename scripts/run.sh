@@ -60,7 +60,7 @@ else
 	own_cluster=1
 	log "starting PostgreSQL in $CLUSTER_DIR on 127.0.0.1:$PG_PORT"
 	url=$(scripts/pgcluster.sh start "$CLUSTER_DIR" "$PG_PORT" shapesync)
-	psql -X -q -v ON_ERROR_STOP=1 -d "$url" >/dev/null <<-'SQL'
+	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" >/dev/null <<-'SQL'
 		CREATE TABLE IF NOT EXISTS public.items (
 		  id         bigserial PRIMARY KEY,
 		  title      text NOT NULL,
