@@ -46,7 +46,7 @@ run_suite() {
 # --- 1. extension: pg_regress + isolation ------------------------------------
 if [ -x scripts/pg-regress.sh ]; then
 	note "pg-regress (scripts/pg-regress.sh)"
-	run_suite "$LOGDIR/regress.log" 600 scripts/pg-regress.sh
+	run_suite "$LOGDIR/regress.log" 300 scripts/pg-regress.sh
 	rc=$?
 	line=$(grep -E '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGDIR/regress.log" | tail -n 1)
 	if [ -n "$line" ]; then
@@ -64,7 +64,7 @@ fi
 # --- 2. sidecar: GoogleTest through ctest ------------------------------------
 if [ -d build ] && [ -f build/CTestTestfile.cmake ]; then
 	note "ctest (build/)"
-	run_suite "$LOGDIR/ctest.log" 600 ctest --test-dir build --output-on-failure --timeout 300
+	run_suite "$LOGDIR/ctest.log" 300 ctest --test-dir build --output-on-failure --timeout 300
 	rc=$?
 	line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$LOGDIR/ctest.log" | tail -n 1)
 	if [ -n "$line" ]; then
@@ -91,7 +91,7 @@ else
 	fi
 	(
 		cd tests/e2e &&
-			run_suite "$LOGDIR/e2e.log" 420 node --test --test-concurrency=1 --test-reporter=tap test/
+			run_suite "$LOGDIR/e2e.log" 240 node --test --test-concurrency=1 --test-reporter=tap test/
 	)
 	rc=$?
 	p=$(grep -E '^# pass [0-9]+' "$LOGDIR/e2e.log" | tail -n 1 | awk '{print $3}')

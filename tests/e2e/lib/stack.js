@@ -83,7 +83,18 @@ export async function startStack(o = {}) {
       spawnSync('rm', ['-rf', work], { stdio: 'ignore' });
     }
   };
+  const onSignal = (sig) => {
+    destroySync();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
   process.once('exit', destroySync);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const unhook = () => {
+    process.removeListener('exit', destroySync);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  };
 
   try {
     const pgPort = await freePort();
@@ -140,7 +151,7 @@ export async function startStack(o = {}) {
         await run('rm', ['-rf', work]).catch(() => {});
       }
       stopped = true;
-      process.removeListener('exit', destroySync);
+      unhook();
     };
 
     return {
@@ -154,7 +165,7 @@ export async function startStack(o = {}) {
     };
   } catch (e) {
     destroySync();
-    process.removeListener('exit', destroySync);
+    unhook();
     throw e;
   }
 }

@@ -157,6 +157,7 @@ test('live request with nothing new times out with up-to-date', async () => {
 test('catch-up from the start sees the current table', async () => {
   const r = await get('table=items&offset=-1');
   assert.equal(r.status, 200);
+  assert.ok(handle);
   assert.equal(r.headers.get('electric-handle'), handle, 'same definition, same handle');
 });
 
