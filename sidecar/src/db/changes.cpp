@@ -4,14 +4,18 @@
 namespace shapesync {
 
 asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
-  PgParams args1{std::to_string(tick_id)};
-  PgResult r = co_await c.exec(
-      "SELECT xid::text, relid, op, new_values, old_values FROM shapesync.batch($1::bigint)", args1);
+  PgParams args{std::to_string(tick_id)};
+  PgResult r = co_await c.exec("SELECT * FROM shapesync.batch($1::bigint)", args);
+  auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
+  int c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
+      c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error");
+  if (c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
+    throw PgError("shapesync.batch() lacks expected columns: extension version mismatch", "", false);
   Batch b;
   b.tick_id = tick_id;
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i) {
-    uint64_t xid = std::stoull(std::string(r.get(i, 0)));
+    uint64_t xid = std::stoull(std::string(r.get(i, c_xid)));
     if (b.txs.empty() || b.txs.back().xid != xid) {
       Tx tx;
       tx.xid = xid;
@@ -19,18 +23,25 @@ asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
       b.txs.push_back(std::move(tx));
     }
     Change ch;
-    ch.relid = static_cast<uint32_t>(std::stoul(std::string(r.get(i, 1))));
-    ch.op = r.get(i, 2).empty() ? '?' : r.get(i, 2)[0];
-    if (!r.is_null(i, 3)) {
-      ch.new_values = parse_text_array(r.get(i, 3));
+    ch.relid = static_cast<uint32_t>(std::stoul(std::string(r.get(i, c_relid))));
+    ch.op = r.get(i, c_op).empty() ? '?' : r.get(i, c_op)[0];
+    if (!r.is_null(i, c_new)) {
+      ch.new_values = parse_text_array(r.get(i, c_new));
       if (!ch.new_values) ch.undecodable = true;
     }
-    if (!r.is_null(i, 4)) {
-      ch.old_values = parse_text_array(r.get(i, 4));
+    if (!r.is_null(i, c_old)) {
+      ch.old_values = parse_text_array(r.get(i, c_old));
       if (!ch.old_values) ch.undecodable = true;
     }
     if ((ch.op == 'I' || ch.op == 'U') && !ch.new_values) ch.undecodable = true;
     if ((ch.op == 'U' || ch.op == 'D') && !ch.old_values) ch.undecodable = true;
+    if (c_ops >= 0 && !r.is_null(i, c_ops)) {
+      auto ops = parse_text_array(r.get(i, c_ops));
+      if (ops)
+        for (auto& o : *ops)
+          if (o) ch.shape_ops.push_back(static_cast<int32_t>(std::stol(*o)));
+    }
+    if (c_err >= 0 && !r.is_null(i, c_err)) ch.error = std::string(r.get(i, c_err));
     b.txs.back().changes.push_back(std::move(ch));
   }
   co_return b;

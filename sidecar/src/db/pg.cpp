@@ -113,6 +113,10 @@ asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& par
         const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
         error.emplace(msg ? msg : PQresultErrorMessage(r), state ? state : "", PQstatus(conn_) != CONNECTION_OK);
+        if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) error->detail = d;
+        if (const char* h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT)) error->hint = h;
+        const char* pos = PQresultErrorField(r, PG_DIAG_INTERNAL_POSITION);
+        if (pos) error->position = std::atoi(pos);
       }
       PQclear(r);
       continue;

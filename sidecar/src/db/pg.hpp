@@ -22,6 +22,8 @@ namespace asio = boost::asio;
 struct PgError : std::runtime_error {
   std::string sqlstate;
   bool connection_lost = false;
+  std::string detail, hint;
+  int position = 0;  // PG_DIAG_INTERNAL_POSITION (or STATEMENT_POSITION), 1-based; 0 when absent
   PgError(const std::string& msg, std::string state, bool lost)
       : std::runtime_error(msg), sqlstate(std::move(state)), connection_lost(lost) {}
 };

@@ -60,6 +60,11 @@ bool etag_matches(std::string_view header, const std::string& etag) {
 
 std::string definition_key(const ShapeParams& p) {
   std::string k = quote_ident(p.table.schema) + "." + quote_ident(p.table.name);
+  if (p.where) {
+    k += "|where=";
+    k += *p.where;
+    for (auto& [n, v] : p.params) k += "|$" + std::to_string(n) + "=" + v;
+  }
   k += "|columns=";
   if (p.columns)
     for (auto& c : *p.columns) k += quote_ident(c) + ",";
@@ -72,7 +77,8 @@ App::App(asio::io_context& io, Config cfg)
     : io_(io),
       cfg_(std::move(cfg)),
       store_(cfg_.chunk_bytes_threshold),
-      pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)) {}
+      pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
+      reg_pool_(io.get_executor(), cfg_.database_url, 1) {}
 
 void App::common_headers(const Request& req, Response& res) const {
   res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
@@ -200,18 +206,13 @@ asio::awaitable<Response> App::handle_shape(const Request& req, std::string_view
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
   ShapeParams p = std::get<ShapeParams>(std::move(parsed));
-  if (p.where) {
-    ValidationErrors e;
-    e.add("where", "where clauses are not supported yet");
-    co_return error_400(req, e);
-  }
   std::string def_key = definition_key(p);
   std::shared_ptr<const TableInfo> table;
   Response err;
   auto shape = co_await get_shape(p, def_key, table, err, req);
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
-  co_return co_await serve_shape(req, p, def_key, shape->def.table);
+  co_return co_await serve_shape(req, p, shape);
 }
 
 asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, const std::string& def_key,
@@ -222,7 +223,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
     std::shared_ptr<Shape> s;
     {
       std::lock_guard lk(store_.mutex());
-      s = store_.active(def_key);
+      if (auto a = aliases_.find(def_key); a != aliases_.end()) s = store_.active(a->second);
     }
     if (!s) {
       TableLookup lookup;
@@ -280,17 +281,8 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
       } else {
         for (size_t i = 0; i < t.columns.size(); ++i) def.selected.push_back(i);
       }
-      try {
-        s = co_await create_shape(std::move(def));
-      } catch (const PgError& e) {
-        log_warn("shape creation failed: ", e.what());
-        if (e.connection_lost) {
-          err = error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
-        } else {
-          err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
-        }
-        co_return nullptr;
-      }
+      s = co_await register_shape(p, std::move(def), def_key, err, req);
+      if (!s) co_return nullptr;
     }
     // Wait for a shape being created (by this or another request).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -319,37 +311,105 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
   co_return nullptr;
 }
 
-asio::awaitable<std::shared_ptr<Shape>> App::create_shape(ShapeDef def) {
+asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p, ShapeDef def,
+                                                            const std::string& raw_key, Response& err,
+                                                            const Request& req) {
+  const TableInfo& t = *def.table;
+  std::vector<std::string> names;
+  for (size_t idx : def.selected) names.push_back(t.columns[idx].name);
+  std::string cols_array = text_array_literal(names);
+  std::string options = std::string(def.replica == Replica::kFull ? "replica=full" : "replica=default") +
+                        (def.log_mode == LogMode::kChangesOnly ? " log=changes_only" : " log=full");
+  std::vector<std::string> param_values;
+  for (auto& [n, v] : p.params) param_values.push_back(v);
   std::shared_ptr<Shape> s;
-  {
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    PgConn& c = *lease;
+    auto reg = [&]() -> asio::awaitable<PgResult> {
+      if (!p.where && param_values.empty()) {
+        PgParams args{std::to_string(t.relid), cols_array, options};
+        co_return co_await c.exec(
+            "SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, NULL, $2::text[], $3)", args);
+      }
+      PgParams args{std::to_string(t.relid), p.where, cols_array, options, text_array_literal(param_values)};
+      co_return co_await c.exec(
+          "SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, $2, $3::text[], $4, $5::text[])", args);
+    };
+    PgResult r = co_await reg();
+    auto field = [&](const PgResult& res, const char* name) -> std::optional<std::string> {
+      int i = PQfnumber(res.raw(), name);
+      if (i < 0 || res.is_null(0, i)) return std::nullopt;
+      return std::string(res.get(0, i));
+    };
+    std::string canonical = field(r, "canonical_where").value_or("");
+    std::string canon_key = std::to_string(t.relid) + "|" + canonical + "|" + cols_array + "|" + options;
+    {
+      std::lock_guard lk(store_.mutex());
+      aliases_[raw_key] = canon_key;
+      if (auto existing = store_.active(canon_key)) co_return existing;
+    }
+    if (field(r, "created") != "t") {
+      // The database knows this shape but this process holds none of its state
+      // (e.g. after a restart): rotate it so no client resumes from offsets we cannot serve.
+      PgParams args{field(r, "handle")};
+      co_await c.exec("SELECT shapesync.invalidate_shape($1, 'sidecar holds no state for it')", args);
+      r = co_await reg();
+      if (field(r, "created") != "t") throw PgError("shape registration raced", "", false);
+    }
+    def.key = canon_key;
     std::lock_guard lk(store_.mutex());
-    if (auto existing = store_.active(def.key)) co_return existing;
     s = store_.begin_create(std::move(def));
+    s->handle = *field(r, "handle");
+    s->shape_id = static_cast<int32_t>(std::stol(field(r, "shape_id").value_or("0")));
+    s->where = canonical;
+    s->filtered = !canonical.empty();
+  } catch (const PgError& e) {
+    if (e.connection_lost || e.sqlstate.empty() || e.sqlstate.rfind("08", 0) == 0 || e.sqlstate.rfind("57", 0) == 0) {
+      log_warn("shape registration failed: ", e.what());
+      err = error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
+      co_return nullptr;
+    }
+    std::string cls = e.sqlstate.substr(0, 2);
+    if (cls == "42" || cls == "0A" || cls == "22" || cls == "2F" || cls == "39" || cls == "P0") {
+      std::string msg = e.what();
+      if (e.position > 0) msg = "At location " + std::to_string(e.position) + ": " + msg;
+      if (!e.detail.empty()) msg += ". " + e.detail;
+      ValidationErrors v;
+      v.add(p.where ? "where" : "table", msg);
+      err = error_400(req, v);
+      co_return nullptr;
+    }
+    log_warn("shape registration failed: ", e.sqlstate, " ", e.what());
+    err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+    co_return nullptr;
   }
   try {
+    co_await build_shape(s);
+  } catch (const PgError& e) {
+    log_warn("shape ", s->handle, " snapshot failed: ", e.what());
+    std::lock_guard lk(store_.mutex());
+    store_.fail_create(s);
+  }
+  co_return s;
+}
+
+asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
+  {
     auto lease = co_await pool_.acquire();
     PgConn& c = *lease;
     const TableInfo& t = *s->def.table;
-    std::vector<std::string> names;
-    for (size_t idx : s->def.selected) names.push_back(t.columns[idx].name);
-    std::string cols_array = text_array_literal(names);
-    std::string options = std::string(s->def.replica == Replica::kFull ? "replica=full" : "replica=default") +
-                          (s->def.log_mode == LogMode::kChangesOnly ? " log=changes_only" : " log=full");
-    auto reg = [&]() -> asio::awaitable<PgResult> {
-      PgParams args1{std::to_string(t.relid), cols_array, options};
-      co_return co_await c.exec(
-          "SELECT handle, created FROM shapesync.get_or_create_shape($1::oid::regclass, NULL, $2::text[], $3)", args1);
-    };
-    PgResult r = co_await reg();
-    if (r.get(0, 1) != "t") {
-      // The database knows this shape but this process holds none of its state
-      // (e.g. after a restart): rotate it so no client resumes from offsets we cannot serve.
-      PgParams args2{std::string(r.get(0, 0))};
-      co_await c.exec("SELECT shapesync.invalidate_shape($1, 'sidecar holds no state for it')", args2);
-      r = co_await reg();
+    std::string handle = s->handle;
+    // Every transaction that could still write without knowing this shape must end
+    // before the snapshot (docs/shape-membership.md).
+    {
+      PgParams args{std::to_string(t.relid)};
+      try {
+        co_await c.exec("SELECT shapesync.wait_for_writers($1::oid::regclass)", args);
+      } catch (const PgError& e) {
+        if (e.sqlstate != "42883") throw;  // older extension without it
+      }
     }
-    std::string handle(r.get(0, 0));
-
     co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     PgResult snap;
     PgResult rows;
@@ -363,8 +423,9 @@ asio::awaitable<std::shared_ptr<Shape>> App::create_shape(ShapeDef def) {
           if (i) sql += ", ";
           sql += quote_ident(t.columns[s->def.selected[i]].name);
         }
-        // Primary-key columns that are not selected are still needed for keys.
         sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
+        // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
+        if (!s->where.empty()) sql += " WHERE " + s->where;
         rows = co_await c.exec(sql);
       }
       co_await c.exec("COMMIT");
@@ -453,23 +514,15 @@ asio::awaitable<std::shared_ptr<Shape>> App::create_shape(ShapeDef def) {
     }
     log_info("shape ", s->handle, " created for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ",
              rows.rows(), " rows, ", s->snapshot_chunks.size(), " chunk(s), from tick ", start_tick);
-  } catch (...) {
-    std::lock_guard lk(store_.mutex());
-    store_.fail_create(s);
-    throw;
   }
-  co_return s;
-}
-
-asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams& p, const std::string& def_key,
-                                           std::shared_ptr<const TableInfo> table) {
-  auto ex = co_await asio::this_coro::executor;
-  std::shared_ptr<Shape> s;
   {
     std::lock_guard lk(store_.mutex());
-    s = store_.active(def_key);
+    if (!s->ready && !s->invalid) store_.fail_create(s);
   }
-  if (!s) co_return must_refetch(req, "");
+}
+
+asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s) {
+  auto ex = co_await asio::this_coro::executor;
   auto now = std::chrono::steady_clock::now();
   auto live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
   auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
@@ -481,7 +534,7 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     {
       std::lock_guard lk(store_.mutex());
       if (s->invalid) {
-        auto a = store_.active(def_key);
+        auto a = store_.active(s->def.key);
         co_return must_refetch(req, a && a->ready ? a->handle : "");
       }
       r = store_.read(*s, p.offset);
@@ -543,11 +596,35 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
   co_return res;
 }
 
-asio::awaitable<void> App::record_invalidations(PgConn& c, const std::vector<std::string>& handles) {
-  for (auto& h : handles) {
-    PgParams args3{h};
-    co_await c.exec("SELECT shapesync.invalidate_shape($1, 'truncate or schema change')", args3);
-    log_info("shape ", h, " invalidated");
+asio::awaitable<void> App::record_invalidations(PgConn& c,
+                                                const std::vector<std::pair<std::string, std::string>>& inv) {
+  for (auto& [h, reason] : inv) {
+    PgParams args{h, reason};
+    co_await c.exec("SELECT shapesync.invalidate_shape($1, $2)", args);
+    log_info("shape ", h, " invalidated: ", reason);
+  }
+}
+
+asio::awaitable<void> App::poll_invalidations(PgConn& c) {
+  // Safety net for invalidations recorded in the database but not seen in the
+  // stream (another sidecar's, an administrator's invalidate_shape(), DDL).
+  if (inval_cursor_.empty()) {
+    PgResult r = co_await c.exec("SELECT now()::text");
+    inval_cursor_ = std::string(r.get(0, 0));
+    co_return;
+  }
+  PgParams args{inval_cursor_};
+  PgResult r = co_await c.exec(
+      "SELECT handle, coalesce(reason, ''), invalidated_at::text FROM shapesync.shapes "
+      "WHERE state <> 'active' AND invalidated_at > $1::timestamptz ORDER BY invalidated_at",
+      args);
+  std::lock_guard lk(store_.mutex());
+  for (int i = 0; i < r.rows(); ++i) {
+    inval_cursor_ = std::string(r.get(i, 2));
+    if (auto s = store_.by_handle(std::string(r.get(i, 0)))) {
+      store_.invalidate(s, std::string(r.get(i, 1)));
+      log_info("shape ", s->handle, " invalidated in the database: ", r.get(i, 1));
+    }
   }
 }
 
@@ -562,7 +639,7 @@ asio::awaitable<void> App::process_new_ticks(PgConn& c) {
     if (ids.empty()) co_return;
     for (uint64_t id : ids) {
       Batch b = co_await fetch_batch(c, id);
-      std::vector<std::string> invalidated;
+      std::vector<std::pair<std::string, std::string>> invalidated;
       {
         std::lock_guard lk(store_.mutex());
         invalidated = store_.apply(std::move(b));
@@ -611,12 +688,18 @@ asio::awaitable<void> App::run_ticker() {
       log_info("connected to the database; following ticks from ", store_.last_tick());
       co_await process_new_ticks(c);
       auto last_worker_check = std::chrono::steady_clock::now();
+      auto last_inval_check = last_worker_check;
+      co_await poll_invalidations(c);
       for (;;) {
         bool own = own_ticking_.load();
         co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
         c.take_notifications();
         if (own) co_await c.exec("SELECT pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
         co_await process_new_ticks(c);
+        if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
+          co_await poll_invalidations(c);
+          last_inval_check = std::chrono::steady_clock::now();
+        }
         if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {
           co_await check_worker();
           last_worker_check = std::chrono::steady_clock::now();

@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <memory>
+#include <map>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -37,16 +38,21 @@ class App {
 
  private:
   asio::awaitable<Response> handle_shape(const Request& req, std::string_view query);
-  asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, const std::string& def_key,
-                                        std::shared_ptr<const TableInfo> table);
+  asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s);
   // Returns the ready active shape for the definition, creating it if needed;
   // null with `err` set on failure.
   asio::awaitable<std::shared_ptr<Shape>> get_shape(const ShapeParams& p, const std::string& def_key,
                                                     std::shared_ptr<const TableInfo>& table, Response& err,
                                                     const Request& req);
-  asio::awaitable<std::shared_ptr<Shape>> create_shape(ShapeDef def);
+  // Registers the shape in the database (validating and canonicalising its
+  // WHERE) and begins it in the store; null with `err` set on failure.
+  asio::awaitable<std::shared_ptr<Shape>> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key,
+                                                         Response& err, const Request& req);
+  // Waits for writers, takes the snapshot and catches the shape up.
+  asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
   asio::awaitable<void> process_new_ticks(PgConn& c);
-  asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::string>& handles);
+  asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
+  asio::awaitable<void> poll_invalidations(PgConn& c);
 
   void common_headers(const Request& req, Response& res) const;
   Response json_response(const Request& req, http::status st, std::string body) const;
@@ -58,6 +64,9 @@ class App {
   Config cfg_;
   ShapeStore store_;
   PgPool pool_;
+  PgPool reg_pool_;  // one connection: registrations are serialised
+  std::map<std::string, std::string> aliases_;  // request definition → canonical key (under store mutex)
+  std::string inval_cursor_;                    // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
   std::atomic<uint64_t> request_seq_{0};

@@ -22,12 +22,17 @@ struct PgSnapshot {
   bool visible(uint64_t xid) const;
 };
 
+// Operation of a change for one filtered shape (shape_ops element & 3).
+enum class ShapeOp : int { kNone = 0, kInsert = 1, kUpdate = 2, kDelete = 3 };
+
 struct Change {
   uint32_t relid = 0;
-  char op = 'I';  // I U D T
+  char op = 'I';  // I U D T, S (schema change), X (a shape's filter raised)
   bool undecodable = false;
   std::optional<RowValues> new_values;  // indexed by attnum - 1
   std::optional<RowValues> old_values;
+  std::vector<int32_t> shape_ops;       // shape_id * 4 + ShapeOp, filtered shapes only
+  std::string error;                    // for S and X
 };
 
 struct Tx {

@@ -58,28 +58,32 @@ void ShapeStore::wake(Shape& s) {
 
 bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra) {
   // Batches (start_tick, last_tick_] must be applied: from `extra` (read from the
-  // database by the caller) or the window.
-  std::vector<std::string> ignored;
+  // database by the caller) and then the window.
+  std::vector<std::pair<std::string, std::string>> inv;
   uint64_t next = s->start_tick + 1;
   for (auto& b : extra) {
     if (b.tick_id < next) continue;
-    apply_to_shape(*s, b, ignored);
+    apply_batch(b, s.get(), inv);
     next = b.tick_id + 1;
   }
   for (auto& b : window_) {
     if (b.tick_id < next) continue;
     if (b.tick_id > last_tick_) break;
-    apply_to_shape(*s, b, ignored);
+    apply_batch(b, s.get(), inv);
     next = b.tick_id + 1;
   }
-  if (!ignored.empty()) {  // truncated or changed while it was being created
+  if (!inv.empty()) {  // truncated, altered or its filter raised while it was being created
     auto sp = s;
-    invalidate(sp, s->invalid_reason);
+    invalidate(sp, inv.front().second);
     return false;
   }
   s->ready = true;
   by_handle_[s->handle] = s;
   by_relid_[s->def.table->relid].push_back(s);
+  if (s->filtered)
+    by_shape_id_[s->shape_id] = s;
+  else
+    whole_by_relid_[s->def.table->relid].push_back(s);
   wake(*s);
   return true;
 }
@@ -100,6 +104,10 @@ void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& 
   by_handle_.erase(s->handle);
   auto& v = by_relid_[s->def.table->relid];
   v.erase(std::remove(v.begin(), v.end(), s), v.end());
+  auto& w = whole_by_relid_[s->def.table->relid];
+  w.erase(std::remove(w.begin(), w.end(), s), w.end());
+  auto it2 = by_shape_id_.find(s->shape_id);
+  if (it2 != by_shape_id_.end() && it2->second == s) by_shape_id_.erase(it2);
   wake(*s);
 }
 
@@ -151,128 +159,190 @@ struct Pending {
 
 }  // namespace
 
-void ShapeStore::apply_to_shape(Shape& s, const Batch& b, std::vector<std::string>& invalidated) {
-  if (s.invalid || b.tick_id <= s.start_tick) return;
+std::vector<std::shared_ptr<Shape>> ShapeStore::shapes_of(uint32_t relid) const {
+  auto it = by_relid_.find(relid);
+  return it == by_relid_.end() ? std::vector<std::shared_ptr<Shape>>{} : it->second;
+}
+
+namespace {
+
+// Builds the messages of one change for one shape, given what the change is for it.
+void emit(const Shape& s, const Change& c, ShapeOp op, uint64_t pos, std::vector<Pending>& out) {
   const TableInfo& t = *s.def.table;
   const auto& sel = s.def.selected;
   bool full = s.def.replica == Replica::kFull;
+  bool ok = !c.undecodable;
+  RowValues nv, ov;
+  if (ok && c.new_values) nv = by_column(t, *c.new_values, ok);
+  if (ok && c.old_values) ov = by_column(t, *c.old_values, ok);
+  Pending p;
+  p.op_position = pos;
+  if (op == ShapeOp::kInsert) {
+    p.op = "insert";
+    p.key = row_key(s.key_prefix, t, nv);
+    append_value_object(p.value, t, nv, sel);
+    out.push_back(std::move(p));
+  } else if (op == ShapeOp::kDelete) {
+    p.op = "delete";
+    p.key = row_key(s.key_prefix, t, ov);
+    append_value_object(p.value, t, ov, full ? sel : t.pk);
+    out.push_back(std::move(p));
+  } else if (op == ShapeOp::kUpdate) {
+    std::string old_key = row_key(s.key_prefix, t, ov);
+    std::string new_key = row_key(s.key_prefix, t, nv);
+    if (old_key != new_key) {
+      Pending d;
+      d.op = "delete";
+      d.op_position = pos;
+      d.key = old_key;
+      append_value_object(d.value, t, ov, full ? sel : t.pk);
+      d.key_change_to = new_key;
+      Pending ins;
+      ins.op = "insert";
+      ins.op_position = pos + 1;
+      ins.key = new_key;
+      append_value_object(ins.value, t, nv, sel);
+      ins.key_change_from = old_key;
+      out.push_back(std::move(d));
+      out.push_back(std::move(ins));
+      return;
+    }
+    std::vector<size_t> changed;
+    for (size_t idx : sel)
+      if (nv[idx] != ov[idx]) changed.push_back(idx);
+    if (changed.empty()) return;
+    p.op = "update";
+    p.key = new_key;
+    if (full) {
+      append_value_object(p.value, t, nv, sel);
+      std::string old;
+      append_value_object(old, t, ov, changed);
+      p.old_value = std::move(old);
+    } else {
+      std::vector<size_t> cols = t.pk;
+      for (size_t idx : changed)
+        if (t.columns[idx].pk_index < 0) cols.push_back(idx);
+      std::sort(cols.begin(), cols.end());
+      append_value_object(p.value, t, nv, cols);
+    }
+    out.push_back(std::move(p));
+  }
+}
+
+bool decodable_for(const Shape& s, const Change& c) {
+  if (c.undecodable) return false;
+  const TableInfo& t = *s.def.table;
+  for (const auto* v : {&c.new_values, &c.old_values}) {
+    if (!*v) continue;
+    for (auto& col : t.columns)
+      if (static_cast<size_t>(col.attnum - 1) >= (*v)->size()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void ShapeStore::apply_batch(const Batch& b, Shape* only,
+                             std::vector<std::pair<std::string, std::string>>& invalidated) {
+  auto eligible = [&](const Shape& s, const Tx& tx) {
+    return !s.invalid && b.tick_id > s.start_tick && !s.snap.visible(tx.xid);
+  };
+  auto kill = [&](Shape& s, const std::string& reason) {
+    if (s.invalid) return;
+    invalidated.emplace_back(s.handle, reason);
+    if (only) {
+      s.invalid_reason = reason;
+      s.invalid = true;  // finish_create turns this into a proper invalidation
+      return;
+    }
+    auto sp = by_handle(s.handle);
+    if (sp) invalidate(sp, reason);
+  };
+  // Per transaction: the messages of each shape, in log order.
+  std::vector<Shape*> order;
+  std::unordered_map<Shape*, std::vector<Pending>> out;
   for (const Tx& tx : b.txs) {
-    if (s.snap.visible(tx.xid)) continue;
-    std::vector<Pending> out;
+    order.clear();
+    out.clear();
+    auto target = [&](Shape& s, const Change& c, ShapeOp op, uint64_t pos) {
+      if (!eligible(s, tx)) return;
+      if (!decodable_for(s, c)) {
+        kill(s, "schema changed");
+        return;
+      }
+      auto [it, inserted] = out.try_emplace(&s);
+      if (inserted) order.push_back(&s);
+      emit(s, c, op, pos, it->second);
+    };
     for (size_t i = 0; i < tx.changes.size(); ++i) {
       const Change& c = tx.changes[i];
-      if (c.relid != t.relid) continue;
       uint64_t pos = 2 * i;
-      if (c.op == 'T') {
-        invalidated.push_back(s.handle);
-        s.invalid_reason = "truncate";
-        return;
-      }
-      bool ok = !c.undecodable;
-      RowValues nv, ov;
-      if (ok && c.new_values) nv = by_column(t, *c.new_values, ok);
-      if (ok && c.old_values) ov = by_column(t, *c.old_values, ok);
-      if (!ok || (c.op != 'D' && !c.new_values) || (c.op != 'I' && !c.old_values)) {
-        invalidated.push_back(s.handle);
-        s.invalid_reason = "schema changed";
-        return;
-      }
-      Pending p;
-      p.op_position = pos;
-      if (c.op == 'I') {
-        p.op = "insert";
-        p.key = row_key(s.key_prefix, t, nv);
-        append_value_object(p.value, t, nv, sel);
-        out.push_back(std::move(p));
-      } else if (c.op == 'D') {
-        p.op = "delete";
-        p.key = row_key(s.key_prefix, t, ov);
-        append_value_object(p.value, t, ov, full ? sel : t.pk);
-        out.push_back(std::move(p));
-      } else {  // 'U'
-        std::string old_key = row_key(s.key_prefix, t, ov);
-        std::string new_key = row_key(s.key_prefix, t, nv);
-        if (old_key != new_key) {
-          Pending d;
-          d.op = "delete";
-          d.op_position = pos;
-          d.key = old_key;
-          append_value_object(d.value, t, ov, full ? sel : t.pk);
-          d.key_change_to = new_key;
-          Pending ins;
-          ins.op = "insert";
-          ins.op_position = pos + 1;
-          ins.key = new_key;
-          append_value_object(ins.value, t, nv, sel);
-          ins.key_change_from = old_key;
-          out.push_back(std::move(d));
-          out.push_back(std::move(ins));
-          continue;
-        }
-        std::vector<size_t> changed;
-        for (size_t idx : sel)
-          if (nv[idx] != ov[idx]) changed.push_back(idx);
-        if (changed.empty()) continue;
-        p.op = "update";
-        p.key = new_key;
-        if (full) {
-          append_value_object(p.value, t, nv, sel);
-          std::string old;
-          append_value_object(old, t, ov, changed);
-          p.old_value = std::move(old);
+      if (c.op == 'T' || c.op == 'S') {
+        std::string reason = c.op == 'T' ? "truncate" : (c.error.empty() ? "schema changed" : c.error);
+        if (only) {
+          if (only->def.table->relid == c.relid && eligible(*only, tx)) kill(*only, reason);
         } else {
-          std::vector<size_t> cols = t.pk;
-          for (size_t idx : changed)
-            if (t.columns[idx].pk_index < 0) cols.push_back(idx);
-          std::sort(cols.begin(), cols.end());
-          append_value_object(p.value, t, nv, cols);
+          for (auto& s : shapes_of(c.relid))
+            if (eligible(*s, tx)) kill(*s, reason);
         }
-        out.push_back(std::move(p));
+        continue;
+      }
+      if (c.op == 'X') {
+        for (int32_t so : c.shape_ops) {
+          int32_t id = so >> 2;
+          if (only) {
+            if (only->filtered && only->shape_id == id && eligible(*only, tx)) kill(*only, c.error);
+          } else if (auto it = by_shape_id_.find(id); it != by_shape_id_.end() && eligible(*it->second, tx)) {
+            kill(*it->second, c.error);
+          }
+        }
+        continue;
+      }
+      ShapeOp whole = c.op == 'I' ? ShapeOp::kInsert : c.op == 'U' ? ShapeOp::kUpdate : ShapeOp::kDelete;
+      if (only) {
+        if (only->def.table->relid != c.relid) continue;
+        if (!only->filtered) {
+          target(*only, c, whole, pos);
+        } else {
+          for (int32_t so : c.shape_ops)
+            if ((so >> 2) == only->shape_id) target(*only, c, static_cast<ShapeOp>(so & 3), pos);
+        }
+        continue;
+      }
+      if (auto w = whole_by_relid_.find(c.relid); w != whole_by_relid_.end())
+        for (auto& s : w->second) target(*s, c, whole, pos);
+      for (int32_t so : c.shape_ops) {
+        auto it = by_shape_id_.find(so >> 2);
+        if (it != by_shape_id_.end() && it->second->def.table->relid == c.relid)
+          target(*it->second, c, static_cast<ShapeOp>(so & 3), pos);
       }
     }
     uint32_t xid32 = static_cast<uint32_t>(tx.xid & 0xffffffffULL);
-    for (size_t k = 0; k < out.size(); ++k) {
-      Pending& p = out[k];
-      ChangeHeaders h;
-      h.operation = p.op;
-      h.relation = s.relation;
-      h.txid = xid32;
-      h.lsn = tx.position;
-      h.op_position = p.op_position;
-      h.last = k + 1 == out.size();
-      h.key_change_to = p.key_change_to;
-      h.key_change_from = p.key_change_from;
-      append(s, LogOffset{tx.position, p.op_position},
-             change_message(p.key, p.value, p.old_value ? &*p.old_value : nullptr, h));
+    for (Shape* s : order) {
+      if (s->invalid) continue;
+      auto& msgs = out[s];
+      for (size_t k = 0; k < msgs.size(); ++k) {
+        Pending& p = msgs[k];
+        ChangeHeaders h;
+        h.operation = p.op;
+        h.relation = s->relation;
+        h.txid = xid32;
+        h.lsn = tx.position;
+        h.op_position = p.op_position;
+        h.last = k + 1 == msgs.size();
+        h.key_change_to = p.key_change_to;
+        h.key_change_from = p.key_change_from;
+        append(*s, LogOffset{tx.position, p.op_position},
+               change_message(p.key, p.value, p.old_value ? &*p.old_value : nullptr, h));
+      }
+      if (!only && !msgs.empty()) wake(*s);
     }
   }
 }
 
-std::vector<std::string> ShapeStore::apply(Batch batch) {
-  std::vector<std::string> invalidated;
-  std::vector<uint32_t> touched;
-  for (auto& tx : batch.txs)
-    for (auto& c : tx.changes) touched.push_back(c.relid);
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (uint32_t relid : touched) {
-    auto it = by_relid_.find(relid);
-    if (it == by_relid_.end()) continue;
-    auto shapes = it->second;  // copy: invalidation edits the list
-    for (auto& s : shapes) {
-      size_t before = s->log.size();
-      std::vector<std::string> inv;
-      apply_to_shape(*s, batch, inv);
-      if (!inv.empty()) {
-        std::string reason = s->invalid_reason.empty() ? "truncate" : s->invalid_reason;
-        s->invalid = false;  // let invalidate() do the bookkeeping
-        invalidate(s, reason);
-        invalidated.insert(invalidated.end(), inv.begin(), inv.end());
-      } else if (s->log.size() != before) {
-        wake(*s);
-      }
-    }
-  }
+std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) {
+  std::vector<std::pair<std::string, std::string>> invalidated;
+  apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
   window_.push_back(std::move(batch));
   return invalidated;

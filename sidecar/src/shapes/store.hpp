@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,9 @@ struct ShapeDef {
 struct Shape {
   ShapeDef def;
   std::string handle;
+  int32_t shape_id = 0;     // the extension's id, matched against shape_ops
+  bool filtered = false;    // has a WHERE: sees only changes listed in shape_ops
+  std::string where;        // canonical (deparsed) WHERE, empty for whole-table shapes
   std::string schema_header;
   std::string key_prefix;
   std::string relation;
@@ -104,8 +108,8 @@ class ShapeStore {
   void invalidate_table(uint32_t relid, const std::string& reason);
 
   // Applies a batch to every ready shape; remembers it in the window.
-  // Returns handles of shapes invalidated by it (the caller records that in the database).
-  std::vector<std::string> apply(Batch batch);
+  // Returns (handle, reason) of shapes invalidated by it (the caller records that in the database).
+  std::vector<std::pair<std::string, std::string>> apply(Batch batch);
   uint64_t last_tick() const { return last_tick_; }
   void set_last_tick(uint64_t t) { last_tick_ = t; }
   // Oldest retained batch's tick (0 when none).
@@ -123,7 +127,9 @@ class ShapeStore {
   size_t shape_count() const { return by_handle_.size(); }
 
  private:
-  void apply_to_shape(Shape& s, const Batch& b, std::vector<std::string>& invalidated);
+  // Applies b to every registered shape, or only to `only` (a shape being created).
+  void apply_batch(const Batch& b, Shape* only, std::vector<std::pair<std::string, std::string>>& invalidated);
+  std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
   static void wake(Shape& s);
 
@@ -131,7 +137,9 @@ class ShapeStore {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Shape>> active_;     // definition key → shape
   std::map<std::string, std::shared_ptr<Shape>> by_handle_;  // handle → shape (ready ones)
-  std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> by_relid_;
+  std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> by_relid_;        // every ready shape
+  std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes
+  std::unordered_map<int32_t, std::shared_ptr<Shape>> by_shape_id_;          // ready filtered shapes
   std::deque<Batch> window_;
   uint64_t last_tick_ = 0;
 };

@@ -238,3 +238,77 @@ TEST_F(Fixture, LogChunksHaveFixedBoundaries) {
   }
   EXPECT_EQ(total, 11u);
 }
+
+namespace {
+Change with_ops(Change c, std::vector<int32_t> ops) {
+  c.shape_ops = std::move(ops);
+  return c;
+}
+}  // namespace
+
+TEST_F(Fixture, FilteredShapesSeeOnlyTheirShapeOps) {
+  auto s = shape();
+  {
+    std::lock_guard lk(store.mutex());
+    // Re-register as a filtered shape with id 7.
+    store.invalidate(s, "test");
+    ShapeDef d;
+    d.table = table();
+    d.selected = {0, 1, 2};
+    d.key = "filtered";
+    s = store.begin_create(d);
+    s->handle = "hf";
+    s->shape_id = 7;
+    s->filtered = true;
+    s->snap = *PgSnapshot::parse("100:100:");
+    s->start_tick = 1;
+    s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    store.finish_create(s, {});
+  }
+  apply({2, {tx(200, 2, 1,
+                {with_ops(ins(row("1", "a")), {7 * 4 + 1}),               // insert into the shape
+                 ins(row("2", "b")),                                        // not in it
+                 with_ops(upd(row("2", "b"), row("2", "in")), {7 * 4 + 1}),  // move-in: insert
+                 with_ops(upd(row("1", "a"), row("1", "out")), {7 * 4 + 3}),  // move-out: delete
+                 with_ops(upd(row("2", "in"), row("2", "in2")), {8 * 4 + 2, 7 * 4 + 2})})}});
+  json b = read(s, "0_inf");
+  ASSERT_EQ(b.size(), 5u);
+  EXPECT_EQ(b[0]["headers"]["operation"], "insert");
+  EXPECT_EQ(b[0]["value"]["id"], "1");
+  EXPECT_EQ(b[1]["headers"]["operation"], "insert");
+  EXPECT_EQ(b[1]["value"], json::parse(R"({"id":"2","title":"in","done":"f"})"));
+  EXPECT_EQ(b[2]["headers"]["operation"], "delete");
+  EXPECT_EQ(b[2]["key"], R"("public"."items"/"1")");
+  EXPECT_EQ(b[3]["headers"]["operation"], "update");
+  EXPECT_EQ(b[3]["value"], json::parse(R"({"id":"2","title":"in2"})"));
+  EXPECT_EQ(b[3]["headers"]["op_position"], 8);
+}
+
+TEST_F(Fixture, FilterErrorInvalidatesOnlyThatShape) {
+  auto whole = shape();
+  std::shared_ptr<Shape> f;
+  {
+    std::lock_guard lk(store.mutex());
+    ShapeDef d;
+    d.table = table();
+    d.selected = {0, 1, 2};
+    d.key = "f";
+    f = store.begin_create(d);
+    f->handle = "hf";
+    f->shape_id = 9;
+    f->filtered = true;
+    f->snap = *PgSnapshot::parse("100:100:");
+    f->start_tick = 1;
+    f->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    store.finish_create(f, {});
+  }
+  Change x{42, 'X'};
+  x.shape_ops = {9 * 4};
+  x.error = "division by zero";
+  apply({2, {tx(200, 2, 1, {x, ins(row("1", "a"))})}});
+  std::lock_guard lk(store.mutex());
+  EXPECT_TRUE(f->invalid);
+  EXPECT_EQ(f->invalid_reason, "division by zero");
+  EXPECT_FALSE(whole->invalid);
+  EXPECT_EQ(whole->log.size(), 1u);
+}
