@@ -51,11 +51,12 @@ int main(int argc, char** argv) {
       io.stop();
       return;
     }
-    log_info("signal ", sig, ": draining (", server.open_sessions(), " open connection(s))");
+    log_info("signal ", sig, ": draining (", server.requests_in_flight(), " request(s) in flight)");
     server.stop_accepting();
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.long_poll_timeout_ms + 1000);
+    app.stop();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::function<void()> check = [&, deadline] {
-      if (server.open_sessions() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      if (server.requests_in_flight() == 0 || std::chrono::steady_clock::now() >= deadline) {
         log_info("stopped");
         io.stop();
         return;

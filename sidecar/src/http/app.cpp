@@ -80,6 +80,12 @@ App::App(asio::io_context& io, Config cfg)
       pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
       reg_pool_(io.get_executor(), cfg_.database_url, 1) {}
 
+void App::stop() {
+  stopping_ = true;
+  std::lock_guard lk(store_.mutex());
+  store_.wake_all();
+}
+
 void App::common_headers(const Request& req, Response& res) const {
   res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
   res.set("electric-server", "shapesync/" SHAPESYNC_VERSION);
@@ -290,7 +296,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
       auto w = std::make_shared<Waiter>(ex);
       {
         std::lock_guard lk(store_.mutex());
-        if (s->ready || s->failed || s->invalid) break;
+        if (s->ready || s->failed || s->invalid || stopping_) break;
         w->timer.expires_at(deadline);
         store_.add_waiter(s, w);
       }
@@ -530,7 +536,7 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
   std::string schema_header, handle;
   for (;;) {
     auto w = std::make_shared<Waiter>(ex);
-    bool timed_out = std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
+    bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
     {
       std::lock_guard lk(store_.mutex());
       if (s->invalid) {

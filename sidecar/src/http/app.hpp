@@ -33,6 +33,9 @@ class App {
   asio::awaitable<void> run_ticker();
 
   bool db_ready() const { return db_ready_.load(); }
+  // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
+  void stop();
+  bool stopping() const { return stopping_.load(); }
   ShapeStore& store() { return store_; }
   const Config& config() const { return cfg_; }
 
@@ -69,6 +72,7 @@ class App {
   std::string inval_cursor_;                    // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
+  std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> request_seq_{0};
 };
 

@@ -86,10 +86,12 @@ asio::awaitable<void> Server::session(tcp::socket sock) {
     }
     stream.expires_never();
     Request req = parser.release();
+    ++in_flight_;
     Response res = co_await app_.handle(std::move(req));
     if (stopping_) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(60));
     auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    --in_flight_;
     if (wec || !res.keep_alive()) break;
   }
   boost::system::error_code ec;

@@ -20,6 +20,7 @@ class Server {
   // Stops accepting; open sessions finish their current request.
   void stop_accepting();
   size_t open_sessions() const { return sessions_.load(); }
+  size_t requests_in_flight() const { return in_flight_.load(); }
 
  private:
   asio::awaitable<void> session(asio::ip::tcp::socket sock);
@@ -28,6 +29,7 @@ class Server {
   App& app_;
   asio::ip::tcp::acceptor acceptor_;
   std::atomic<size_t> sessions_{0};
+  std::atomic<size_t> in_flight_{0};
   std::atomic<bool> stopping_{false};
 };
 

@@ -56,6 +56,11 @@ void ShapeStore::wake(Shape& s) {
   s.waiters.clear();
 }
 
+void ShapeStore::wake_all() {
+  for (auto& [k, s] : active_) wake(*s);
+  for (auto& [h, s] : by_handle_) wake(*s);
+}
+
 bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra) {
   // Batches (start_tick, last_tick_] must be applied: from `extra` (read from the
   // database by the caller) and then the window.

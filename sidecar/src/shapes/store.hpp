@@ -125,6 +125,8 @@ class ShapeStore {
   void remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w);
 
   size_t shape_count() const { return by_handle_.size(); }
+  // Wakes every waiting request (shutdown).
+  void wake_all();
 
  private:
   // Applies b to every registered shape, or only to `only` (a shape being created).
