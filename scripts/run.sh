@@ -52,6 +52,31 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The cluster outlives builds of the extension whose version number does not
+# change: when the installed files differ from the ones the database was set up
+# with, re-create the extension (and re-track the tables that were tracked).
+refresh_extension() {
+	local url=$1 sharedir pkglibdir stamp_file stamp tracked t
+	sharedir=$(pg_config --sharedir)
+	pkglibdir=$(pg_config --pkglibdir)
+	stamp_file=$ROOT/.shapesync/extension.stamp
+	stamp=$(cat "$sharedir"/extension/shapesync.control "$sharedir"/extension/shapesync--*.sql \
+		"$pkglibdir"/shapesync.so 2>/dev/null | sha256sum | cut -d' ' -f1)
+	if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
+		return 0
+	fi
+	tracked=$(psql -X -q -tA -d "$url" -c "SELECT relid::regclass::text FROM shapesync.tracked" 2>/dev/null || true)
+	log "extension files changed since this cluster was set up: re-creating the extension"
+	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" \
+		-c "DROP EXTENSION IF EXISTS shapesync CASCADE" -c "CREATE EXTENSION shapesync" >/dev/null
+	while IFS= read -r t; do
+		[ -n "$t" ] || continue
+		psql -X -q -v ON_ERROR_STOP=1 -d "$url" -v t="$t" >/dev/null <<<"SELECT shapesync.track(:'t')" ||
+			log "could not re-track $t"
+	done <<<"$tracked"
+	echo "$stamp" >"$stamp_file"
+}
+
 if [ -n "${DATABASE_URL:-}" ]; then
 	url=$DATABASE_URL
 	log "using DATABASE_URL (no cluster started)"
@@ -60,6 +85,7 @@ else
 	own_cluster=1
 	log "starting PostgreSQL in $CLUSTER_DIR on 127.0.0.1:$PG_PORT"
 	url=$(scripts/pgcluster.sh start "$CLUSTER_DIR" "$PG_PORT" shapesync)
+	refresh_extension "$url"
 	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" >/dev/null <<-'SQL'
 		CREATE TABLE IF NOT EXISTS public.items (
 		  id         bigserial PRIMARY KEY,
