@@ -30,7 +30,10 @@ export function freePort() {
 /** Run a command, resolve with stdout; reject with stderr on a non-zero exit. */
 export function run(cmd, args, { env, input, timeoutMs = 60_000 } = {}) {
   return new Promise((res, rej) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...env },
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -42,7 +45,10 @@ export function run(cmd, args, { env, input, timeoutMs = 60_000 } = {}) {
       if (code === 0) res(out);
       else rej(new Error(`${cmd} ${args.join(' ')} exited ${code ?? signal}\n${err}`));
     });
-    child.stdin.end(input ?? '');
+    if (input !== undefined) {
+      child.stdin.on('error', () => {}); // the child may exit before reading it all
+      child.stdin.end(input);
+    }
   });
 }
 

@@ -195,3 +195,36 @@ test('a shape with a where clause and columns', async () => {
     sh.unsubscribeAll();
   }
 });
+
+test('live updates over SSE (liveSse: true)', async () => {
+  const ac = new AbortController();
+  const s = new ShapeStream({
+    url: stack.shapeUrl,
+    params: { table: 'kitchen' },
+    liveSse: true,
+    signal: ac.signal,
+  });
+  const sh = new Shape(s);
+  const unsubscribe = s.subscribe(() => {}, () => {});
+  try {
+    await Promise.race([
+      sh.rows,
+      new Promise((_, rej) => setTimeout(() => rej(new Error(`no snapshot (error: ${s.error})`)), 15_000)),
+    ]);
+    const before = sh.currentRows.length;
+    // let the stream settle into its live SSE request
+    await new Promise((r) => setTimeout(r, 300));
+    await stack.psql(`INSERT INTO kitchen (id, i4, t) VALUES (30, 3, 'over sse')`);
+    await waitFor(() => byId(sh.currentRows).get('30')?.t === 'over sse', { what: 'SSE insert' });
+    await stack.psql(`UPDATE kitchen SET t = 'sse update' WHERE id = 30`);
+    await waitFor(() => byId(sh.currentRows).get('30')?.t === 'sse update', { what: 'SSE update' });
+    await stack.psql(`DELETE FROM kitchen WHERE id = 30`);
+    await waitFor(() => !byId(sh.currentRows).has('30'), { what: 'SSE delete' });
+    assert.equal(sh.currentRows.length, before);
+    assert.equal(s.error, undefined);
+  } finally {
+    unsubscribe();
+    ac.abort();
+    sh.unsubscribeAll();
+  }
+});

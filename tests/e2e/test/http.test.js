@@ -154,6 +154,60 @@ test('live request with nothing new times out with up-to-date', async () => {
   assert.ok(elapsed >= LONG_POLL_MS - 200 && elapsed < LONG_POLL_MS + 2000, `held ${elapsed} ms`);
 });
 
+test('SSE: live_sse=true streams data: events ending with up-to-date', async () => {
+  const ac = new AbortController();
+  const pending = get(
+    `table=items&handle=${encodeURIComponent(handle)}&offset=${offset}&live=true&live_sse=true&experimental_live_sse=true&cursor=1`,
+    { headers: { accept: 'text/event-stream' }, signal: ac.signal },
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  await stack.psql(`INSERT INTO items (title) VALUES ('over sse')`);
+  const r = await pending;
+  try {
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /^text\/event-stream/);
+    assert.match(r.headers.get('electric-cursor') ?? '', /^\d+$/);
+    assert.equal(r.headers.get('electric-handle'), handle);
+    assert.ok(r.headers.get('electric-offset'));
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    const messages = [];
+    let buf = '';
+    const deadline = Date.now() + 5000;
+    while (!messages.some((m) => isControl(m, 'up-to-date')) && Date.now() < deadline) {
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise((res) => setTimeout(() => res({ timeout: true }), Math.max(1, deadline - Date.now()))),
+      ]);
+      if (chunk.timeout || chunk.done) break;
+      buf += dec.decode(chunk.value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const event = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        for (const line of event.split('\n')) {
+          if (line.startsWith('data: ')) messages.push(JSON.parse(line.slice(6)));
+        }
+      }
+    }
+    const change = messages.find((m) => m.key);
+    assert.ok(change, `a change event in ${JSON.stringify(messages)}`);
+    assert.equal(change.value.title, 'over sse');
+    const utd = messages.find((m) => isControl(m, 'up-to-date'));
+    assert.ok(utd, 'an up-to-date event after the batch');
+    assert.match(utd.headers.global_last_seen_lsn, /^\d+$/);
+    // The client resumes from `${global_last_seen_lsn}_0` after an SSE batch.
+    const resume = await get(`table=items&handle=${encodeURIComponent(handle)}&offset=${utd.headers.global_last_seen_lsn}_0`);
+    assert.equal(resume.status, 200);
+    const body = await json(resume);
+    assert.ok(isControl(body.at(-1), 'up-to-date'));
+    assert.equal(body.some((m) => m.value?.title === 'over sse'), false, 'not delivered twice');
+    offset = resume.headers.get('electric-offset');
+  } finally {
+    ac.abort();
+  }
+});
+
 test('catch-up from the start sees the current table', async () => {
   const r = await get('table=items&offset=-1');
   assert.equal(r.status, 200);
