@@ -4,12 +4,16 @@
  *	  The write path: the capture triggers of tracked tables and the
  *	  insertion of shapesync.changes rows.
  *
- * shapesync.capture() is an AFTER ... FOR EACH ROW trigger; it writes one
- * change row per changed row: the writer's top-level xid8, a seq from
- * shapesync.change_seq, the table, the operation, the table's layout hash
- * and the old/new heap tuple images (composite datums, external TOAST
- * flattened) as bytea.  shapesync.capture_truncate() is the AFTER TRUNCATE
- * statement trigger: one 'T' row, and the table's shapes become invalid.
+ * shapesync.capture() is an AFTER ... FOR EACH ROW trigger; it classifies
+ * the row against the table's shapes (membership.c) and writes one change
+ * row when someone needs it (a whole-table shape exists, or a filtered
+ * shape sees the change): the writer's top-level xid8, a seq from
+ * shapesync.change_seq, the table, the operation, the table's layout hash,
+ * the old/new heap tuple images (composite datums, external TOAST
+ * flattened) as bytea, and shape_ops.  shapesync.capture_truncate() is the
+ * AFTER TRUNCATE statement trigger: one 'T' row, and the table's shapes
+ * become invalid.  'X' rows (a shape filter raised) are written by
+ * membership.c, 'S' rows (DDL) by shapesync.log_schema_change().
  *
  * The row is inserted with the heap AM and the log's indexes are
  * maintained directly (no SPI, no executor).  The oids of the log relation
@@ -25,6 +29,7 @@
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/index.h"
@@ -35,6 +40,7 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "nodes/execnodes.h"
+#include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -46,8 +52,9 @@
 
 PG_FUNCTION_INFO_V1(shapesync_capture);
 PG_FUNCTION_INFO_V1(shapesync_capture_truncate);
+PG_FUNCTION_INFO_V1(shapesync_log_schema_change);
 
-#define Natts_changes 7
+#define Natts_changes 9
 
 /* per-backend cache of the log's oids */
 static Oid	changes_relid = InvalidOid;
@@ -199,11 +206,14 @@ ShapesyncLogInsert(Relation logrel, HeapTuple tup)
 		ExecDropSingleTupleTableSlot(slot);
 }
 
-/* Write one change row for relation rel in the current transaction. */
-static void
-ShapesyncLogChange(Relation rel, char op, HeapTuple newtup, HeapTuple oldtup)
+/*
+ * Write one change row for table relid in the current (sub)transaction.
+ * tupdesc describes the images (NULL when there are none).
+ */
+void
+ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
+				HeapTuple oldtup, ArrayType *shape_ops, const char *error)
 {
-	TupleDesc	tupdesc = RelationGetDescr(rel);
 	Relation	logrel;
 	Datum		values[Natts_changes];
 	bool		nulls[Natts_changes];
@@ -214,9 +224,9 @@ ShapesyncLogChange(Relation rel, char op, HeapTuple newtup, HeapTuple oldtup)
 	memset(nulls, false, sizeof(nulls));
 	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	values[1] = Int64GetDatum(nextval_internal(change_seq_relid, false));
-	values[2] = ObjectIdGetDatum(RelationGetRelid(rel));
+	values[2] = ObjectIdGetDatum(relid);
 	values[3] = CharGetDatum(op);
-	values[4] = Int32GetDatum(ShapesyncLayoutHash(tupdesc));
+	values[4] = Int32GetDatum(layout);
 	if (newtup != NULL)
 		values[5] = heap_copy_tuple_as_datum(newtup, tupdesc);
 	else
@@ -225,6 +235,14 @@ ShapesyncLogChange(Relation rel, char op, HeapTuple newtup, HeapTuple oldtup)
 		values[6] = heap_copy_tuple_as_datum(oldtup, tupdesc);
 	else
 		nulls[6] = true;
+	if (shape_ops != NULL)
+		values[7] = PointerGetDatum(shape_ops);
+	else
+		nulls[7] = true;
+	if (error != NULL)
+		values[8] = CStringGetTextDatum(error);
+	else
+		nulls[8] = true;
 
 	logrel = table_open(changes_relid, RowExclusiveLock);
 	if (RelationGetDescr(logrel)->natts != Natts_changes)
@@ -237,12 +255,14 @@ ShapesyncLogChange(Relation rel, char op, HeapTuple newtup, HeapTuple oldtup)
 	ShapesyncDoorbellArm();
 }
 
-/* Row trigger of tracked tables: log the change. */
+/* Row trigger of tracked tables: log the change if a shape needs it. */
 Datum
 shapesync_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TriggerEvent event;
+	Relation	rel;
+	ShapesyncRowResult res;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -258,13 +278,28 @@ shapesync_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("shapesync.capture() must be fired FOR EACH ROW")));
 
+	rel = trigdata->tg_relation;
 	if (TRIGGER_FIRED_BY_INSERT(event))
-		ShapesyncLogChange(trigdata->tg_relation, 'I', trigdata->tg_trigtuple, NULL);
+	{
+		ShapesyncClassifyRow(rel, NULL, trigdata->tg_trigslot, &res);
+		if (res.needed)
+			ShapesyncLogRow(RelationGetRelid(rel), RelationGetDescr(rel), 'I', res.layout,
+							trigdata->tg_trigtuple, NULL, res.shape_ops, NULL);
+	}
 	else if (TRIGGER_FIRED_BY_UPDATE(event))
-		ShapesyncLogChange(trigdata->tg_relation, 'U', trigdata->tg_newtuple,
-						   trigdata->tg_trigtuple);
+	{
+		ShapesyncClassifyRow(rel, trigdata->tg_trigslot, trigdata->tg_newslot, &res);
+		if (res.needed)
+			ShapesyncLogRow(RelationGetRelid(rel), RelationGetDescr(rel), 'U', res.layout,
+							trigdata->tg_newtuple, trigdata->tg_trigtuple, res.shape_ops, NULL);
+	}
 	else if (TRIGGER_FIRED_BY_DELETE(event))
-		ShapesyncLogChange(trigdata->tg_relation, 'D', NULL, trigdata->tg_trigtuple);
+	{
+		ShapesyncClassifyRow(rel, trigdata->tg_trigslot, NULL, &res);
+		if (res.needed)
+			ShapesyncLogRow(RelationGetRelid(rel), RelationGetDescr(rel), 'D', res.layout,
+							NULL, trigdata->tg_trigtuple, res.shape_ops, NULL);
+	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -291,8 +326,27 @@ shapesync_capture_truncate(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("shapesync.capture_truncate() must be fired AFTER TRUNCATE FOR EACH STATEMENT")));
 
-	ShapesyncLogChange(trigdata->tg_relation, 'T', NULL, NULL);
+	ShapesyncLogRow(RelationGetRelid(trigdata->tg_relation), NULL, 'T',
+					ShapesyncTableLayout(trigdata->tg_relation), NULL, NULL, NULL, NULL);
 	ShapesyncInvalidateTableShapes(RelationGetRelid(trigdata->tg_relation), "truncate");
 
 	return PointerGetDatum(NULL);
+}
+
+/* log_schema_change(relid, reason): an S row for the table (DDL, drop, untrack). */
+Datum
+shapesync_log_schema_change(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *reason = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	int32		layout = 0;
+
+	if (rel != NULL)
+	{
+		layout = ShapesyncLayoutHash(RelationGetDescr(rel));
+		relation_close(rel, AccessShareLock);
+	}
+	ShapesyncLogRow(relid, NULL, 'S', layout, NULL, NULL, NULL, reason);
+	PG_RETURN_VOID();
 }

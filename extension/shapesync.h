@@ -7,7 +7,9 @@
  * track.c (track/untrack), changelog.c (capture triggers, log writes),
  * decode.c (row image decoding), ticks.c (the ticker's transaction),
  * worker.c (doorbell shared state and the background worker), shapes.c
- * (shape registry helpers used from C), monitor.c (status reporting).
+ * (filter parsing and validation, registry helpers used from C),
+ * membership.c (per-backend shape caches, classification of changed rows),
+ * monitor.c (status reporting).
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +18,8 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "executor/tuptable.h"
+#include "utils/array.h"
 #include "utils/relcache.h"
 
 #define SHAPESYNC_SCHEMA "shapesync"
@@ -27,10 +31,30 @@
 extern char *shapesync_database;
 extern int	shapesync_tick_idle_ms;
 
+/* shape ops in shapesync.changes.shape_ops: shape_id * 4 + op */
+#define SHAPESYNC_OP_INSERT 1
+#define SHAPESYNC_OP_UPDATE 2
+#define SHAPESYNC_OP_DELETE 3
+
 /* changelog.c */
 extern int32 ShapesyncLayoutHash(TupleDesc tupdesc);
 extern Oid	ShapesyncSchemaOid(bool missing_ok);
 extern Oid	ShapesyncRelationOid(const char *relname, bool missing_ok);
+extern void ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout,
+							HeapTuple newtup, HeapTuple oldtup, ArrayType *shape_ops,
+							const char *error);
+
+/* membership.c: what the capture trigger must write for a changed row */
+typedef struct ShapesyncRowResult
+{
+	bool		needed;			/* write a change row */
+	ArrayType  *shape_ops;		/* NULL: no filtered shape sees the change */
+	int32		layout;			/* the table's layout hash */
+} ShapesyncRowResult;
+
+extern void ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot,
+								 TupleTableSlot *newslot, ShapesyncRowResult *res);
+extern int32 ShapesyncTableLayout(Relation rel);
 
 /* worker.c */
 extern void ShapesyncShmemRequest(void);

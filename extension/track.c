@@ -8,7 +8,7 @@
  * Only ordinary, permanent, user tables with a primary key can be
  * tracked.  track() is idempotent (it re-creates a missing trigger);
  * untrack() of a table that is not tracked is an error.  Untracking
- * invalidates the table's shapes.
+ * invalidates the table's shapes and logs an 'S' change.
  *
  *-------------------------------------------------------------------------
  */
@@ -189,6 +189,8 @@ shapesync_untrack(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	ShapesyncInvalidateTableShapes(relid, "untrack");
+	ShapesyncLogRow(relid, NULL, 'S', ShapesyncLayoutHash(RelationGetDescr(rel)),
+					NULL, NULL, NULL, "untrack");
 
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();

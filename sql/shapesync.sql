@@ -9,11 +9,14 @@
 
 CREATE TABLE shapesync.tracked (
     relid      oid PRIMARY KEY,
-    tracked_at timestamptz NOT NULL DEFAULT now()
+    tracked_at timestamptz NOT NULL DEFAULT now(),
+    shapes_gen bigint NOT NULL DEFAULT 0
 );
 SELECT pg_catalog.pg_extension_config_dump('shapesync.tracked', '');
 COMMENT ON TABLE shapesync.tracked IS
     'Tables whose changes shapesync captures (maintained by shapesync.track/untrack).';
+COMMENT ON COLUMN shapesync.tracked.shapes_gen IS
+    'Bumped whenever an active shape of the table stops being active: backends then rebuild their shape cache of the table in full (otherwise they only load shapes added since).';
 
 CREATE VIEW shapesync.tracked_tables AS
     SELECT t.relid::pg_catalog.regclass AS relid, t.tracked_at
@@ -48,11 +51,17 @@ CREATE TABLE shapesync.changes (
     op      "char"            NOT NULL,
     layout  int4              NOT NULL,
     new_row bytea,
-    old_row bytea
+    old_row bytea,
+    shape_ops int4[],
+    error   text
 ) USING heap;
 CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
 COMMENT ON TABLE shapesync.changes IS
-    'Change log: one row per changed row of a tracked table (I/U/D) or per TRUNCATE (T); written only by the capture triggers.';
+    'Change log: one row per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S); written only by the extension.';
+COMMENT ON COLUMN shapesync.changes.shape_ops IS
+    'Filtered shapes that see the change: shape_id * 4 + op (1 insert, 2 update, 3 delete); for X rows shape_id * 4.';
+COMMENT ON COLUMN shapesync.changes.error IS
+    'X rows: the error raised by the shape filter; S rows: the reason (e.g. ddl: ALTER TABLE).';
 COMMENT ON INDEX shapesync.changes_xid_idx IS
     'Batches are restricted by xid range first.';
 
@@ -96,9 +105,11 @@ CREATE VIEW shapesync.change_log AS
     SELECT c.xid, c.seq,
            c.relid::pg_catalog.regclass AS table_name,
            CASE c.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update'
-                     WHEN 'D' THEN 'delete' WHEN 'T' THEN 'truncate' END AS op,
+                     WHEN 'D' THEN 'delete' WHEN 'T' THEN 'truncate'
+                     WHEN 'X' THEN 'shape_error' WHEN 'S' THEN 'schema' END AS op,
            shapesync.row_json_or_null(c.relid, c.layout, c.new_row) AS new_row,
-           shapesync.row_json_or_null(c.relid, c.layout, c.old_row) AS old_row
+           shapesync.row_json_or_null(c.relid, c.layout, c.old_row) AS old_row,
+           c.shape_ops, c.error
       FROM shapesync.changes c;
 COMMENT ON VIEW shapesync.change_log IS
     'The change log, decoded in the reader''s session (images whose table layout changed show as NULL).';
@@ -166,7 +177,7 @@ COMMENT ON FUNCTION shapesync.tick(boolean) IS
 
 CREATE FUNCTION shapesync.batch(tick_id bigint)
     RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
-                   new_values text[], old_values text[])
+                   new_values text[], old_values text[], shape_ops int4[], error text)
     LANGUAGE plpgsql STABLE PARALLEL UNSAFE ROWS 100
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -183,7 +194,8 @@ BEGIN
     RETURN QUERY
         SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, c.relid, c.op,
                shapesync.row_values_or_null(c.relid, c.layout, c.new_row),
-               shapesync.row_values_or_null(c.relid, c.layout, c.old_row)
+               shapesync.row_values_or_null(c.relid, c.layout, c.old_row),
+               c.shape_ops, c.error
           FROM shapesync.changes c
          WHERE c.xid >= pg_snapshot_xmin(prev_snap)
            AND c.xid < pg_snapshot_xmax(cur_snap)
@@ -196,40 +208,139 @@ COMMENT ON FUNCTION shapesync.batch(bigint) IS
     'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq).';
 
 ------------------------------------------------------------------------
--- Shapes registry
+-- Shapes registry (see docs/shape-membership.md)
 ------------------------------------------------------------------------
 
-CREATE TABLE shapesync.shapes (
-    handle         text PRIMARY KEY,
-    relid          oid NOT NULL,
-    definition     text NOT NULL,
-    where_clause   text,
-    columns        text[],
-    state          text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'invalid')),
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    invalidated_at timestamptz,
-    reason         text
-);
-CREATE UNIQUE INDEX shapes_active_definition ON shapesync.shapes (definition) WHERE state = 'active';
-CREATE INDEX shapes_relid ON shapesync.shapes (relid) WHERE state = 'active';
-COMMENT ON TABLE shapesync.shapes IS
-    'Shapes (table, filter, columns); an invalid shape is never revived, its definition gets a new handle.';
-COMMENT ON INDEX shapesync.shapes_active_definition IS
-    'At most one active shape per definition.';
-COMMENT ON INDEX shapesync.shapes_relid IS
-    'Active shapes of a table (TRUNCATE, untrack).';
+CREATE SEQUENCE shapesync.shape_id_seq AS int;
+COMMENT ON SEQUENCE shapesync.shape_id_seq IS
+    'Internal shape ids (shape_ops elements are shape_id * 4 + op).';
 
-CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
-                                              options text DEFAULT '')
-    RETURNS TABLE (handle text, created boolean)
+CREATE TABLE shapesync.shape_templates (
+    template_id  int PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+    relid        oid NOT NULL,
+    template_key text NOT NULL,
+    template     text NOT NULL,
+    template_sql text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX shape_templates_key ON shapesync.shape_templates (relid, template_key);
+COMMENT ON TABLE shapesync.shape_templates IS
+    'Shape filters with their constants lifted out as parameters; shapes that differ only in constants share one template, compiled once per backend.';
+COMMENT ON COLUMN shapesync.shape_templates.template_key IS
+    'sha256 of template, hex.';
+COMMENT ON COLUMN shapesync.shape_templates.template IS
+    'The analysed filter with its constants replaced by PARAM_EXTERN params, as nodeToString() text (what the trigger compiles).';
+COMMENT ON COLUMN shapesync.shape_templates.template_sql IS
+    'The template deparsed, with $n for the constants (for people).';
+
+CREATE TABLE shapesync.shape_registry (
+    handle          text PRIMARY KEY,
+    shape_id        int NOT NULL UNIQUE DEFAULT nextval('shapesync.shape_id_seq'),
+    relid           oid NOT NULL,
+    definition      text NOT NULL,
+    definition_key  text NOT NULL,
+    where_clause    text,
+    params          text[],
+    canonical_where text,
+    columns         text[],
+    options         text NOT NULL DEFAULT '',
+    template_id     int,
+    consts          text[],
+    state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'invalid')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    invalidated_at  timestamptz,
+    reason          text,
+    snapshot_rows   bigint,
+    last_offset     text,
+    updated_at      timestamptz
+);
+ALTER SEQUENCE shapesync.shape_id_seq OWNED BY shapesync.shape_registry.shape_id;
+CREATE UNIQUE INDEX shape_registry_active_definition ON shapesync.shape_registry (definition_key)
+    WHERE state = 'active';
+CREATE INDEX shape_registry_active_relid ON shapesync.shape_registry (relid, shape_id)
+    WHERE state = 'active';
+COMMENT ON TABLE shapesync.shape_registry IS
+    'Shapes (table, canonical filter, columns, options); an invalid shape is never revived, its definition gets a new handle.';
+COMMENT ON COLUMN shapesync.shape_registry.where_clause IS
+    'The filter as the client sent it; canonical_where is what PostgreSQL made of it (the identity).';
+COMMENT ON COLUMN shapesync.shape_registry.consts IS
+    'The constants of the filter, in template parameter order, as output text (ISO dates, UTC, iso_8601 intervals).';
+COMMENT ON INDEX shapesync.shape_registry_active_definition IS
+    'At most one active shape per definition (sha256 of table, canonical where, columns, options).';
+COMMENT ON INDEX shapesync.shape_registry_active_relid IS
+    'Active shapes of a table, by shape_id: what the capture trigger''s cache loads (incrementally, by shape_id).';
+
+CREATE VIEW shapesync.shapes AS
+    SELECT s.handle, s.shape_id, s.relid::pg_catalog.regclass AS table_name,
+           s.canonical_where AS where_clause, s.columns, s.options, s.state, s.reason,
+           s.created_at, s.invalidated_at, s.snapshot_rows, s.last_offset
+      FROM shapesync.shape_registry s;
+COMMENT ON VIEW shapesync.shapes IS
+    'Shapes and their state, for people and the sidecar.';
+
+CREATE FUNCTION shapesync.invalidate_table_cache(relid oid) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_invalidate_table_cache';
+COMMENT ON FUNCTION shapesync.invalidate_table_cache(oid) IS
+    'Send a relcache invalidation of the table at commit: backends reload their shape cache of it before their next write.';
+
+CREATE FUNCTION shapesync.parse_where(rel pg_catalog.regclass, where_clause text, params text[] DEFAULT NULL,
+                                      OUT canonical_where text, OUT template text,
+                                      OUT template_sql text, OUT consts text[])
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_parse_where';
+COMMENT ON FUNCTION shapesync.parse_where(pg_catalog.regclass, text, text[]) IS
+    'Parse, analyse and validate a shape filter against its table: canonical form, template and constants; errors carry the position inside where_clause.';
+
+-- Registry changes invalidate the table's backend shape caches: a shape that
+-- stops being active bumps the table's shapes_gen (full rebuild), anything
+-- else is loaded incrementally.
+CREATE FUNCTION shapesync.on_registry_update() RETURNS trigger
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    def text;
-    h   text;
-    col text;
-    us  bigint;
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT o.relid
+               FROM old_rows o JOIN new_rows n ON n.handle = o.handle
+              WHERE o.state = 'active' AND n.state <> 'active'
+    LOOP
+        UPDATE shapesync.tracked t SET shapes_gen = t.shapes_gen + 1 WHERE t.relid = r.relid;
+        PERFORM shapesync.invalidate_table_cache(r.relid);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_registry_update() IS
+    'Statement trigger of the registry: shapes leaving the active state invalidate their table''s shape caches.';
+CREATE TRIGGER shape_registry_state AFTER UPDATE ON shapesync.shape_registry
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION shapesync.on_registry_update();
+
+CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
+                                              options text DEFAULT '', params text[] DEFAULT NULL)
+    RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET DateStyle = 'ISO, DMY'
+    SET IntervalStyle = 'iso_8601'
+    SET TimeZone = 'UTC'
+    SET extra_float_digits = 1
+AS $$
+DECLARE
+    def  text;
+    dkey text;
+    h    text;
+    sid  int;
+    col  text;
+    us   bigint;
+    cw   text;
+    tmpl text;
+    tsql text;
+    cs   text[];
+    tid  int;
+    tkey text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'shape table must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -250,37 +361,92 @@ BEGIN
         END LOOP;
     END IF;
 
-    def := json_build_object('relid', rel::oid, 'where', where_clause, 'columns', columns,
+    IF where_clause IS NOT NULL AND btrim(where_clause, E' \t\r\n\f') <> '' THEN
+        SELECT p.canonical_where, p.template, p.template_sql, p.consts INTO cw, tmpl, tsql, cs
+          FROM shapesync.parse_where(rel, where_clause, params) p;
+        tkey := encode(sha256(convert_to(tmpl, 'UTF8')), 'hex');
+    END IF;
+
+    def := json_build_object('relid', rel::oid, 'where', cw, 'columns', columns,
                              'options', coalesce(options, ''))::text;
+    dkey := encode(sha256(convert_to(def, 'UTF8')), 'hex');
     LOOP
-        SELECT s.handle INTO h FROM shapesync.shapes s
-         WHERE s.definition = def AND s.state = 'active';
+        SELECT s.handle, s.shape_id INTO h, sid FROM shapesync.shape_registry s
+         WHERE s.definition_key = dkey AND s.definition = def AND s.state = 'active';
         IF FOUND THEN
-            RETURN QUERY SELECT h, false;
+            RETURN QUERY SELECT h, false, sid, cw;
             RETURN;
         END IF;
+
+        -- registrations of a table are serialised, so that its shape_ids are
+        -- taken in commit order (backends load new shapes by shape_id)
+        PERFORM 1 FROM shapesync.tracked t WHERE t.relid = rel::oid FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'table "%" is not tracked', rel::text
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Run shapesync.track() on the table first.';
+        END IF;
+
+        tid := NULL;
+        IF tmpl IS NOT NULL THEN
+            INSERT INTO shapesync.shape_templates (relid, template_key, template, template_sql)
+            VALUES (rel::oid, tkey, tmpl, tsql)
+            ON CONFLICT (relid, template_key) DO NOTHING
+            RETURNING template_id INTO tid;
+            IF tid IS NULL THEN
+                SELECT t.template_id INTO tid FROM shapesync.shape_templates t
+                 WHERE t.relid = rel::oid AND t.template_key = tkey;
+            END IF;
+        END IF;
+
         us := floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
-        h := left(md5(def), 16) || '-' || us::text;
-        INSERT INTO shapesync.shapes AS s (handle, relid, definition, where_clause, columns)
-        VALUES (h, rel::oid, def, where_clause, columns)
-        ON CONFLICT DO NOTHING;
+        h := left(dkey, 16) || '-' || us::text;
+        INSERT INTO shapesync.shape_registry AS s
+               (handle, relid, definition, definition_key, where_clause, params, canonical_where,
+                columns, options, template_id, consts)
+        VALUES (h, rel::oid, def, dkey, where_clause, params, cw,
+                columns, coalesce(options, ''), tid, cs)
+        ON CONFLICT DO NOTHING
+        RETURNING s.shape_id INTO sid;
         IF FOUND THEN
-            RETURN QUERY SELECT h, true;
+            PERFORM shapesync.invalidate_table_cache(rel::oid);
+            RETURN QUERY SELECT h, true, sid, cw;
             RETURN;
         END IF;
         -- same definition created concurrently, or a handle collision: look again
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text) IS
-    'The active shape for (table, where, columns, options such as replica and log mode), created if needed; handles are <hash>-<unix us> and never reused.';
+COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]) IS
+    'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused.';
+
+CREATE FUNCTION shapesync.wait_for_writers(rel pg_catalog.regclass) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_wait_for_writers';
+COMMENT ON FUNCTION shapesync.wait_for_writers(pg_catalog.regclass) IS
+    'Wait until every transaction holding a write lock on the table now has ended (new writers are not blocked); call after registering a shape, before its snapshot.';
+
+CREATE FUNCTION shapesync.report_shape(handle text, snapshot_rows bigint, last_offset text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE shapesync.shape_registry s
+       SET snapshot_rows = coalesce(report_shape.snapshot_rows, s.snapshot_rows),
+           last_offset = coalesce(report_shape.last_offset, s.last_offset),
+           updated_at = now()
+     WHERE s.handle = report_shape.handle;
+END
+$$;
+COMMENT ON FUNCTION shapesync.report_shape(text, bigint, text) IS
+    'The sidecar reports a shape''s snapshot size and latest offset (shown in shapesync.shapes).';
 
 CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE shapesync.shapes s
+    UPDATE shapesync.shape_registry s
        SET state = 'invalid', invalidated_at = now(), reason = invalidate_shape.reason
      WHERE s.handle = invalidate_shape.handle AND s.state = 'active';
     RETURN FOUND;
@@ -288,6 +454,29 @@ END
 $$;
 COMMENT ON FUNCTION shapesync.invalidate_shape(text, text) IS
     'Mark an active shape invalid (its clients must refetch); false if it was not active.';
+
+CREATE FUNCTION shapesync.log_schema_change(relid oid, reason text) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_log_schema_change';
+COMMENT ON FUNCTION shapesync.log_schema_change(oid, text) IS
+    'Log an S change for a table (its shapes are invalid from this point of the stream on).';
+
+CREATE FUNCTION shapesync.cache_stats(
+    OUT relid pg_catalog.regclass,
+    OUT valid boolean,
+    OUT whole_table_shapes int,
+    OUT filtered_shapes int,
+    OUT templates int,
+    OUT filters int,
+    OUT memory_bytes bigint,
+    OUT full_builds bigint,
+    OUT incremental_builds bigint,
+    OUT last_build_us bigint)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'shapesync_cache_stats';
+COMMENT ON FUNCTION shapesync.cache_stats() IS
+    'The shape caches of this backend, one row per tracked table it wrote to: shapes, templates, memory, rebuilds.';
 
 ------------------------------------------------------------------------
 -- DDL on tracked tables: ALTER TABLE invalidates their shapes, DROP TABLE
@@ -306,16 +495,17 @@ BEGIN
                JOIN shapesync.tracked t ON t.relid = c.objid
               WHERE c.classid = 'pg_class'::regclass AND c.object_type = 'table'
     LOOP
-        UPDATE shapesync.shapes s
+        UPDATE shapesync.shape_registry s
            SET state = 'invalid', invalidated_at = now(), reason = 'ddl: ' || r.command_tag
          WHERE s.relid = r.objid AND s.state = 'active';
+        PERFORM shapesync.log_schema_change(r.objid, 'ddl: ' || r.command_tag);
     END LOOP;
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'shapesync could not invalidate shapes after DDL: %', SQLERRM;
 END
 $$;
 COMMENT ON FUNCTION shapesync.on_ddl_command_end() IS
-    'Event trigger: DDL on a tracked table invalidates its shapes.';
+    'Event trigger: DDL on a tracked table invalidates its shapes and logs an S change.';
 
 CREATE FUNCTION shapesync.on_sql_drop() RETURNS event_trigger
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -330,16 +520,17 @@ BEGIN
               WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
     LOOP
         DELETE FROM shapesync.tracked t WHERE t.relid = r.objid;
-        UPDATE shapesync.shapes s
+        UPDATE shapesync.shape_registry s
            SET state = 'invalid', invalidated_at = now(), reason = 'drop'
          WHERE s.relid = r.objid AND s.state = 'active';
+        PERFORM shapesync.log_schema_change(r.objid, 'drop');
     END LOOP;
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'shapesync could not unregister a dropped table: %', SQLERRM;
 END
 $$;
 COMMENT ON FUNCTION shapesync.on_sql_drop() IS
-    'Event trigger: a dropped tracked table is unregistered and its shapes invalidated.';
+    'Event trigger: a dropped tracked table is unregistered, its shapes invalidated and an S change logged.';
 
 CREATE EVENT TRIGGER shapesync_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE')

@@ -26,6 +26,8 @@ CREATE TABLE typed (
     e     mood
 );
 SELECT shapesync.track('typed');
+-- a whole-table shape: the trigger logs every change of the table
+SELECT created FROM shapesync.get_or_create_shape('typed', NULL, NULL);
 SELECT coalesce(max(seq), 0) AS s0 FROM shapesync.changes \gset
 
 -- the writer uses unusual display settings
@@ -94,6 +96,8 @@ SELECT count(*) AS rows_of_third FROM shapesync.changes
 CREATE TABLE big (id int PRIMARY KEY, payload text);
 ALTER TABLE big ALTER COLUMN payload SET STORAGE EXTERNAL;
 SELECT shapesync.track('big');
+-- a whole-table shape: the trigger logs every change of the table
+SELECT created FROM shapesync.get_or_create_shape('big', NULL, NULL);
 SELECT coalesce(max(seq), 0) AS s1 FROM shapesync.changes \gset
 INSERT INTO big SELECT 1, string_agg(md5(i::text), '') FROM generate_series(1, 1000) i;
 SELECT length(payload) AS len, md5(payload) AS expected_md5 FROM big;

@@ -1,6 +1,8 @@
 -- row image decoding: argument checks and privileges
 CREATE TABLE dec (id int PRIMARY KEY, secret text);
 SELECT shapesync.track('dec');
+-- a whole-table shape: the trigger logs every change of the table
+SELECT created FROM shapesync.get_or_create_shape('dec', NULL, NULL);
 INSERT INTO dec VALUES (1, 'hidden');
 SELECT max(seq) AS s FROM shapesync.changes \gset
 

@@ -37,7 +37,7 @@ INSERT INTO todo VALUES (1, 'u1', 'write tests', false);
 TRUNCATE todo;
 RESET ROLE;
 SELECT handle = :'h1' AS is_h1, state, reason FROM shapesync.shapes
- WHERE relid = 'todo'::regclass ORDER BY created_at, handle;
+ WHERE table_name = 'todo'::regclass ORDER BY created_at, handle;
 SELECT op FROM shapesync.change_log WHERE table_name = 'todo'::regclass ORDER BY seq;
 SELECT handle <> :'h1b' AS new_handle, created
   FROM shapesync.get_or_create_shape('todo', 'owner = ''u1''', '{id,title}');
@@ -45,7 +45,7 @@ SELECT handle <> :'h1b' AS new_handle, created
 -- untrack invalidates too
 SELECT shapesync.untrack('todo');
 SELECT state, reason, count(*) FROM shapesync.shapes
- WHERE relid = 'todo'::regclass GROUP BY 1, 2 ORDER BY 1, 2;
+ WHERE table_name = 'todo'::regclass GROUP BY 1, 2 ORDER BY 1, 2;
 
 REVOKE ALL ON todo FROM shapesync_writer;
 DROP ROLE shapesync_writer;

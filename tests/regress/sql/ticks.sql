@@ -11,6 +11,8 @@ $$;
 
 CREATE TABLE acct (id int PRIMARY KEY, balance int);
 SELECT shapesync.track('acct');
+-- a whole-table shape: the trigger logs every change of the table
+SELECT created FROM shapesync.get_or_create_shape('acct', NULL, NULL);
 
 -- tick 1 is recorded at install time; its batch is empty
 SELECT tick_id, max_seq FROM shapesync.ticks WHERE tick_id = 1;
@@ -91,6 +93,8 @@ SELECT * FROM pg_temp.batches(:m5, :m6);
 TRUNCATE acct;
 SELECT shapesync.tick(true) AS m7 \gset
 SELECT * FROM pg_temp.batches(:m6, :m7);
+-- TRUNCATE invalidated the shape: register it again
+SELECT created FROM shapesync.get_or_create_shape('acct', NULL, NULL);
 
 -- tick(false) returns NULL when nothing can be new (retried: an unrelated
 -- transaction running at the forced tick makes the next one tick once more)

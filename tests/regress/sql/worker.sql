@@ -15,6 +15,8 @@ SELECT worker_pid = shapesync.worker_pid() AS same_pid, ticker_mode FROM shapesy
 -- a commit rings the doorbell: the worker ticks without tick() being called
 CREATE TABLE bell (id int PRIMARY KEY);
 SELECT shapesync.track('bell');
+-- a whole-table shape: the trigger logs every change of the table
+SELECT created FROM shapesync.get_or_create_shape('bell', NULL, NULL);
 SELECT max(tick_id) AS before FROM shapesync.ticks \gset
 INSERT INTO bell VALUES (1);
 SET my.before = :'before';

@@ -1,0 +1,1217 @@
+/*-------------------------------------------------------------------------
+ *
+ * membership.c
+ *	  Shape membership in the capture trigger: the per-backend shape cache
+ *	  of each tracked table, and the classification of a changed row's OLD
+ *	  and NEW images against every active shape of its table.
+ *
+ * Cache.  One entry per tracked table this backend wrote to, in a hash
+ * table under CacheMemoryContext; each entry owns a memory context.  An
+ * entry holds the table's active shapes grouped by template (the filter
+ * with its constants lifted out as PARAM_EXTERN params): one compiled
+ * ExprState per template, and per distinct set of constants a "filter"
+ * carrying the constant values and the shapes (id, columns) that use it.
+ * A template that is, or has as a top-level AND conjunct, "column =
+ * constant" with a hashable, strict equality operator indexes its filters
+ * by the hash of that constant: a row finds its candidates by hashing its
+ * column value, so the cost does not grow with the number of shapes.  The
+ * other filters of a template are evaluated for every row.
+ *
+ * Invalidation.  Registry changes send a relcache invalidation of the
+ * table; the relcache callback only marks the entry stale.  The next
+ * trigger call refreshes it, reading the registry with the latest
+ * snapshot (so a transaction whose snapshot is older than a registration
+ * still sees the new shape once it processed the invalidation).  When the
+ * table's shapes_gen (bumped whenever a shape of the table stops being
+ * active), its layout and the registry are unchanged, the refresh only
+ * loads the shapes with a shape_id above the highest loaded one:
+ * registrations of a table are serialised by get_or_create_shape, so a
+ * table's shape_ids become visible in increasing order.  Otherwise the
+ * entry is rebuilt from scratch.
+ *
+ * Errors.  Filters made only of leakproof functions are evaluated
+ * directly.  The others are evaluated inside one internal subtransaction
+ * per row; a filter that raises is reported as an 'X' change row and is
+ * then skipped for as long as that X row is live in this transaction or
+ * committed (the sidecar invalidates the shape); if the X row is rolled
+ * back, the filter is evaluated again.  The writer's statement always
+ * goes on.
+ *
+ * The cache is backend-local: no locking.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "portability/instr_time.h"
+#include "storage/procarray.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+#include "shapesync.h"
+
+PG_FUNCTION_INFO_V1(shapesync_cache_stats);
+
+#define ARENA_BLOCK_SIZE (64 * 1024)
+
+/* further shapes of a filter (same template and constants, other columns/options) */
+typedef struct ShapeRef
+{
+	int32		shape_id;
+	Bitmapset  *cols;			/* NULL: all columns */
+} ShapeRef;
+
+/* a distinct set of constants of a template, and the shapes that use it */
+typedef struct ShapeFilter
+{
+	struct ShapeFilter *next;	/* hash bucket chain, or scan list */
+	uint32		hashval;		/* hash of the indexed constant */
+	int32		shape_id;		/* first shape */
+	Bitmapset  *cols;
+	int32		nmore;
+	int32		maxmore;
+	ShapeRef   *more;
+	TransactionId error_xid;	/* (sub)xact that logged this filter's X row */
+	bool		disabled;		/* its X row committed: skip until rebuilt */
+	ParamExternData params[FLEXIBLE_ARRAY_MEMBER];
+} ShapeFilter;
+
+/* a compiled template */
+typedef struct ShapeTemplate
+{
+	struct ShapeTemplate *next;
+	int32		template_id;
+	ExprState  *state;
+	bool		leakproof;
+	int			nparams;
+	Oid		   *ptypes;
+	int32	   *ptypmods;
+	FmgrInfo   *pinput;
+	Oid		   *pioparams;
+	int16	   *ptyplens;
+	bool	   *ptypbyvals;
+	ParamListInfo paramli;		/* fetches from the filter being evaluated */
+
+	/* hash index on the constant of an equality conjunct */
+	int			key_param;		/* 1-based; 0 = no index */
+	AttrNumber	key_attno;
+	Oid			key_collid;
+	FmgrInfo	key_row_hash;
+	FmgrInfo	key_const_hash;
+	ShapeFilter **buckets;
+	uint32		nbuckets;
+	uint32		nindexed;
+
+	ShapeFilter *scan;			/* filters evaluated for every row */
+	ShapeFilter *scan_tail;
+	int			nscan;
+} ShapeTemplate;
+
+/* a distinct column list, shared by the shapes that have it */
+typedef struct ColumnSet
+{
+	Datum		names;			/* text[] as in the registry */
+	Bitmapset  *attrs;
+} ColumnSet;
+
+/* the shape cache of one table */
+typedef struct TableShapes
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false: refresh before use */
+	bool		built;
+	MemoryContext cxt;
+	Oid			registry_relid;
+	int64		gen;
+	int32		layout;
+	int32		max_shape_id;
+	int			nwhole;
+	int			nfiltered;
+	int			ntemplates;
+	int			nfilters;
+	ShapeTemplate *templates;
+	List	   *colsets;
+	ExprContext *econtext;
+	char	   *arena;
+	Size		arena_left;
+	int64		full_builds;
+	int64		incremental_builds;
+	int64		last_build_us;
+} TableShapes;
+
+/* one filter to evaluate under the guard */
+typedef struct GuardItem
+{
+	ShapeTemplate *t;
+	ShapeFilter *f;
+	bool		old_in;
+	bool		new_in;
+	char	   *error;
+} GuardItem;
+
+/* the row being classified */
+typedef struct RowState
+{
+	TableShapes *ts;
+	TupleTableSlot *oldslot;
+	TupleTableSlot *newslot;
+	bool		changed_known;
+	Bitmapset  *changed;
+	int			nops;
+	int			maxops;
+	int32	   *ops;
+	int			nguard;
+	int			maxguard;
+	GuardItem  *guard;
+} RowState;
+
+static HTAB *shape_caches = NULL;
+static bool callback_registered = false;
+
+/* Mark the shape cache of relid (all caches for InvalidOid) stale. */
+static void
+ShapeCacheRelcacheCallback(Datum arg, Oid relid)
+{
+	if (shape_caches == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		TableShapes *ts = hash_search(shape_caches, &relid, HASH_FIND, NULL);
+
+		if (ts != NULL)
+			ts->valid = false;
+	}
+	else
+	{
+		HASH_SEQ_STATUS status;
+		TableShapes *ts;
+
+		hash_seq_init(&status, shape_caches);
+		while ((ts = hash_seq_search(&status)) != NULL)
+			ts->valid = false;
+	}
+}
+
+/* Allocate size bytes from the entry's arena (freed with its context). */
+static void *
+ArenaAlloc(TableShapes *ts, Size size)
+{
+	void	   *p;
+
+	size = MAXALIGN(size);
+	if (size > ARENA_BLOCK_SIZE / 4)
+		return MemoryContextAllocZero(ts->cxt, size);
+	if (size > ts->arena_left)
+	{
+		ts->arena = MemoryContextAllocZero(ts->cxt, ARENA_BLOCK_SIZE);
+		ts->arena_left = ARENA_BLOCK_SIZE;
+	}
+	p = ts->arena;
+	ts->arena += size;
+	ts->arena_left -= size;
+	return p;
+}
+
+/* Copy a datum into the arena. */
+static Datum
+ArenaDatumCopy(TableShapes *ts, Datum value, bool typbyval, int typlen)
+{
+	Size		size;
+	void	   *p;
+
+	if (typbyval)
+		return value;
+	size = datumGetSize(value, typbyval, typlen);
+	p = ArenaAlloc(ts, size);
+	memcpy(p, DatumGetPointer(value), size);
+	return PointerGetDatum(p);
+}
+
+/* Drop everything the entry holds. */
+static void
+ResetTableShapes(TableShapes *ts)
+{
+	if (ts->cxt == NULL)
+		ts->cxt = AllocSetContextCreate(CacheMemoryContext, "shapesync shape cache",
+										ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(ts->cxt);
+	ts->built = false;
+	ts->gen = -1;
+	ts->max_shape_id = 0;
+	ts->nwhole = 0;
+	ts->nfiltered = 0;
+	ts->ntemplates = 0;
+	ts->nfilters = 0;
+	ts->templates = NULL;
+	ts->colsets = NIL;
+	ts->arena = NULL;
+	ts->arena_left = 0;
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(ts->cxt);
+
+		ts->econtext = CreateStandaloneExprContext();
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/* paramFetch hook: the constants of the filter being evaluated. */
+static ParamExternData *
+FilterParamFetch(ParamListInfo params, int paramid, bool speculative, ParamExternData *workspace)
+{
+	ShapeFilter *f = (ShapeFilter *) params->paramFetchArg;
+
+	return &f->params[paramid - 1];
+}
+
+/* check_functions_in_node callback: true for a function that is not leakproof. */
+static bool
+NotLeakproof(Oid funcid, void *context)
+{
+	return !get_func_leakproof(funcid);
+}
+
+/* Does the expression contain anything that could raise for some row? */
+static bool
+MayRaiseWalker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, MinMaxExpr) || IsA(node, SubscriptingRef) || IsA(node, ArrayExpr) ||
+		IsA(node, ArrayCoerceExpr) || IsA(node, CoerceViaIO) || IsA(node, RowExpr) ||
+		IsA(node, RowCompareExpr))
+		return true;
+	if (check_functions_in_node(node, NotLeakproof, context))
+		return true;
+	return expression_tree_walker(node, MayRaiseWalker, context);
+}
+
+/* Remember the params' types (for the constants' input functions). */
+static bool
+CollectParamsWalker(Node *node, ShapeTemplate *t)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param))
+	{
+		Param	   *p = (Param *) node;
+
+		if (p->paramkind != PARAM_EXTERN || p->paramid < 1 || p->paramid > t->nparams)
+			elog(ERROR, "shapesync: unexpected param in a shape template");
+		t->ptypes[p->paramid - 1] = p->paramtype;
+		t->ptypmods[p->paramid - 1] = p->paramtypmod;
+		return false;
+	}
+	return expression_tree_walker(node, CollectParamsWalker, (void *) t);
+}
+
+/* Highest PARAM_EXTERN id in the expression. */
+static bool
+MaxParamWalker(Node *node, int *maxid)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param))
+	{
+		*maxid = Max(*maxid, ((Param *) node)->paramid);
+		return false;
+	}
+	return expression_tree_walker(node, MaxParamWalker, (void *) maxid);
+}
+
+/* Strip binary-compatible relabelings. */
+static Node *
+StripRelabel(Node *node)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node;
+}
+
+/* Find a "column = $n" conjunct with a hashable strict operator and set up the index. */
+static void
+SetupKeyIndex(ShapeTemplate *t, Node *expr)
+{
+	List	   *conjuncts;
+	ListCell   *lc;
+
+	if (is_andclause(expr))
+		conjuncts = ((BoolExpr *) expr)->args;
+	else
+		conjuncts = list_make1(expr);
+
+	foreach(lc, conjuncts)
+	{
+		OpExpr	   *op = (OpExpr *) lfirst(lc);
+		Node	   *l;
+		Node	   *r;
+		Var		   *var;
+		Param	   *param;
+		bool		var_left;
+		RegProcedure lhs_hash;
+		RegProcedure rhs_hash;
+
+		if (!IsA(op, OpExpr) || list_length(op->args) != 2)
+			continue;
+		l = StripRelabel(linitial(op->args));
+		r = StripRelabel(lsecond(op->args));
+		if (IsA(l, Var) && IsA(r, Param))
+			var_left = true;
+		else if (IsA(r, Var) && IsA(l, Param))
+			var_left = false;
+		else
+			continue;
+		var = (Var *) (var_left ? l : r);
+		param = (Param *) (var_left ? r : l);
+		if (var->varno != 1 || var->varattno <= 0 || param->paramkind != PARAM_EXTERN)
+			continue;
+		if (!op_hashjoinable(op->opno, exprType(linitial(op->args))) ||
+			!func_strict(op->opfuncid))
+			continue;
+		if (!get_op_hash_functions(op->opno, &lhs_hash, &rhs_hash))
+			continue;
+
+		t->key_param = param->paramid;
+		t->key_attno = var->varattno;
+		t->key_collid = op->inputcollid;
+		fmgr_info(var_left ? lhs_hash : rhs_hash, &t->key_row_hash);
+		fmgr_info(var_left ? rhs_hash : lhs_hash, &t->key_const_hash);
+		t->nbuckets = 64;
+		t->buckets = palloc0(sizeof(ShapeFilter *) * t->nbuckets);
+		return;
+	}
+}
+
+/* Compile template text (nodeToString of the lifted filter) in the entry's context. */
+static ShapeTemplate *
+BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(ts->cxt);
+	ShapeTemplate *t = palloc0(sizeof(ShapeTemplate));
+	Node	   *expr = stringToNode(text);
+	int			maxid = 0;
+
+	t->template_id = template_id;
+	(void) MaxParamWalker(expr, &maxid);
+	t->nparams = maxid;
+	t->ptypes = palloc0(sizeof(Oid) * Max(maxid, 1));
+	t->ptypmods = palloc0(sizeof(int32) * Max(maxid, 1));
+	t->pinput = palloc0(sizeof(FmgrInfo) * Max(maxid, 1));
+	t->pioparams = palloc0(sizeof(Oid) * Max(maxid, 1));
+	t->ptyplens = palloc0(sizeof(int16) * Max(maxid, 1));
+	t->ptypbyvals = palloc0(sizeof(bool) * Max(maxid, 1));
+	(void) CollectParamsWalker(expr, t);
+	for (int i = 0; i < maxid; i++)
+	{
+		Oid			typinput;
+
+		if (!OidIsValid(t->ptypes[i]))
+			elog(ERROR, "shapesync: shape template lacks param $%d", i + 1);
+		getTypeInputInfo(t->ptypes[i], &typinput, &t->pioparams[i]);
+		fmgr_info(typinput, &t->pinput[i]);
+		get_typlenbyval(t->ptypes[i], &t->ptyplens[i], &t->ptypbyvals[i]);
+	}
+
+	t->paramli = makeParamList(0);
+	t->paramli->numParams = maxid;
+	t->paramli->paramFetch = FilterParamFetch;
+
+	t->leakproof = !MayRaiseWalker(expr, NULL);
+	SetupKeyIndex(t, expr);
+	t->state = ExecInitExpr((Expr *) expr, NULL);
+
+	t->next = ts->templates;
+	ts->templates = t;
+	ts->ntemplates++;
+	MemoryContextSwitchTo(oldcxt);
+	return t;
+}
+
+/* The column set for a registry columns value (NULL datum: all columns). */
+static Bitmapset *
+InternColumns(TableShapes *ts, Relation rel, Datum names)
+{
+	ListCell   *lc;
+	ColumnSet  *cs;
+	MemoryContext oldcxt;
+	Datum	   *elems;
+	bool	   *elnulls;
+	int			nelems;
+	Bitmapset  *attrs = NULL;
+
+	foreach(lc, ts->colsets)
+	{
+		cs = (ColumnSet *) lfirst(lc);
+		if (datumIsEqual(cs->names, names, false, -1))
+			return cs->attrs;
+	}
+
+	oldcxt = MemoryContextSwitchTo(ts->cxt);
+	deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &elnulls, &nelems);
+	for (int i = 0; i < nelems; i++)
+	{
+		AttrNumber	attno;
+
+		if (elnulls[i])
+			continue;
+		attno = get_attnum(RelationGetRelid(rel), TextDatumGetCString(elems[i]));
+		if (attno > 0)
+			attrs = bms_add_member(attrs, attno);
+	}
+	if (attrs == NULL)
+		attrs = bms_make_singleton(0);	/* no known column: never "changed" */
+	if (list_length(ts->colsets) < 256)
+	{
+		cs = palloc(sizeof(ColumnSet));
+		cs->names = datumCopy(names, false, -1);
+		cs->attrs = attrs;
+		ts->colsets = lappend(ts->colsets, cs);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return attrs;
+}
+
+/* Double the buckets of a template's index. */
+static void
+GrowBuckets(TableShapes *ts, ShapeTemplate *t)
+{
+	uint32		nb = t->nbuckets * 2;
+	ShapeFilter **nbk = MemoryContextAllocZero(ts->cxt, sizeof(ShapeFilter *) * nb);
+
+	for (uint32 i = 0; i < t->nbuckets; i++)
+	{
+		ShapeFilter *f = t->buckets[i];
+
+		while (f != NULL)
+		{
+			ShapeFilter *next = f->next;
+			uint32		b = f->hashval & (nb - 1);
+
+			f->next = nbk[b];
+			nbk[b] = f;
+			f = next;
+		}
+	}
+	pfree(t->buckets);
+	t->buckets = nbk;
+	t->nbuckets = nb;
+}
+
+/* Are the constants of filter f equal to values/nulls? */
+static bool
+SameConstants(ShapeTemplate *t, ShapeFilter *f, Datum *values, bool *nulls)
+{
+	for (int i = 0; i < t->nparams; i++)
+	{
+		if (f->params[i].isnull != nulls[i])
+			return false;
+		if (!nulls[i] && !datumIsEqual(f->params[i].value, values[i],
+									   t->ptypbyvals[i], t->ptyplens[i]))
+			return false;
+	}
+	return true;
+}
+
+/* Add a shape to a filter that already has one. */
+static void
+AddShapeToFilter(TableShapes *ts, ShapeFilter *f, int32 shape_id, Bitmapset *cols)
+{
+	if (f->nmore == f->maxmore)
+	{
+		int32		n = Max(4, f->maxmore * 2);
+		ShapeRef   *more = MemoryContextAlloc(ts->cxt, sizeof(ShapeRef) * n);
+
+		if (f->nmore > 0)
+		{
+			memcpy(more, f->more, sizeof(ShapeRef) * f->nmore);
+			pfree(f->more);
+		}
+		f->more = more;
+		f->maxmore = n;
+	}
+	f->more[f->nmore].shape_id = shape_id;
+	f->more[f->nmore].cols = cols;
+	f->nmore++;
+}
+
+/* Add a filtered shape with constants consts (text[] datum) to template t. */
+static void
+AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
+		 Datum consts, bool consts_null, MemoryContext tmpcxt)
+{
+	Datum	   *cvals = NULL;
+	bool	   *cnulls = NULL;
+	int			nconsts = 0;
+	Datum	   *values;
+	bool	   *nulls;
+	uint32		hashval = 0;
+	bool		indexed = false;
+	ShapeFilter *f;
+	MemoryContext oldcxt = MemoryContextSwitchTo(tmpcxt);
+
+	if (!consts_null)
+		deconstruct_array(DatumGetArrayTypeP(consts), TEXTOID, -1, false, TYPALIGN_INT,
+						  &cvals, &cnulls, &nconsts);
+	if (nconsts != t->nparams)
+		elog(ERROR, "shapesync: shape %d has %d constants, its template %d params",
+			 shape_id, nconsts, t->nparams);
+	values = palloc(sizeof(Datum) * Max(t->nparams, 1));
+	nulls = palloc(sizeof(bool) * Max(t->nparams, 1));
+	for (int i = 0; i < t->nparams; i++)
+	{
+		nulls[i] = cnulls[i];
+		values[i] = nulls[i] ? (Datum) 0 :
+			InputFunctionCall(&t->pinput[i], TextDatumGetCString(cvals[i]),
+							  t->pioparams[i], t->ptypmods[i]);
+	}
+	if (t->key_param > 0 && !nulls[t->key_param - 1])
+	{
+		hashval = DatumGetUInt32(FunctionCall1Coll(&t->key_const_hash, t->key_collid,
+												   values[t->key_param - 1]));
+		indexed = true;
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	/* same template and constants as a known filter: share its evaluation */
+	if (indexed)
+	{
+		for (f = t->buckets[hashval & (t->nbuckets - 1)]; f != NULL; f = f->next)
+		{
+			if (f->hashval == hashval && SameConstants(t, f, values, nulls))
+			{
+				AddShapeToFilter(ts, f, shape_id, cols);
+				return;
+			}
+		}
+	}
+
+	f = ArenaAlloc(ts, offsetof(ShapeFilter, params) + sizeof(ParamExternData) * t->nparams);
+	f->hashval = hashval;
+	f->shape_id = shape_id;
+	f->cols = cols;
+	for (int i = 0; i < t->nparams; i++)
+	{
+		f->params[i].isnull = nulls[i];
+		f->params[i].pflags = PARAM_FLAG_CONST;
+		f->params[i].ptype = t->ptypes[i];
+		f->params[i].value = nulls[i] ? (Datum) 0 :
+			ArenaDatumCopy(ts, values[i], t->ptypbyvals[i], t->ptyplens[i]);
+	}
+	if (indexed)
+	{
+		uint32		b;
+
+		if (t->nindexed >= t->nbuckets)
+			GrowBuckets(ts, t);
+		b = hashval & (t->nbuckets - 1);
+		f->next = t->buckets[b];
+		t->buckets[b] = f;
+		t->nindexed++;
+	}
+	else
+	{
+		f->next = NULL;
+		if (t->scan_tail)
+			t->scan_tail->next = f;
+		else
+			t->scan = f;
+		t->scan_tail = f;
+		t->nscan++;
+	}
+	ts->nfilters++;
+}
+
+/* Oid of index shapesync.<name>. */
+static Oid
+ShapesyncIndexOid(const char *name)
+{
+	Oid			oid = get_relname_relid(name, ShapesyncSchemaOid(false));
+
+	if (!OidIsValid(oid))
+		elog(ERROR, "shapesync: index %s.%s is missing", SHAPESYNC_SCHEMA, name);
+	return oid;
+}
+
+/* Attribute number of column name of relation rel, or error. */
+static AttrNumber
+ColumnOf(Relation rel, const char *name)
+{
+	AttrNumber	attno = get_attnum(RelationGetRelid(rel), name);
+
+	if (attno <= 0)
+		elog(ERROR, "shapesync: column %s of %s is missing", name, RelationGetRelationName(rel));
+	return attno;
+}
+
+/* shapes_gen of a tracked table, -1 when it is not tracked. */
+static int64
+ReadTrackedGen(Oid relid, Snapshot snap)
+{
+	Relation	tracked = table_open(ShapesyncRelationOid("tracked", false), AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		gen = -1;
+
+	ScanKeyInit(&key, ColumnOf(tracked, "relid"), BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(tracked, ShapesyncIndexOid("tracked_pkey"), true, snap, 1, &key);
+	if ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, ColumnOf(tracked, "shapes_gen"),
+									 RelationGetDescr(tracked), &isnull);
+
+		gen = isnull ? 0 : DatumGetInt64(d);
+	}
+	systable_endscan(scan);
+	table_close(tracked, AccessShareLock);
+	return gen;
+}
+
+/* Read and compile template template_id. */
+static ShapeTemplate *
+LoadTemplate(TableShapes *ts, int32 template_id, Snapshot snap)
+{
+	Relation	trel = table_open(ShapesyncRelationOid("shape_templates", false), AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	ShapeTemplate *t = NULL;
+
+	ScanKeyInit(&key, ColumnOf(trel, "template_id"), BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(template_id));
+	scan = systable_beginscan(trel, ShapesyncIndexOid("shape_templates_pkey"), true, snap, 1, &key);
+	if ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, ColumnOf(trel, "template"), RelationGetDescr(trel), &isnull);
+
+		if (!isnull)
+			t = BuildTemplate(ts, template_id, TextDatumGetCString(d));
+	}
+	systable_endscan(scan);
+	table_close(trel, AccessShareLock);
+	if (t == NULL)
+		elog(ERROR, "shapesync: shape template %d is missing", template_id);
+	return t;
+}
+
+/* Load the active shapes of the table with shape_id > ts->max_shape_id. */
+static void
+LoadShapes(TableShapes *ts, Relation rel, Snapshot snap)
+{
+	Relation	reg = table_open(ts->registry_relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(reg);
+	AttrNumber	a_relid = ColumnOf(reg, "relid");
+	AttrNumber	a_shape_id = ColumnOf(reg, "shape_id");
+	AttrNumber	a_template = ColumnOf(reg, "template_id");
+	AttrNumber	a_consts = ColumnOf(reg, "consts");
+	AttrNumber	a_columns = ColumnOf(reg, "columns");
+	AttrNumber	a_state = ColumnOf(reg, "state");
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	ShapeTemplate *last = NULL;
+	MemoryContext tmpcxt = AllocSetContextCreate(CurrentMemoryContext, "shapesync shape load",
+												 ALLOCSET_DEFAULT_SIZES);
+	int			n = 0;
+
+	ScanKeyInit(&keys[0], a_relid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(ts->relid));
+	ScanKeyInit(&keys[1], a_shape_id, BTGreaterStrategyNumber, F_INT4GT,
+				Int32GetDatum(ts->max_shape_id));
+	scan = systable_beginscan(reg, ShapesyncIndexOid("shape_registry_active_relid"), true, snap,
+							  2, keys);
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		int32		shape_id;
+		Datum		d;
+		Bitmapset  *cols = NULL;
+		Datum		consts;
+		bool		consts_null;
+
+		d = heap_getattr(tup, a_state, desc, &isnull);
+		if (isnull || strcmp(TextDatumGetCString(d), "active") != 0)
+			continue;
+		shape_id = DatumGetInt32(heap_getattr(tup, a_shape_id, desc, &isnull));
+		ts->max_shape_id = Max(ts->max_shape_id, shape_id);
+
+		d = heap_getattr(tup, a_template, desc, &isnull);
+		if (isnull)
+		{
+			ts->nwhole++;
+			continue;
+		}
+		if (last == NULL || last->template_id != DatumGetInt32(d))
+		{
+			ShapeTemplate *t;
+
+			for (t = ts->templates; t != NULL; t = t->next)
+				if (t->template_id == DatumGetInt32(d))
+					break;
+			last = t ? t : LoadTemplate(ts, DatumGetInt32(d), snap);
+		}
+
+		d = heap_getattr(tup, a_columns, desc, &isnull);
+		if (!isnull)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(tmpcxt);
+
+			d = PointerGetDatum(PG_DETOAST_DATUM(d));
+			MemoryContextSwitchTo(oldcxt);
+			cols = InternColumns(ts, rel, d);
+		}
+		consts = heap_getattr(tup, a_consts, desc, &consts_null);
+		AddShape(ts, last, shape_id, cols, consts, consts_null, tmpcxt);
+		ts->nfiltered++;
+		if (++n % 1024 == 0)
+			MemoryContextReset(tmpcxt);
+	}
+	systable_endscan(scan);
+	table_close(reg, AccessShareLock);
+	MemoryContextDelete(tmpcxt);
+}
+
+/* Bring the entry up to date with the registry (see the file header). */
+static void
+RefreshTableShapes(TableShapes *ts, Relation rel)
+{
+	Oid			registry = ShapesyncRelationOid("shape_registry", true);
+	Snapshot	snap;
+	instr_time	start;
+	instr_time	duration;
+
+	INSTR_TIME_SET_CURRENT(start);
+	ts->valid = true;			/* an invalidation during the refresh clears it again */
+	if (!OidIsValid(registry))
+	{
+		ResetTableShapes(ts);
+		ts->layout = ShapesyncLayoutHash(RelationGetDescr(rel));
+		return;
+	}
+
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	PG_TRY();
+	{
+		int64		gen = ReadTrackedGen(ts->relid, snap);
+		int32		layout = ShapesyncLayoutHash(RelationGetDescr(rel));
+
+		if (!ts->built || gen != ts->gen || layout != ts->layout || registry != ts->registry_relid)
+		{
+			ResetTableShapes(ts);
+			ts->gen = gen;
+			ts->layout = layout;
+			ts->registry_relid = registry;
+			ts->full_builds++;
+		}
+		else
+			ts->incremental_builds++;
+		if (gen >= 0)
+			LoadShapes(ts, rel, snap);
+		ts->built = true;
+	}
+	PG_CATCH();
+	{
+		ts->valid = false;
+		ts->built = false;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	UnregisterSnapshot(snap);
+
+	INSTR_TIME_SET_CURRENT(duration);
+	INSTR_TIME_SUBTRACT(duration, start);
+	ts->last_build_us = INSTR_TIME_GET_MICROSEC(duration);
+}
+
+/* The up-to-date shape cache of rel. */
+static TableShapes *
+GetTableShapes(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TableShapes *ts;
+	bool		found;
+
+	if (shape_caches == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TableShapes);
+		ctl.hcxt = CacheMemoryContext;
+		shape_caches = hash_create("shapesync shape caches", 16, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(ShapeCacheRelcacheCallback, (Datum) 0);
+		callback_registered = true;
+	}
+	ts = hash_search(shape_caches, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(((char *) ts) + sizeof(Oid), 0, sizeof(TableShapes) - sizeof(Oid));
+		ts->valid = false;
+	}
+	if (!ts->valid)
+		RefreshTableShapes(ts, rel);
+	return ts;
+}
+
+/* Is the filter suspended because its X row is live or committed? */
+static bool
+FilterSuspended(ShapeFilter *f)
+{
+	if (f->disabled)
+		return true;
+	if (!TransactionIdIsValid(f->error_xid))
+		return false;
+	if (TransactionIdIsCurrentTransactionId(f->error_xid))
+		return true;
+	if (TransactionIdDidCommit(f->error_xid))
+	{
+		f->disabled = true;
+		return true;
+	}
+	if (!TransactionIdIsInProgress(f->error_xid))
+		f->error_xid = InvalidTransactionId;	/* its X row was rolled back */
+	return false;
+}
+
+/* Evaluate filter f of template t against slot. */
+static inline bool
+EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *slot)
+{
+	ExprContext *econtext = ts->econtext;
+	Datum		d;
+	bool		isnull;
+
+	if (slot == NULL)
+		return false;
+	econtext->ecxt_scantuple = slot;
+	t->paramli->paramFetchArg = f;
+	econtext->ecxt_param_list_info = t->paramli;
+	d = ExecEvalExprSwitchContext(t->state, econtext, &isnull);
+	return !isnull && DatumGetBool(d);
+}
+
+/* Columns whose value differs between OLD and NEW. */
+static Bitmapset *
+ChangedColumns(RowState *rs)
+{
+	if (!rs->changed_known)
+	{
+		TupleDesc	desc = rs->oldslot->tts_tupleDescriptor;
+
+		slot_getallattrs(rs->oldslot);
+		slot_getallattrs(rs->newslot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			bool		on = rs->oldslot->tts_isnull[i];
+			bool		nn = rs->newslot->tts_isnull[i];
+
+			if (att->attisdropped)
+				continue;
+			if (on != nn ||
+				(!on && !datumIsEqual(rs->oldslot->tts_values[i], rs->newslot->tts_values[i],
+									  att->attbyval, att->attlen)))
+				rs->changed = bms_add_member(rs->changed, i + 1);
+		}
+		rs->changed_known = true;
+	}
+	return rs->changed;
+}
+
+/* Append shape_id * 4 + op. */
+static void
+PushOp(RowState *rs, int32 shape_id, int op)
+{
+	if (rs->nops == rs->maxops)
+	{
+		rs->maxops = Max(16, rs->maxops * 2);
+		rs->ops = rs->ops ? repalloc(rs->ops, sizeof(int32) * rs->maxops) :
+			palloc(sizeof(int32) * rs->maxops);
+	}
+	rs->ops[rs->nops++] = shape_id * 4 + op;
+}
+
+/* Does a change of the columns in changed concern a shape with columns cols? */
+static inline bool
+ColumnsChanged(RowState *rs, Bitmapset *cols)
+{
+	Bitmapset  *changed = ChangedColumns(rs);
+
+	return cols == NULL ? !bms_is_empty(changed) : bms_overlap(changed, cols);
+}
+
+/* Record the ops of filter f's shapes given its OLD/NEW membership. */
+static void
+EmitOps(RowState *rs, ShapeFilter *f, bool old_in, bool new_in)
+{
+	int			op;
+
+	if (!old_in && !new_in)
+		return;
+	if (!old_in)
+		op = SHAPESYNC_OP_INSERT;
+	else if (!new_in)
+		op = SHAPESYNC_OP_DELETE;
+	else
+		op = SHAPESYNC_OP_UPDATE;
+
+	if (op != SHAPESYNC_OP_UPDATE || ColumnsChanged(rs, f->cols))
+		PushOp(rs, f->shape_id, op);
+	for (int i = 0; i < f->nmore; i++)
+		if (op != SHAPESYNC_OP_UPDATE || ColumnsChanged(rs, f->more[i].cols))
+			PushOp(rs, f->more[i].shape_id, op);
+}
+
+/* Classify filter f now (leakproof template) or queue it for the guard. */
+static void
+VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
+{
+	if (FilterSuspended(f))
+		return;
+	if (t->leakproof)
+	{
+		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot);
+		bool		new_in = EvalFilter(rs->ts, t, f, rs->newslot);
+
+		EmitOps(rs, f, old_in, new_in);
+		return;
+	}
+	if (rs->nguard == rs->maxguard)
+	{
+		rs->maxguard = Max(8, rs->maxguard * 2);
+		rs->guard = rs->guard ? repalloc(rs->guard, sizeof(GuardItem) * rs->maxguard) :
+			palloc(sizeof(GuardItem) * rs->maxguard);
+	}
+	rs->guard[rs->nguard].t = t;
+	rs->guard[rs->nguard].f = f;
+	rs->guard[rs->nguard].old_in = false;
+	rs->guard[rs->nguard].new_in = false;
+	rs->guard[rs->nguard].error = NULL;
+	rs->nguard++;
+}
+
+/* Hash of slot's key column for template t; false if NULL. */
+static inline bool
+RowKeyHash(ShapeTemplate *t, TupleTableSlot *slot, uint32 *hashval)
+{
+	bool		isnull;
+	Datum		value;
+
+	if (slot == NULL)
+		return false;
+	value = slot_getattr(slot, t->key_attno, &isnull);
+	if (isnull)
+		return false;
+	*hashval = DatumGetUInt32(FunctionCall1Coll(&t->key_row_hash, t->key_collid, value));
+	return true;
+}
+
+/* Visit the filters of template t that OLD or NEW can be in. */
+static void
+VisitTemplate(RowState *rs, ShapeTemplate *t)
+{
+	ShapeFilter *f;
+
+	if (t->key_param > 0 && t->nindexed > 0)
+	{
+		uint32		oldhash = 0;
+		uint32		newhash = 0;
+		bool		has_old = RowKeyHash(t, rs->oldslot, &oldhash);
+		bool		has_new = RowKeyHash(t, rs->newslot, &newhash);
+
+		if (has_old)
+			for (f = t->buckets[oldhash & (t->nbuckets - 1)]; f != NULL; f = f->next)
+				if (f->hashval == oldhash)
+					VisitFilter(rs, t, f);
+		if (has_new && !(has_old && newhash == oldhash))
+			for (f = t->buckets[newhash & (t->nbuckets - 1)]; f != NULL; f = f->next)
+				if (f->hashval == newhash)
+					VisitFilter(rs, t, f);
+	}
+	for (f = t->scan; f != NULL; f = f->next)
+		VisitFilter(rs, t, f);
+}
+
+/*
+ * Evaluate the queued filters inside internal subtransactions: one for all
+ * of them, a new one after each filter that raised.
+ */
+static void
+RunGuarded(RowState *rs)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile int i = 0;
+
+	while (i < rs->nguard)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcxt);
+		PG_TRY();
+		{
+			for (; i < rs->nguard; i++)
+			{
+				GuardItem  *g = &rs->guard[i];
+
+				g->old_in = EvalFilter(rs->ts, g->t, g->f, rs->oldslot);
+				g->new_in = EvalFilter(rs->ts, g->t, g->f, rs->newslot);
+			}
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(oldcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			rs->guard[i].error = pstrdup(edata->message ? edata->message : "error");
+			FreeErrorData(edata);
+			i++;
+		}
+		PG_END_TRY();
+	}
+}
+
+/* int4[] of ops, or NULL when empty. */
+static ArrayType *
+OpsArray(int32 *ops, int nops)
+{
+	Datum	   *elems;
+
+	if (nops == 0)
+		return NULL;
+	elems = palloc(sizeof(Datum) * nops);
+	for (int i = 0; i < nops; i++)
+		elems[i] = Int32GetDatum(ops[i]);
+	return construct_array(elems, nops, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+}
+
+/*
+ * Classify a changed row of rel against its shapes: fill res (whether a
+ * change row is needed, shape_ops, the table's layout hash).  Filters
+ * that raise are logged as X rows here.
+ */
+void
+ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *newslot,
+					 ShapesyncRowResult *res)
+{
+	TableShapes *ts = GetTableShapes(rel);
+	RowState	rs;
+	ShapeTemplate *t;
+
+	res->needed = false;
+	res->shape_ops = NULL;
+	res->layout = ts->layout;
+	if (ts->nwhole == 0 && ts->nfiltered == 0)
+		return;
+
+	memset(&rs, 0, sizeof(rs));
+	rs.ts = ts;
+	rs.oldslot = oldslot;
+	rs.newslot = newslot;
+	ResetExprContext(ts->econtext);
+
+	for (t = ts->templates; t != NULL; t = t->next)
+		VisitTemplate(&rs, t);
+
+	if (rs.nguard > 0)
+	{
+		RunGuarded(&rs);
+		for (int i = 0; i < rs.nguard; i++)
+		{
+			GuardItem  *g = &rs.guard[i];
+
+			if (g->error == NULL)
+				EmitOps(&rs, g->f, g->old_in, g->new_in);
+			else
+			{
+				int32	   *eops = palloc(sizeof(int32) * (g->f->nmore + 1));
+
+				eops[0] = g->f->shape_id * 4;
+				for (int j = 0; j < g->f->nmore; j++)
+					eops[j + 1] = g->f->more[j].shape_id * 4;
+				ShapesyncLogRow(RelationGetRelid(rel), NULL, 'X', ts->layout, NULL, NULL,
+								OpsArray(eops, g->f->nmore + 1), g->error);
+				g->f->error_xid = GetCurrentTransactionId();
+			}
+		}
+	}
+
+	res->shape_ops = OpsArray(rs.ops, rs.nops);
+	res->needed = ts->nwhole > 0 || rs.nops > 0;
+}
+
+/* Layout hash of rel as cached with its shapes (computed if needed). */
+int32
+ShapesyncTableLayout(Relation rel)
+{
+	return GetTableShapes(rel)->layout;
+}
+
+#define CACHE_STATS_COLS 10
+
+/* cache_stats(): the shape caches of this backend. */
+Datum
+shapesync_cache_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	TableShapes *ts;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (shape_caches == NULL)
+		return (Datum) 0;
+	hash_seq_init(&status, shape_caches);
+	while ((ts = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[CACHE_STATS_COLS];
+		bool		nulls[CACHE_STATS_COLS];
+
+		memset(nulls, false, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(ts->relid);
+		values[1] = BoolGetDatum(ts->valid);
+		values[2] = Int32GetDatum(ts->nwhole);
+		values[3] = Int32GetDatum(ts->nfiltered);
+		values[4] = Int32GetDatum(ts->ntemplates);
+		values[5] = Int32GetDatum(ts->nfilters);
+		values[6] = Int64GetDatum(ts->cxt ? (int64) MemoryContextMemAllocated(ts->cxt, true) : 0);
+		values[7] = Int64GetDatum(ts->full_builds);
+		values[8] = Int64GetDatum(ts->incremental_builds);
+		values[9] = Int64GetDatum(ts->last_build_us);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
