@@ -44,9 +44,9 @@ run_suite() {
 }
 
 # --- 1. extension: pg_regress + isolation ------------------------------------
-if [ -x scripts/pg-regress.sh ]; then
+if [ -f scripts/pg-regress.sh ]; then
 	note "pg-regress (scripts/pg-regress.sh)"
-	run_suite "$LOGDIR/regress.log" 300 scripts/pg-regress.sh
+	run_suite "$LOGDIR/regress.log" 300 bash scripts/pg-regress.sh
 	rc=$?
 	line=$(grep -E '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGDIR/regress.log" | tail -n 1)
 	if [ -n "$line" ]; then
