@@ -80,6 +80,30 @@ std::vector<Setting> settings() {
        int_setting(&Config::cache_stale_age_s, 0, 31536000)},
       {"--max-body-bytes", "SHAPESYNC_MAX_BODY_BYTES", nullptr, "largest accepted request body (default 1048576)",
        int_setting(&Config::max_body_bytes, 0, 1LL << 30)},
+      {"--sse-timeout", "SHAPESYNC_SSE_TIMEOUT", nullptr, "ms after which an SSE response ends (default 60000)",
+       int_setting(&Config::sse_timeout_ms, 1000, 3600000)},
+      {"--sse-keepalive", "SHAPESYNC_SSE_KEEPALIVE", nullptr,
+       "ms of silence after which SSE sends a keep-alive comment (default 21000)",
+       int_setting(&Config::sse_keepalive_ms, 100, 3600000)},
+      {"--allow-shape-deletion", "SHAPESYNC_ALLOW_SHAPE_DELETION", "ELECTRIC_ENABLE_INTEGRATION_TESTING",
+       "true to enable DELETE /v1/shape (default false)",
+       [](Config& c, const std::string& v) {
+         if (v != "true" && v != "false") return std::string("expected true or false, got ") + v;
+         c.allow_shape_deletion = v == "true";
+         return std::string();
+       }},
+      {"--secret", "SHAPESYNC_SECRET", "ELECTRIC_SECRET",
+       "API secret required as ?secret= (or api_secret=) on /v1/shape (default: none)",
+       [](Config& c, const std::string& v) {
+         c.secret = v;
+         return std::string();
+       }},
+      {"--max-initial-requests", "SHAPESYNC_MAX_INITIAL_REQUESTS", nullptr,
+       "concurrent initial (offset=-1) shape requests before 503 (default 300)",
+       int_setting(&Config::max_initial_requests, 1, 10000000)},
+      {"--max-existing-requests", "SHAPESYNC_MAX_EXISTING_REQUESTS", nullptr,
+       "concurrent other shape requests (incl. live) before 503 (default 100000)",
+       int_setting(&Config::max_existing_requests, 1, 10000000)},
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},

@@ -20,6 +20,12 @@ struct Config {
   size_t max_body_bytes = 1 << 20;
   int snapshot_pool_size = 2;
   int batch_window_ticks = 100000;       // decoded batches kept for new shapes' catch-up
+  int sse_timeout_ms = 60000;            // an SSE response ends after this
+  int sse_keepalive_ms = 21000;          // ": keep-alive" comment after this much silence
+  bool allow_shape_deletion = false;     // DELETE /v1/shape (ELECTRIC_ENABLE_INTEGRATION_TESTING)
+  std::string secret;                    // ELECTRIC_SECRET: required ?secret= on /v1/shape
+  int max_initial_requests = 300;        // concurrent offset=-1 requests before 503
+  int max_existing_requests = 100000;    // concurrent other shape requests before 503
 };
 
 // Parses argv then environment (flag wins). Returns the config, or a message to

@@ -135,7 +135,7 @@ Response App::must_refetch(const Request& req, const std::string& new_handle) co
   return res;
 }
 
-asio::awaitable<Response> App::handle(Request req) {
+asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out) {
   std::string_view target = req.target();
   auto qpos = target.find('?');
   std::string path = url_decode(target.substr(0, qpos));
@@ -164,16 +164,30 @@ asio::awaitable<Response> App::handle(Request req) {
         res.prepare_payload();
         co_return res;
       }
+      if (!cfg_.secret.empty()) {
+        QueryMap q = parse_query(query);
+        auto it = q.find("secret");
+        if (it == q.end()) it = q.find("api_secret");
+        if (it == q.end() || it->second != cfg_.secret) {
+          Response res = json_response(req, http::status::unauthorized,
+                                       R"({"message":"Unauthorized - Invalid API secret"})");
+          res.set(http::field::cache_control, "no-store");
+          res.set("surrogate-control", "no-store");
+          co_return res;
+        }
+      }
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
-        Response res = co_await handle_shape(req, query);
-        if (req.method() == http::verb::head) {
-          res.body().clear();
-          res.prepare_payload();
+        auto res = co_await handle_shape(req, query, out);
+        if (res && req.method() == http::verb::head) {
+          res->body().clear();
+          res->prepare_payload();
         }
         co_return res;
       }
       if (req.method() == http::verb::delete_) {
-        co_return json_response(req, http::status::method_not_allowed, R"({"message":"DELETE not allowed"})");
+        if (!cfg_.allow_shape_deletion)
+          co_return json_response(req, http::status::method_not_allowed, R"({"message":"DELETE not allowed"})");
+        co_return co_await delete_shape(req, query);
       }
       co_return json_response(req, http::status::method_not_allowed, R"({"message":"Method not allowed"})");
     }
@@ -207,17 +221,36 @@ asio::awaitable<Response> App::handle(Request req) {
   }
 }
 
-asio::awaitable<Response> App::handle_shape(const Request& req, std::string_view query) {
+asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
+                                                           StreamWriter& out) {
   QueryMap q = parse_query(query);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
   ShapeParams p = std::get<ShapeParams>(std::move(parsed));
+  // Admission control (Electric's ELECTRIC_MAX_CONCURRENT_REQUESTS).
+  bool initial = p.offset.kind == RequestOffset::Kind::kBeforeAll;
+  auto& counter = initial ? initial_requests_ : existing_requests_;
+  int limit = initial ? cfg_.max_initial_requests : cfg_.max_existing_requests;
+  if (counter.fetch_add(1) >= limit) {
+    counter.fetch_sub(1);
+    Response res = error_503(req,
+                             std::string(R"({"code":"concurrent_request_limit_exceeded","message":"Concurrent )") +
+                                 (initial ? "initial" : "existing") + " request limit exceeded (limit: " +
+                                 std::to_string(limit) + R"(), please retry"})",
+                             random_int(5, 10));
+    co_return res;
+  }
+  struct Release {
+    std::atomic<int>& c;
+    ~Release() { c.fetch_sub(1); }
+  } release{counter};
   std::string def_key = definition_key(p);
   std::shared_ptr<const TableInfo> table;
   Response err;
   auto shape = co_await get_shape(p, def_key, table, err, req);
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
+  if (p.live_sse) co_return co_await serve_sse(req, p, shape, out);
   co_return co_await serve_shape(req, p, shape);
 }
 
@@ -562,32 +595,9 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
   }
 
   Response res{http::status::ok, req.version()};
-  common_headers(req, res);
-  res.set(http::field::content_type, "application/json; charset=utf-8");
-  res.set("electric-handle", handle);
-  res.set("electric-offset", r.end.to_string());
-  if (!p.live) res.set("electric-schema", schema_header);
-  if (r.up_to_date) res.set("electric-up-to-date", "");
-  if (p.live)
-    res.set("electric-cursor",
-            std::to_string(next_cursor(unix_now(), cfg_.long_poll_timeout_ms / 1000, p.cursor, random_int(1, 3600))));
-  res.set("electric-has-data", r.has_data() ? "true" : "false");
-  std::string req_offset;
-  if (auto it = req.target().find("offset="); it != std::string_view::npos) {
-    auto v = req.target().substr(it + 7);
-    req_offset = url_decode(v.substr(0, v.find('&')));
-  }
-  std::string etag = handle + ":" + req_offset + ":" + r.end.to_string();
-  if (!r.has_data())
-    etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  res.set(http::field::etag, "\"" + etag + "\"");
-  if (p.offset.kind == RequestOffset::Kind::kBeforeAll)
-    res.set(http::field::cache_control, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
-  else if (p.live)
-    res.set(http::field::cache_control, "public, max-age=5, stale-while-revalidate=5");
-  else
-    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.cache_max_age_s) +
-                                            ", stale-while-revalidate=" + std::to_string(cfg_.cache_stale_age_s));
+  shape_headers(req, p, *s, r, res);
+  std::string etag(res[http::field::etag]);
+  etag = etag.substr(1, etag.size() - 2);
   res.keep_alive(req.keep_alive());
   auto inm = req.find(http::field::if_none_match);
   if (inm != req.end() && etag_matches(inm->value(), etag)) {
@@ -598,6 +608,142 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     co_return res;
   }
   res.body() = r.body();
+  res.prepare_payload();
+  co_return res;
+}
+
+void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r,
+                        Response& res) const {
+  common_headers(req, res);
+  res.set(http::field::content_type, "application/json; charset=utf-8");
+  res.set("electric-handle", s.handle);
+  res.set("electric-offset", r.end.to_string());
+  if (!p.live) res.set("electric-schema", s.schema_header);
+  if (r.up_to_date) res.set("electric-up-to-date", "");
+  if (p.live)
+    res.set("electric-cursor",
+            std::to_string(next_cursor(unix_now(), cfg_.long_poll_timeout_ms / 1000, p.cursor, random_int(1, 3600))));
+  res.set("electric-has-data", r.has_data() ? "true" : "false");
+  std::string req_offset;
+  if (auto it = req.target().find("offset="); it != std::string_view::npos) {
+    auto v = req.target().substr(it + 7);
+    req_offset = url_decode(v.substr(0, v.find('&')));
+  }
+  std::string etag = s.handle + ":" + req_offset + ":" + r.end.to_string();
+  if (!r.has_data()) etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  res.set(http::field::etag, "\"" + etag + "\"");
+  if (p.offset.kind == RequestOffset::Kind::kBeforeAll)
+    res.set(http::field::cache_control, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
+  else if (p.live && p.live_sse)
+    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.sse_timeout_ms / 1000 - 1));
+  else if (p.live)
+    res.set(http::field::cache_control, "public, max-age=5, stale-while-revalidate=5");
+  else
+    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.cache_max_age_s) +
+                                            ", stale-while-revalidate=" + std::to_string(cfg_.cache_stale_age_s));
+}
+
+asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, const ShapeParams& p,
+                                                        std::shared_ptr<Shape> s, StreamWriter& out) {
+  auto ex = co_await asio::this_coro::executor;
+  LogRead r;
+  {
+    std::lock_guard lk(store_.mutex());
+    if (s->invalid) {
+      auto a = store_.active(s->def.key);
+      co_return must_refetch(req, a && a->ready ? a->handle : "");
+    }
+    r = store_.read(*s, p.offset);
+  }
+  if (r.out_of_bounds) {
+    ValidationErrors e;
+    e.add("offset", "out of bounds for this shape");
+    co_return error_400(req, e);
+  }
+  Response head{http::status::ok, req.version()};
+  shape_headers(req, p, *s, r, head);
+  head.set(http::field::content_type, "text/event-stream");
+  head.set(http::field::connection, "keep-alive");
+  head.erase("electric-up-to-date");
+  if (!co_await out.write_head(head)) co_return std::nullopt;
+
+  auto start = std::chrono::steady_clock::now();
+  auto end_at = start + std::chrono::milliseconds(cfg_.sse_timeout_ms);
+  auto last_sent = start;
+  RequestOffset at = p.offset;
+  bool sent_any = false;
+  for (;;) {
+    auto w = std::make_shared<Waiter>(ex);
+    {
+      std::lock_guard lk(store_.mutex());
+      if (s->invalid || stopping_) break;  // the client reconnects and learns why
+      r = store_.read(*s, at);
+      if (!r.has_data()) {
+        auto now = std::chrono::steady_clock::now();
+        if (now >= end_at) break;
+        w->timer.expires_at(std::min(end_at, last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms)));
+        store_.add_waiter(s, w);
+      }
+    }
+    if (r.has_data()) {
+      std::string chunk;
+      for (auto& e : r.entries) {
+        chunk += "data: ";
+        chunk += *e;
+        chunk += "\n\n";
+      }
+      if (r.up_to_date) {
+        chunk += "data: ";
+        chunk += up_to_date_message(r.global_last_seen);
+        chunk += "\n\n";
+      }
+      if (!co_await out.write_chunk(std::move(chunk))) co_return std::nullopt;
+      last_sent = std::chrono::steady_clock::now();
+      at = RequestOffset{RequestOffset::Kind::kAt, r.end};
+      sent_any = true;
+      (void)sent_any;
+      continue;
+    }
+    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    {
+      std::lock_guard lk(store_.mutex());
+      store_.remove_waiter(s, w);
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_sent >= std::chrono::milliseconds(cfg_.sse_keepalive_ms) && now < end_at) {
+      if (!co_await out.write_chunk(": keep-alive\n\n")) co_return std::nullopt;
+      last_sent = now;
+    }
+  }
+  co_await out.finish();
+  co_return std::nullopt;
+}
+
+asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query) {
+  QueryMap q = parse_query(query);
+  std::shared_ptr<Shape> s;
+  auto h = q.find("handle");
+  {
+    std::lock_guard lk(store_.mutex());
+    if (h != q.end()) s = store_.by_handle(h->second);
+    if (!s) {
+      auto parsed = parse_shape_params(q.count("offset") ? q : [&] {
+        QueryMap q2 = q;
+        q2.emplace("offset", "-1");
+        return q2;
+      }());
+      if (auto* p = std::get_if<ShapeParams>(&parsed))
+        if (auto a = aliases_.find(definition_key(*p)); a != aliases_.end()) s = store_.active(a->second);
+    }
+    if (s) store_.invalidate(s, "deleted");
+  }
+  if (!s) co_return json_response(req, http::status::not_found, R"({"message":"No existing shape found"})");
+  auto lease = co_await pool_.acquire();
+  PgParams args{s->handle};
+  co_await lease->exec("SELECT shapesync.invalidate_shape($1, 'deleted through DELETE /v1/shape')", args);
+  Response res{http::status::accepted, req.version()};
+  common_headers(req, res);
+  res.keep_alive(req.keep_alive());
   res.prepare_payload();
   co_return res;
 }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -21,12 +22,23 @@ namespace http = boost::beast::http;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
+// A streamed response (SSE): the session sends the head, then chunks. Returns
+// false once the client is gone.
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  virtual asio::awaitable<bool> write_head(Response& head) = 0;
+  virtual asio::awaitable<bool> write_chunk(std::string data) = 0;
+  virtual asio::awaitable<void> finish() = 0;
+};
+
 class App {
  public:
   App(asio::io_context& io, Config cfg);
 
-  // Answers one request. Never throws.
-  asio::awaitable<Response> handle(Request req);
+  // Answers one request. Never throws. Returns nullopt when it streamed the
+  // response itself through `out` (SSE).
+  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out);
 
   // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
   // extension's worker); reconnects after losing the database.
@@ -40,8 +52,12 @@ class App {
   const Config& config() const { return cfg_; }
 
  private:
-  asio::awaitable<Response> handle_shape(const Request& req, std::string_view query);
+  asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
+                                                       StreamWriter& out);
   asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s);
+  asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
+                                                     std::shared_ptr<Shape> s, StreamWriter& out);
+  void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
   // Returns the ready active shape for the definition, creating it if needed;
   // null with `err` set on failure.
   asio::awaitable<std::shared_ptr<Shape>> get_shape(const ShapeParams& p, const std::string& def_key,
@@ -53,6 +69,7 @@ class App {
                                                          Response& err, const Request& req);
   // Waits for writers, takes the snapshot and catches the shape up.
   asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
+  asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
   asio::awaitable<void> process_new_ticks(PgConn& c);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
@@ -73,6 +90,8 @@ class App {
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<int> initial_requests_{0};
+  std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
 };
 

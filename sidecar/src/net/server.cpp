@@ -2,6 +2,7 @@
 #include "net/server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/strand.hpp>
@@ -16,6 +17,48 @@ namespace shapesync {
 
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
+
+namespace {
+
+// Sends a streamed (chunked) response on a session's stream.
+class ChunkedWriter : public StreamWriter {
+ public:
+  explicit ChunkedWriter(beast::tcp_stream& s) : stream_(s) {}
+  bool used() const { return used_; }
+
+  asio::awaitable<bool> write_head(Response& head) override {
+    used_ = true;
+    http::response<http::empty_body> res{head.result(), head.version()};
+    for (auto& f : head) res.set(f.name_string(), f.value());
+    res.chunked(true);
+    res.keep_alive(false);
+    http::response_serializer<http::empty_body> sr{res};
+    stream_.expires_after(std::chrono::seconds(30));
+    auto [ec, n] = co_await http::async_write_header(stream_, sr, asio::as_tuple(asio::use_awaitable));
+    stream_.expires_never();
+    co_return !ec;
+  }
+
+  asio::awaitable<bool> write_chunk(std::string data) override {
+    // A client that stops reading is cut off: a write may not take longer than this.
+    stream_.expires_after(std::chrono::seconds(30));
+    auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk(asio::buffer(data)),
+                                              asio::as_tuple(asio::use_awaitable));
+    stream_.expires_never();
+    co_return !ec;
+  }
+
+  asio::awaitable<void> finish() override {
+    stream_.expires_after(std::chrono::seconds(10));
+    co_await asio::async_write(stream_, http::make_chunk_last(), asio::as_tuple(asio::use_awaitable));
+  }
+
+ private:
+  beast::tcp_stream& stream_;
+  bool used_ = false;
+};
+
+}  // namespace
 
 Server::Server(asio::io_context& io, App& app) : io_(io), app_(app), acceptor_(io) {}
 
@@ -87,12 +130,17 @@ asio::awaitable<void> Server::session(tcp::socket sock) {
     stream.expires_never();
     Request req = parser.release();
     ++in_flight_;
-    Response res = co_await app_.handle(std::move(req));
-    if (stopping_) res.keep_alive(false);
+    ChunkedWriter streamed(stream);
+    std::optional<Response> res = co_await app_.handle(std::move(req), streamed);
+    if (!res) {  // streamed (SSE): the connection ends with the stream
+      --in_flight_;
+      break;
+    }
+    if (stopping_) res->keep_alive(false);
     stream.expires_after(std::chrono::seconds(60));
-    auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    auto [wec, wn] = co_await http::async_write(stream, *res, asio::as_tuple(asio::use_awaitable));
     --in_flight_;
-    if (wec || !res.keep_alive()) break;
+    if (wec || !res->keep_alive()) break;
   }
   boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
