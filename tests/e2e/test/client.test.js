@@ -198,11 +198,17 @@ test('a shape with a where clause and columns', async () => {
 
 test('live updates over SSE (liveSse: true)', async () => {
   const ac = new AbortController();
+  const seen = [];
   const s = new ShapeStream({
     url: stack.shapeUrl,
     params: { table: 'kitchen' },
     liveSse: true,
     signal: ac.signal,
+    fetchClient: async (input, init) => {
+      const res = await fetch(input, init);
+      seen.push({ url: String(input), type: res.headers.get('content-type') ?? '' });
+      return res;
+    },
   });
   const sh = new Shape(s);
   const unsubscribe = s.subscribe(() => {}, () => {});
@@ -221,10 +227,27 @@ test('live updates over SSE (liveSse: true)', async () => {
     await stack.psql(`DELETE FROM kitchen WHERE id = 30`);
     await waitFor(() => !byId(sh.currentRows).has('30'), { what: 'SSE delete' });
     assert.equal(sh.currentRows.length, before);
-    assert.equal(s.error, undefined);
+    assert.ok(!s.error, `stream error: ${s.error}`);
+    const sse = seen.filter((r) => r.url.includes('live_sse=true'));
+    assert.ok(sse.length > 0, 'the client made SSE requests');
+    assert.ok(sse.some((r) => r.type.startsWith('text/event-stream')), 'answered as text/event-stream');
   } finally {
     unsubscribe();
     ac.abort();
     sh.unsubscribeAll();
   }
+});
+
+test('TRUNCATE makes the client refetch from a new handle', async () => {
+  const oldHandle = stream.shapeHandle;
+  assert.ok(oldHandle);
+  await stack.psql(`TRUNCATE kitchen; INSERT INTO kitchen (id, i4, t) VALUES (100, 1, 'after truncate')`);
+  await waitFor(() => {
+    const rows = shape.currentRows;
+    return rows.length === 1 && rows[0].id === 100n;
+  }, { what: 'the shape to hold only the row inserted after TRUNCATE', timeoutMs: 15_000 });
+  assert.notEqual(stream.shapeHandle, oldHandle, 'a new handle after must-refetch');
+  // and it keeps following changes
+  await stack.psql(`INSERT INTO kitchen (id, i4) VALUES (101, 2)`);
+  await waitFor(() => byId(shape.currentRows).has('101'), { what: 'insert after refetch' });
 });

@@ -215,6 +215,19 @@ test('catch-up from the start sees the current table', async () => {
   assert.equal(r.headers.get('electric-handle'), handle, 'same definition, same handle');
 });
 
+test('ETag revalidation gives 304', async () => {
+  for (const q of ['offset=-1', `handle=${encodeURIComponent(handle)}&offset=0_0`]) {
+    const r = await get(`table=items&${q}`);
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    const etag = r.headers.get('etag');
+    assert.ok(etag, `etag on ${q}`);
+    const again = await get(`table=items&${q}`, { headers: { 'If-None-Match': etag } });
+    assert.equal(again.status, 304, `304 for ${q}`);
+    assert.equal(again.headers.get('electric-handle'), handle);
+  }
+});
+
 test('unknown handle gives 409 must-refetch with the active handle', async () => {
   const r = await get('table=items&handle=no-such-handle&offset=0_0');
   assert.equal(r.status, 409);
