@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# bench.sh — body of `make bench`: every benchmark, each writing its section of
+# bench/RESULTS.md. Pass --quick for a short smoke run (RESULTS.md untouched).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+if [ "${1:-}" = --quick ]; then
+	scripts/bench-latency.sh --count 200
+	[ -x scripts/bench-writer.sh ] && scripts/bench-writer.sh --quick
+	exit 0
+fi
+scripts/bench-latency.sh --count 2000 --write
+[ -x scripts/bench-writer.sh ] && scripts/bench-writer.sh
