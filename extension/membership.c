@@ -26,8 +26,9 @@
  * active), its layout and the registry are unchanged, the refresh only
  * loads the shapes with a shape_id above the highest loaded one:
  * registrations of a table are serialised by get_or_create_shape, so a
- * table's shape_ids become visible in increasing order.  Otherwise the
- * entry is rebuilt from scratch.
+ * table's shape_ids become visible in increasing order.  Otherwise, and
+ * after loading a registration of this backend's own open transaction
+ * (it may still roll back), the entry is rebuilt from scratch.
  *
  * Errors.  Filters made only of leakproof functions are evaluated
  * directly.  The others are evaluated inside one internal subtransaction
@@ -140,6 +141,7 @@ typedef struct TableShapes
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false: refresh before use */
 	bool		built;
+	bool		provisional;	/* loaded rows of this backend's open transaction */
 	MemoryContext cxt;
 	Oid			registry_relid;
 	int64		gen;
@@ -257,6 +259,7 @@ ResetTableShapes(TableShapes *ts)
 	else
 		MemoryContextReset(ts->cxt);
 	ts->built = false;
+	ts->provisional = false;
 	ts->gen = -1;
 	ts->max_shape_id = 0;
 	ts->nwhole = 0;
@@ -755,6 +758,9 @@ LoadShapes(TableShapes *ts, Relation rel, Snapshot snap)
 		d = heap_getattr(tup, a_state, desc, &isnull);
 		if (isnull || strcmp(TextDatumGetCString(d), "active") != 0)
 			continue;
+		/* our own uncommitted registration: rebuild in full next time (it may roll back) */
+		if (TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tup->t_data)))
+			ts->provisional = true;
 		shape_id = DatumGetInt32(heap_getattr(tup, a_shape_id, desc, &isnull));
 		ts->max_shape_id = Max(ts->max_shape_id, shape_id);
 
@@ -818,7 +824,8 @@ RefreshTableShapes(TableShapes *ts, Relation rel)
 		int64		gen = ReadTrackedGen(ts->relid, snap);
 		int32		layout = ShapesyncLayoutHash(RelationGetDescr(rel));
 
-		if (!ts->built || gen != ts->gen || layout != ts->layout || registry != ts->registry_relid)
+		if (!ts->built || ts->provisional || gen != ts->gen || layout != ts->layout ||
+			registry != ts->registry_relid)
 		{
 			ResetTableShapes(ts);
 			ts->gen = gen;
