@@ -72,6 +72,7 @@ export async function startStack(o = {}) {
     throw new Error(`${SHAPESYNCD} not built: run 'make sidecar'`);
   }
   const work = mkdtempSync(join(tmpdir(), 'shapesync-e2e-'));
+  if (process.env.SHAPESYNC_E2E_KEEP) console.error(`e2e: keeping cluster and logs in ${work}`);
   chmodSync(work, 0o755); // the server runs as `postgres` when we are root
   const clusterDir = join(work, 'pg');
   const sidecarLog = join(work, 'shapesyncd.log');
