@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-log() { printf 'run: %s\n' "$*" >&2; }
+log() { printf 'run: %s\n' "$*" >&2 2>/dev/null || true; }
 die() { log "error: $*"; exit 1; }
 
 HTTP_PORT=${SHAPESYNC_HTTP_PORT:-3000}
@@ -32,6 +32,9 @@ sidecar_pid=""
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	# Keep going if our output is gone (a pipe reader killed by the same Ctrl-C).
+	trap '' PIPE
+	set +e
 	if [ -n "$sidecar_pid" ] && kill -0 "$sidecar_pid" 2>/dev/null; then
 		log "stopping shapesyncd"
 		kill -TERM "$sidecar_pid" 2>/dev/null || true
@@ -44,7 +47,7 @@ cleanup() {
 	fi
 	if [ "$own_cluster" = 1 ]; then
 		log "stopping PostgreSQL"
-		scripts/pgcluster.sh stop "$CLUSTER_DIR" || true
+		scripts/pgcluster.sh stop "$CLUSTER_DIR" 2>/dev/null || true
 	fi
 	exit "$rc"
 }
