@@ -277,6 +277,51 @@ test('validation: live with offset=-1', async () => {
     { message: 'Invalid request', errors: { live: ["can't be true when offset == -1"] } });
 });
 
+test('validation: more Electric error messages', async () => {
+  const cases = [
+    ['table=items&offset=0_0&live_sse=true&handle=x', { live_sse: ["can't be true unless live is also true"] }],
+    ['table=a.b.c&offset=-1', { table: ['Invalid relation identifier, too many delimiters: a.b.c'] }],
+    ['table=items&offset=-1&columns=title', { columns: ['The list of columns must include all primary key columns, missing: id'] }],
+    ['table=items&offset=-1&replica=partial', { replica: ['is invalid'] }],
+    ['table=items&offset=1_2_3', { offset: ['has invalid format'] }],
+  ];
+  for (const [q, errors] of cases) {
+    const r = await get(q);
+    assert.equal(r.status, 400, q);
+    assert.deepEqual(await json(r), { message: 'Invalid request', errors }, q);
+  }
+  const r = await get(`table=items&offset=-1&where=${encodeURIComponent('id IN (SELECT 1)')}`);
+  assert.equal(r.status, 400);
+  const body = await json(r);
+  assert.equal(body.errors.where.length, 1);
+});
+
+test('offset=now: up-to-date at the current end, no history', async () => {
+  const r = await get('table=items&offset=now');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('electric-handle'), handle);
+  assert.ok(r.headers.get('electric-schema'));
+  assert.equal(r.headers.has('electric-up-to-date'), true);
+  const body = await json(r);
+  assert.equal(body.length, 1);
+  assert.ok(isControl(body[0], 'up-to-date'));
+  const now = r.headers.get('electric-offset');
+  assert.match(now, /^\d+_(\d+|inf)$/);
+  const next = await get(`table=items&handle=${encodeURIComponent(handle)}&offset=${now}`);
+  assert.equal(next.status, 200);
+  const rest = await json(next);
+  assert.equal(rest.some((m) => m.key), false, 'nothing after now');
+  assert.ok(isControl(rest.at(-1), 'up-to-date'));
+});
+
+test('HEAD: headers without a body', async () => {
+  const r = await get('table=items&offset=-1', { method: 'HEAD' });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('electric-handle'), handle);
+  assert.equal(r.headers.get('electric-offset'), '0_0');
+  assert.equal(await r.text(), '');
+});
+
 test('CORS headers', async () => {
   const r = await get('table=items&offset=-1', { headers: { Origin: 'http://app.localhost' } });
   assert.equal(r.status, 200);
