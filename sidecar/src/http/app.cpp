@@ -551,6 +551,15 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
       std::lock_guard lk(store_.mutex());
       if (!s->ready && !s->invalid) store_.fail_create(s);
     }
+    if (reporting_) {
+      PgParams args{s->handle, std::to_string(rows.rows())};
+      try {
+        co_await c.exec("SELECT shapesync.report_shape($1, $2::bigint, '0_inf')", args);
+      } catch (const PgError& e) {
+        if (e.sqlstate != "42883") throw;
+        reporting_ = false;
+      }
+    }
     log_info("shape ", s->handle, " created for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ",
              rows.rows(), " rows, ", s->snapshot_chunks.size(), " chunk(s), from tick ", start_tick);
   }
@@ -757,6 +766,28 @@ asio::awaitable<void> App::record_invalidations(PgConn& c,
   }
 }
 
+asio::awaitable<void> App::report_progress(PgConn& c) {
+  std::vector<std::pair<std::string, std::string>> progress;
+  {
+    std::lock_guard lk(store_.mutex());
+    progress = store_.take_progress();
+  }
+  if (progress.empty() || !reporting_) co_return;
+  std::vector<std::string> handles, offsets;
+  for (auto& [h, o] : progress) {
+    handles.push_back(h);
+    offsets.push_back(o);
+  }
+  PgParams args{text_array_literal(handles), text_array_literal(offsets)};
+  try {
+    co_await c.exec(
+        "SELECT shapesync.report_shape(h, NULL, o) FROM unnest($1::text[], $2::text[]) AS u(h, o)", args);
+  } catch (const PgError& e) {
+    if (e.sqlstate != "42883") throw;
+    reporting_ = false;  // extension without report_shape()
+  }
+}
+
 asio::awaitable<void> App::poll_invalidations(PgConn& c) {
   // Safety net for invalidations recorded in the database but not seen in the
   // stream (another sidecar's, an administrator's invalidate_shape(), DDL).
@@ -850,6 +881,7 @@ asio::awaitable<void> App::run_ticker() {
         co_await process_new_ticks(c);
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
+          co_await report_progress(c);
           last_inval_check = std::chrono::steady_clock::now();
         }
         if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {

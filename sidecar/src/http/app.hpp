@@ -73,6 +73,7 @@ class App {
   asio::awaitable<void> process_new_ticks(PgConn& c);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
+  asio::awaitable<void> report_progress(PgConn& c);
 
   void common_headers(const Request& req, Response& res) const;
   Response json_response(const Request& req, http::status st, std::string body) const;
@@ -91,6 +92,7 @@ class App {
   std::atomic<bool> own_ticking_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int> initial_requests_{0};
+  std::atomic<bool> reporting_{true};  // the extension has report_shape()
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
 };

@@ -56,6 +56,14 @@ void ShapeStore::wake(Shape& s) {
   s.waiters.clear();
 }
 
+std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (Shape* s : grown_)
+    if (!s->invalid) out.emplace_back(s->handle, s->last_offset().to_string());
+  grown_.clear();
+  return out;
+}
+
 void ShapeStore::wake_all() {
   for (auto& [k, s] : active_) wake(*s);
   for (auto& [h, s] : by_handle_) wake(*s);
@@ -102,6 +110,7 @@ void ShapeStore::fail_create(const std::shared_ptr<Shape>& s) {
 
 void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& reason) {
   if (s->invalid) return;
+  grown_.erase(s.get());
   s->invalid = true;
   s->invalid_reason = reason;
   auto it = active_.find(s->def.key);
@@ -124,8 +133,7 @@ void ShapeStore::invalidate_table(uint32_t relid, const std::string& reason) {
 }
 
 void ShapeStore::remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w) {
-  auto& v = s->waiters;
-  v.erase(std::remove(v.begin(), v.end(), w), v.end());
+  s->waiters.erase(w);
 }
 
 void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
@@ -340,7 +348,10 @@ void ShapeStore::apply_batch(const Batch& b, Shape* only,
         append(*s, LogOffset{tx.position, p.op_position},
                change_message(p.key, p.value, p.old_value ? &*p.old_value : nullptr, h));
       }
-      if (!only && !msgs.empty()) wake(*s);
+      if (!only && !msgs.empty()) {
+        wake(*s);
+        grown_.insert(s);
+      }
     }
   }
 }

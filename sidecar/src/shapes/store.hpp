@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,7 @@ struct Shape {
   bool failed = false;   // creation failed (waiters retry)
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
-  std::vector<std::shared_ptr<Waiter>> waiters;
+  std::unordered_set<std::shared_ptr<Waiter>> waiters;
 
   LogOffset last_offset() const { return log.empty() ? LogOffset::snapshot_end() : log.back().offset; }
 };
@@ -121,12 +122,14 @@ class ShapeStore {
   // The position up to which every batch has been applied, as a tx value.
   uint64_t global_position() const { return (last_tick_ << 32) | 0xffffffffULL; }
 
-  void add_waiter(const std::shared_ptr<Shape>& s, std::shared_ptr<Waiter> w) { s->waiters.push_back(std::move(w)); }
+  void add_waiter(const std::shared_ptr<Shape>& s, std::shared_ptr<Waiter> w) { s->waiters.insert(std::move(w)); }
   void remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w);
 
   size_t shape_count() const { return by_handle_.size(); }
   // Wakes every waiting request (shutdown).
   void wake_all();
+  // (handle, last offset) of shapes whose log grew since the last call.
+  std::vector<std::pair<std::string, std::string>> take_progress();
 
  private:
   // Applies b to every registered shape, or only to `only` (a shape being created).
@@ -143,6 +146,7 @@ class ShapeStore {
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes
   std::unordered_map<int32_t, std::shared_ptr<Shape>> by_shape_id_;          // ready filtered shapes
   std::deque<Batch> window_;
+  std::unordered_set<Shape*> grown_;
   uint64_t last_tick_ = 0;
 };
 
