@@ -39,8 +39,8 @@ else
 include $(PGXS)
 endif
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
-	cp $< $@
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/snapshots.sql
+	cat $^ > $@
 
 BUILD_DIR ?= build
 

@@ -388,14 +388,6 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
       aliases_[raw_key] = canon_key;
       if (auto existing = store_.active(canon_key)) co_return existing;
     }
-    if (field(r, "created") != "t") {
-      // The database knows this shape but this process holds none of its state
-      // (e.g. after a restart): rotate it so no client resumes from offsets we cannot serve.
-      PgParams args{field(r, "handle")};
-      co_await c.exec("SELECT shapesync.invalidate_shape($1, 'sidecar holds no state for it')", args);
-      r = co_await reg();
-      if (field(r, "created") != "t") throw PgError("shape registration raced", "", false);
-    }
     def.key = canon_key;
     std::lock_guard lk(store_.mutex());
     s = store_.begin_create(std::move(def));
@@ -433,22 +425,19 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   co_return s;
 }
 
-asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
+// Takes the shape's snapshot (after every writer that could miss the shape has
+// ended) and stores it for every sidecar. Caller holds the shape's build lock.
+asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& shape) {
+  const Shape* s = &shape;
+  const TableInfo& t = *s->def.table;
   {
-    auto lease = co_await pool_.acquire();
-    PgConn& c = *lease;
-    const TableInfo& t = *s->def.table;
-    std::string handle = s->handle;
-    // Every transaction that could still write without knowing this shape must end
-    // before the snapshot (docs/shape-membership.md).
-    {
-      PgParams args{std::to_string(t.relid)};
-      try {
-        co_await c.exec("SELECT shapesync.wait_for_writers($1::oid::regclass)", args);
-      } catch (const PgError& e) {
-        if (e.sqlstate != "42883") throw;  // older extension without it
-      }
+    PgParams args{std::to_string(t.relid)};
+    try {
+      co_await c.exec("SELECT shapesync.wait_for_writers($1::oid::regclass)", args);
+    } catch (const PgError& e) {
+      if (e.sqlstate != "42883") throw;  // older extension without it
     }
+  }
     co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     PgResult snap;
     PgResult rows;
@@ -477,7 +466,6 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
     }
     auto ps = PgSnapshot::parse(snap.get(0, 0));
     if (!ps) throw PgError("bad snapshot text", "", false);
-    uint64_t start_tick = std::stoull(std::string(snap.get(0, 1)));
 
     // Snapshot chunks.
     std::vector<std::shared_ptr<const std::string>> chunks;
@@ -504,12 +492,92 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
     cur += ']';
     chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
 
+  SnapshotData d;
+  d.snap = *ps;
+  d.snap_text = std::string(snap.get(0, 0));
+  d.start_tick = std::stoull(std::string(snap.get(0, 1)));
+  d.rows = rows.rows();
+  d.chunks = std::move(chunks);
+  // Store it: from now on every sidecar serves these bytes.
+  co_await c.exec("BEGIN");
+  {
+    PgParams args{s->handle, d.snap_text, std::to_string(d.start_tick), std::to_string(d.chunks.size()),
+                  std::to_string(d.rows)};
+    co_await c.exec(
+        "INSERT INTO shapesync.shape_snapshots (handle, snap, start_tick, chunk_count, row_count) "
+        "VALUES ($1, $2::pg_snapshot, $3::bigint, $4::int, $5::bigint)",
+        args);
+  }
+  for (size_t i = 0; i < d.chunks.size(); ++i) {
+    PgParams args{s->handle, std::to_string(i), *d.chunks[i]};
+    co_await c.exec("INSERT INTO shapesync.shape_snapshot_chunks (handle, chunk_no, body) VALUES ($1, $2::int, $3)",
+                    args);
+  }
+  co_await c.exec("COMMIT");
+  co_return d;
+}
+
+// Loads a stored snapshot; nullopt when none is stored yet.
+asio::awaitable<std::optional<App::SnapshotData>> App::load_snapshot(PgConn& c, const std::string& handle) {
+  PgParams args{handle};
+  PgResult meta = co_await c.exec(
+      "SELECT snap::text, start_tick, chunk_count, row_count FROM shapesync.shape_snapshots WHERE handle = $1", args);
+  if (meta.rows() == 0) co_return std::nullopt;
+  SnapshotData d;
+  auto ps = PgSnapshot::parse(meta.get(0, 0));
+  if (!ps) throw PgError("bad stored snapshot", "", false);
+  d.snap = *ps;
+  d.snap_text = std::string(meta.get(0, 0));
+  d.start_tick = std::stoull(std::string(meta.get(0, 1)));
+  long long count = meta.get_int(0, 2);
+  d.rows = meta.get_int(0, 3);
+  PgResult bodies =
+      co_await c.exec("SELECT body FROM shapesync.shape_snapshot_chunks WHERE handle = $1 ORDER BY chunk_no", args);
+  if (bodies.rows() != count) throw PgError("stored snapshot of " + handle + " is incomplete", "", false);
+  for (int i = 0; i < bodies.rows(); ++i) d.chunks.push_back(std::make_shared<const std::string>(bodies.get(i, 0)));
+  co_return d;
+}
+
+asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
+  auto ex = co_await asio::this_coro::executor;
+  {
+    auto lease = co_await pool_.acquire();
+    PgConn& c = *lease;
+    const TableInfo& t = *s->def.table;
+    // The first sidecar to hold the shape's build lock takes and stores the
+    // snapshot; everyone else (and this one after a restart) loads it.
+    std::optional<SnapshotData> data;
+    std::string lock_args = "21320, " + std::to_string(s->shape_id);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!data) {
+      data = co_await load_snapshot(c, s->handle);
+      if (data) break;
+      PgResult got = co_await c.exec("SELECT pg_try_advisory_lock(" + lock_args + ")");
+      if (got.get(0, 0) == "t") {
+        std::exception_ptr failure;
+        try {
+          data = co_await load_snapshot(c, s->handle);
+          if (!data) data = co_await take_snapshot(c, *s);
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        if (c.ok()) {
+          if (PQtransactionStatus(c.raw()) != PQTRANS_IDLE) co_await c.exec("ROLLBACK");
+          co_await c.exec("SELECT pg_advisory_unlock(" + lock_args + ")");
+        }
+        if (failure) std::rethrow_exception(failure);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) throw PgError("timed out waiting for another sidecar's snapshot", "", false);
+      asio::steady_timer pause(ex, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    uint64_t start_tick = data->start_tick;
     {
       std::lock_guard lk(store_.mutex());
-      s->handle = handle;
-      s->snap = *ps;
+      s->snap = data->snap;
       s->start_tick = start_tick;
-      s->snapshot_chunks = std::move(chunks);
+      s->snapshot_chunks = data->chunks;
     }
     // Catch up: batches after start_tick that the window no longer (or not yet) holds.
     for (int round = 0; round < 5; ++round) {
@@ -552,7 +620,7 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
       if (!s->ready && !s->invalid) store_.fail_create(s);
     }
     if (reporting_) {
-      PgParams args{s->handle, std::to_string(rows.rows())};
+      PgParams args{s->handle, std::to_string(data->rows)};
       try {
         co_await c.exec("SELECT shapesync.report_shape($1, $2::bigint, '0_inf')", args);
       } catch (const PgError& e) {
@@ -560,8 +628,8 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
         reporting_ = false;
       }
     }
-    log_info("shape ", s->handle, " created for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ",
-             rows.rows(), " rows, ", s->snapshot_chunks.size(), " chunk(s), from tick ", start_tick);
+    log_info("shape ", s->handle, " ready for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ", data->rows,
+             " rows, ", s->snapshot_chunks.size(), " chunk(s), from tick ", start_tick);
   }
   {
     std::lock_guard lk(store_.mutex());

@@ -67,8 +67,17 @@ class App {
   // WHERE) and begins it in the store; null with `err` set on failure.
   asio::awaitable<std::shared_ptr<Shape>> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key,
                                                          Response& err, const Request& req);
-  // Waits for writers, takes the snapshot and catches the shape up.
+  // Loads (or takes and stores) the shape's snapshot and catches the shape up.
   asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
+  struct SnapshotData {
+    PgSnapshot snap;
+    std::string snap_text;
+    uint64_t start_tick = 0;
+    long long rows = 0;
+    std::vector<std::shared_ptr<const std::string>> chunks;
+  };
+  asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const Shape& s);
+  asio::awaitable<std::optional<SnapshotData>> load_snapshot(PgConn& c, const std::string& handle);
   asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
   asio::awaitable<void> process_new_ticks(PgConn& c);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
