@@ -1,4 +1,6 @@
 // shapesyncd: wiring only. See http/app.hpp and net/server.hpp.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -25,6 +27,11 @@ int main(int argc, char** argv) {
     return ex->code;
   }
   Config cfg = std::get<Config>(parsed);
+  // Many live clients need many descriptors: raise the soft limit to the hard one.
+  if (rlimit rl; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   asio::io_context io(threads);
