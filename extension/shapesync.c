@@ -35,7 +35,9 @@ _PG_init(void)
 							   "that exists; it ticks once the extension is installed there.",
 							   &shapesync_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+	/* PGC_POSTMASTER variables can only be defined while preloading */
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 

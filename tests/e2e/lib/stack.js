@@ -66,6 +66,7 @@ function tail(file, lines = 40) {
  * @param {string} [o.setupSql] SQL run (psql, ON_ERROR_STOP) before the sidecar starts
  * @param {number} [o.longPollTimeoutMs] sidecar --long-poll-timeout
  * @param {string[]} [o.sidecarArgs] extra sidecar arguments
+ * @param {boolean} [o.preload] false: no shapesync in shared_preload_libraries (the sidecar ticks)
  */
 export async function startStack(o = {}) {
   if (!existsSync(SHAPESYNCD)) {
@@ -106,7 +107,7 @@ export async function startStack(o = {}) {
   try {
     const pgPort = await freePort();
     const dbUrl = (await run(PGCLUSTER, ['start', clusterDir, String(pgPort), 'shapesync'], {
-      env: { SHAPESYNC_PG_FSYNC: 'off' },
+      env: { SHAPESYNC_PG_FSYNC: 'off', ...(o.preload === false ? { SHAPESYNC_PG_PRELOAD: '0' } : {}) },
       timeoutMs: 120_000,
     })).trim().split('\n').pop();
 
