@@ -43,6 +43,25 @@ run_suite() {
 	return "${PIPESTATUS[0]}"
 }
 
+# --- 0. metadata: META.json's versions match shapesync.control ---------------
+note "metadata (META.json vs shapesync.control)"
+ctl_version=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" shapesync.control)
+meta_bad=$(python3 - "$ctl_version" <<'PY'
+import json, sys
+v = sys.argv[1]
+m = json.load(open("META.json"))
+bad = [k for k, x in [("version", m.get("version"))] + [("provides." + n, p.get("version")) for n, p in m.get("provides", {}).items()] if x != v]
+print(" ".join(bad))
+PY
+)
+if [ -n "$ctl_version" ] && [ -z "$meta_bad" ]; then
+	echo "META.json and shapesync.control agree on $ctl_version"
+	record metadata 1 0 0
+else
+	echo "META.json disagrees with shapesync.control ($ctl_version): $meta_bad"
+	record metadata 0 1 1 "version mismatch"
+fi
+
 # --- 1. extension: pg_regress + isolation ------------------------------------
 if [ -f scripts/pg-regress.sh ]; then
 	note "pg-regress (scripts/pg-regress.sh)"
