@@ -418,9 +418,19 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   try {
     co_await build_shape(s);
   } catch (const PgError& e) {
-    log_warn("shape ", s->handle, " snapshot failed: ", e.what());
-    std::lock_guard lk(store_.mutex());
-    store_.fail_create(s);
+    log_warn("shape ", s->handle, " snapshot failed: ", e.sqlstate, " ", e.what());
+    {
+      std::lock_guard lk(store_.mutex());
+      store_.fail_create(s);
+    }
+    // The filter raises for a row of the table (division by zero, a failed
+    // cast, ...): the client's request is what is wrong.
+    if (e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0) {
+      ValidationErrors v;
+      v.add("where", std::string(e.what()));
+      err = error_400(req, v);
+      co_return nullptr;
+    }
   }
   co_return s;
 }
