@@ -43,6 +43,8 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/snapshots.sql
 	cat $^ > $@
 
 BUILD_DIR ?= build
+# `make install` writes into PostgreSQL's directories: use sudo when not root.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: deps sidecar run test bench e2e
 
@@ -55,18 +57,18 @@ sidecar:
 
 run: deps
 	$(MAKE) all
-	$(MAKE) install
+	$(SUDO) $(MAKE) install
 	$(MAKE) sidecar
 	scripts/run.sh
 
 test: deps
 	$(MAKE) all
-	$(MAKE) install
+	$(SUDO) $(MAKE) install
 	$(MAKE) sidecar
 	scripts/test.sh
 
 bench: deps
 	$(MAKE) all
-	$(MAKE) install
+	$(SUDO) $(MAKE) install
 	$(MAKE) sidecar
 	scripts/bench.sh
