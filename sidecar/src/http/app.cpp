@@ -948,6 +948,7 @@ asio::awaitable<void> App::run_ticker() {
       backoff_ms = 100;
       log_info("connected to the database; following ticks from ", store_.last_tick());
       co_await process_new_ticks(c);
+      bool ticker_lock_held = false;
       auto last_worker_check = std::chrono::steady_clock::now();
       auto last_inval_check = last_worker_check;
       co_await poll_invalidations(c);
@@ -955,7 +956,20 @@ asio::awaitable<void> App::run_ticker() {
         bool own = own_ticking_.load();
         co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
         c.take_notifications();
-        if (own) co_await c.exec("SELECT pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
+        if (own) {
+          // Without the extension's worker, one sidecar at a time ticks: the one
+          // holding this session lock (released if it dies, then another takes over).
+          if (!ticker_lock_held) {
+            PgResult got = co_await c.exec("SELECT pg_try_advisory_lock(21321, 0)");
+            ticker_lock_held = got.get(0, 0) == "t";
+            if (ticker_lock_held) log_info("this sidecar ticks for the database (no ticker worker)");
+          }
+          if (ticker_lock_held)
+            co_await c.exec("SELECT pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
+        } else if (ticker_lock_held) {
+          co_await c.exec("SELECT pg_advisory_unlock(21321, 0)");
+          ticker_lock_held = false;
+        }
         co_await process_new_ticks(c);
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
