@@ -3,23 +3,30 @@
 
 namespace shapesync {
 
-asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
-  PgParams args{std::to_string(tick_id)};
-  PgResult r = co_await c.exec("SELECT * FROM shapesync.batch($1::bigint)", args);
+namespace {
+
+// Appends the rows of `r` (columns of shapesync.batch(), plus tick_id when
+// several ticks are read at once) to batches, one Batch per tick.
+void decode_batches(const PgResult& r, uint64_t single_tick, std::vector<Batch>& out) {
   auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
-  int c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
+  int c_tick = col("tick_id"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
       c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error");
+  if (r.rows() == 0) return;
   if (c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
     throw PgError("shapesync.batch() lacks expected columns: extension version mismatch", "", false);
-  Batch b;
-  b.tick_id = tick_id;
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i) {
+    uint64_t tick = c_tick >= 0 ? std::stoull(std::string(r.get(i, c_tick))) : single_tick;
+    if (out.empty() || out.back().tick_id != tick) {
+      out.push_back(Batch{tick, {}});
+      rank = 0;
+    }
+    Batch& b = out.back();
     uint64_t xid = std::stoull(std::string(r.get(i, c_xid)));
     if (b.txs.empty() || b.txs.back().xid != xid) {
       Tx tx;
       tx.xid = xid;
-      tx.position = make_position(tick_id, ++rank);
+      tx.position = make_position(tick, ++rank);
       b.txs.push_back(std::move(tx));
     }
     Change ch;
@@ -44,7 +51,29 @@ asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
     if (c_err >= 0 && !r.is_null(i, c_err)) ch.error = std::string(r.get(i, c_err));
     b.txs.back().changes.push_back(std::move(ch));
   }
-  co_return b;
+}
+
+}  // namespace
+
+asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
+  PgParams args{std::to_string(tick_id)};
+  PgResult r = co_await c.exec("SELECT * FROM shapesync.batch($1::bigint)", args);
+  std::vector<Batch> out;
+  decode_batches(r, tick_id, out);
+  if (out.empty()) out.push_back(Batch{tick_id, {}});
+  co_return std::move(out.front());
+}
+
+asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto) {
+  PgParams args{std::to_string(after), std::to_string(upto)};
+  PgResult r = co_await c.exec(
+      "SELECT t.tick_id, b.* FROM shapesync.ticks t "
+      "CROSS JOIN LATERAL shapesync.batch(t.tick_id) WITH ORDINALITY AS b "
+      "WHERE t.tick_id > $1::bigint AND t.tick_id <= $2::bigint ORDER BY t.tick_id, b.ordinality",
+      args);
+  std::vector<Batch> out;
+  decode_batches(r, 0, out);
+  co_return out;
 }
 
 asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit) {

@@ -15,6 +15,9 @@ namespace shapesync {
 
 // Reads the batch of one tick, decoded and ordered, with transaction positions.
 asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id);
+// Reads the batches of every tick in (after, upto] in one query; ticks without
+// changes have no entry.
+asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto);
 // Tick ids after `after` (ascending, at most `limit`), and before `before` when non-zero.
 asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit);
 

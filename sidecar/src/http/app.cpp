@@ -589,45 +589,30 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
       s->start_tick = start_tick;
       s->snapshot_chunks = data->chunks;
     }
-    // Catch up: batches after start_tick that the window no longer (or not yet) holds.
+    // Catch up: batches after start_tick that the window no longer holds come
+    // from the database.
     for (int round = 0; round < 5; ++round) {
-      uint64_t last, front;
+      uint64_t floor;
       {
         std::lock_guard lk(store_.mutex());
-        last = store_.last_tick();
-        front = store_.window_front();
-        bool covered = last <= start_tick || (front != 0 && front <= start_tick + 1);
-        if (covered) {
-          store_.finish_create(s, {});
+        floor = store_.window_floor();
+        if (start_tick >= floor || store_.last_tick() <= start_tick) {
+          store_.finish_create(s);
           break;
         }
       }
-      // Fetch every tick in (start_tick, front) — or up to `last` when the window is empty.
       std::vector<Batch> extra;
-      uint64_t after = start_tick;
-      for (;;) {
-        auto ids = co_await fetch_tick_ids(c, after, front, 1000);
-        if (ids.empty()) break;
-        for (uint64_t id : ids) {
-          if (front == 0 && id > last) break;
-          extra.push_back(co_await fetch_batch(c, id));
-          after = id;
-        }
-        if (front == 0 && after >= last) break;
-        if (ids.size() < 1000) break;
+      for (uint64_t after = start_tick; after < floor;) {
+        uint64_t upto = std::min(floor, after + 2000);
+        auto part = co_await fetch_batches(c, after, upto);
+        for (auto& b : part) extra.push_back(std::move(b));
+        after = upto;
       }
       std::lock_guard lk(store_.mutex());
-      uint64_t now_front = store_.window_front();
-      bool ok = front != 0 ? (now_front != 0 && now_front <= front)
-                           : (store_.last_tick() == last || (now_front != 0 && now_front > last));
-      if (ok) {
-        store_.finish_create(s, std::move(extra));
+      if (store_.window_floor() <= floor) {
+        store_.finish_create(s, std::move(extra), floor);
         break;
       }
-    }
-    {
-      std::lock_guard lk(store_.mutex());
-      if (!s->ready && !s->invalid) store_.fail_create(s);
     }
     if (reporting_) {
       PgParams args{s->handle, std::to_string(data->rows)};
@@ -896,19 +881,23 @@ asio::awaitable<void> App::process_new_ticks(PgConn& c) {
       std::lock_guard lk(store_.mutex());
       last = store_.last_tick();
     }
-    auto ids = co_await fetch_tick_ids(c, last, 0, 200);
-    if (ids.empty()) co_return;
-    for (uint64_t id : ids) {
-      Batch b = co_await fetch_batch(c, id);
-      std::vector<std::pair<std::string, std::string>> invalidated;
-      {
-        std::lock_guard lk(store_.mutex());
-        invalidated = store_.apply(std::move(b));
-        store_.trim_window(static_cast<size_t>(cfg_.batch_window_ticks));
+    PgResult r = co_await c.exec("SELECT coalesce(max(tick_id), 0) FROM shapesync.ticks");
+    uint64_t hi = std::stoull(std::string(r.get(0, 0)));
+    if (hi <= last) co_return;
+    uint64_t upto = std::min(hi, last + 500);
+    auto batches = co_await fetch_batches(c, last, upto);
+    std::vector<std::pair<std::string, std::string>> invalidated;
+    {
+      std::lock_guard lk(store_.mutex());
+      for (auto& b : batches) {
+        auto inv = store_.apply(std::move(b));
+        invalidated.insert(invalidated.end(), inv.begin(), inv.end());
       }
-      if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
+      store_.advance(upto);
+      store_.trim_window(static_cast<size_t>(cfg_.batch_window_ticks));
     }
-    if (ids.size() < 200) co_return;
+    if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
+    if (upto == hi) co_return;
   }
 }
 

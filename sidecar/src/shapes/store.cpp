@@ -69,22 +69,14 @@ void ShapeStore::wake_all() {
   for (auto& [h, s] : by_handle_) wake(*s);
 }
 
-bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra) {
-  // Batches (start_tick, last_tick_] must be applied: from `extra` (read from the
-  // database by the caller) and then the window.
+bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t extra_upto) {
   std::vector<std::pair<std::string, std::string>> inv;
-  uint64_t next = s->start_tick + 1;
-  for (auto& b : extra) {
-    if (b.tick_id < next) continue;
-    apply_batch(b, s.get(), inv);
-    next = b.tick_id + 1;
-  }
-  for (auto& b : window_) {
-    if (b.tick_id < next) continue;
-    if (b.tick_id > last_tick_) break;
-    apply_batch(b, s.get(), inv);
-    next = b.tick_id + 1;
-  }
+  uint64_t covered = std::max(s->start_tick, extra_upto);
+  if (covered < window_floor_ && last_tick_ > covered) return false;  // a gap: the caller fetches more
+  for (auto& b : extra)
+    if (b.tick_id > s->start_tick && b.tick_id <= extra_upto) apply_batch(b, s.get(), inv);
+  for (auto& b : window_)
+    if (b.tick_id > covered && b.tick_id <= last_tick_) apply_batch(b, s.get(), inv);
   if (!inv.empty()) {  // truncated, altered or its filter raised while it was being created
     auto sp = s;
     invalidate(sp, inv.front().second);
@@ -360,12 +352,15 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) 
   std::vector<std::pair<std::string, std::string>> invalidated;
   apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
-  window_.push_back(std::move(batch));
+  if (!batch.txs.empty()) window_.push_back(std::move(batch));
   return invalidated;
 }
 
 void ShapeStore::trim_window(size_t max_batches) {
-  while (window_.size() > max_batches) window_.pop_front();
+  while (window_.size() > max_batches) {
+    window_floor_ = window_.front().tick_id;
+    window_.pop_front();
+  }
 }
 
 LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {

@@ -8,6 +8,7 @@
 // Waiters are woken by posting a cancel of their timer to their own executor.
 #pragma once
 #include <chrono>
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -102,7 +103,10 @@ class ShapeStore {
   std::shared_ptr<Shape> begin_create(ShapeDef def);
   // Completes creation: applies retained batches after start_tick. Returns
   // false (and fails the shape) when batches it needs are no longer retained.
-  bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches);
+  // `extra` holds the batches in (start_tick, extra_upto] read from the database;
+  // the window must hold every later one (extra_upto >= window_floor()).
+  bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches = {},
+                     uint64_t extra_upto = 0);
   void fail_create(const std::shared_ptr<Shape>& s);
   // Marks a shape invalid, drops it from the active map and wakes its waiters.
   void invalidate(const std::shared_ptr<Shape>& s, const std::string& reason);
@@ -112,9 +116,16 @@ class ShapeStore {
   // Returns (handle, reason) of shapes invalidated by it (the caller records that in the database).
   std::vector<std::pair<std::string, std::string>> apply(Batch batch);
   uint64_t last_tick() const { return last_tick_; }
-  void set_last_tick(uint64_t t) { last_tick_ = t; }
+  // Starting point: nothing before t will be applied or retained.
+  void set_last_tick(uint64_t t) {
+    last_tick_ = t;
+    window_floor_ = t;
+  }
+  // Every tick up to t has been applied (empty ticks carry no batch).
+  void advance(uint64_t t) { last_tick_ = std::max(last_tick_, t); }
+  // Every non-empty batch with tick in (window_floor(), last_tick()] is retained.
+  uint64_t window_floor() const { return window_floor_; }
   // Oldest retained batch's tick (0 when none).
-  uint64_t window_front() const { return window_.empty() ? 0 : window_.front().tick_id; }
   void trim_window(size_t max_batches);
 
   // Reads after `after` (a real or snapshot offset) for a ready shape.
@@ -148,6 +159,7 @@ class ShapeStore {
   std::deque<Batch> window_;
   std::unordered_set<Shape*> grown_;
   uint64_t last_tick_ = 0;
+  uint64_t window_floor_ = 0;
 };
 
 }  // namespace shapesync

@@ -312,3 +312,30 @@ TEST_F(Fixture, FilterErrorInvalidatesOnlyThatShape) {
   EXPECT_FALSE(whole->invalid);
   EXPECT_EQ(whole->log.size(), 1u);
 }
+
+TEST_F(Fixture, CatchUpNeedsBatchesOlderThanTheWindowFromTheDatabase) {
+  {
+    std::lock_guard lk(store.mutex());
+    store.set_last_tick(1);
+    for (uint64_t t = 2; t <= 5; ++t) store.apply({t, {tx(200 + t, t, 1, {ins(row(std::to_string(t), "x"))})}});
+    store.trim_window(2);  // keeps ticks 4 and 5; 2 and 3 are gone
+    EXPECT_EQ(store.window_floor(), 3u);
+  }
+  std::lock_guard lk(store.mutex());
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1, 2};
+  d.key = "late";
+  auto s = store.begin_create(d);
+  s->handle = "late";
+  s->snap = *PgSnapshot::parse("100:100:");
+  s->start_tick = 1;
+  s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+  EXPECT_FALSE(store.finish_create(s));  // ticks 2..3 are missing
+  EXPECT_FALSE(s->ready);
+  std::vector<Batch> extra{{2, {tx(202, 2, 1, {ins(row("2", "x"))})}}, {3, {tx(203, 3, 1, {ins(row("3", "x"))})}}};
+  EXPECT_TRUE(store.finish_create(s, extra, 3));
+  EXPECT_TRUE(s->ready);
+  ASSERT_EQ(s->log.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(s->log[i].offset.tx, make_position(i + 2, 1));
+}
