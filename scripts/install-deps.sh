@@ -26,6 +26,9 @@ PACKAGES=(
 	libgtest-dev libgmock-dev googletest
 	# used by the scripts: ps/pkill-free process checks, ss, runuser, realpath
 	procps iproute2 util-linux coreutils
+	# e2e scale-out test: round-robin proxy in front of two sidecars (Debian 12's
+	# nginx-light is only a transitional package for nginx + an extra module)
+	nginx
 )
 
 if [ "$(id -u)" -eq 0 ]; then
