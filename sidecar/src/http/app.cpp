@@ -426,6 +426,14 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
     // The filter raises for a row of the table (division by zero, a failed
     // cast, ...): the client's request is what is wrong.
     if (e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0) {
+      // Retire it so writers stop evaluating a filter nobody can use.
+      try {
+        auto lease = co_await pool_.acquire();
+        PgParams args{s->handle, std::string("snapshot failed: ") + e.what()};
+        co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
+      } catch (const PgError& e2) {
+        log_warn("cannot retire shape ", s->handle, ": ", e2.what());
+      }
       ValidationErrors v;
       v.add("where", std::string(e.what()));
       err = error_400(req, v);
