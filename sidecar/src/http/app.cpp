@@ -415,18 +415,23 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
     err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
     co_return nullptr;
   }
+  std::optional<PgError> failed;
   try {
     co_await build_shape(s);
   } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) {
+    const PgError& e = *failed;
     log_warn("shape ", s->handle, " snapshot failed: ", e.sqlstate, " ", e.what());
     {
       std::lock_guard lk(store_.mutex());
       store_.fail_create(s);
     }
     // The filter raises for a row of the table (division by zero, a failed
-    // cast, ...): the client's request is what is wrong.
+    // cast, ...): the client's request is what is wrong. Retire the shape so
+    // writers stop evaluating a filter nobody can use.
     if (e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0) {
-      // Retire it so writers stop evaluating a filter nobody can use.
       try {
         auto lease = co_await pool_.acquire();
         PgParams args{s->handle, std::string("snapshot failed: ") + e.what()};
