@@ -53,6 +53,16 @@ int main(int argc, char** argv) {
   asio::signal_set signals(io, SIGINT, SIGTERM);
   int signals_seen = 0;
   asio::steady_timer drain(io);
+  std::chrono::steady_clock::time_point drain_deadline;
+  std::function<void()> check_drained = [&] {
+    if (server.requests_in_flight() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+      log_info("stopped");
+      io.stop();
+      return;
+    }
+    drain.expires_after(std::chrono::milliseconds(50));
+    drain.async_wait([&](auto) { check_drained(); });
+  };
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](auto ec, int sig) {
     if (ec) return;
     if (++signals_seen > 1) {
@@ -63,17 +73,8 @@ int main(int argc, char** argv) {
     log_info("signal ", sig, ": draining (", server.requests_in_flight(), " request(s) in flight)");
     server.stop_accepting();
     app.stop();
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    std::function<void()> check = [&, deadline] {
-      if (server.requests_in_flight() == 0 || std::chrono::steady_clock::now() >= deadline) {
-        log_info("stopped");
-        io.stop();
-        return;
-      }
-      drain.expires_after(std::chrono::milliseconds(50));
-      drain.async_wait([&](auto) { check(); });
-    };
-    check();
+    drain_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    check_drained();
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);

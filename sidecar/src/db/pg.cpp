@@ -69,6 +69,20 @@ asio::awaitable<void> PgConn::connect(const std::string& conninfo) {
   PQsetnonblocking(conn_, 1);
 }
 
+bool PgConn::healthy() {
+  if (!ok()) return false;
+  if (!PQconsumeInput(conn_)) return false;
+  if (PQstatus(conn_) != CONNECTION_OK) return false;
+  // An idle connection has nothing to read but notifications; anything else
+  // (an error sent before the server closed it) makes it unusable.
+  if (PQisBusy(conn_)) return false;
+  if (PGresult* r = PQgetResult(conn_)) {
+    PQclear(r);
+    return false;
+  }
+  return true;
+}
+
 void PgConn::consume() {
   if (!PQconsumeInput(conn_)) fail("connection lost");
   while (PGnotify* n = PQnotifies(conn_)) {

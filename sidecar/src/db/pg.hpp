@@ -61,6 +61,9 @@ class PgConn {
   // Connects (non-blocking handshake). Throws PgError.
   asio::awaitable<void> connect(const std::string& conninfo);
   bool ok() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+  // Reads whatever the server sent while the connection was idle (e.g. a FATAL
+  // after a server restart) without blocking; false when it is no longer usable.
+  bool healthy();
   void close();
 
   // Runs one statement with text parameters; returns its result (the last one

@@ -38,7 +38,7 @@ asio::awaitable<PgPool::Lease> PgPool::acquire() {
       continue;
     }
     Lease lease(this, std::move(c));
-    if (!lease->ok()) {
+    if (!lease->healthy()) {
       co_await lease->connect(conninfo_);
       co_await lease->exec(kSessionSetup);
     }

@@ -191,14 +191,7 @@ test('PostgreSQL restart while the client is live: the sidecar reconnects, the c
     `rows at the client after ${arrivedMs.toFixed(0)} ms; statuses: ${statuses.join(',')}`);
 });
 
-// TODO marks a known sidecar bug: the test runs and reports, but does not fail the
-// suite. Remove the `todo` option once the bug is fixed.
-const TODO_DEAD_POOL_CONN = 'sidecar bug: the first shape registration after the database comes back runs on a ' +
-  'pooled connection the restart killed -> 503 database_unreachable, retry-after 10';
-const TODO_SIGTERM_SEGV = 'sidecar bug: SIGTERM with a request in flight -> SIGSEGV (main.cpp: the drain timer ' +
-  'calls `check`, a std::function local to the signal handler that has returned)';
-
-test('database unreachable: 503 + retry-after for a new shape, health waiting, recovery after the cluster is back', { todo: TODO_DEAD_POOL_CONN }, async () => {
+test('database unreachable: 503 + retry-after for a new shape, health waiting, recovery after the cluster is back', async () => {
   const newShape = `${sidecar.shapeUrl}?table=items&where=${encodeURIComponent('n > 5')}&offset=-1`;
   await cluster.stop();
   try {
@@ -254,7 +247,7 @@ test('database unreachable: 503 + retry-after for a new shape, health waiting, r
     `250 ms apart, until 200:\n${attempts.join('\n')}\nsidecar log:\n${sidecar.log(12)}`);
 });
 
-test('SIGTERM drains: the pending long-poll is answered, exit 0 within seconds, new connections refused', { todo: TODO_SIGTERM_SEGV }, async () => {
+test('SIGTERM drains: the pending long-poll is answered, exit 0 within seconds, new connections refused', async () => {
   const s = await startSidecar({ dbUrl: cluster.dbUrl, longPollTimeoutMs: 20_000, work, name: 'draining' });
   try {
     const raw = await syncRaw(s.shapeUrl, 'table=items');
