@@ -1,6 +1,8 @@
 // Non-blocking libpq driven by Asio.
 #include "db/pg.hpp"
 
+#include <poll.h>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -71,8 +73,14 @@ asio::awaitable<void> PgConn::connect(const std::string& conninfo) {
 
 bool PgConn::healthy() {
   if (!ok()) return false;
-  if (!PQconsumeInput(conn_)) return false;
-  if (PQstatus(conn_) != CONNECTION_OK) return false;
+  // A server that ended the session sent a FATAL and then closed the socket:
+  // reading until nothing is pending sees the close.
+  for (int i = 0; i < 4; ++i) {
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) break;
+    if (!PQconsumeInput(conn_)) return false;
+    if (PQstatus(conn_) != CONNECTION_OK) return false;
+  }
   // An idle connection has nothing to read but notifications; anything else
   // (an error sent before the server closed it) makes it unusable.
   if (PQisBusy(conn_)) return false;
