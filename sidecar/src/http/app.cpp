@@ -652,14 +652,15 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
   auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
   LogRead r;
   std::string schema_header, handle;
+  bool rotated = false;
   for (;;) {
     auto w = std::make_shared<Waiter>(ex);
     bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
     {
       std::lock_guard lk(store_.mutex());
       if (s->invalid) {
-        auto a = store_.active(s->def.key);
-        co_return must_refetch(req, a && a->ready ? a->handle : "");
+        rotated = true;
+        break;
       }
       r = store_.read(*s, p.offset);
       handle = s->handle;
@@ -672,6 +673,14 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
     std::lock_guard lk(store_.mutex());
     store_.remove_waiter(s, w);
+  }
+  if (rotated) {
+    // Rotated (TRUNCATE, DDL, DELETE, ...): point the client at the replacement,
+    // creating it now as Electric does for a stale handle.
+    std::shared_ptr<const TableInfo> table;
+    Response err;
+    auto next = stopping_ ? nullptr : co_await get_shape(p, definition_key(p), table, err, req);
+    co_return must_refetch(req, next ? next->handle : "");
   }
   if (r.out_of_bounds) {
     ValidationErrors e;
