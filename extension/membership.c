@@ -21,10 +21,12 @@
  * table; the relcache callback only marks the entry stale.  The next
  * trigger call refreshes it, reading the registry with the latest
  * snapshot (so a transaction whose snapshot is older than a registration
- * still sees the new shape once it processed the invalidation).  When the
- * table's shapes_gen (bumped whenever a shape of the table stops being
- * active), its layout and the registry are unchanged, the refresh only
- * loads the shapes with a shape_id above the highest loaded one:
+ * still sees the new shape once it processed the invalidation).  The
+ * table's shapes_gen is bumped whenever shapes of the table stop being
+ * active, and shapesync.shape_removals records which (for the last 64
+ * generations, unless too many at once): the refresh takes those out of
+ * the cache, then loads the shapes with a shape_id above the highest
+ * loaded one:
  * registrations of a table are serialised by get_or_create_shape, so a
  * table's shape_ids become visible in increasing order.  Otherwise, and
  * after loading a registration of this backend's own open transaction
@@ -74,6 +76,9 @@
 PG_FUNCTION_INFO_V1(shapesync_cache_stats);
 
 #define ARENA_BLOCK_SIZE (64 * 1024)
+
+/* generations of shape removals kept in shapesync.shape_removals (see sql) */
+#define SHAPESYNC_REMOVAL_GENS 64
 
 /* further shapes of a filter (same template and constants, other columns/options) */
 typedef struct ShapeRef
@@ -558,19 +563,21 @@ AddShapeToFilter(TableShapes *ts, ShapeFilter *f, int32 shape_id, Bitmapset *col
 	f->nmore++;
 }
 
-/* Add a filtered shape with constants consts (text[] datum) to template t. */
-static void
-AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
-		 Datum consts, bool consts_null, MemoryContext tmpcxt)
+/*
+ * The constants of a shape (text[] datum from the registry) as values of
+ * template t's param types, in tmpcxt; the hash of the indexed one.
+ * Returns whether the shape goes into t's hash index.
+ */
+static bool
+ParseConstants(ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
+			   MemoryContext tmpcxt, Datum **values_p, bool **nulls_p, uint32 *hashval)
 {
 	Datum	   *cvals = NULL;
 	bool	   *cnulls = NULL;
 	int			nconsts = 0;
 	Datum	   *values;
 	bool	   *nulls;
-	uint32		hashval = 0;
 	bool		indexed = false;
-	ShapeFilter *f;
 	MemoryContext oldcxt = MemoryContextSwitchTo(tmpcxt);
 
 	if (!consts_null)
@@ -588,13 +595,31 @@ AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
 			InputFunctionCall(&t->pinput[i], TextDatumGetCString(cvals[i]),
 							  t->pioparams[i], t->ptypmods[i]);
 	}
+	*hashval = 0;
 	if (t->key_param > 0 && !nulls[t->key_param - 1])
 	{
-		hashval = DatumGetUInt32(FunctionCall1Coll(&t->key_const_hash, t->key_collid,
-												   values[t->key_param - 1]));
+		*hashval = DatumGetUInt32(FunctionCall1Coll(&t->key_const_hash, t->key_collid,
+													values[t->key_param - 1]));
 		indexed = true;
 	}
 	MemoryContextSwitchTo(oldcxt);
+	*values_p = values;
+	*nulls_p = nulls;
+	return indexed;
+}
+
+/* Add a filtered shape with constants consts (text[] datum) to template t. */
+static void
+AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
+		 Datum consts, bool consts_null, MemoryContext tmpcxt)
+{
+	Datum	   *values;
+	bool	   *nulls;
+	uint32		hashval;
+	bool		indexed;
+	ShapeFilter *f;
+
+	indexed = ParseConstants(t, shape_id, consts, consts_null, tmpcxt, &values, &nulls, &hashval);
 
 	/* same template and constants as a known filter: share its evaluation */
 	if (indexed)
@@ -643,6 +668,166 @@ AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
 		t->nscan++;
 	}
 	ts->nfilters++;
+}
+
+static Oid ShapesyncIndexOid(const char *name);
+static AttrNumber ColumnOf(Relation rel, const char *name);
+
+/* Take shape_id out of filter f; true if f has no shape left. */
+static bool
+RemoveShapeFromFilter(ShapeFilter *f, int32 shape_id, bool *found)
+{
+	if (f->shape_id == shape_id)
+	{
+		*found = true;
+		if (f->nmore == 0)
+			return true;
+		f->shape_id = f->more[f->nmore - 1].shape_id;
+		f->cols = f->more[f->nmore - 1].cols;
+		f->nmore--;
+		return false;
+	}
+	for (int i = 0; i < f->nmore; i++)
+	{
+		if (f->more[i].shape_id == shape_id)
+		{
+			*found = true;
+			f->more[i] = f->more[f->nmore - 1];
+			f->nmore--;
+			return false;
+		}
+	}
+	return false;
+}
+
+/* Remove a filtered shape (template t, constants consts) from the cache; false if absent. */
+static bool
+RemoveShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
+			MemoryContext tmpcxt)
+{
+	Datum	   *values;
+	bool	   *nulls;
+	uint32		hashval;
+	bool		found = false;
+	ShapeFilter **link;
+	ShapeFilter *prev = NULL;
+
+	if (ParseConstants(t, shape_id, consts, consts_null, tmpcxt, &values, &nulls, &hashval))
+	{
+		for (link = &t->buckets[hashval & (t->nbuckets - 1)]; *link != NULL; link = &(*link)->next)
+		{
+			ShapeFilter *f = *link;
+
+			if (f->hashval == hashval && RemoveShapeFromFilter(f, shape_id, &found))
+			{
+				*link = f->next;
+				t->nindexed--;
+				ts->nfilters--;
+			}
+			if (found)
+				return true;
+		}
+		return false;
+	}
+	for (link = &t->scan; *link != NULL; prev = *link, link = &(*link)->next)
+	{
+		ShapeFilter *f = *link;
+
+		if (RemoveShapeFromFilter(f, shape_id, &found))
+		{
+			*link = f->next;
+			if (t->scan_tail == f)
+				t->scan_tail = prev;
+			t->nscan--;
+			ts->nfilters--;
+		}
+		if (found)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Apply the removals recorded for the table after generation ts->gen up to
+ * gen.  False when they are incomplete (trimmed, or recorded as "rebuild"):
+ * the caller then rebuilds in full.
+ */
+static bool
+ApplyRemovals(TableShapes *ts, int64 gen, Snapshot snap)
+{
+	Oid			removals_relid = ShapesyncRelationOid("shape_removals", true);
+	Relation	rel;
+	TupleDesc	desc;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	AttrNumber	a_gen;
+	AttrNumber	a_shape_id;
+	AttrNumber	a_template;
+	AttrNumber	a_consts;
+	Bitmapset  *gens = NULL;
+	bool		complete = true;
+	MemoryContext tmpcxt;
+
+	if (!OidIsValid(removals_relid) || gen <= ts->gen || gen - ts->gen > SHAPESYNC_REMOVAL_GENS)
+		return false;
+	rel = table_open(removals_relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	a_gen = ColumnOf(rel, "gen");
+	a_shape_id = ColumnOf(rel, "shape_id");
+	a_template = ColumnOf(rel, "template_id");
+	a_consts = ColumnOf(rel, "consts");
+	tmpcxt = AllocSetContextCreate(CurrentMemoryContext, "shapesync shape removal",
+								   ALLOCSET_DEFAULT_SIZES);
+
+	ScanKeyInit(&keys[0], ColumnOf(rel, "relid"), BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ts->relid));
+	ScanKeyInit(&keys[1], a_gen, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(ts->gen));
+	scan = systable_beginscan(rel, ShapesyncIndexOid("shape_removals_relid_gen"), true, snap, 2, keys);
+	while (complete && (tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		int64		g = DatumGetInt64(heap_getattr(tup, a_gen, desc, &isnull));
+		Datum		sid = heap_getattr(tup, a_shape_id, desc, &isnull);
+		Datum		tid;
+		Datum		consts;
+		bool		consts_null;
+		ShapeTemplate *t;
+
+		if (g > gen)
+			continue;
+		gens = bms_add_member(gens, (int) (g - ts->gen));
+		if (isnull)
+		{
+			complete = false;	/* too many removals at once: rebuild */
+			break;
+		}
+		if (DatumGetInt32(sid) > ts->max_shape_id)
+			continue;			/* never loaded */
+		tid = heap_getattr(tup, a_template, desc, &isnull);
+		if (isnull)
+		{
+			ts->nwhole = Max(ts->nwhole - 1, 0);
+			continue;
+		}
+		for (t = ts->templates; t != NULL; t = t->next)
+			if (t->template_id == DatumGetInt32(tid))
+				break;
+		if (t == NULL)
+			continue;
+		consts = heap_getattr(tup, a_consts, desc, &consts_null);
+		if (RemoveShape(ts, t, DatumGetInt32(sid), consts, consts_null, tmpcxt))
+			ts->nfiltered--;
+		MemoryContextReset(tmpcxt);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	MemoryContextDelete(tmpcxt);
+
+	/* every generation in between must have left its removals */
+	if (complete && bms_num_members(gens) != gen - ts->gen)
+		complete = false;
+	return complete;
 }
 
 /* Oid of index shapesync.<name>. */
@@ -824,8 +1009,9 @@ RefreshTableShapes(TableShapes *ts, Relation rel)
 		int64		gen = ReadTrackedGen(ts->relid, snap);
 		int32		layout = ShapesyncLayoutHash(RelationGetDescr(rel));
 
-		if (!ts->built || ts->provisional || gen != ts->gen || layout != ts->layout ||
-			registry != ts->registry_relid)
+		if (!ts->built || ts->provisional || layout != ts->layout ||
+			registry != ts->registry_relid ||
+			(gen != ts->gen && !ApplyRemovals(ts, gen, snap)))
 		{
 			ResetTableShapes(ts);
 			ts->gen = gen;
@@ -834,7 +1020,10 @@ RefreshTableShapes(TableShapes *ts, Relation rel)
 			ts->full_builds++;
 		}
 		else
+		{
+			ts->gen = gen;
 			ts->incremental_builds++;
+		}
 		if (gen >= 0)
 			LoadShapes(ts, rel, snap);
 		ts->built = true;

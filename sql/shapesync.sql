@@ -292,28 +292,54 @@ CREATE FUNCTION shapesync.parse_where(rel pg_catalog.regclass, where_clause text
 COMMENT ON FUNCTION shapesync.parse_where(pg_catalog.regclass, text, text[]) IS
     'Parse, analyse and validate a shape filter against its table: canonical form, template and constants; errors carry the position inside where_clause.';
 
+CREATE TABLE shapesync.shape_removals (
+    relid       oid NOT NULL,
+    gen         bigint NOT NULL,
+    shape_id    int,
+    template_id int,
+    consts      text[]
+);
+CREATE INDEX shape_removals_relid_gen ON shapesync.shape_removals (relid, gen);
+COMMENT ON TABLE shapesync.shape_removals IS
+    'Shapes that stopped being active, by generation of their table (tracked.shapes_gen), for the last 64 generations: backends take them out of their shape cache instead of rebuilding it; shape_id NULL means too many at once (rebuild).';
+
 -- Registry changes invalidate the table's backend shape caches: a shape that
--- stops being active bumps the table's shapes_gen (full rebuild), anything
--- else is loaded incrementally.
+-- stops being active bumps the table's shapes_gen and is recorded in
+-- shape_removals; backends load new shapes and drop removed ones
+-- incrementally.
 CREATE FUNCTION shapesync.on_registry_update() RETURNS trigger
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    g bigint;
 BEGIN
-    FOR r IN SELECT DISTINCT o.relid
+    FOR r IN SELECT o.relid, count(*) AS n
                FROM old_rows o JOIN new_rows n ON n.handle = o.handle
               WHERE o.state = 'active' AND n.state <> 'active'
+              GROUP BY o.relid
     LOOP
-        UPDATE shapesync.tracked t SET shapes_gen = t.shapes_gen + 1 WHERE t.relid = r.relid;
+        UPDATE shapesync.tracked t SET shapes_gen = t.shapes_gen + 1 WHERE t.relid = r.relid
+        RETURNING t.shapes_gen INTO g;
+        IF g IS NOT NULL THEN
+            IF r.n <= 1000 THEN
+                INSERT INTO shapesync.shape_removals (relid, gen, shape_id, template_id, consts)
+                SELECT o.relid, g, o.shape_id, o.template_id, o.consts
+                  FROM old_rows o JOIN new_rows n ON n.handle = o.handle
+                 WHERE o.relid = r.relid AND o.state = 'active' AND n.state <> 'active';
+            ELSE
+                INSERT INTO shapesync.shape_removals (relid, gen) VALUES (r.relid, g);
+            END IF;
+            DELETE FROM shapesync.shape_removals s WHERE s.relid = r.relid AND s.gen <= g - 64;
+        END IF;
         PERFORM shapesync.invalidate_table_cache(r.relid);
     END LOOP;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION shapesync.on_registry_update() IS
-    'Statement trigger of the registry: shapes leaving the active state invalidate their table''s shape caches.';
+    'Statement trigger of the registry: shapes leaving the active state are recorded and invalidate their table''s shape caches.';
 CREATE TRIGGER shape_registry_state AFTER UPDATE ON shapesync.shape_registry
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION shapesync.on_registry_update();
@@ -327,6 +353,9 @@ CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_cla
     SET IntervalStyle = 'iso_8601'
     SET TimeZone = 'UTC'
     SET extra_float_digits = 1
+    -- point lookups only: never a seq scan, even with stale statistics
+    -- (a burst of registrations into a just-analysed registry would go quadratic)
+    SET enable_seqscan = off
 AS $$
 DECLARE
     def  text;
@@ -429,6 +458,7 @@ COMMENT ON FUNCTION shapesync.wait_for_writers(pg_catalog.regclass) IS
 CREATE FUNCTION shapesync.report_shape(handle text, snapshot_rows bigint, last_offset text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
 AS $$
 BEGIN
     UPDATE shapesync.shape_registry s
@@ -444,6 +474,7 @@ COMMENT ON FUNCTION shapesync.report_shape(text, bigint, text) IS
 CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
 AS $$
 BEGIN
     UPDATE shapesync.shape_registry s
@@ -520,6 +551,7 @@ BEGIN
               WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
     LOOP
         DELETE FROM shapesync.tracked t WHERE t.relid = r.objid;
+        DELETE FROM shapesync.shape_removals s WHERE s.relid = r.objid;
         UPDATE shapesync.shape_registry s
            SET state = 'invalid', invalidated_at = now(), reason = 'drop'
          WHERE s.relid = r.objid AND s.state = 'active';

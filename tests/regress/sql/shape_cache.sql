@@ -50,7 +50,7 @@ INSERT INTO ct VALUES (4, 'd', 0);
 SELECT * FROM pg_temp.log(:s0);
 SELECT * FROM pg_temp.cache();
 
--- a shape leaving the active state rebuilds the cache
+-- a shape leaving the active state is taken out of the cache (no rebuild)
 SELECT shapesync.invalidate_shape(:'h2', 'gone');
 SELECT last_value AS s0 FROM shapesync.change_seq \gset
 UPDATE ct SET n = 6 WHERE id = 2;
