@@ -327,7 +327,8 @@ shapesync_capture_truncate(PG_FUNCTION_ARGS)
 				 errmsg("shapesync.capture_truncate() must be fired AFTER TRUNCATE FOR EACH STATEMENT")));
 
 	ShapesyncLogRow(RelationGetRelid(trigdata->tg_relation), NULL, 'T',
-					ShapesyncTableLayout(trigdata->tg_relation), NULL, NULL, NULL, NULL);
+					ShapesyncLayoutHash(RelationGetDescr(trigdata->tg_relation)),
+					NULL, NULL, NULL, NULL);
 	ShapesyncInvalidateTableShapes(RelationGetRelid(trigdata->tg_relation), "truncate");
 
 	return PointerGetDatum(NULL);

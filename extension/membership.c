@@ -1370,13 +1370,6 @@ ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *news
 	res->needed = ts->nwhole > 0 || rs.nops > 0;
 }
 
-/* Layout hash of rel as cached with its shapes (computed if needed). */
-int32
-ShapesyncTableLayout(Relation rel)
-{
-	return GetTableShapes(rel)->layout;
-}
-
 #define CACHE_STATS_COLS 10
 
 /* cache_stats(): the shape caches of this backend. */

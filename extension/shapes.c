@@ -56,6 +56,7 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
@@ -686,10 +687,31 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 		else
 		{
 			Oid			typoutput;
+			Oid			typinput;
+			Oid			typioparam;
 			bool		isvarlena;
+			char	   *out;
 
+			/* money's text form depends on lc_monetary, which may differ in the writer */
+			if (c->consttype == CASHOID)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("type money is not allowed in a shape's WHERE clause"),
+						 errdetail("Its text form depends on the session's lc_monetary."),
+						 errhint("Cast the column to numeric.")));
 			getTypeOutputInfo(c->consttype, &typoutput, &isvarlena);
-			cvalues[i] = CStringGetTextDatum(OidOutputFunctionCall(typoutput, c->constvalue));
+			out = OidOutputFunctionCall(typoutput, c->constvalue);
+
+			/* the writer's backend reads it back: it must round-trip */
+			getTypeInputInfo(c->consttype, &typinput, &typioparam);
+			if (!datumIsEqual(OidInputFunctionCall(typinput, out, typioparam, c->consttypmod),
+							  c->constvalue, c->constbyval, c->constlen))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("constant %s of type %s cannot be used in a shape's WHERE clause",
+								quote_literal_cstr(out), format_type_be(c->consttype)),
+						 errdetail("Its text form does not read back as the same value.")));
+			cvalues[i] = CStringGetTextDatum(out);
 		}
 		i++;
 	}

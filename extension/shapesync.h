@@ -54,7 +54,6 @@ typedef struct ShapesyncRowResult
 
 extern void ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot,
 								 TupleTableSlot *newslot, ShapesyncRowResult *res);
-extern int32 ShapesyncTableLayout(Relation rel);
 
 /* worker.c */
 extern void ShapesyncShmemRequest(void);

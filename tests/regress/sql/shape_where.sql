@@ -59,7 +59,8 @@ SELECT w, pg_temp.try(w) AS result FROM (VALUES
     ('wt IS NOT NULL'),
     ('mood = ''happy'''),
     ('owner = ''u1'' COLLATE "C"'),
-    ('nextval(''shapesync.change_seq'') > 0')
+    ('nextval(''shapesync.change_seq'') > 0'),
+    ('n::money > ''1.00''')
 ) v(w);
 
 -- SQL injection attempts: one expression, nothing else
