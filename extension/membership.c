@@ -1042,6 +1042,50 @@ RefreshTableShapes(TableShapes *ts, Relation rel)
 	ts->last_build_us = INSTR_TIME_GET_MICROSEC(duration);
 }
 
+/*
+ * Refresh the entry inside an internal subtransaction: a registry that
+ * cannot be loaded (say, a constant that no longer reads back) must not
+ * fail the write.  The cache is then left empty until the next
+ * invalidation and an 'S' row tells the sidecar to invalidate the table's
+ * shapes, as after DDL.
+ */
+static void
+RefreshGuarded(TableShapes *ts, Relation rel)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		RefreshTableShapes(ts, rel);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		ResetTableShapes(ts);	/* empty, rebuilt in full after the next invalidation */
+		ts->layout = ShapesyncLayoutHash(RelationGetDescr(rel));
+		ts->valid = true;
+		ShapesyncLogRow(RelationGetRelid(rel), NULL, 'S', ts->layout, NULL, NULL, NULL,
+						psprintf("shape cache could not be loaded: %s",
+								 edata->message ? edata->message : "error"));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 /* The up-to-date shape cache of rel. */
 static TableShapes *
 GetTableShapes(Relation rel)
@@ -1072,7 +1116,7 @@ GetTableShapes(Relation rel)
 		ts->valid = false;
 	}
 	if (!ts->valid)
-		RefreshTableShapes(ts, rel);
+		RefreshGuarded(ts, rel);
 	return ts;
 }
 

@@ -82,3 +82,19 @@ $$;
 INSERT INTO et VALUES (1, 1, 'dup');
 
 DROP TABLE et, labels;
+
+-- a registry the writer's backend cannot load (a constant that does not read
+-- back) does not fail the write either: an 'S' row makes the sidecar
+-- invalidate the table's shapes
+CREATE TABLE lt (id int PRIMARY KEY, n int);
+SELECT shapesync.track('lt');
+SELECT created FROM shapesync.get_or_create_shape('lt', 'n = 1', NULL);
+INSERT INTO lt VALUES (1, 1);
+UPDATE shapesync.shape_registry SET consts = '{not-a-number}' WHERE relid = 'lt'::regclass;
+\c
+SELECT last_value AS s0 FROM shapesync.change_seq \gset
+INSERT INTO lt VALUES (2, 1);
+UPDATE lt SET n = 2 WHERE id = 1;
+SELECT seq - :s0 AS n, op, error FROM shapesync.changes WHERE seq > :s0 ORDER BY seq;
+SELECT count(*) AS rows FROM lt;
+DROP TABLE lt;
