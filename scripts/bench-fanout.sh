@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# bench-fanout.sh — live fan-out of shapesyncd: N concurrent live clients (one
+# process, build/fanout) on loopback, commit-to-client latency per delivered
+# message, sidecar CPU and memory; SSE burst deliveries/s; initial sync of a
+# 1 000 000-row shape next to COPY. Each (scenario, N) runs against a freshly
+# started sidecar (clean RSS and CPU figures) on one throwaway cluster.
+# Prints a Markdown section and, with --write, replaces the "Live fan-out"
+# section of bench/RESULTS.md.
+#
+#   scripts/bench-fanout.sh [--quick] [--write] [--clients "100 1000 10000 20000"]
+#                           [--where-clients "1000 10000 20000"] [--writes 10] [--rows 1000000]
+#                           [--threads 1] [--perf] [--only A|B|C|sync]
+#
+# --quick: N = 100 and 1000, 5 writes, 100 000-row sync (a smoke run).
+# --perf:  perf record on the sidecar during A at the largest N; prints the top symbols.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+CLIENTS="100 1000 10000 20000"
+WHERE_CLIENTS="1000 10000 20000"
+WRITES=10
+ROWS=1000000
+THREADS=1
+BURST=4000000
+WRITE=0
+QUICK=0
+PERF=0
+ONLY=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1; CLIENTS="100 1000"; WHERE_CLIENTS="100 1000"; WRITES=5; ROWS=100000; BURST=1000000; shift ;;
+	--write) WRITE=1; shift ;;
+	--clients) CLIENTS=$2; shift 2 ;;
+	--where-clients) WHERE_CLIENTS=$2; shift 2 ;;
+	--writes) WRITES=$2; shift 2 ;;
+	--rows) ROWS=$2; shift 2 ;;
+	--threads) THREADS=$2; shift 2 ;;
+	--perf) PERF=1; shift ;;
+	--only) ONLY=$2; shift 2 ;;
+	*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	esac
+done
+BIN=${SHAPESYNC_BUILD:-build}
+[ -x "$BIN/fanout" ] && [ -x "$BIN/shapesyncd" ] || { echo "build first: make sidecar" >&2; exit 1; }
+
+# N clients need N descriptors in the load client and as many in the sidecar. Raise the
+# hard limit when allowed (CAP_SYS_RESOURCE); otherwise N is capped at hard limit − 50.
+MAXN=0
+case "$ONLY" in
+'') NS="$CLIENTS $WHERE_CLIENTS" ;; A | C) NS=$CLIENTS ;; B) NS=$WHERE_CLIENTS ;; *) NS= ;;
+esac
+for n in $NS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 50)) ]; then
+	ulimit -Hn $((MAXN + 1000)) 2>/dev/null || true
+fi
+ulimit -Sn "$(ulimit -Hn)"
+CAP_NOTE=
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 50)) ]; then
+	LIM=$(($(ulimit -Hn) - 50))
+	clamp() { local out= n; for n in $1; do [ "$n" -gt "$LIM" ] && n=$LIM; out="$out $n"; done; echo $out; }
+	CLIENTS=$(clamp "$CLIENTS")
+	WHERE_CLIENTS=$(clamp "$WHERE_CLIENTS")
+	CAP_NOTE="The hard RLIMIT_NOFILE here is $(ulimit -Hn) and cannot be raised (no CAP_SYS_RESOURCE), for the load
+client and the sidecar alike: every N above $LIM ran with N = $LIM."
+	echo "$CAP_NOTE" >&2
+fi
+
+WORK=$(mktemp -d /tmp/shapesync-fanout.XXXXXX)
+chmod 755 "$WORK"
+SIDECAR_PID=
+CRASHES=0
+stop_sidecar() {
+	[ -n "$SIDECAR_PID" ] || return 0
+	kill "$SIDECAR_PID" 2>/dev/null || true
+	for _ in $(seq 1 150); do
+		kill -0 "$SIDECAR_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$SIDECAR_PID" 2>/dev/null || true
+	if ! grep -q 'info stopped' "$WORK/shapesyncd.$RUNS.log"; then
+		CRASHES=$((CRASHES + 1))
+		echo "   sidecar did not log 'stopped' on SIGTERM (crashed or killed)" >&2
+	fi
+	SIDECAR_PID=
+}
+cleanup() {
+	stop_sidecar
+	scripts/pgcluster.sh destroy "$WORK/pg" >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PGPORT=$(scripts/pgcluster.sh free-port)
+URL=$(SHAPESYNC_PG_FSYNC=off scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+SIDECAR_ARGS=(--max-existing-requests 1000000 --long-poll-timeout 20000)
+RUNS=0
+start_sidecar() {
+	HTTPPORT=$(scripts/pgcluster.sh free-port)
+	RUNS=$((RUNS + 1))
+	"$BIN/shapesyncd" --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" "${SIDECAR_ARGS[@]}" \
+		>"$WORK/shapesyncd.$RUNS.log" 2>&1 &
+	SIDECAR_PID=$!
+	disown "$SIDECAR_PID"  # no job-status noise when it dies; stop_sidecar polls it
+	for _ in $(seq 1 100); do
+		curl -sf "http://127.0.0.1:$HTTPPORT/v1/health" | grep -q active && return 0
+		sleep 0.1
+	done
+	echo "shapesyncd did not become healthy:" >&2
+	cat "$WORK/shapesyncd.$RUNS.log" >&2
+	exit 1
+}
+
+# run SCENARIO N [extra fanout flags] → appends ROW lines to $WORK/rows
+run() {
+	local scenario=$1 n=$2
+	shift 2
+	start_sidecar
+	echo "== $scenario N=$n" >&2
+	if ! "$BIN/fanout" --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --sidecar-pid "$SIDECAR_PID" \
+		--scenario "$scenario" --clients "$n" --writes "$WRITES" --threads "$THREADS" "$@" >>"$WORK/rows"; then
+		echo "fanout $scenario N=$n failed; sidecar log tail:" >&2
+		tail -n 20 "$WORK/shapesyncd.$RUNS.log" >&2
+	fi
+	grep -iE 'warn|error' "$WORK/shapesyncd.$RUNS.log" | sort | uniq -c | sort -rn | head -n 5 | sed 's/^/   sidecar: /' >&2 || true
+	stop_sidecar
+}
+
+# Does the sidecar serve a filtered shape (WHERE support in the extension)?
+where_works() {
+	start_sidecar
+	psql -XAtq "$URL" -c "DROP TABLE IF EXISTS fanout_probe; CREATE TABLE fanout_probe (id int PRIMARY KEY, owner_id int);
+		SELECT shapesync.track('fanout_probe'); INSERT INTO fanout_probe VALUES (1, 1), (2, 2);" >/dev/null
+	local body
+	body=$(curl -s "http://127.0.0.1:$HTTPPORT/v1/shape?table=fanout_probe&offset=-1&where=owner_id%20%3D%202" || true)
+	psql -XAtq "$URL" -c "DROP TABLE fanout_probe" >/dev/null
+	stop_sidecar
+	WHERE_PROBE=$body
+	[[ $body == *'"id":"2"'* && $body != *'"id":"1"'* ]]
+}
+
+: >"$WORK/rows"
+T0=$(date +%s)
+PERF_TOP=
+PERF_INCL=
+MAXA=0
+for n in $CLIENTS; do [ "$n" -gt "$MAXA" ] && MAXA=$n; done
+if [ -z "$ONLY" ] || [ "$ONLY" = A ]; then
+	for n in $CLIENTS; do
+		if [ "$PERF" = 1 ] && [ "$n" = "$MAXA" ] && command -v perf >/dev/null; then
+			run longpoll "$n" --perf-out "$WORK/perf.data"
+			PERF_TOP=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+				grep -E '^ +[0-9.]+%' | head -n 15 | cut -c1-150 || true)
+			PERF_INCL=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null |
+				grep -E '^ +[0-9.]+%' | head -n 6 || true)
+		else
+			run longpoll "$n"
+		fi
+	done
+fi
+B_SKIPPED=
+if [ -z "$ONLY" ] || [ "$ONLY" = B ]; then
+	if where_works; then
+		for n in $WHERE_CLIENTS; do run where "$n"; done
+	else
+		B_SKIPPED="Scenario B skipped: a filtered shape (where=owner_id = 2) did not return exactly the matching row
+(WHERE support not finished?). Response: \`${WHERE_PROBE:0:300}\`"
+		echo "$B_SKIPPED" >&2
+	fi
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = C ]; then
+	for n in $CLIENTS; do run sse "$n" --burst-deliveries "$BURST"; done
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = sync ]; then
+	run sync 1 --rows "$ROWS"
+fi
+ELAPSED=$(($(date +%s) - T0))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+rows() { grep "^ROW $1 " "$WORK/rows" | sed "s/^ROW $1 //" || true; }
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+PGV=$(psql -XAtq "$URL" -c 'SHOW server_version')
+CMD="scripts/bench-fanout.sh"
+[ "$QUICK" = 1 ] && CMD="$CMD --quick"
+[ "$QUICK" = 0 ] && CMD="$CMD --clients \"$CLIENTS\" --where-clients \"$WHERE_CLIENTS\" --writes $WRITES --rows $ROWS"
+[ "$THREADS" != 1 ] && CMD="$CMD --threads $THREADS"
+[ "$PERF" = 1 ] && CMD="$CMD --perf"
+[ -n "$ONLY" ] && CMD="$CMD --only $ONLY"
+
+SECTION=$(
+	cat <<EOT
+## Live fan-out
+
+$(date -u +%Y-%m-%d), $(nproc) cores ($CPU), $MEM, PostgreSQL $PGV (fsync off, the extension's ticker
+preloaded); load client (build/fanout, one process, $THREADS I/O thread(s)), sidecar (default threads: one per core)
+and server share the machine, over loopback. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER; run took ${ELAPSED} s.
+Command: \`$CMD\` (program: bench/fanout.cpp). Sidecar: \`shapesyncd ${SIDECAR_ARGS[*]}\`, restarted for every row.
+
+Latency = time the load client read the message − time the writer (same process, libpq) sent the INSERT.
+A/C: one single-row INSERT transaction per second for $WRITES s on a whole-table shape every client follows; each
+long-poll client re-issues its live request at once with the returned offset and cursor; each SSE client keeps one
+stream open. B: client i follows its own shape \`where=owner_id = i\` (all N shapes share one template,
+hash-indexed on owner_id); every second one transaction inserts one row per owner (N rows), so every client gets one
+message per write: the worst case where every user changes at once. "Idle RSS" is with all N clients waiting in a
+live request; per connection = (idle RSS − RSS before connecting) / N. CPU is utime+stime from /proc over the write
+window, in % of one core; "client" is the load client's own CPU.
+
+| scenario | N | delivered / expected | median ms | p99 ms | max ms | sidecar CPU % | client CPU % | RSS before MiB | idle RSS with N MiB | B / idle conn | peak RSS MiB | notes |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+$(rows live)
+EOT
+	if [ -n "$(rows shapes)" ]; then
+		cat <<EOT
+
+Scenario B shape creation (pool of 100 connections, each shape: offset=-1 then up-to-date):
+
+| shapes | seconds | shapes/s | sidecar KiB per shape | errors (non-200, retried) |
+|---|---|---|---|---|
+$(rows shapes)
+EOT
+	fi
+	if [ -n "$B_SKIPPED" ]; then printf '\n%s\n' "$B_SKIPPED"; fi
+	if [ -n "$(rows burst)" ]; then
+		cat <<EOT
+
+SSE burst: after the 1/s phase, the same clients; rows inserted at a steady rate over 5 s (≤ 200 transactions/s,
+$BURST deliveries in all = rows × N); deliveries/s = messages received / (last receive − first send).
+
+| N | writes | delivered / expected | span s | deliveries/s | median ms | p99 ms | max ms | sidecar CPU % | client CPU % | sidecar waited for CPU % |
+|---|---|---|---|---|---|---|---|---|---|---|
+$(rows burst)
+EOT
+	fi
+	if [ -n "$(rows sync)" ]; then
+		cat <<EOT
+
+Initial sync of a $ROWS-row table (6 columns: bigint, int, text, numeric, timestamptz, bool), offset=-1 then every
+chunk offset until up-to-date, one client; COPY of the same rows and columns through libpq in the same run
+(after one warm-up COPY). MB/s counts the bytes received (JSON for shapesync, COPY text for COPY).
+
+| path | rows | requests | seconds | rows/s | MB/s | MB | rate / COPY's | sidecar CPU % | sidecar RSS MiB (peak) |
+|---|---|---|---|---|---|---|---|---|---|
+$(rows sync)
+EOT
+	fi
+	if [ -n "$CAP_NOTE" ]; then printf '\n%s\n' "$CAP_NOTE"; fi
+	if [ "$CRASHES" -gt 0 ]; then
+		printf '\nThe sidecar did not exit cleanly on SIGTERM in %s of %s runs (it logs no "stopped"; see the report).\n' "$CRASHES" "$RUNS"
+	fi
+	if [ -s "$WORK/rows" ]; then
+		printf '\nTargets (2-core machine, load client on the same machine):\n\n'
+		python3 - "$WORK/rows" <<'PY'
+import sys
+live, burst, sync = [], [], []
+for line in open(sys.argv[1]):
+    kind, _, rest = line.strip()[4:].partition(" ")
+    cells = [c.strip() for c in rest.strip().strip("|").split("|")]
+    {"live": live, "burst": burst, "sync": sync}.get(kind, []).append(cells)
+num = lambda c: float(c.replace("*", ""))
+out = ["| target | measured | verdict |", "|---|---|---|"]
+def verdict(val, limit, unit, lower_is_better=True):
+    ok = val <= limit if lower_is_better else val >= limit
+    if ok:
+        return "met"
+    if lower_is_better:
+        return "missed: %.3g %s over (%.1f×)" % (val - limit, unit, val / limit)
+    return "missed: %.3g %s short (%.2f of the target)" % (limit - val, unit, val / limit)
+by = {}
+for r in live:
+    by.setdefault(r[0][:1], []).append(r)
+for sc, rows in sorted(by.items()):
+    big = max(rows, key=lambda r: int(r[1]))
+    n = big[1]
+    label = big[0]
+    out.append("| %s: p99 < 100 ms with ~20 000 live clients | p99 %s ms at N=%s | %s |" % (label, big[4], n, verdict(num(big[4]), 100, "ms")))
+    out.append("| %s: sidecar RSS < 512 MiB with ~20 000 clients | peak %s MiB at N=%s | %s |" % (label, big[11], n, verdict(num(big[11]), 512, "MiB")))
+    out.append("| %s: ≤ 2 KiB per idle connection | %s B at N=%s | %s |" % (label, big[10], n, verdict(num(big[10]), 2048, "B")))
+    for r in rows:
+        if sc in "AC" and int(r[1]) <= 100:
+            out.append("| %s: median ≤ 1 ms with ≤ 100 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 1, "ms")))
+        if sc in "AC" and 100 < int(r[1]) <= 1000:
+            out.append("| %s: median ≤ 10 ms with 1 000 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 10, "ms")))
+if burst:
+    best = max(burst, key=lambda r: num(r[4]))
+    out.append("| C: SSE ≥ 250 000 deliveries/s | %s/s at N=%s | %s |" % (best[4].replace("*", ""), best[0], verdict(num(best[4]), 250000, "/s", False)))
+for r in sync[1:]:
+    out.append("| initial sync ≥ 0.5 × COPY's rows/s (%s) | %s × | %s |" % (r[0].split(" (")[0], r[7], verdict(num(r[7]), 0.5, "", False)))
+print("\n".join(out))
+PY
+	fi
+	cat <<'EOT'
+
+ElectricSQL's published figures for comparison (PROTOCOL.md §11; their hardware and setup, not this machine):
+Cloud behind a CDN with request collapsing, 100k → 1M concurrent clients at 16 writes/s: mean 166–252 ms,
+P95 232–376 ms, P99 304–410 ms, sync-service memory ~143–213 MB (1 write/s series: mean ~98–169 ms, memory
+~130–141 MB). Core (no CDN): write→client latency with N independent `field = constant` shapes flat 6 ms
+(3 ms Postgres + 3 ms Electric); read fan-out latency 5 → 1 000 clients without CDN 21.5 → 334.6 ms (Electric 1.1);
+1M-row shape syncs in linear time with stable memory; optimised-where write throughput 4 000–6 000 row
+changes/s regardless of shape count.
+EOT
+	if [ -n "$PERF_TOP" ]; then
+		cat <<EOT
+
+Sidecar profile during A at N=$MAXA (\`perf record -g\` over the write window). Self time, top symbols:
+
+\`\`\`
+$PERF_TOP
+\`\`\`
+
+By binary (kernel = TCP over loopback, epoll, futex):
+
+\`\`\`
+$PERF_INCL
+\`\`\`
+EOT
+	fi
+)
+echo "$SECTION"
+if [ "$WRITE" = 1 ]; then
+	python3 - "$SECTION" <<'PY'
+import re, sys, os
+path = "bench/RESULTS.md"
+section = sys.argv[1].rstrip() + "\n"
+text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\nEach section names its machine and the command that produced it.\n"
+pat = re.compile(r"^## Live fan-out\n.*?(?=^## |\Z)", re.S | re.M)
+if pat.search(text):
+    text = pat.sub(lambda m: section + "\n", text)
+else:
+    text = text.rstrip() + "\n\n" + section
+open(path, "w").write(text)
+PY
+fi
