@@ -896,15 +896,19 @@ asio::awaitable<void> App::poll_invalidations(PgConn& c) {
   }
 }
 
-asio::awaitable<void> App::process_new_ticks(PgConn& c) {
+asio::awaitable<void> App::process_new_ticks(PgConn& c, uint64_t notified) {
   for (;;) {
     uint64_t last;
     {
       std::lock_guard lk(store_.mutex());
       last = store_.last_tick();
     }
-    PgResult r = co_await c.exec("SELECT coalesce(max(tick_id), 0) FROM shapesync.ticks");
-    uint64_t hi = std::stoull(std::string(r.get(0, 0)));
+    uint64_t hi = notified;  // a NOTIFY names the newest tick: no need to ask
+    notified = 0;
+    if (hi <= last) {
+      PgResult r = co_await c.exec("SELECT coalesce(max(tick_id), 0) FROM shapesync.ticks");
+      hi = std::stoull(std::string(r.get(0, 0)));
+    }
     if (hi <= last) co_return;
     uint64_t upto = std::min(hi, last + 500);
     auto batches = co_await fetch_batches(c, last, upto);
@@ -966,7 +970,13 @@ asio::awaitable<void> App::run_ticker() {
       for (;;) {
         bool own = own_ticking_.load();
         co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
-        c.take_notifications();
+        uint64_t notified = 0;
+        for (auto& [channel, payload] : c.take_notifications()) {
+          try {
+            notified = std::max<uint64_t>(notified, std::stoull(payload));
+          } catch (...) {
+          }
+        }
         if (own) {
           // Without the extension's worker, one sidecar at a time ticks: the one
           // holding this session lock (released if it dies, then another takes over).
@@ -975,13 +985,16 @@ asio::awaitable<void> App::run_ticker() {
             ticker_lock_held = got.get(0, 0) == "t";
             if (ticker_lock_held) log_info("this sidecar ticks for the database (no ticker worker)");
           }
-          if (ticker_lock_held)
-            co_await c.exec("SELECT pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
+          if (ticker_lock_held) {
+            PgResult t = co_await c.exec(
+                "SELECT t, pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
+            if (t.rows() > 0) notified = std::max<uint64_t>(notified, std::stoull(std::string(t.get(0, 0))));
+          }
         } else if (ticker_lock_held) {
           co_await c.exec("SELECT pg_advisory_unlock(21321, 0)");
           ticker_lock_held = false;
         }
-        co_await process_new_ticks(c);
+        co_await process_new_ticks(c, notified);
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
           co_await report_progress(c);

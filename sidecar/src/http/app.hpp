@@ -79,7 +79,9 @@ class App {
   asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const Shape& s);
   asio::awaitable<std::optional<SnapshotData>> load_snapshot(PgConn& c, const std::string& handle);
   asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
-  asio::awaitable<void> process_new_ticks(PgConn& c);
+  // Applies every tick after the last one applied; `notified` is the newest
+  // tick id a NOTIFY named (0: ask the database).
+  asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
   asio::awaitable<void> report_progress(PgConn& c);
