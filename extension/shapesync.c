@@ -22,6 +22,7 @@ PG_MODULE_MAGIC;
 
 char	   *shapesync_database = NULL;
 int			shapesync_tick_idle_ms = 1000;
+int			shapesync_tick_min_interval_ms = 2;
 
 void		_PG_init(void);
 
@@ -48,6 +49,17 @@ _PG_init(void)
 							&shapesync_tick_idle_ms,
 							1000,
 							10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.tick_min_interval_ms",
+							"Shortest time between two ticks of the ticker.",
+							"Under a steady write load every commit rings the doorbell; ticks "
+							"closer together than this are coalesced into one. 0 ticks on every ring.",
+							&shapesync_tick_min_interval_ms,
+							2,
+							0, 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -30,6 +30,7 @@
 /* GUCs (shapesync.c) */
 extern char *shapesync_database;
 extern int	shapesync_tick_idle_ms;
+extern int	shapesync_tick_min_interval_ms;
 
 /* shape ops in shapesync.changes.shape_ops: shape_id * 4 + op */
 #define SHAPESYNC_OP_INSERT 1

@@ -401,6 +401,7 @@ shapesync_worker_main(Datum main_arg)
 	ShapesyncTickerSlot *slot;
 	uint32		expected = 0;
 	int			sleep_ms = 0;
+	TimestampTz last_tick = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -450,11 +451,26 @@ shapesync_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/*
+		 * Coalesce: rings that come sooner than tick_min_interval_ms after the
+		 * previous tick wait for the rest of that interval, so a steady write
+		 * load costs at most one tick per interval.
+		 */
+		if (shapesync_tick_min_interval_ms > 0 && last_tick != 0)
+		{
+			long		since_ms = (long) ((GetCurrentTimestamp() - last_tick) / 1000);
+
+			if (since_ms >= 0 && since_ms < shapesync_tick_min_interval_ms)
+				(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 shapesync_tick_min_interval_ms - since_ms, PG_WAIT_EXTENSION);
+		}
+
 		/* clear before ticking: a ring during the tick means tick again */
 		(void) pg_atomic_exchange_u32(&slot->rung, 0);
 
 		/* tick(false) itself decides whether anything can be new */
 		(void) ShapesyncRunTick(&installed);
+		last_tick = GetCurrentTimestamp();
 
 		sleep_ms = installed ? shapesync_tick_idle_ms : TICKER_NOT_INSTALLED_MS;
 	}
