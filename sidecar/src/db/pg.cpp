@@ -152,6 +152,10 @@ asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& par
 
 asio::awaitable<void> PgConn::wait_input(std::chrono::milliseconds timeout) {
   if (!ok()) fail("not connected");
+  // Notifications that arrived during earlier queries are already read off the
+  // socket: waiting for it to become readable would sit on them.
+  consume();
+  if (!notes_.empty()) co_return;
   int fd = PQsocket(conn_);
   asio::posix::stream_descriptor sd(ex_, fd);
   asio::steady_timer timer(ex_, timeout);
