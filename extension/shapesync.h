@@ -67,7 +67,7 @@ extern PGDLLEXPORT void shapesync_worker_main(Datum main_arg);
 extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
 
 /* ticks.c */
-extern int64 ShapesyncRunTick(bool *installed);
+extern int64 ShapesyncRunTick(bool *installed, bool force);
 
 /* shapes.c */
 extern void ShapesyncInvalidateTableShapes(Oid relid, const char *reason);

@@ -26,12 +26,13 @@
 #include "shapesync.h"
 
 /*
- * Run one tick transaction; return the new tick id, 0 when nothing was new
+ * Run one tick transaction (force: even when tick(false) would see nothing
+ * new — a ring is proof that a change committed); return the new tick id, 0 when nothing was new
  * or the extension is not installed (*installed tells which), -1 on error
  * (reported to the log, transaction rolled back).
  */
 int64
-ShapesyncRunTick(bool *installed)
+ShapesyncRunTick(bool *installed, bool force)
 {
 	volatile int64 tick_id = 0;
 	volatile bool found = false;
@@ -47,12 +48,14 @@ ShapesyncRunTick(bool *installed)
 		{
 			bool		isnull;
 			Datum		d;
+			const char *sql = force ? "SELECT shapesync.tick(true)" : "SELECT shapesync.tick(false)";
 
 			found = true;
-			pgstat_report_activity(STATE_RUNNING, "SELECT shapesync.tick(false)");
+
+			pgstat_report_activity(STATE_RUNNING, sql);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			if (SPI_execute("SELECT shapesync.tick(false)", false, 1) != SPI_OK_SELECT ||
+			if (SPI_execute(sql, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "shapesync.tick() returned no row");
 			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

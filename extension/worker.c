@@ -402,6 +402,7 @@ shapesync_worker_main(Datum main_arg)
 	uint32		expected = 0;
 	int			sleep_ms = 0;
 	TimestampTz last_tick = 0;
+	bool		rung;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -465,11 +466,13 @@ shapesync_worker_main(Datum main_arg)
 								 shapesync_tick_min_interval_ms - since_ms, PG_WAIT_EXTENSION);
 		}
 
-		/* clear before ticking: a ring during the tick means tick again */
-		(void) pg_atomic_exchange_u32(&slot->rung, 0);
-
-		/* tick(false) itself decides whether anything can be new */
-		(void) ShapesyncRunTick(&installed);
+		/*
+		 * Clear before ticking: a ring during the tick means tick again. A ring
+		 * forces the tick (a committed change is proof enough); on the idle
+		 * timer tick(false) decides whether anything can be new.
+		 */
+		rung = pg_atomic_exchange_u32(&slot->rung, 0) != 0;
+		(void) ShapesyncRunTick(&installed, rung);
 		last_tick = GetCurrentTimestamp();
 
 		sleep_ms = installed ? shapesync_tick_idle_ms : TICKER_NOT_INSTALLED_MS;

@@ -40,7 +40,13 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-TABLE=$(build/latency --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --count "$COUNT")
+if ! TABLE=$(build/latency --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --count "$COUNT"); then
+	cp "$WORK/shapesyncd.log" /tmp/bench-latency-shapesyncd.log
+	psql -XAtq "$URL" -c 'SELECT tick_id, snap, max_seq FROM shapesync.ticks ORDER BY 1 DESC LIMIT 5' \
+		-c 'SELECT xid, seq, op, shape_ops FROM shapesync.changes ORDER BY seq DESC LIMIT 5' >&2 || true
+	echo "bench-latency: failed; sidecar log in /tmp/bench-latency-shapesyncd.log" >&2
+	exit 1
+fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 PGV=$(psql -XAtq "$URL" -c 'SHOW server_version')

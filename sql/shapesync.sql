@@ -159,7 +159,11 @@ BEGIN
 
     SELECT pg_current_snapshot() INTO cur_snap;
 
+    -- A writer whose xid is at or above the last snapshot's xmax was running
+    -- then but is not in its xip list: when one completes, xmax moves by more
+    -- than the last tick's own xid (+1), so that also means "maybe new".
     IF NOT force AND last_id IS NOT NULL AND cur_seq <= last_seq
+       AND pg_snapshot_xmax(cur_snap)::text::numeric <= pg_snapshot_xmax(last_snap)::text::numeric + 1
        AND NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(last_snap) AS x(xid)
                         WHERE pg_visible_in_snapshot(x.xid, cur_snap)) THEN
         -- no change was written since, and every transaction that was running
