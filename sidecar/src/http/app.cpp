@@ -675,12 +675,14 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     store_.remove_waiter(s, w);
   }
   if (rotated) {
-    // Rotated (TRUNCATE, DDL, DELETE, ...): point the client at the replacement,
-    // creating it now as Electric does for a stale handle.
-    std::shared_ptr<const TableInfo> table;
-    Response err;
-    auto next = stopping_ ? nullptr : co_await get_shape(p, definition_key(p), table, err, req);
-    co_return must_refetch(req, next ? next->handle : "");
+    // Rotated (TRUNCATE, DDL, DELETE, a filter error): point the client at the
+    // replacement when one is ready; it re-syncs from offset -1 either way.
+    std::shared_ptr<Shape> next;
+    {
+      std::lock_guard lk(store_.mutex());
+      next = store_.active(s->def.key);
+    }
+    co_return must_refetch(req, next && next->ready ? next->handle : "");
   }
   if (r.out_of_bounds) {
     ValidationErrors e;
