@@ -314,6 +314,7 @@ struct Sent {
 
 struct ThreadStats {
   std::vector<float> lat, burst_lat;
+  std::vector<uint32_t> lat_seq;  // seq of each lat sample
   uint64_t dup = 0, bad_status = 0, reconnects = 0, empty = 0, conn_fail = 0;
   int64_t first_burst_recv = INT64_MAX, last_burst_recv = 0;
   std::string last_error;
@@ -497,6 +498,7 @@ void record(Client& c, std::string_view s, int64_t recv_ns) {
       G.burst_delivered.fetch_add(1, std::memory_order_relaxed);
     } else {
       st.lat.push_back(ms);
+      st.lat_seq.push_back(static_cast<uint32_t>(seq));
     }
     G.delivered.fetch_add(1, std::memory_order_relaxed);
   }
@@ -971,6 +973,8 @@ void scenario_live() {
   auto res = win.stop();
   perf.stop();
   auto p_after = proc_sample(o.sidecar_pid);
+  settle(o.sidecar_pid, 5);
+  auto p_settled = proc_sample(o.sidecar_pid);
 
   // Burst (SSE): many rows per second.
   long long ntx = 0;
@@ -1034,6 +1038,20 @@ void scenario_live() {
     rec += t.reconnects;
     empty += t.empty;
   }
+  {
+    // Per write (stderr): where in the run the latency comes from.
+    std::vector<std::vector<float>> per(o.writes);
+    for (auto& t : G.ts)
+      for (size_t i = 0; i < t.lat.size(); ++i)
+        if (t.lat_seq[i] < per.size()) per[t.lat_seq[i]].push_back(t.lat[i]);
+    std::cerr << "  per write (tx ms / delivered / median / p99 / max ms):";
+    for (int k = 0; k < o.writes; ++k) {
+      auto ps = stats(per[k]);
+      std::cerr << " [" << k << ": " << fmt("%.0f", k < static_cast<int>(tx_ms.size()) ? tx_ms[k] : 0) << " / " << ps.n
+                << " / " << fmt("%.0f", ps.median) << " / " << fmt("%.0f", ps.p99) << " / " << fmt("%.0f", ps.max) << "]";
+    }
+    std::cerr << "\n";
+  }
   auto s = stats(all);
   double tx_mean = 0;
   for (double x : tx_ms) tx_mean += x / tx_ms.size();
@@ -1045,6 +1063,7 @@ void scenario_live() {
   if (rec) notes += std::to_string(rec) + " reconnects; ";
   if (G.failed.load()) notes += std::to_string(G.failed.load()) + " clients failed to connect; ";
   if (where) notes += "write tx (N rows) " + fmt("%.0f", tx_mean) + " ms; ";
+  notes += "RSS after the writes " + mib(p_settled.rss_kb) + " MiB; ";
   notes += "connect " + fmt("%.1f", connect_s) + " s; machine " + fmt("%.0f", res.machine_pct) +
            "% busy; sidecar threads waited for a CPU " + fmt("%.0f", res.sidecar_wait_pct) + "% of the window";
   std::string label = sse ? "C: SSE, one shape" : where ? "B: long-poll, own shape each" : "A: long-poll, one shape";

@@ -130,7 +130,7 @@ run() {
 # Does the sidecar serve a filtered shape (WHERE support in the extension)?
 where_works() {
 	start_sidecar
-	psql -XAtq "$URL" -c "DROP TABLE IF EXISTS fanout_probe; CREATE TABLE fanout_probe (id int PRIMARY KEY, owner_id int);
+	PGOPTIONS="-c client_min_messages=warning" psql -XAtq "$URL" -c "DROP TABLE IF EXISTS fanout_probe; CREATE TABLE fanout_probe (id int PRIMARY KEY, owner_id int);
 		SELECT shapesync.track('fanout_probe'); INSERT INTO fanout_probe VALUES (1, 1), (2, 2);" >/dev/null
 	local body
 	body=$(curl -s "http://127.0.0.1:$HTTPPORT/v1/shape?table=fanout_probe&offset=-1&where=owner_id%20%3D%202" || true)
@@ -274,17 +274,18 @@ for sc, rows in sorted(by.items()):
     big = max(rows, key=lambda r: int(r[1]))
     n = big[1]
     label = big[0]
-    out.append("| %s: p99 < 100 ms with ~20 000 live clients | p99 %s ms at N=%s | %s |" % (label, big[4], n, verdict(num(big[4]), 100, "ms")))
-    out.append("| %s: sidecar RSS < 512 MiB with ~20 000 clients | peak %s MiB at N=%s | %s |" % (label, big[11], n, verdict(num(big[11]), 512, "MiB")))
+    full = int(n) >= 19000
+    cap = lambda v: v if full else "not run at ~20 000 (largest N here %s)" % n
+    out.append("| %s: p99 < 100 ms with ~20 000 live clients | p99 %s ms at N=%s | %s |" % (label, big[4], n, cap(verdict(num(big[4]), 100, "ms"))))
+    out.append("| %s: sidecar RSS < 512 MiB with ~20 000 clients | peak %s MiB at N=%s | %s |" % (label, big[11], n, cap(verdict(num(big[11]), 512, "MiB"))))
     out.append("| %s: ≤ 2 KiB per idle connection | %s B at N=%s | %s |" % (label, big[10], n, verdict(num(big[10]), 2048, "B")))
     for r in rows:
         if sc in "AC" and int(r[1]) <= 100:
             out.append("| %s: median ≤ 1 ms with ≤ 100 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 1, "ms")))
         if sc in "AC" and 100 < int(r[1]) <= 1000:
             out.append("| %s: median ≤ 10 ms with 1 000 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 10, "ms")))
-if burst:
-    best = max(burst, key=lambda r: num(r[4]))
-    out.append("| C: SSE ≥ 250 000 deliveries/s | %s/s at N=%s | %s |" % (best[4].replace("*", ""), best[0], verdict(num(best[4]), 250000, "/s", False)))
+for r in burst:
+    out.append("| C: SSE ≥ 250 000 deliveries/s (burst, N=%s) | %s/s | %s |" % (r[0], r[4].replace("*", ""), verdict(num(r[4]), 250000, "/s", False)))
 for r in sync[1:]:
     out.append("| initial sync ≥ 0.5 × COPY's rows/s (%s) | %s × | %s |" % (r[0].split(" (")[0], r[7], verdict(num(r[7]), 0.5, "", False)))
 print("\n".join(out))
