@@ -71,4 +71,5 @@ bench: deps
 	$(MAKE) all
 	$(SUDO) $(MAKE) install
 	$(MAKE) sidecar
+	cmake --build $(BUILD_DIR) --target benches -j$$(nproc)
 	scripts/bench.sh

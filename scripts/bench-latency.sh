@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [--count N] [--write]" >&2; exit 2 ;;
 	esac
 done
-[ -x build/latency ] && [ -x build/shapesyncd ] || { echo "build first: make sidecar" >&2; exit 1; }
+[ -x build/latency ] && [ -x build/shapesyncd ] || { echo "build first: make sidecar && cmake --build build --target benches" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/shapesync-bench.XXXXXX)
 chmod 755 "$WORK"
