@@ -14,6 +14,8 @@
 # --quick: N = 100 and 1000, 5 writes, 100 000-row sync (a smoke run).
 # --perf:  perf record on the sidecar during A at the largest N; prints the top symbols.
 set -euo pipefail
+ARGS=()
+for a in "$@"; do [ "$a" != --write ] && ARGS+=("$a"); done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CLIENTS="100 1000 10000 20000"
@@ -182,12 +184,8 @@ rows() { grep "^ROW $1 " "$WORK/rows" | sed "s/^ROW $1 //" || true; }
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 PGV=$(psql -XAtq "$URL" -c 'SHOW server_version')
-CMD="scripts/bench-fanout.sh"
-[ "$QUICK" = 1 ] && CMD="$CMD --quick"
-[ "$QUICK" = 0 ] && CMD="$CMD --clients \"$CLIENTS\" --where-clients \"$WHERE_CLIENTS\" --writes $WRITES --rows $ROWS"
-[ "$THREADS" != 1 ] && CMD="$CMD --threads $THREADS"
-[ "$PERF" = 1 ] && CMD="$CMD --perf"
-[ -n "$ONLY" ] && CMD="$CMD --only $ONLY"
+CMD="scripts/bench-fanout.sh${ARGS[*]:+ ${ARGS[*]}}"
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 SECTION=$(
 	cat <<EOT
@@ -196,7 +194,8 @@ SECTION=$(
 $(date -u +%Y-%m-%d), $(nproc) cores ($CPU), $MEM, PostgreSQL $PGV (fsync off, the extension's ticker
 preloaded); load client (build/fanout, one process, $THREADS I/O thread(s)), sidecar (default threads: one per core)
 and server share the machine, over loopback. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER; run took ${ELAPSED} s.
-Command: \`$CMD\` (program: bench/fanout.cpp). Sidecar: \`shapesyncd ${SIDECAR_ARGS[*]}\`, restarted for every row.
+Command: \`$CMD\` (program: bench/fanout.cpp), built from commit $COMMIT; N per scenario: A and C $CLIENTS, B $WHERE_CLIENTS.
+Sidecar: \`shapesyncd ${SIDECAR_ARGS[*]}\`, restarted for every row.
 
 Latency = time the load client read the message − time the writer (same process, libpq) sent the INSERT.
 A/C: one single-row INSERT transaction per second for $WRITES s on a whole-table shape every client follows; each
