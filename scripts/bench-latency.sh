@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 PGPORT=$(scripts/pgcluster.sh free-port)
-URL=$(scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
+URL=$(SHAPESYNC_PG_FSYNC=off scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
 HTTPPORT=$(scripts/pgcluster.sh free-port)
 build/shapesyncd --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" >"$WORK/shapesyncd.log" 2>&1 &
 SIDECAR_PID=$!
