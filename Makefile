@@ -39,7 +39,7 @@ else
 include $(PGXS)
 endif
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/snapshots.sql
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/retention.sql sql/snapshots.sql
 	cat $^ > $@
 
 BUILD_DIR ?= build

@@ -15,8 +15,10 @@
  * become invalid.  'X' rows (a shape filter raised) are written by
  * membership.c, 'S' rows (DDL) by shapesync.log_schema_change().
  *
- * The row is inserted with the heap AM and the log's indexes are
- * maintained directly (no SPI, no executor).  The oids of the log relation
+ * The row is inserted into the current one of the log's three rotating
+ * tables (shapesync.changes_0..2, children of shapesync.changes; see
+ * sql/retention.sql) with the heap AM, and its indexes are maintained
+ * directly (no SPI, no executor).  The oids of the log relation
  * and of the sequence are cached per backend and forgotten on any
  * relcache invalidation of them (DROP EXTENSION, re-create).  The change
  * row is written in the writer's (sub)transaction: it commits, aborts or
@@ -46,6 +48,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/xid8.h"
 
 #include "shapesync.h"
@@ -56,9 +59,14 @@ PG_FUNCTION_INFO_V1(shapesync_log_schema_change);
 
 #define Natts_changes 9
 
-/* per-backend cache of the log's oids */
+/*
+ * per-backend cache of the log's oids: changes_relid is the current child
+ * table (shapesync.changes_N, N from shapesync.log_state), looked up again
+ * after any invalidation of log_state (a rotation sends one)
+ */
 static Oid	changes_relid = InvalidOid;
 static Oid	change_seq_relid = InvalidOid;
+static Oid	log_state_relid = InvalidOid;
 static bool cache_callback_registered = false;
 
 /* the log's indexes and their IndexInfos, valid while changes_relid is */
@@ -67,15 +75,18 @@ static List *log_index_oids = NIL;
 static IndexInfo **log_index_infos = NULL;
 static bool log_indexes_valid = false;
 
-/* Forget the cached oids when either relation is invalidated. */
+static Oid	ShapesyncCurrentLogTable(Oid state_relid);
+
+/* Forget the cached oids when one of the relations is invalidated. */
 static void
 ShapesyncRelcacheCallback(Datum arg, Oid relid)
 {
 	if (!OidIsValid(relid) || relid == changes_relid || relid == change_seq_relid ||
-		list_member_oid(log_index_oids, relid))
+		relid == log_state_relid || list_member_oid(log_index_oids, relid))
 	{
 		changes_relid = InvalidOid;
 		change_seq_relid = InvalidOid;
+		log_state_relid = InvalidOid;
 		/* freed lazily: an invalidation can arrive while they are in use */
 		log_indexes_valid = false;
 	}
@@ -116,8 +127,49 @@ ShapesyncLookupLog(void)
 		CacheRegisterRelcacheCallback(ShapesyncRelcacheCallback, (Datum) 0);
 		cache_callback_registered = true;
 	}
-	changes_relid = ShapesyncRelationOid("changes", false);
+	log_state_relid = ShapesyncRelationOid("log_state", false);
+	changes_relid = ShapesyncCurrentLogTable(log_state_relid);
 	change_seq_relid = ShapesyncRelationOid("change_seq", false);
+}
+
+/*
+ * The change-log table writers insert into now: shapesync.changes_N for N =
+ * log_state.current_table, read with the latest snapshot.  A writer that
+ * cached an older one keeps using it until its next transaction; rotation
+ * copes (it never truncates a table a writer holds a lock on).
+ */
+static Oid
+ShapesyncCurrentLogTable(Oid state_relid)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Snapshot	snap;
+	int32		current = -1;
+	char		relname[NAMEDATALEN];
+
+	rel = table_open(state_relid, AccessShareLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			current = DatumGetInt32(d);
+	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+
+	if (current < 0 || current > 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("shapesync.log_state names no current change-log table"),
+				 errhint("Reinstall the extension: ALTER EXTENSION or DROP/CREATE EXTENSION shapesync.")));
+	snprintf(relname, sizeof(relname), "changes_%d", current);
+	return ShapesyncRelationOid(relname, false);
 }
 
 /* Hash of the physical tuple layout (natts; per attribute type, len, align, dropped). */
@@ -246,7 +298,7 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 
 	logrel = table_open(changes_relid, RowExclusiveLock);
 	if (RelationGetDescr(logrel)->natts != Natts_changes)
-		elog(ERROR, "shapesync.changes has an unexpected layout");
+		elog(ERROR, "%s has an unexpected layout", RelationGetRelationName(logrel));
 	logtup = heap_form_tuple(RelationGetDescr(logrel), values, nulls);
 	ShapesyncLogInsert(logrel, logtup);
 	heap_freetuple(logtup);

@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -23,6 +25,9 @@ PG_MODULE_MAGIC;
 char	   *shapesync_database = NULL;
 int			shapesync_tick_idle_ms = 1000;
 int			shapesync_tick_min_interval_ms = 2;
+int			shapesync_log_retention_s = 86400;
+int			shapesync_consumer_timeout_s = 3600;
+int			shapesync_maintenance_interval_s = 10;
 
 void		_PG_init(void);
 
@@ -62,6 +67,40 @@ _PG_init(void)
 							0, 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.log_retention",
+							"How long the change log keeps a change at least.",
+							"The log is split over three tables; one is TRUNCATEd and reused every "
+							"half of this, once every consumer has passed its rows, so a change is "
+							"kept between this and 1.5 times this. A sidecar rebuilds a shape from "
+							"the log after a restart only if the shape is younger than this.",
+							&shapesync_log_retention_s,
+							86400,
+							0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.consumer_timeout",
+							"How long a consumer (sidecar) that stopped reporting still holds the change log back.",
+							"After this, shapesync.maintain() drops it and logs so; when it comes "
+							"back it re-syncs what it can no longer catch up on.",
+							&shapesync_consumer_timeout_s,
+							3600,
+							1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.maintenance_interval",
+							"Time between two runs of shapesync.maintain() by the ticker.",
+							NULL,
+							&shapesync_maintenance_interval_s,
+							10,
+							1, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("shapesync");

@@ -31,6 +31,9 @@
 extern char *shapesync_database;
 extern int	shapesync_tick_idle_ms;
 extern int	shapesync_tick_min_interval_ms;
+extern int	shapesync_log_retention_s;
+extern int	shapesync_consumer_timeout_s;
+extern int	shapesync_maintenance_interval_s;
 
 /* shape ops in shapesync.changes.shape_ops: shape_id * 4 + op */
 #define SHAPESYNC_OP_INSERT 1
@@ -68,6 +71,7 @@ extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
 
 /* ticks.c */
 extern int64 ShapesyncRunTick(bool *installed, bool force);
+extern void ShapesyncRunMaintenance(void);
 
 /* shapes.c */
 extern void ShapesyncInvalidateTableShapes(Oid relid, const char *reason);

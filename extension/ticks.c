@@ -90,3 +90,47 @@ ShapesyncRunTick(bool *installed, bool force)
 	*installed = found;
 	return tick_id;
 }
+
+/*
+ * Run shapesync.maintain() in a transaction of its own (retention: stale
+ * consumers, rotation, old ticks); errors are logged, never fatal.
+ */
+void
+ShapesyncRunMaintenance(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+
+		if (OidIsValid(get_extension_oid("shapesync", true)))
+		{
+			const char *sql = "SELECT * FROM shapesync.maintain()";
+
+			pgstat_report_activity(STATE_RUNNING, sql);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (SPI_execute(sql, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "shapesync.maintain() failed");
+			SPI_finish();
+		}
+
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
+
+	MemoryContextSwitchTo(oldcxt);
+}

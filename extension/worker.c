@@ -402,6 +402,7 @@ shapesync_worker_main(Datum main_arg)
 	uint32		expected = 0;
 	int			sleep_ms = 0;
 	TimestampTz last_tick = 0;
+	TimestampTz last_maintenance = 0;
 	bool		rung;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -474,6 +475,15 @@ shapesync_worker_main(Datum main_arg)
 		rung = pg_atomic_exchange_u32(&slot->rung, 0) != 0;
 		(void) ShapesyncRunTick(&installed, rung);
 		last_tick = GetCurrentTimestamp();
+
+		/* retention, between ticks (its TRUNCATE never holds up a tick) */
+		if (installed &&
+			TimestampDifferenceExceeds(last_maintenance, last_tick,
+									   shapesync_maintenance_interval_s * 1000))
+		{
+			ShapesyncRunMaintenance();
+			last_maintenance = GetCurrentTimestamp();
+		}
 
 		sleep_ms = installed ? shapesync_tick_idle_ms : TICKER_NOT_INSTALLED_MS;
 	}

@@ -65,6 +65,41 @@ COMMENT ON COLUMN shapesync.changes.error IS
 COMMENT ON INDEX shapesync.changes_xid_idx IS
     'Batches are restricted by xid range first.';
 
+-- The rows live in three child tables that take turns (PgQ's rotation):
+-- writers insert into the current one; shapesync.maintain() makes the
+-- oldest one current again after TRUNCATEing it, once every consumer has
+-- passed all of its rows and it has been out of use for the retention time.
+-- shapesync.changes itself stays empty and reads all three.
+CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes);
+CREATE INDEX changes_0_xid_idx ON shapesync.changes_0 USING btree (xid);
+CREATE INDEX changes_1_xid_idx ON shapesync.changes_1 USING btree (xid);
+CREATE INDEX changes_2_xid_idx ON shapesync.changes_2 USING btree (xid);
+COMMENT ON TABLE shapesync.changes_0 IS 'Change-log table 0 of 3 (see shapesync.log_tables).';
+COMMENT ON TABLE shapesync.changes_1 IS 'Change-log table 1 of 3 (see shapesync.log_tables).';
+COMMENT ON TABLE shapesync.changes_2 IS 'Change-log table 2 of 3 (see shapesync.log_tables).';
+
+CREATE TABLE shapesync.log_state (
+    one            boolean PRIMARY KEY DEFAULT true CHECK (one),
+    current_table  int NOT NULL CHECK (current_table BETWEEN 0 AND 2),
+    switched_at    timestamptz NOT NULL DEFAULT now(),
+    horizon_tick   bigint NOT NULL DEFAULT 0,
+    truncated_at   timestamptz
+);
+INSERT INTO shapesync.log_state (current_table) VALUES (0);
+COMMENT ON TABLE shapesync.log_state IS
+    'Rotation state of the change log: the table writers insert into, when it became current, and the horizon: every truncated change was visible in the snapshot of tick horizon_tick, so batch(N) is complete only for N > horizon_tick.';
+
+CREATE TABLE shapesync.consumers (
+    consumer_name text PRIMARY KEY,
+    last_tick     bigint NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    last_seen     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE shapesync.consumers IS
+    'Readers of the change log (sidecars): the last tick each has consumed. A table is truncated only once every consumer has passed all of its rows; a consumer not seen for shapesync.consumer_timeout is dropped and stops holding the log back.';
+
 CREATE FUNCTION shapesync.capture() RETURNS trigger
     LANGUAGE c VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'shapesync_capture';
@@ -182,13 +217,26 @@ COMMENT ON FUNCTION shapesync.tick(boolean) IS
 CREATE FUNCTION shapesync.batch(tick_id bigint)
     RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
                    new_values text[], old_values text[], shape_ops int4[], error text)
-    LANGUAGE plpgsql STABLE PARALLEL UNSAFE ROWS 100
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cur_snap  pg_snapshot;
     prev_snap pg_snapshot;
+    horizon   bigint;
 BEGIN
+    SELECT s.horizon_tick INTO horizon FROM shapesync.log_state s;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'shapesync.batch() must run at isolation level READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'It checks after reading that no rotation truncated what it read, which needs a new snapshot per statement.';
+    END IF;
+    IF batch.tick_id > 0 AND batch.tick_id <= horizon THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = format('Changes visible in tick %s were truncated; batches are complete only after it.', horizon),
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
     SELECT t.snap INTO cur_snap FROM shapesync.ticks t WHERE t.tick_id = batch.tick_id;
     SELECT t.snap INTO prev_snap FROM shapesync.ticks t
      WHERE t.tick_id < batch.tick_id ORDER BY t.tick_id DESC LIMIT 1;
@@ -206,10 +254,20 @@ BEGIN
            AND pg_visible_in_snapshot(c.xid, cur_snap)
            AND NOT pg_visible_in_snapshot(c.xid, prev_snap)
          ORDER BY 3, 2;
+    -- TRUNCATE is not MVCC-safe: a rotation that committed after this
+    -- function started may have emptied a table before the query above read
+    -- it. Every rotation moves the horizon in the same transaction, and this
+    -- statement sees it (VOLATILE: a new snapshot per statement).
+    IF batch.tick_id > 0 AND (SELECT s.horizon_tick FROM shapesync.log_state s) >= batch.tick_id THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = 'It was truncated while being read.',
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
-    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq).';
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq); SQLSTATE SS001 when the change log no longer holds them all.';
 
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)
