@@ -1,10 +1,13 @@
 // Command-line flags and environment variables of shapesyncd.
 #include "config.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <vector>
+
+#include <unistd.h>
 
 namespace shapesync {
 
@@ -104,6 +107,14 @@ std::vector<Setting> settings() {
       {"--max-existing-requests", "SHAPESYNC_MAX_EXISTING_REQUESTS", nullptr,
        "concurrent other shape requests (incl. live) before 503 (default 100000)",
        int_setting(&Config::max_existing_requests, 1, 10000000)},
+      {"--consumer-name", "SHAPESYNC_CONSUMER_NAME", nullptr,
+       "this sidecar's name among the change log's consumers (shapesync.consumer_status); "
+       "keep it stable across restarts (default shapesyncd@<hostname>:<port>)",
+       [](Config& c, const std::string& v) -> std::string {
+         if (v.empty() || v.size() > 200) return "must be 1 to 200 characters";
+         c.consumer_name = v;
+         return "";
+       }},
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},
@@ -159,6 +170,11 @@ std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
   }
   if (c.database_url.empty())
     return ConfigExit{"shapesyncd: no database: set --database-url or DATABASE_URL (see --help)\n", 2};
+  if (c.consumer_name.empty()) {
+    char host[256] = {0};
+    if (gethostname(host, sizeof(host) - 1) != 0 || !*host) std::snprintf(host, sizeof(host), "localhost");
+    c.consumer_name = std::string("shapesyncd@") + host + ":" + std::to_string(c.listen_port);
+  }
   return c;
 }
 

@@ -14,6 +14,7 @@ struct Config {
   int long_poll_timeout_ms = 20000;      // ELECTRIC_LONG_POLL_TIMEOUT
   int tick_interval_ms = 100;            // own ticking when the extension's worker is absent
   int poll_interval_ms = 1000;           // safety-net check for new ticks
+  std::string consumer_name;             // in shapesync.consumers; "" = shapesyncd@<host>:<port>
   size_t chunk_bytes_threshold = 10485760;  // ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
   int cache_max_age_s = 60;
   int cache_stale_age_s = 300;

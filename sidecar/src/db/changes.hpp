@@ -17,7 +17,12 @@ namespace shapesync {
 asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id);
 // Reads the batches of every tick in (after, upto] in one query; ticks without
 // changes have no entry.
+// Throws PgError with sqlstate kLogTruncated when the change log no longer
+// holds every change of (after, upto] (see shapesync.maintain()).
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto);
+
+// SQLSTATE of shapesync.batch() for a tick at or below the change log's horizon.
+inline constexpr const char* kLogTruncated = "SS001";
 // Tick ids after `after` (ascending, at most `limit`), and before `before` when non-zero.
 asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit);
 

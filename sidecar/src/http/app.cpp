@@ -428,6 +428,22 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
       std::lock_guard lk(store_.mutex());
       store_.fail_create(s);
     }
+    // The changes since the shape's snapshot are no longer all in the change
+    // log (it is older than shapesync.log_retention and this sidecar does not
+    // hold it): nobody can rebuild it. Retire it; the client's next request
+    // gets a new shape (409 must-refetch for a client that had the old one).
+    if (e.sqlstate == kLogTruncated) {
+      std::string reason = std::string("change log retention: ") + e.what();
+      try {
+        auto lease = co_await pool_.acquire();
+        PgParams args{s->handle, reason};
+        co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
+        log_info("shape ", s->handle, " retired: ", reason);
+      } catch (const PgError& e2) {
+        log_warn("cannot retire shape ", s->handle, ": ", e2.what());
+      }
+      co_return s;
+    }
     // The filter raises for a row of the table (division by zero, a failed
     // cast, ...): the client's request is what is wrong. Retire the shape so
     // writers stop evaluating a filter nobody can use.
@@ -875,6 +891,47 @@ asio::awaitable<void> App::report_progress(PgConn& c) {
   }
 }
 
+asio::awaitable<void> App::report_consumer(PgConn& c) {
+  if (!consumer_reporting_) co_return;
+  uint64_t last;
+  {
+    std::lock_guard lk(store_.mutex());
+    last = store_.last_tick();
+  }
+  PgParams args{cfg_.consumer_name, std::to_string(last)};
+  std::optional<PgResult> r;
+  try {
+    r = co_await c.exec("SELECT shapesync.consumer_report($1, $2::bigint)", args);
+  } catch (const PgError& e) {
+    if (e.sqlstate != "42883") throw;
+    consumer_reporting_ = false;  // extension without retention
+    log_warn("the extension has no shapesync.consumer_report(): the change log is not held for this sidecar");
+  }
+  if (!r) co_return;
+  uint64_t horizon = std::stoull(std::string(r->get(0, 0)));
+  if (horizon > last) co_await restart_after_truncation(c, horizon);
+}
+
+asio::awaitable<void> App::restart_after_truncation(PgConn& c, uint64_t horizon) {
+  PgResult r = co_await c.exec("SELECT coalesce(max(tick_id), 0) FROM shapesync.ticks");
+  uint64_t now_tick = std::stoull(std::string(r.get(0, 0)));
+  uint64_t was;
+  {
+    std::lock_guard lk(store_.mutex());
+    was = store_.last_tick();
+    store_.restart_from(now_tick, "this sidecar fell behind the change log");
+  }
+  log_error("this sidecar (consumer \"", cfg_.consumer_name, "\") had read up to tick ", was,
+            " but the change log now starts after tick ", horizon,
+            ": it was not seen for longer than shapesync.consumer_timeout and the log was truncated since. "
+            "Every shape it held is dropped and rebuilt from PostgreSQL on its next request (its clients refetch); "
+            "shapes older than shapesync.log_retention get new handles. Following ticks from ", now_tick);
+  if (consumer_reporting_) {
+    PgParams args{cfg_.consumer_name, std::to_string(now_tick)};
+    co_await c.exec("SELECT shapesync.consumer_report($1, $2::bigint)", args);
+  }
+}
+
 asio::awaitable<void> App::poll_invalidations(PgConn& c) {
   // Safety net for invalidations recorded in the database but not seen in the
   // stream (another sidecar's, an administrator's invalidate_shape(), DDL).
@@ -913,7 +970,19 @@ asio::awaitable<void> App::process_new_ticks(PgConn& c, uint64_t notified) {
     }
     if (hi <= last) co_return;
     uint64_t upto = std::min(hi, last + 500);
-    auto batches = co_await fetch_batches(c, last, upto);
+    std::vector<Batch> batches;
+    std::optional<PgError> truncated;
+    try {
+      batches = co_await fetch_batches(c, last, upto);
+    } catch (const PgError& e) {
+      if (e.sqlstate != kLogTruncated) throw;
+      truncated = e;
+    }
+    if (truncated) {
+      PgResult h = co_await c.exec("SELECT horizon_tick FROM shapesync.log_state");
+      co_await restart_after_truncation(c, std::stoull(std::string(h.get(0, 0))));
+      continue;
+    }
     std::vector<std::pair<std::string, std::string>> invalidated;
     {
       std::lock_guard lk(store_.mutex());
@@ -951,6 +1020,8 @@ asio::awaitable<void> App::run_ticker() {
         store_.set_last_tick(std::stoull(std::string(r.get(0, 0))));
         first = false;
       }
+      // hold the change log from where this sidecar reads on (before reading)
+      co_await report_consumer(c);
       auto check_worker = [&]() -> asio::awaitable<void> {
         PgResult w = co_await c.exec("SELECT shapesync.worker_pid()");
         bool own = w.is_null(0, 0);
@@ -967,6 +1038,7 @@ asio::awaitable<void> App::run_ticker() {
       co_await process_new_ticks(c);
       bool ticker_lock_held = false;
       auto last_worker_check = std::chrono::steady_clock::now();
+      auto last_maintenance = last_worker_check - std::chrono::seconds(10);
       auto last_inval_check = last_worker_check;
       co_await poll_invalidations(c);
       for (;;) {
@@ -991,6 +1063,18 @@ asio::awaitable<void> App::run_ticker() {
             PgResult t = co_await c.exec(
                 "SELECT t, pg_notify('shapesync', t::text) FROM shapesync.tick() t WHERE t IS NOT NULL");
             if (t.rows() > 0) notified = std::max<uint64_t>(notified, std::stoull(std::string(t.get(0, 0))));
+            // and, as the worker would, keeps the change log bounded
+            if (std::chrono::steady_clock::now() - last_maintenance > std::chrono::seconds(10)) {
+              last_maintenance = std::chrono::steady_clock::now();
+              std::string failed;
+              try {
+                co_await c.exec("SELECT * FROM shapesync.maintain()");
+              } catch (const PgError& e) {
+                if (e.connection_lost) throw;
+                failed = e.sqlstate + " " + e.what();
+              }
+              if (!failed.empty()) log_warn("shapesync.maintain() failed: ", failed);
+            }
           }
         } else if (ticker_lock_held) {
           co_await c.exec("SELECT pg_advisory_unlock(21321, 0)");
@@ -1000,6 +1084,7 @@ asio::awaitable<void> App::run_ticker() {
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
           co_await report_progress(c);
+          co_await report_consumer(c);
           last_inval_check = std::chrono::steady_clock::now();
         }
         if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {

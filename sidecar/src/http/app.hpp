@@ -85,6 +85,10 @@ class App {
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
   asio::awaitable<void> report_progress(PgConn& c);
+  // Tells the database how far this sidecar has read (it holds the change log
+  // from there on); starts over when the log was truncated past it.
+  asio::awaitable<void> report_consumer(PgConn& c);
+  asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
 
   void common_headers(const Request& req, Response& res) const;
   Response json_response(const Request& req, http::status st, std::string body) const;
@@ -104,6 +108,7 @@ class App {
   std::atomic<bool> stopping_{false};
   std::atomic<int> initial_requests_{0};
   std::atomic<bool> reporting_{true};  // the extension has report_shape()
+  std::atomic<bool> consumer_reporting_{true};  // the extension has consumer_report()
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
 };

@@ -117,6 +117,14 @@ void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& 
   wake(*s);
 }
 
+void ShapeStore::restart_from(uint64_t t, const std::string& reason) {
+  std::vector<std::shared_ptr<Shape>> ready;
+  for (auto& [h, s] : by_handle_) ready.push_back(s);
+  for (auto& s : ready) invalidate(s, reason);
+  window_.clear();
+  set_last_tick(t);
+}
+
 void ShapeStore::invalidate_table(uint32_t relid, const std::string& reason) {
   auto it = by_relid_.find(relid);
   if (it == by_relid_.end()) return;

@@ -111,6 +111,10 @@ class ShapeStore {
   // Marks a shape invalid, drops it from the active map and wakes its waiters.
   void invalidate(const std::shared_ptr<Shape>& s, const std::string& reason);
   void invalidate_table(uint32_t relid, const std::string& reason);
+  // Starts over from tick t after changes were lost (the change log was
+  // truncated past this process): every ready shape is invalidated here (its
+  // clients refetch; it is rebuilt from the database) and the window emptied.
+  void restart_from(uint64_t t, const std::string& reason);
 
   // Applies a batch to every ready shape; remembers it in the window.
   // Returns (handle, reason) of shapes invalidated by it (the caller records that in the database).
