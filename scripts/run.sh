@@ -105,7 +105,8 @@ fi
 
 # Own process group, so a terminal's Ctrl-C reaches shapesyncd only through us.
 set -m
-"$SIDECAR" --database-url "$url" --listen "127.0.0.1:$HTTP_PORT" </dev/null &
+mkdir -p "$ROOT/.shapesync"
+"$SIDECAR" --database-url "$url" --listen "127.0.0.1:$HTTP_PORT" --data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
 sidecar_pid=$!
 set +m
 

@@ -107,6 +107,20 @@ std::vector<Setting> settings() {
       {"--max-existing-requests", "SHAPESYNC_MAX_EXISTING_REQUESTS", nullptr,
        "concurrent other shape requests (incl. live) before 503 (default 100000)",
        int_setting(&Config::max_existing_requests, 1, 10000000)},
+      {"--data-dir", "SHAPESYNC_DATA_DIR", nullptr,
+       "directory for shape log segment files, a cache rebuilt from PostgreSQL when missing; "
+       "one per sidecar (default $TMPDIR/shapesyncd-<port>)",
+       [](Config& c, const std::string& v) -> std::string {
+         if (v.empty()) return "must not be empty";
+         c.data_dir = v;
+         return "";
+       }},
+      {"--memory-chunks", "SHAPESYNC_MEMORY_CHUNKS", nullptr,
+       "closed log chunks (--chunk-bytes each) of a shape kept in memory; older ones go to segment files (default 1)",
+       int_setting(&Config::memory_chunks, 0, 1000)},
+      {"--window-bytes", "SHAPESYNC_WINDOW_BYTES", nullptr,
+       "memory for recent decoded batches, from which new shapes catch up without a query (default 134217728)",
+       int_setting(&Config::window_bytes, 0, 1LL << 40)},
       {"--consumer-name", "SHAPESYNC_CONSUMER_NAME", nullptr,
        "this sidecar's name among the change log's consumers (shapesync.consumer_status); "
        "keep it stable across restarts (default shapesyncd@<hostname>:<port>)",
@@ -170,6 +184,10 @@ std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
   }
   if (c.database_url.empty())
     return ConfigExit{"shapesyncd: no database: set --database-url or DATABASE_URL (see --help)\n", 2};
+  if (c.data_dir.empty()) {
+    const char* t = std::getenv("TMPDIR");
+    c.data_dir = std::string(t && *t ? t : "/tmp") + "/shapesyncd-" + std::to_string(c.listen_port);
+  }
   if (c.consumer_name.empty()) {
     char host[256] = {0};
     if (gethostname(host, sizeof(host) - 1) != 0 || !*host) std::snprintf(host, sizeof(host), "localhost");

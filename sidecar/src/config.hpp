@@ -14,6 +14,9 @@ struct Config {
   int long_poll_timeout_ms = 20000;      // ELECTRIC_LONG_POLL_TIMEOUT
   int tick_interval_ms = 100;            // own ticking when the extension's worker is absent
   int poll_interval_ms = 1000;           // safety-net check for new ticks
+  std::string data_dir;                  // segment files; "" = $TMPDIR/shapesyncd-<port>
+  int memory_chunks = 1;                 // closed log chunks per shape kept in memory
+  size_t window_bytes = 128u << 20;      // decoded batches kept for new shapes, at most
   std::string consumer_name;             // in shapesync.consumers; "" = shapesyncd@<host>:<port>
   size_t chunk_bytes_threshold = 10485760;  // ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
   int cache_max_age_s = 60;

@@ -17,6 +17,7 @@
 #include "config.hpp"
 #include "http/app.hpp"
 #include "net/server.hpp"
+#include "shapes/store.hpp"
 #include "util/log.hpp"
 
 int main(int argc, char** argv) {
@@ -34,8 +35,15 @@ int main(int argc, char** argv) {
   }
   int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
+  std::string segment_dir, segment_error;
+  if (!prepare_segment_dir(cfg.data_dir, segment_dir, segment_error)) {
+    log_error("--data-dir: ", segment_error);
+    return 2;
+  }
+
   asio::io_context io(threads);
   App app(io, cfg);
+  app.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
   Server server(io, app);
   try {
     server.listen(cfg.listen_host, cfg.listen_port);

@@ -1,6 +1,8 @@
 // Routes, the shape endpoint, and the tick follower.
 #include "http/app.hpp"
 
+#include <filesystem>
+
 #include <chrono>
 #include <iostream>
 #include <random>
@@ -705,6 +707,12 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     e.add("offset", "out of bounds for this shape");
     co_return error_400(req, e);
   }
+  if (r.segment) {
+    int st = co_await fill_segment(s, r);
+    if (st == 409) co_return must_refetch(req, "");
+    if (st == 503)
+      co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+  }
 
   Response res{http::status::ok, req.version()};
   shape_headers(req, p, *s, r, res);
@@ -797,6 +805,7 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
         store_.add_waiter(s, w);
       }
     }
+    if (r.segment && co_await fill_segment(s, r) != 0) break;  // the client reconnects and learns why
     if (r.has_data()) {
       std::string chunk;
       for (auto& e : r.entries) {
@@ -932,6 +941,97 @@ asio::awaitable<void> App::restart_after_truncation(PgConn& c, uint64_t horizon)
   }
 }
 
+asio::awaitable<void> App::spill_segments() {
+  std::vector<SpillJob> jobs;
+  std::vector<std::string> dead;
+  {
+    std::lock_guard lk(store_.mutex());
+    if (store_.spill_dir().empty()) co_return;
+    jobs = store_.take_spills();
+    dead = store_.take_dead_dirs();
+  }
+  std::error_code ec;
+  for (auto& d : dead) std::filesystem::remove_all(d, ec);
+  for (auto& j : jobs) {
+    std::string err;
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
+    if (!write_segment(j.path, j.entries, err)) {
+      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
+      continue;
+    }
+    bool kept;
+    {
+      std::lock_guard lk(store_.mutex());
+      kept = store_.commit_spill(j);
+    }
+    if (!kept) std::filesystem::remove(j.path, ec);
+  }
+  co_return;
+}
+
+asio::awaitable<int> App::fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) {
+  SpilledChunk seg = *r.segment;
+  std::vector<std::shared_ptr<const std::string>> got;
+  if (read_segment(seg, r.segment_after, got)) {
+    r.entries = std::move(got);
+    r.segment.reset();
+    co_return 0;
+  }
+  // Missing or damaged: the disk is a cache; rebuild the chunk from the change log.
+  log_warn("shape ", s->handle, ": segment ", seg.path, " is missing or damaged; rebuilding it from the change log");
+  uint64_t from_tick = seg.first.tx >> 32, to_tick = seg.last.tx >> 32;
+  std::vector<Batch> batches;
+  std::optional<PgError> failed;
+  try {
+    auto lease = co_await pool_.acquire();
+    for (uint64_t after = from_tick - 1; after < to_tick;) {
+      uint64_t upto = std::min(to_tick, after + 2000);
+      auto part = co_await fetch_batches(*lease, after, upto);
+      for (auto& b : part) batches.push_back(std::move(b));
+      after = upto;
+    }
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) {
+    if (failed->sqlstate != kLogTruncated) {
+      log_warn("shape ", s->handle, ": cannot rebuild ", seg.path, ": ", failed->what());
+      co_return 503;
+    }
+    std::string reason = std::string("change log retention: ") + failed->what();
+    try {
+      auto lease = co_await pool_.acquire();
+      PgParams args{s->handle, reason};
+      co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
+    } catch (const PgError& e2) {
+      log_warn("cannot retire shape ", s->handle, ": ", e2.what());
+    }
+    std::lock_guard lk(store_.mutex());
+    store_.invalidate(s, reason);
+    co_return 409;
+  }
+  std::vector<LogEntry> entries;
+  {
+    std::lock_guard lk(store_.mutex());
+    for (auto& e : store_.replay(*s, batches))
+      if (!(e.offset < seg.first) && !(seg.last < e.offset)) entries.push_back(std::move(e));
+  }
+  std::string err;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(seg.path).parent_path(), ec);
+  if (!write_segment(seg.path, entries, err)) log_warn("shape ", s->handle, ": ", err);
+  got.clear();
+  if (!read_segment(seg, r.segment_after, got)) {
+    log_error("shape ", s->handle, ": rebuilt segment ", seg.path, " does not match the chunk (", entries.size(),
+              " entries); serving it from the rebuild");
+    for (auto& e : entries)
+      if (r.segment_after < e.offset) got.push_back(e.json);
+  }
+  r.entries = std::move(got);
+  r.segment.reset();
+  co_return 0;
+}
+
 asio::awaitable<void> App::poll_invalidations(PgConn& c) {
   // Safety net for invalidations recorded in the database but not seen in the
   // stream (another sidecar's, an administrator's invalidate_shape(), DDL).
@@ -991,9 +1091,10 @@ asio::awaitable<void> App::process_new_ticks(PgConn& c, uint64_t notified) {
         invalidated.insert(invalidated.end(), inv.begin(), inv.end());
       }
       store_.advance(upto);
-      store_.trim_window(static_cast<size_t>(cfg_.batch_window_ticks));
+      store_.trim_window(static_cast<size_t>(cfg_.batch_window_ticks), cfg_.window_bytes);
     }
     if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
+    co_await spill_segments();
     if (upto == hi) co_return;
   }
 }

@@ -88,6 +88,13 @@ class App {
   // Tells the database how far this sidecar has read (it holds the change log
   // from there on); starts over when the log was truncated past it.
   asio::awaitable<void> report_consumer(PgConn& c);
+  // Writes due segment files and drops their entries from memory; deletes the
+  // segment directories of shapes that are gone.
+  asio::awaitable<void> spill_segments();
+  // Fills r.entries from r.segment's file, rebuilding a missing or damaged
+  // file from the change log. 0 when done; 409 when the shape had to be
+  // retired (the log no longer holds it); 503 when the database is unreachable.
+  asio::awaitable<int> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r);
   asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
 
   void common_headers(const Request& req, Response& res) const;

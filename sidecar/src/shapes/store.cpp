@@ -2,6 +2,11 @@
 #include "shapes/store.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include <boost/asio/post.hpp>
 
@@ -83,6 +88,7 @@ bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batc
     return false;
   }
   s->ready = true;
+  if (!spill_dir_.empty() && s->chunk_ends.size() > keep_chunks_) spill_due_.insert(s.get());
   by_handle_[s->handle] = s;
   by_relid_[s->def.table->relid].push_back(s);
   if (s->filtered)
@@ -103,6 +109,8 @@ void ShapeStore::fail_create(const std::shared_ptr<Shape>& s) {
 void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& reason) {
   if (s->invalid) return;
   grown_.erase(s.get());
+  spill_due_.erase(s.get());
+  if (!spill_dir_.empty() && !s->handle.empty()) dead_dirs_.push_back(shape_dir(*s));
   s->invalid = true;
   s->invalid_reason = reason;
   auto it = active_.find(s->def.key);
@@ -122,6 +130,8 @@ void ShapeStore::restart_from(uint64_t t, const std::string& reason) {
   for (auto& [h, s] : by_handle_) ready.push_back(s);
   for (auto& s : ready) invalidate(s, reason);
   window_.clear();
+  window_sizes_.clear();
+  window_bytes_ = 0;
   set_last_tick(t);
 }
 
@@ -139,11 +149,215 @@ void ShapeStore::remove_waiter(const std::shared_ptr<Shape>& s, const std::share
 void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   size_t n = json.size();
   s.log.push_back({off, std::make_shared<const std::string>(std::move(json))});
+  s.log_memory_bytes += n;
   s.open_chunk_bytes += n + 1;
   if (s.open_chunk_bytes >= chunk_bytes_) {
-    s.chunk_ends.push_back(s.log.size() - 1);
+    s.chunk_ends.push_back(s.entry_count() - 1);
     s.open_chunk_bytes = 0;
+    if (!spill_dir_.empty() && s.ready) spill_due_.insert(&s);
   }
+}
+
+std::string ShapeStore::shape_dir(const Shape& s) const {
+  std::string name;
+  for (char c : s.handle) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return spill_dir_ + "/" + name;
+}
+
+std::vector<SpillJob> ShapeStore::take_spills() {
+  std::vector<SpillJob> jobs;
+  for (Shape* raw : spill_due_) {
+    auto sp = by_handle(raw->handle);
+    if (!sp || sp.get() != raw || sp->invalid) continue;
+    Shape& sh = *sp;
+    // closed chunks still in memory, oldest first
+    std::vector<size_t> ends;
+    for (size_t e : sh.chunk_ends)
+      if (e >= sh.log_base) ends.push_back(e);
+    if (ends.size() <= keep_chunks_) continue;
+    size_t first = sh.log_base;
+    for (size_t k = 0; k + keep_chunks_ < ends.size(); ++k) {
+      SpillJob j;
+      j.shape = sp;
+      j.first_index = first;
+      j.end_index = ends[k];
+      for (size_t g = first; g <= ends[k]; ++g) j.entries.push_back(sh.log[g - sh.log_base]);
+      j.path = shape_dir(sh) + "/" + std::to_string(ends[k]) + ".seg";
+      jobs.push_back(std::move(j));
+      first = ends[k] + 1;
+    }
+  }
+  spill_due_.clear();
+  return jobs;
+}
+
+bool ShapeStore::commit_spill(const SpillJob& job) {
+  Shape& sh = *job.shape;
+  if (sh.invalid || sh.log_base != job.first_index || sh.entry_count() <= job.end_index || job.entries.empty())
+    return false;
+  size_t n = job.end_index - job.first_index + 1;
+  for (size_t k = 0; k < n; ++k) {
+    sh.log_memory_bytes -= sh.log.front().json->size();
+    sh.log.pop_front();
+  }
+  sh.log_base = job.end_index + 1;
+  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.path});
+  return true;
+}
+
+std::vector<std::string> ShapeStore::take_dead_dirs() {
+  std::vector<std::string> out;
+  out.swap(dead_dirs_);
+  return out;
+}
+
+size_t ShapeStore::log_memory_bytes() const {
+  size_t n = 0;
+  for (auto& [h, sh] : by_handle_) n += sh->log_memory_bytes;
+  return n;
+}
+
+std::vector<LogEntry> ShapeStore::replay(const Shape& s, const std::vector<Batch>& batches) {
+  Shape scratch;
+  scratch.def = s.def;
+  scratch.handle = s.handle;
+  scratch.shape_id = s.shape_id;
+  scratch.filtered = s.filtered;
+  scratch.where = s.where;
+  scratch.schema_header = s.schema_header;
+  scratch.key_prefix = s.key_prefix;
+  scratch.relation = s.relation;
+  scratch.snap = s.snap;
+  scratch.start_tick = s.start_tick;
+  std::vector<std::pair<std::string, std::string>> inv;
+  for (auto& b : batches) apply_batch(b, &scratch, inv);
+  return {scratch.log.begin(), scratch.log.end()};
+}
+
+namespace {
+
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+bool get_u64(std::string_view& in, uint64_t& v) {
+  if (in.size() < 8) return false;
+  v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  in.remove_prefix(8);
+  return true;
+}
+bool get_u32(std::string_view& in, uint32_t& v) {
+  if (in.size() < 4) return false;
+  v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  in.remove_prefix(4);
+  return true;
+}
+constexpr std::string_view kSegMagic = "SSEG1\n";
+constexpr std::string_view kSegEnd = "END\n";
+
+}  // namespace
+
+bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error) {
+  std::string buf(kSegMagic);
+  for (auto& e : entries) {
+    put_u64(buf, e.offset.tx);
+    put_u64(buf, e.offset.op);
+    put_u32(buf, static_cast<uint32_t>(e.json->size()));
+    buf += *e.json;
+  }
+  put_u32(buf, static_cast<uint32_t>(entries.size()));
+  buf += kSegEnd;
+  // write a temporary file and rename it: a reader never sees half a segment
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) {
+    error = "cannot create " + tmp + ": " + std::strerror(errno);
+    return false;
+  }
+  bool ok = std::fwrite(buf.data(), 1, buf.size(), f) == buf.size();
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    error = "cannot write " + path + ": " + std::strerror(errno);
+    std::remove(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, std::string& error) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir(data_dir);
+  fs::path shapes = dir / "shapes";
+  fs::path marker = dir / ".shapesyncd";
+  fs::create_directories(dir, ec);
+  if (ec) {
+    error = "cannot create " + dir.string() + ": " + ec.message();
+    return false;
+  }
+  if (fs::exists(shapes, ec) && !fs::exists(marker, ec)) {
+    error = shapes.string() + " exists but was not made by shapesyncd (no " + marker.string() +
+            "): refusing to clear it; choose another --data-dir";
+    return false;
+  }
+  fs::remove_all(shapes, ec);
+  if (ec) {
+    error = "cannot clear " + shapes.string() + ": " + ec.message();
+    return false;
+  }
+  fs::create_directories(shapes, ec);
+  if (ec) {
+    error = "cannot create " + shapes.string() + ": " + ec.message();
+    return false;
+  }
+  FILE* f = std::fopen(marker.c_str(), "w");
+  if (!f || std::fputs("shapesyncd segment cache: the shapes/ directory is cleared at every start\n", f) < 0) {
+    if (f) std::fclose(f);
+    error = "cannot write " + marker.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  std::fclose(f);
+  shapes_dir = shapes.string();
+  return true;
+}
+
+bool read_segment(const SpilledChunk& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out) {
+  FILE* f = std::fopen(c.path.c_str(), "rb");
+  if (!f) return false;
+  std::string buf;
+  char tmp[65536];
+  size_t n;
+  while ((n = std::fread(tmp, 1, sizeof(tmp), f)) > 0) buf.append(tmp, n);
+  bool err = std::ferror(f) != 0;
+  std::fclose(f);
+  if (err) return false;
+  std::string_view in(buf);
+  if (in.substr(0, kSegMagic.size()) != kSegMagic) return false;
+  in.remove_prefix(kSegMagic.size());
+  std::vector<std::shared_ptr<const std::string>> got;
+  LogOffset first{}, last{};
+  uint32_t count = 0;
+  while (in.size() > 4 + kSegEnd.size()) {
+    uint64_t tx, op;
+    uint32_t len;
+    if (!get_u64(in, tx) || !get_u64(in, op) || !get_u32(in, len) || in.size() < len) return false;
+    LogOffset o{tx, op};
+    if (count == 0) first = o;
+    else if (!(last < o)) return false;
+    last = o;
+    ++count;
+    if (after < o) got.push_back(std::make_shared<const std::string>(in.substr(0, len)));
+    in.remove_prefix(len);
+  }
+  uint32_t stored;
+  if (!get_u32(in, stored) || stored != count || in != kSegEnd) return false;
+  if (count == 0 || !(first == c.first) || !(last == c.last)) return false;
+  for (auto& g : got) out.push_back(std::move(g));
+  return true;
 }
 
 namespace {
@@ -360,14 +574,30 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) 
   std::vector<std::pair<std::string, std::string>> invalidated;
   apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
-  if (!batch.txs.empty()) window_.push_back(std::move(batch));
+  if (!batch.txs.empty()) {
+    size_t bytes = sizeof(Batch);
+    for (auto& tx : batch.txs) {
+      bytes += sizeof(Tx);
+      for (auto& c : tx.changes) {
+        bytes += sizeof(Change) + c.error.size() + c.shape_ops.size() * sizeof(int32_t);
+        for (const auto* v : {&c.new_values, &c.old_values})
+          if (*v)
+            for (auto& x : **v) bytes += sizeof(x) + (x ? x->size() : 0);
+      }
+    }
+    window_.push_back(std::move(batch));
+    window_sizes_.push_back(bytes);
+    window_bytes_ += bytes;
+  }
   return invalidated;
 }
 
-void ShapeStore::trim_window(size_t max_batches) {
-  while (window_.size() > max_batches) {
+void ShapeStore::trim_window(size_t max_batches, size_t max_bytes) {
+  while (!window_.empty() && (window_.size() > max_batches || window_bytes_ > max_bytes)) {
     window_floor_ = window_.front().tick_id;
     window_.pop_front();
+    window_bytes_ -= window_sizes_.front();
+    window_sizes_.pop_front();
   }
 }
 
@@ -395,6 +625,16 @@ LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
     after = LogOffset::snapshot_end();
   }
   LogOffset last = s.last_offset();
+  // the next entry is in a spilled chunk: the caller reads its file
+  if (!s.spilled.empty() && after < s.spilled.back().last) {
+    auto sc = std::upper_bound(s.spilled.begin(), s.spilled.end(), after,
+                               [](const LogOffset& o, const SpilledChunk& c) { return o < c.last; });
+    r.segment = *sc;
+    r.segment_after = after;
+    r.end = sc->last;
+    r.global_last_seen = std::max(r.global_last_seen, r.end.tx);
+    return r;
+  }
   auto it = std::upper_bound(s.log.begin(), s.log.end(), after,
                              [](const LogOffset& o, const LogEntry& e) { return o < e.offset; });
   if (it == s.log.end()) {
@@ -406,13 +646,13 @@ LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
     r.up_to_date = true;
     return r;
   }
-  size_t i = static_cast<size_t>(it - s.log.begin());
+  size_t i = s.log_base + static_cast<size_t>(it - s.log.begin());  // global indexes
   auto ce = std::lower_bound(s.chunk_ends.begin(), s.chunk_ends.end(), i);
-  size_t j = ce == s.chunk_ends.end() ? s.log.size() - 1 : *ce;
+  size_t j = ce == s.chunk_ends.end() ? s.entry_count() - 1 : *ce;
   r.entries.reserve(j - i + 1);
-  for (size_t k = i; k <= j; ++k) r.entries.push_back(s.log[k].json);
-  r.end = s.log[j].offset;
-  r.up_to_date = j + 1 == s.log.size();
+  for (size_t k = i; k <= j; ++k) r.entries.push_back(s.log[k - s.log_base].json);
+  r.end = s.log[j - s.log_base].offset;
+  r.up_to_date = j + 1 == s.entry_count();
   r.global_last_seen = std::max(r.global_last_seen, r.end.tx);
   return r;
 }

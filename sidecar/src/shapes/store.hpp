@@ -8,6 +8,7 @@
 // Waiters are woken by posting a cancel of their timer to their own executor.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -34,6 +35,26 @@ struct LogEntry {
   LogOffset offset;
   std::shared_ptr<const std::string> json;
 };
+
+// A closed log chunk moved out of memory into a segment file under the data
+// directory. The file is a cache: when it is missing or damaged the chunk is
+// rebuilt from the change log (App::rebuild_segment).
+struct SpilledChunk {
+  LogOffset first, last;  // offsets of its first and last entries
+  size_t end_index = 0;   // global index of its last entry
+  std::string path;
+};
+
+// Segment file I/O (no store lock needed; the file is immutable once written).
+// Format: "SSEG1\n", then per entry u64 tx, u64 op, u32 length, JSON bytes,
+// then u32 entry count and "END\n". Little-endian.
+bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error);
+// The entries of `c` after `after` (JSON texts), or false when the file is
+// missing, damaged or not the chunk it should be.
+bool read_segment(const SpilledChunk& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out);
+// Makes <data_dir>/shapes empty (segment files of an earlier run are not
+// reused) and returns its path; refuses a directory shapesyncd did not create.
+bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, std::string& error);
 
 // A waiting request: woken by cancelling its timer.
 struct Waiter {
@@ -64,9 +85,14 @@ struct Shape {
   PgSnapshot snap;
   uint64_t start_tick = 0;  // batches after this tick apply (filtered by snap)
 
-  std::vector<LogEntry> log;
-  std::vector<size_t> chunk_ends;  // index of the last entry of each closed log chunk
+  // The log: entries with global index >= log_base are in memory (`log`);
+  // older ones were spilled, a closed chunk per segment file (`spilled`).
+  std::deque<LogEntry> log;
+  size_t log_base = 0;
+  std::vector<SpilledChunk> spilled;
+  std::vector<size_t> chunk_ends;  // global index of the last entry of each closed log chunk
   size_t open_chunk_bytes = 0;
+  size_t log_memory_bytes = 0;     // JSON bytes of the entries in memory
 
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
@@ -74,24 +100,50 @@ struct Shape {
   std::string invalid_reason;
   std::unordered_set<std::shared_ptr<Waiter>> waiters;
 
-  LogOffset last_offset() const { return log.empty() ? LogOffset::snapshot_end() : log.back().offset; }
+  LogOffset last_offset() const {
+    if (!log.empty()) return log.back().offset;
+    return spilled.empty() ? LogOffset::snapshot_end() : spilled.back().last;
+  }
+  size_t entry_count() const { return log_base + log.size(); }
+};
+
+// A closed chunk to write to a segment file (outside the store lock), then
+// to drop from memory with ShapeStore::commit_spill.
+struct SpillJob {
+  std::shared_ptr<Shape> shape;
+  size_t first_index = 0, end_index = 0;
+  std::vector<LogEntry> entries;
+  std::string path;
 };
 
 // What a read of the log returns.
 struct LogRead {
   std::vector<std::shared_ptr<const std::string>> entries;
   std::shared_ptr<const std::string> snapshot_chunk;  // set for snapshot reads (a complete body)
+  // set when the entries are in a segment file: the caller reads them
+  // (read_segment(*segment, segment_after, entries)) outside the lock
+  std::optional<SpilledChunk> segment;
+  LogOffset segment_after;
   LogOffset end;
   bool up_to_date = false;
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
-  bool has_data() const { return snapshot_chunk || !entries.empty(); }
+  bool has_data() const { return snapshot_chunk || segment || !entries.empty(); }
   std::string body() const;
 };
 
 class ShapeStore {
  public:
   explicit ShapeStore(size_t chunk_bytes) : chunk_bytes_(chunk_bytes) {}
+
+  // Spill closed log chunks to segment files under `dir` ("" = keep every
+  // entry in memory), keeping the newest `keep_chunks` closed chunks of each
+  // shape in memory.
+  void set_spill(std::string dir, size_t keep_chunks) {
+    spill_dir_ = std::move(dir);
+    keep_chunks_ = keep_chunks;
+  }
+  const std::string& spill_dir() const { return spill_dir_; }
 
   std::mutex& mutex() { return mu_; }
 
@@ -130,7 +182,24 @@ class ShapeStore {
   // Every non-empty batch with tick in (window_floor(), last_tick()] is retained.
   uint64_t window_floor() const { return window_floor_; }
   // Oldest retained batch's tick (0 when none).
-  void trim_window(size_t max_batches);
+  void trim_window(size_t max_batches, size_t max_bytes = SIZE_MAX);
+  size_t window_bytes() const { return window_bytes_; }
+  size_t window_batches() const { return window_.size(); }
+
+  // Closed chunks due to be spilled (ready shapes only); see SpillJob.
+  std::vector<SpillJob> take_spills();
+  // The job's file is written: drop its entries from memory (no-op when the
+  // shape is gone or changed meanwhile; the caller then deletes the file).
+  bool commit_spill(const SpillJob& job);
+  // Segment directories of shapes that are gone (the caller deletes them).
+  std::vector<std::string> take_dead_dirs();
+  // Directory of a shape's segment files.
+  std::string shape_dir(const Shape& s) const;
+  // The entries a shape's log would have for `batches` (a scratch replay, for
+  // rebuilding a lost segment file); the shape itself is not touched.
+  std::vector<LogEntry> replay(const Shape& s, const std::vector<Batch>& batches);
+  // In-memory log bytes of every ready shape (for metrics and tests).
+  size_t log_memory_bytes() const;
 
   // Reads after `after` (a real or snapshot offset) for a ready shape.
   LogRead read(const Shape& s, const RequestOffset& ro) const;
@@ -161,6 +230,12 @@ class ShapeStore {
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes
   std::unordered_map<int32_t, std::shared_ptr<Shape>> by_shape_id_;          // ready filtered shapes
   std::deque<Batch> window_;
+  std::deque<size_t> window_sizes_;
+  size_t window_bytes_ = 0;
+  std::string spill_dir_;
+  size_t keep_chunks_ = 1;
+  std::unordered_set<Shape*> spill_due_;
+  std::vector<std::string> dead_dirs_;
   std::unordered_set<Shape*> grown_;
   uint64_t last_tick_ = 0;
   uint64_t window_floor_ = 0;

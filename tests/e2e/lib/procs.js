@@ -184,7 +184,7 @@ export async function spawnSidecar({ dbUrl, port, longPollTimeoutMs, args = [], 
   if (!existsSync(SHAPESYNCD)) throw new Error(`${SHAPESYNCD} not built: run 'make sidecar'`);
   port ??= await freePort();
   const logFile = join(work, `${name}-${port}.log`);
-  const argv = ['--database-url', dbUrl, '--listen', `127.0.0.1:${port}`];
+  const argv = ['--database-url', dbUrl, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, `${name}-${port}-data`)];
   if (longPollTimeoutMs) argv.push('--long-poll-timeout', String(longPollTimeoutMs));
   argv.push(...args);
   const fd = openSync(logFile, 'a');

@@ -120,7 +120,7 @@ export async function startStack(o = {}) {
     if (o.setupSql) await psql(o.setupSql);
 
     const httpPort = await freePort();
-    const args = ['--database-url', dbUrl, '--listen', `127.0.0.1:${httpPort}`];
+    const args = ['--database-url', dbUrl, '--listen', `127.0.0.1:${httpPort}`, '--data-dir', join(work, 'sidecar-data')];
     if (o.longPollTimeoutMs) args.push('--long-poll-timeout', String(o.longPollTimeoutMs));
     if (o.sidecarArgs) args.push(...o.sidecarArgs);
     const logFd = openSync(sidecarLog, 'a');

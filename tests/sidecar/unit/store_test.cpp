@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
+#include <unistd.h>
+
 #include "shapes/store.hpp"
 
 using namespace shapesync;
@@ -338,4 +342,142 @@ TEST_F(Fixture, CatchUpNeedsBatchesOlderThanTheWindowFromTheDatabase) {
   EXPECT_TRUE(s->ready);
   ASSERT_EQ(s->log.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(s->log[i].offset.tx, make_position(i + 2, 1));
+}
+
+// Closed chunks beyond the newest one go to segment files; reads of them come
+// back as a segment that read_segment turns into exactly the entries the
+// memory held; a damaged file is refused; a gone shape's directory is listed.
+TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
+  std::string base = ::testing::TempDir() + "/spill-" + std::to_string(::getpid());
+  std::string dir, err;
+  ASSERT_TRUE(prepare_segment_dir(base, dir, err)) << err;
+  ShapeStore small(200);
+  small.set_spill(dir, 1);
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1, 2};
+  d.key = "c";
+  std::shared_ptr<Shape> s;
+  std::vector<std::string> before;  // body of every chunk, read while all is in memory
+  auto walk = [&](std::vector<std::string>& bodies) {
+    LogOffset at = LogOffset::snapshot_end();
+    for (int guard = 0; guard < 100; ++guard) {
+      LogRead r;
+      {
+        std::lock_guard lk(small.mutex());
+        r = small.read(*s, RequestOffset{RequestOffset::Kind::kAt, at});
+      }
+      if (r.segment) {
+        std::vector<std::shared_ptr<const std::string>> got;
+        if (!read_segment(*r.segment, r.segment_after, got)) return false;
+        r.entries = std::move(got);
+        r.segment.reset();
+      }
+      bodies.push_back(r.body());
+      at = r.end;
+      if (r.up_to_date) return true;
+    }
+    return false;
+  };
+  {
+    std::lock_guard lk(small.mutex());
+    s = small.begin_create(d);
+    s->handle = "h/../x";  // never a path
+    s->snap = *PgSnapshot::parse("1:1:");
+    s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    small.finish_create(s, {});
+    std::vector<Change> many;
+    for (int i = 0; i < 30; ++i) many.push_back(ins(row(std::to_string(i), "title " + std::to_string(i))));
+    small.apply({2, {tx(200, 2, 1, many)}});
+    small.apply({3, {tx(201, 3, 1, {ins(row("100", "x"))})}});
+  }
+  ASSERT_TRUE(walk(before));
+  ASSERT_GE(before.size(), 4u);
+  size_t mem_before;
+  std::vector<SpillJob> jobs;
+  {
+    std::lock_guard lk(small.mutex());
+    mem_before = s->log_memory_bytes;
+    jobs = small.take_spills();
+  }
+  ASSERT_EQ(jobs.size(), s->chunk_ends.size() - 1) << "all closed chunks but the newest";
+  for (auto& j : jobs) {
+    EXPECT_EQ(j.path.find(".."), std::string::npos);
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path());
+    ASSERT_TRUE(write_segment(j.path, j.entries, err)) << err;
+    std::lock_guard lk(small.mutex());
+    ASSERT_TRUE(small.commit_spill(j));
+  }
+  {
+    std::lock_guard lk(small.mutex());
+    EXPECT_EQ(s->spilled.size(), jobs.size());
+    EXPECT_LT(s->log_memory_bytes, mem_before / 2);
+    EXPECT_EQ(s->last_offset(), s->log.back().offset);
+  }
+  std::vector<std::string> after;
+  ASSERT_TRUE(walk(after));
+  EXPECT_EQ(after, before);
+  // a read from the middle of a spilled chunk starts after that offset
+  {
+    LogRead r;
+    std::lock_guard lk(small.mutex());
+    r = small.read(*s, RequestOffset{RequestOffset::Kind::kAt, jobs[0].entries[0].offset});
+    ASSERT_TRUE(r.segment.has_value());
+    std::vector<std::shared_ptr<const std::string>> got;
+    ASSERT_TRUE(read_segment(*r.segment, r.segment_after, got));
+    EXPECT_EQ(got.size(), json::parse(before[0]).size() - 1);
+  }
+  // damaged: truncated file, or a file of another chunk
+  {
+    std::string p = jobs[0].path;
+    std::filesystem::resize_file(p, std::filesystem::file_size(p) - 3);
+    std::vector<std::shared_ptr<const std::string>> got;
+    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+    std::filesystem::copy_file(jobs[1].path, p, std::filesystem::copy_options::overwrite_existing);
+    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+    std::filesystem::remove(p);
+    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+  }
+  // the scratch replay gives the same entries as the log had
+  {
+    std::lock_guard lk(small.mutex());
+    std::vector<Change> many;
+    for (int i = 0; i < 30; ++i) many.push_back(ins(row(std::to_string(i), "title " + std::to_string(i))));
+    std::vector<Batch> bs{{2, {tx(200, 2, 1, many)}}};
+    auto replayed = small.replay(*s, bs);
+    ASSERT_EQ(replayed.size(), 30u);
+    std::vector<std::shared_ptr<const std::string>> got;
+    ASSERT_TRUE(read_segment(s->spilled[1], LogOffset::snapshot_end(), got));
+    size_t first = s->spilled[0].end_index + 1;
+    for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(*got[k], *replayed[first + k].json);
+  }
+  // gone: its directory is handed back for deletion
+  {
+    std::lock_guard lk(small.mutex());
+    small.invalidate(s, "test");
+    auto dead = small.take_dead_dirs();
+    ASSERT_EQ(dead.size(), 1u);
+    EXPECT_EQ(std::filesystem::path(jobs[0].path).parent_path().string(), dead[0]);
+  }
+  // the directory of a previous run is cleared; a foreign one is refused
+  EXPECT_TRUE(prepare_segment_dir(base, dir, err)) << err;
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  std::filesystem::remove(base + "/.shapesyncd");
+  EXPECT_FALSE(prepare_segment_dir(base, dir, err));
+  EXPECT_NE(err.find("refusing"), std::string::npos) << err;
+  std::filesystem::remove_all(base);
+}
+
+TEST_F(Fixture, WindowIsBoundedByBytes) {
+  {
+    std::lock_guard lk(store.mutex());
+    for (uint64_t t = 2; t < 50; ++t) store.apply({t, {tx(100 + t, t, 1, {ins(row(std::to_string(t), std::string(1000, 'x')))})}});
+    store.advance(49);
+    EXPECT_EQ(store.window_batches(), 48u);
+    store.trim_window(1000, 10'000);
+    EXPECT_LE(store.window_bytes(), 10'000u);
+    EXPECT_GT(store.window_batches(), 0u);
+    EXPECT_LT(store.window_batches(), 48u);
+    EXPECT_GT(store.window_floor(), 2u);
+  }
 }
