@@ -479,6 +479,7 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& sh
       if (e.sqlstate != "42883") throw;  // older extension without it
     }
   }
+    auto t0 = std::chrono::steady_clock::now();
     co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     PgResult snap;
     PgResult rows;
@@ -507,6 +508,7 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& sh
     }
     auto ps = PgSnapshot::parse(snap.get(0, 0));
     if (!ps) throw PgError("bad snapshot text", "", false);
+    auto t1 = std::chrono::steady_clock::now();
 
     // Snapshot chunks.
     std::vector<std::shared_ptr<const std::string>> chunks;
@@ -533,6 +535,7 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& sh
     cur += ']';
     chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
 
+  auto t_enc = std::chrono::steady_clock::now();
   SnapshotData d;
   d.snap = *ps;
   d.snap_text = std::string(snap.get(0, 0));
@@ -555,6 +558,10 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& sh
                     args);
   }
   co_await c.exec("COMMIT");
+  auto t2 = std::chrono::steady_clock::now();
+  auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
+  log_info("shape ", s->handle, " snapshot: ", d.rows, " rows in ", ms(t0, t1), " ms, encoded in ", ms(t1, t_enc),
+           " ms, stored in ", ms(t_enc, t2), " ms");
   co_return d;
 }
 
