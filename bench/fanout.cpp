@@ -784,8 +784,12 @@ SyncResult sync_shape(const std::string& base) {
   std::string offset = "-1";
   for (;;) {
     std::string target = base + "&offset=" + offset + (s.handle.empty() ? "" : "&handle=" + s.handle);
+    auto t_req = Clock::now();
     auto r = b.get(target);
     ++s.requests;
+    if (std::getenv("FANOUT_TRACE"))
+      std::cerr << "    GET offset=" << offset << " -> " << r.result_int() << " " << r.body().size() << " B in "
+                << fmt("%.1f", secs_since(t_req) * 1000) << " ms\n";
     if (r.result_int() == 503) {
       sleep_ms(200);
       continue;

@@ -74,6 +74,7 @@ static MemoryContext log_index_cxt = NULL;
 static List *log_index_oids = NIL;
 static IndexInfo **log_index_infos = NULL;
 static bool log_indexes_valid = false;
+static Oid	log_index_relid = InvalidOid;	/* the table they belong to */
 
 static Oid	ShapesyncCurrentLogTable(Oid state_relid);
 
@@ -127,9 +128,16 @@ ShapesyncLookupLog(void)
 		CacheRegisterRelcacheCallback(ShapesyncRelcacheCallback, (Datum) 0);
 		cache_callback_registered = true;
 	}
-	log_state_relid = ShapesyncRelationOid("log_state", false);
-	changes_relid = ShapesyncCurrentLogTable(log_state_relid);
-	change_seq_relid = ShapesyncRelationOid("change_seq", false);
+	{
+		/* assign at the end: the lookups may run the callback, which clears them */
+		Oid			state = ShapesyncRelationOid("log_state", false);
+		Oid			current = ShapesyncCurrentLogTable(state);
+		Oid			seq = ShapesyncRelationOid("change_seq", false);
+
+		log_state_relid = state;
+		changes_relid = current;
+		change_seq_relid = seq;
+	}
 }
 
 /*
@@ -198,7 +206,7 @@ ShapesyncLoadLogIndexes(Relation logrel)
 	ListCell   *lc;
 	int			i = 0;
 
-	if (log_indexes_valid)
+	if (log_indexes_valid && log_index_relid == RelationGetRelid(logrel))
 		return;
 	if (log_index_cxt == NULL)
 		log_index_cxt = AllocSetContextCreate(CacheMemoryContext,
@@ -222,6 +230,7 @@ ShapesyncLoadLogIndexes(Relation logrel)
 		index_close(idx, AccessShareLock);
 	}
 	MemoryContextSwitchTo(oldcxt);
+	log_index_relid = RelationGetRelid(logrel);
 	log_indexes_valid = true;
 }
 
@@ -270,12 +279,20 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 	Datum		values[Natts_changes];
 	bool		nulls[Natts_changes];
 	HeapTuple	logtup;
+	Oid			logrelid;
+	Oid			seqrelid;
 
 	ShapesyncLookupLog();
+	/*
+	 * Work on copies: opening the sequence or the table processes pending
+	 * invalidations, and the relcache callback may clear the cache meanwhile.
+	 */
+	logrelid = changes_relid;
+	seqrelid = change_seq_relid;
 
 	memset(nulls, false, sizeof(nulls));
 	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	values[1] = Int64GetDatum(nextval_internal(change_seq_relid, false));
+	values[1] = Int64GetDatum(nextval_internal(seqrelid, false));
 	values[2] = ObjectIdGetDatum(relid);
 	values[3] = CharGetDatum(op);
 	values[4] = Int32GetDatum(layout);
@@ -296,7 +313,7 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 	else
 		nulls[8] = true;
 
-	logrel = table_open(changes_relid, RowExclusiveLock);
+	logrel = table_open(logrelid, RowExclusiveLock);
 	if (RelationGetDescr(logrel)->natts != Natts_changes)
 		elog(ERROR, "%s has an unexpected layout", RelationGetRelationName(logrel));
 	logtup = heap_form_tuple(RelationGetDescr(logrel), values, nulls);

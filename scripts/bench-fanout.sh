@@ -80,7 +80,7 @@ stop_sidecar() {
 	done
 	kill -9 "$SIDECAR_PID" 2>/dev/null || true
 	# where a cold initial sync spends its time (query, encode, store)
-	grep -h ' snapshot: ' "$WORK/shapesyncd.$RUNS.log" | sed 's/^/   /' >&2 || true
+	grep -hE ' snapshot|registered|ready for ' "$WORK/shapesyncd.$RUNS.log" | sed 's/^/   /' >&2 || true
 	if ! grep -q 'info stopped' "$WORK/shapesyncd.$RUNS.log"; then
 		CRASHES=$((CRASHES + 1))
 		echo "   sidecar did not log 'stopped' on SIGTERM (crashed or killed)" >&2

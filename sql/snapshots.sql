@@ -13,12 +13,14 @@ CREATE TABLE shapesync.shape_snapshots (
     handle      text PRIMARY KEY,
     snap        pg_catalog.pg_snapshot NOT NULL,
     start_tick  bigint NOT NULL,
-    chunk_count int NOT NULL CHECK (chunk_count > 0),
-    row_count   bigint NOT NULL,
+    chunk_count int CHECK (chunk_count > 0),
+    row_count   bigint,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE shapesync.shape_snapshots IS
     'One row per built shape: the snapshot it was taken at and the last tick it contains.';
+COMMENT ON COLUMN shapesync.shape_snapshots.chunk_count IS
+    'NULL while its builder (holding advisory lock (21320, shape_id)) streams it to clients and stores it; a NULL row whose lock is free was abandoned: the shape is retired, never rebuilt under the same handle.';
 
 CREATE TABLE shapesync.shape_snapshot_chunks (
     handle   text NOT NULL REFERENCES shapesync.shape_snapshots ON DELETE CASCADE,

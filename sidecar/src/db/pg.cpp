@@ -150,6 +150,82 @@ asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& par
   co_return last;
 }
 
+namespace {
+
+PgError result_error(PGconn* conn, PGresult* r) {
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  PgError e(msg ? msg : PQresultErrorMessage(r), state ? state : "", PQstatus(conn) != CONNECTION_OK);
+  if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) e.detail = d;
+  if (const char* h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT)) e.hint = h;
+  if (const char* pos = PQresultErrorField(r, PG_DIAG_INTERNAL_POSITION)) e.position = std::atoi(pos);
+  return e;
+}
+
+}  // namespace
+
+asio::awaitable<void> PgConn::copy_out(std::string_view sql, const std::function<void(std::string_view)>& on_row) {
+  if (!ok()) fail("not connected");
+  std::string q(sql);
+  if (!PQsendQuery(conn_, q.c_str())) fail("cannot send query");
+  for (;;) {
+    int f = PQflush(conn_);
+    if (f == 0) break;
+    if (f < 0) fail("cannot send query");
+    co_await wait_socket(true);
+    consume();
+  }
+  std::optional<PgError> error;
+  std::exception_ptr callback_error;
+  bool copying = false;
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      co_await wait_socket(false);
+      consume();
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (!r) break;
+    auto st = PQresultStatus(r);
+    if (st == PGRES_COPY_OUT) {
+      PQclear(r);
+      copying = true;
+      for (;;) {
+        char* buf = nullptr;
+        int n = PQgetCopyData(conn_, &buf, 1);
+        if (n > 0) {
+          if (!callback_error) {
+            try {
+              size_t len = static_cast<size_t>(n);
+              if (len > 0 && buf[len - 1] == '\n') --len;
+              on_row(std::string_view(buf, len));
+            } catch (...) {
+              callback_error = std::current_exception();  // drain the copy, then rethrow
+            }
+          }
+          PQfreemem(buf);
+          continue;
+        }
+        if (n == 0) {  // nothing buffered: wait for more
+          co_await wait_socket(false);
+          consume();
+          continue;
+        }
+        if (n == -2) fail("copy failed");
+        break;  // -1: done; the command's result follows
+      }
+      continue;
+    }
+    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+      if (!error) error = result_error(conn_, r);
+    }
+    PQclear(r);
+  }
+  consume();
+  if (error) throw *error;
+  if (callback_error) std::rethrow_exception(callback_error);
+  if (!copying) throw PgError("COPY returned no data stream", "", false);
+}
+
 asio::awaitable<void> PgConn::wait_input(std::chrono::milliseconds timeout) {
   if (!ok()) fail("not connected");
   // Notifications that arrived during earlier queries are already read off the

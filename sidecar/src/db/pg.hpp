@@ -3,6 +3,7 @@
 // libpq call on an I/O thread). One coroutine uses a connection at a time.
 #pragma once
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -69,6 +70,12 @@ class PgConn {
   // Runs one statement with text parameters; returns its result (the last one
   // for multi-statement strings without parameters). Throws PgError.
   asio::awaitable<PgResult> exec(std::string_view sql, const PgParams& params = {});
+
+  // Runs `COPY (...) TO STDOUT` (text format) and hands each data row (without
+  // its newline) to `on_row` as it arrives, so the caller works while the
+  // server is still sending. Throws PgError (after the server's error, or
+  // whatever on_row threw once the copy is drained).
+  asio::awaitable<void> copy_out(std::string_view sql, const std::function<void(std::string_view)>& on_row);
 
   // Waits until the socket is readable or the timeout passes; consumes input.
   // Returns after either. Throws PgError if the connection is lost.

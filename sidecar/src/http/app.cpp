@@ -8,11 +8,14 @@
 #include <random>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "db/changes.hpp"
+#include "db/copy_text.hpp"
 #include "util/log.hpp"
 
 namespace shapesync {
@@ -252,7 +255,26 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   auto shape = co_await get_shape(p, def_key, table, err, req);
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
-  if (p.live_sse) co_return co_await serve_sse(req, p, shape, out);
+  if (p.live_sse) {
+    // SSE serves the log: wait for a shape still streaming its snapshot to be ready
+    auto ex = co_await asio::this_coro::executor;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    for (;;) {
+      auto w = std::make_shared<Waiter>(ex);
+      {
+        std::lock_guard lk(store_.mutex());
+        if (shape->ready || shape->invalid) break;
+        if (shape->failed || stopping_ || std::chrono::steady_clock::now() >= deadline)
+          co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+        w->timer.expires_at(deadline);
+        store_.add_waiter(shape, w);
+      }
+      co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+      std::lock_guard lk(store_.mutex());
+      store_.remove_waiter(shape, w);
+    }
+    co_return co_await serve_sse(req, p, shape, out);
+  }
   co_return co_await serve_shape(req, p, shape);
 }
 
@@ -260,6 +282,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
                                                        std::shared_ptr<const TableInfo>& table, Response& err,
                                                        const Request& req) {
   auto ex = co_await asio::this_coro::executor;
+  std::string where_error;
   for (int attempt = 0; attempt < 5; ++attempt) {
     std::shared_ptr<Shape> s;
     {
@@ -331,7 +354,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
       auto w = std::make_shared<Waiter>(ex);
       {
         std::lock_guard lk(store_.mutex());
-        if (s->ready || s->failed || s->invalid || stopping_) break;
+        if (s->ready || s->failed || s->invalid || stopping_ || !s->snapshot_chunks.empty()) break;
         w->timer.expires_at(deadline);
         store_.add_waiter(s, w);
       }
@@ -342,10 +365,18 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
     }
     {
       std::lock_guard lk(store_.mutex());
-      if (s->ready && !s->invalid) {
+      // ready, or streaming its snapshot (served chunk by chunk while it is taken)
+      if (!s->invalid && !s->failed && (s->ready || !s->snapshot_chunks.empty())) {
         table = s->def.table;
         co_return s;
       }
+      if (s->failed && !s->build_error.empty()) where_error = s->build_error;
+    }
+    if (!where_error.empty()) {
+      ValidationErrors v;
+      v.add("where", where_error);
+      err = error_400(req, v);
+      co_return nullptr;
     }
   }
   err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
@@ -417,59 +448,61 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
     err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
     co_return nullptr;
   }
+  // Built in the background: the requests waiting on it (this one included)
+  // are served its snapshot chunks as they are taken.
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, build_and_settle(s), asio::detached);
+  co_return s;
+}
+
+asio::awaitable<void> App::build_and_settle(std::shared_ptr<Shape> s) {
   std::optional<PgError> failed;
+  std::string other_failure;
   try {
     co_await build_shape(s);
   } catch (const PgError& e) {
     failed = e;
+  } catch (const std::exception& e) {
+    other_failure = e.what();
   }
-  if (failed) {
-    const PgError& e = *failed;
-    log_warn("shape ", s->handle, " snapshot failed: ", e.sqlstate, " ", e.what());
-    {
-      std::lock_guard lk(store_.mutex());
-      store_.fail_create(s);
-    }
-    // The changes since the shape's snapshot are no longer all in the change
-    // log (it is older than shapesync.log_retention and this sidecar does not
-    // hold it): nobody can rebuild it. Retire it; the client's next request
-    // gets a new shape (409 must-refetch for a client that had the old one).
-    if (e.sqlstate == kLogTruncated) {
-      std::string reason = std::string("change log retention: ") + e.what();
-      try {
-        auto lease = co_await pool_.acquire();
-        PgParams args{s->handle, reason};
-        co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
-        log_info("shape ", s->handle, " retired: ", reason);
-      } catch (const PgError& e2) {
-        log_warn("cannot retire shape ", s->handle, ": ", e2.what());
-      }
-      co_return s;
-    }
-    // The filter raises for a row of the table (division by zero, a failed
-    // cast, ...): the client's request is what is wrong. Retire the shape so
-    // writers stop evaluating a filter nobody can use.
-    if (e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0) {
-      try {
-        auto lease = co_await pool_.acquire();
-        PgParams args{s->handle, std::string("snapshot failed: ") + e.what()};
-        co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
-      } catch (const PgError& e2) {
-        log_warn("cannot retire shape ", s->handle, ": ", e2.what());
-      }
-      ValidationErrors v;
-      v.add("where", std::string(e.what()));
-      err = error_400(req, v);
-      co_return nullptr;
+  if (!other_failure.empty()) {
+    log_error("shape ", s->handle, " build failed: ", other_failure);
+    std::lock_guard lk(store_.mutex());
+    if (!s->ready) store_.fail_create(s);
+    co_return;
+  }
+  if (!failed) co_return;
+  const PgError& e = *failed;
+  log_warn("shape ", s->handle, " snapshot failed: ", e.sqlstate, " ", e.what());
+  // The filter raises for a row of the table (division by zero, a failed
+  // cast, ...): the client's request is what is wrong. The changes since the
+  // shape's snapshot are no longer all in the change log, or its snapshot was
+  // abandoned by a sidecar that died: nobody can serve it. Either way retire
+  // the shape, so writers stop evaluating it and the next request starts anew.
+  bool bad_filter = e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0;
+  bool unservable = e.sqlstate == kLogTruncated || e.sqlstate == kSnapshotAbandoned;
+  if (bad_filter || unservable) {
+    std::string reason = bad_filter ? std::string("snapshot failed: ") + e.what()
+                         : e.sqlstate == kLogTruncated ? std::string("change log retention: ") + e.what()
+                                                       : std::string(e.what());
+    try {
+      auto lease = co_await pool_.acquire();
+      PgParams args{s->handle, reason};
+      co_await lease->exec("SELECT shapesync.invalidate_shape($1, $2)", args);
+      log_info("shape ", s->handle, " retired: ", reason);
+    } catch (const PgError& e2) {
+      log_warn("cannot retire shape ", s->handle, ": ", e2.what());
     }
   }
-  co_return s;
+  std::lock_guard lk(store_.mutex());
+  if (bad_filter) s->build_error = e.what();
+  if (!s->ready) store_.fail_create(s);
 }
 
 // Takes the shape's snapshot (after every writer that could miss the shape has
 // ended) and stores it for every sidecar. Caller holds the shape's build lock.
-asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& shape) {
-  const Shape* s = &shape;
+asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const std::shared_ptr<Shape>& sp) {
+  const Shape* s = sp.get();
   const TableInfo& t = *s->def.table;
   {
     PgParams args{std::to_string(t.relid)};
@@ -479,99 +512,155 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const Shape& sh
       if (e.sqlstate != "42883") throw;  // older extension without it
     }
   }
-    auto t0 = std::chrono::steady_clock::now();
-    co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    PgResult snap;
-    PgResult rows;
-    std::exception_ptr failure;
-    try {
-      snap = co_await c.exec(
-          "SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
-      if (s->def.log_mode == LogMode::kFull) {
-        std::string sql = "SELECT ";
-        for (size_t i = 0; i < s->def.selected.size(); ++i) {
-          if (i) sql += ", ";
-          sql += quote_ident(t.columns[s->def.selected[i]].name);
-        }
-        sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
-        // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
-        if (!s->where.empty()) sql += " WHERE " + s->where;
-        rows = co_await c.exec(sql);
-      }
-      co_await c.exec("COMMIT");
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    if (failure) {
-      if (c.ok()) co_await c.exec("ROLLBACK");
-      std::rethrow_exception(failure);
-    }
-    auto ps = PgSnapshot::parse(snap.get(0, 0));
-    if (!ps) throw PgError("bad snapshot text", "", false);
-    auto t1 = std::chrono::steady_clock::now();
-
-    // Snapshot chunks.
-    std::vector<std::shared_ptr<const std::string>> chunks;
-    std::string cur = "[";
-    bool first = true;
-    RowValues row(t.columns.size());
-    for (int i = 0; i < rows.rows(); ++i) {
-      for (size_t k = 0; k < s->def.selected.size(); ++k) row[s->def.selected[k]] = rows.opt(i, static_cast<int>(k));
-      std::string value;
-      append_value_object(value, t, row, s->def.selected);
-      std::string msg = snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation);
-      if (!first) cur += ',';
-      first = false;
-      cur += msg;
-      if (cur.size() >= cfg_.chunk_bytes_threshold) {
-        cur += ']';
-        chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
-        cur = "[";
-        first = true;
-      }
-    }
-    if (!first) cur += ',';
-    cur += snapshot_end_message(ps->xmin_s, ps->xmax_s, ps->xip_s);
-    cur += ']';
-    chunks.push_back(std::make_shared<const std::string>(std::move(cur)));
-
-  auto t_enc = std::chrono::steady_clock::now();
-  SnapshotData d;
-  d.snap = *ps;
-  d.snap_text = std::string(snap.get(0, 0));
-  d.start_tick = std::stoull(std::string(snap.get(0, 1)));
-  d.rows = rows.rows();
-  d.chunks = std::move(chunks);
-  // Store it: from now on every sidecar serves these bytes.
-  co_await c.exec("BEGIN");
+  // Claim the handle before anything is served: a snapshot row without a
+  // chunk count is one being built. Should this process die before storing
+  // the chunks, the next sidecar finds it abandoned and retires the handle
+  // (clients that saw part of it re-sync) instead of taking another snapshot
+  // under the same handle.
   {
-    PgParams args{s->handle, d.snap_text, std::to_string(d.start_tick), std::to_string(d.chunks.size()),
-                  std::to_string(d.rows)};
+    PgParams args{s->handle};
     co_await c.exec(
         "INSERT INTO shapesync.shape_snapshots (handle, snap, start_tick, chunk_count, row_count) "
-        "VALUES ($1, $2::pg_snapshot, $3::bigint, $4::int, $5::bigint)",
+        "VALUES ($1, '1:1:', 0, NULL, NULL)",
         args);
   }
-  for (size_t i = 0; i < d.chunks.size(); ++i) {
-    PgParams args{s->handle, std::to_string(i), *d.chunks[i]};
-    co_await c.exec("INSERT INTO shapesync.shape_snapshot_chunks (handle, chunk_no, body) VALUES ($1, $2::int, $3)",
-                    args);
+  auto t0 = std::chrono::steady_clock::now();
+  co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  SnapshotData d;
+  std::exception_ptr failure;
+  std::vector<std::shared_ptr<const std::string>> chunks;
+  std::string cur = "[";
+  bool first = true;
+  long long rows = 0;
+  // A chunk is served as soon as it is complete, while the rows stream in
+  // (COPY): PostgreSQL produces, this encodes, clients download, at once.
+  auto publish = [&](std::string body) {
+    auto chunk = std::make_shared<const std::string>(std::move(body));
+    chunks.push_back(chunk);
+    std::lock_guard lk(store_.mutex());
+    store_.publish_snapshot_chunk(sp, std::move(chunk));
+  };
+  try {
+    PgResult snap = co_await c.exec(
+        "SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
+    auto ps = PgSnapshot::parse(snap.get(0, 0));
+    if (!ps) throw PgError("bad snapshot text", "", false);
+    d.snap = *ps;
+    d.snap_text = std::string(snap.get(0, 0));
+    d.start_tick = std::stoull(std::string(snap.get(0, 1)));
+    {
+      std::lock_guard lk(store_.mutex());
+      sp->snap = d.snap;
+      sp->start_tick = d.start_tick;
+    }
+    if (s->def.log_mode == LogMode::kFull) {
+      std::string sql = "COPY (SELECT ";
+      for (size_t i = 0; i < s->def.selected.size(); ++i) {
+        if (i) sql += ", ";
+        sql += quote_ident(t.columns[s->def.selected[i]].name);
+      }
+      sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
+      // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
+      if (!s->where.empty()) sql += " WHERE " + s->where;
+      sql += ") TO STDOUT";
+      RowValues row(t.columns.size());
+      std::vector<std::optional<std::string>> fields;
+      std::string value;
+      co_await c.copy_out(sql, [&](std::string_view line) {
+        if (!parse_copy_row(line, fields) || fields.size() != s->def.selected.size())
+          throw PgError("unexpected COPY row from the snapshot query", "", false);
+        for (size_t k = 0; k < fields.size(); ++k) row[s->def.selected[k]] = std::move(fields[k]);
+        value.clear();
+        append_value_object(value, t, row, s->def.selected);
+        if (!first) cur += ',';
+        first = false;
+        cur += snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation);
+        ++rows;
+        if (cur.size() >= cfg_.chunk_bytes_threshold) {
+          cur += ']';
+          publish(std::move(cur));
+          cur = "[";
+          first = true;
+        }
+      });
+    }
+    co_await c.exec("COMMIT");
+  } catch (...) {
+    failure = std::current_exception();
   }
-  co_await c.exec("COMMIT");
-  auto t2 = std::chrono::steady_clock::now();
+  if (failure) {
+    if (c.ok()) {
+      if (PQtransactionStatus(c.raw()) != PQTRANS_IDLE) co_await c.exec("ROLLBACK");
+      // Nothing served yet (rows stream before any chunk is complete only for
+      // small shapes): forget the claim so the next attempt starts afresh.
+      bool served;
+      {
+        std::lock_guard lk(store_.mutex());
+        served = !sp->snapshot_chunks.empty();
+      }
+      if (!served) {
+        PgParams args{s->handle};
+        co_await c.exec("DELETE FROM shapesync.shape_snapshots WHERE handle = $1 AND chunk_count IS NULL", args);
+      }
+    }
+    std::rethrow_exception(failure);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  if (!first) cur += ',';
+  cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
+  cur += ']';
+  publish(std::move(cur));
+  d.rows = rows;
+  d.chunks = std::move(chunks);
+  {
+    PgParams args{s->handle, d.snap_text, std::to_string(d.start_tick)};
+    co_await c.exec(
+        "UPDATE shapesync.shape_snapshots SET snap = $2::pg_snapshot, start_tick = $3::bigint WHERE handle = $1",
+        args);
+  }
   auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
-  log_info("shape ", s->handle, " snapshot: ", d.rows, " rows in ", ms(t0, t1), " ms, encoded in ", ms(t1, t_enc),
-           " ms, stored in ", ms(t_enc, t2), " ms");
+  log_info("shape ", s->handle, " snapshot: ", d.rows, " rows, ", d.chunks.size(), " chunk(s) streamed in ", ms(t0, t1),
+           " ms");
   co_return d;
 }
 
-// Loads a stored snapshot; nullopt when none is stored yet.
+// Stores the chunks of a snapshot this sidecar took (the shape is already
+// served from memory); from then on every sidecar serves these bytes.
+asio::awaitable<void> App::store_snapshot(PgConn& c, const Shape& s, const SnapshotData& d) {
+  auto t0 = std::chrono::steady_clock::now();
+  co_await c.exec("BEGIN");
+  std::exception_ptr failure;
+  try {
+    for (size_t i = 0; i < d.chunks.size(); ++i) {
+      PgParams args{s.handle, std::to_string(i), *d.chunks[i]};
+      co_await c.exec("INSERT INTO shapesync.shape_snapshot_chunks (handle, chunk_no, body) VALUES ($1, $2::int, $3)",
+                      args);
+    }
+    PgParams args{s.handle, std::to_string(d.chunks.size()), std::to_string(d.rows)};
+    co_await c.exec(
+        "UPDATE shapesync.shape_snapshots SET chunk_count = $2::int, row_count = $3::bigint WHERE handle = $1", args);
+    co_await c.exec("COMMIT");
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (c.ok() && PQtransactionStatus(c.raw()) != PQTRANS_IDLE) co_await c.exec("ROLLBACK");
+    std::rethrow_exception(failure);
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  log_info("shape ", s.handle, " snapshot stored: ", d.chunks.size(), " chunk(s) in ", ms, " ms");
+}
+
 asio::awaitable<std::optional<App::SnapshotData>> App::load_snapshot(PgConn& c, const std::string& handle) {
   PgParams args{handle};
   PgResult meta = co_await c.exec(
       "SELECT snap::text, start_tick, chunk_count, row_count FROM shapesync.shape_snapshots WHERE handle = $1", args);
   if (meta.rows() == 0) co_return std::nullopt;
   SnapshotData d;
+  if (meta.is_null(0, 2)) {  // claimed by a builder that has not stored it (yet)
+    d.building = true;
+    co_return d;
+  }
   auto ps = PgSnapshot::parse(meta.get(0, 0));
   if (!ps) throw PgError("bad stored snapshot", "", false);
   d.snap = *ps;
@@ -592,28 +681,40 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
     auto lease = co_await pool_.acquire();
     PgConn& c = *lease;
     const TableInfo& t = *s->def.table;
-    // The first sidecar to hold the shape's build lock takes and stores the
-    // snapshot; everyone else (and this one after a restart) loads it.
+    // The first sidecar to hold the shape's build lock takes the snapshot,
+    // serves it while it streams, and stores it; everyone else (and this one
+    // after a restart) loads the stored one.
     std::optional<SnapshotData> data;
+    bool own = false;
     std::string lock_args = "21320, " + std::to_string(s->shape_id);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (!data) {
+    for (;;) {
       data = co_await load_snapshot(c, s->handle);
-      if (data) break;
+      if (data && !data->building) break;
       PgResult got = co_await c.exec("SELECT pg_try_advisory_lock(" + lock_args + ")");
       if (got.get(0, 0) == "t") {
         std::exception_ptr failure;
+        bool abandoned = false;
         try {
           data = co_await load_snapshot(c, s->handle);
-          if (!data) data = co_await take_snapshot(c, *s);
+          if (data && data->building) {
+            abandoned = true;  // we hold the lock: its builder is gone
+          } else if (!data) {
+            own = true;
+            data = co_await take_snapshot(c, s);
+          }
         } catch (...) {
           failure = std::current_exception();
         }
-        if (c.ok()) {
+        if (c.ok() && (failure || !own || abandoned)) {
           if (PQtransactionStatus(c.raw()) != PQTRANS_IDLE) co_await c.exec("ROLLBACK");
           co_await c.exec("SELECT pg_advisory_unlock(" + lock_args + ")");
         }
         if (failure) std::rethrow_exception(failure);
+        if (abandoned)
+          throw PgError("the snapshot of shape " + s->handle +
+                            " was abandoned by the sidecar that took it before it was stored",
+                        kSnapshotAbandoned, false);
         break;
       }
       if (std::chrono::steady_clock::now() > deadline) throw PgError("timed out waiting for another sidecar's snapshot", "", false);
@@ -629,29 +730,37 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
     }
     // Catch up: batches after start_tick that the window no longer holds come
     // from the database.
-    for (int round = 0; round < 5; ++round) {
-      uint64_t floor;
-      {
+    std::exception_ptr failure;
+    try {
+      for (int round = 0; round < 5; ++round) {
+        uint64_t floor;
+        {
+          std::lock_guard lk(store_.mutex());
+          floor = store_.window_floor();
+          if (start_tick >= floor || store_.last_tick() <= start_tick) {
+            store_.finish_create(s);
+            break;
+          }
+        }
+        std::vector<Batch> extra;
+        for (uint64_t after = start_tick; after < floor;) {
+          uint64_t upto = std::min(floor, after + 2000);
+          auto part = co_await fetch_batches(c, after, upto);
+          for (auto& b : part) extra.push_back(std::move(b));
+          after = upto;
+        }
         std::lock_guard lk(store_.mutex());
-        floor = store_.window_floor();
-        if (start_tick >= floor || store_.last_tick() <= start_tick) {
-          store_.finish_create(s);
+        if (store_.window_floor() <= floor) {
+          store_.finish_create(s, std::move(extra), floor);
           break;
         }
       }
-      std::vector<Batch> extra;
-      for (uint64_t after = start_tick; after < floor;) {
-        uint64_t upto = std::min(floor, after + 2000);
-        auto part = co_await fetch_batches(c, after, upto);
-        for (auto& b : part) extra.push_back(std::move(b));
-        after = upto;
-      }
-      std::lock_guard lk(store_.mutex());
-      if (store_.window_floor() <= floor) {
-        store_.finish_create(s, std::move(extra), floor);
-        break;
-      }
+      if (own) co_await store_snapshot(c, *s, *data);
+    } catch (...) {
+      failure = std::current_exception();
     }
+    if (own && c.ok()) co_await c.exec("SELECT pg_advisory_unlock(" + lock_args + ")");
+    if (failure) std::rethrow_exception(failure);
     if (reporting_) {
       PgParams args{s->handle, std::to_string(data->rows)};
       try {
@@ -675,9 +784,11 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
   auto now = std::chrono::steady_clock::now();
   auto live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
   auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
+  auto build_deadline = now + std::chrono::seconds(120);
   LogRead r;
   std::string schema_header, handle;
   bool rotated = false;
+  bool failed = false;
   for (;;) {
     auto w = std::make_shared<Waiter>(ex);
     bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
@@ -687,13 +798,27 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
         rotated = true;
         break;
       }
-      r = store_.read(*s, p.offset);
-      handle = s->handle;
-      schema_header = s->schema_header;
-      bool wait = r.out_of_bounds || (p.live && !r.has_data());
-      if (!wait || timed_out) break;
-      w->timer.expires_at(r.out_of_bounds ? std::min(oob_deadline, live_deadline) : live_deadline);
-      store_.add_waiter(s, w);
+      if (s->failed) {
+        failed = true;
+        break;
+      }
+      if (!ShapeStore::can_read(*s, p.offset)) {
+        // still being created: a snapshot chunk not taken yet, or the log
+        if (stopping_ || std::chrono::steady_clock::now() >= build_deadline) {
+          failed = true;
+          break;
+        }
+        w->timer.expires_at(build_deadline);
+        store_.add_waiter(s, w);
+      } else {
+        r = store_.read(*s, p.offset);
+        handle = s->handle;
+        schema_header = s->schema_header;
+        bool wait = r.out_of_bounds || (p.live && !r.has_data());
+        if (!wait || timed_out) break;
+        w->timer.expires_at(r.out_of_bounds ? std::min(oob_deadline, live_deadline) : live_deadline);
+        store_.add_waiter(s, w);
+      }
     }
     co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
     std::lock_guard lk(store_.mutex());
@@ -709,6 +834,7 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     }
     co_return must_refetch(req, next && next->ready ? next->handle : "");
   }
+  if (failed) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
   if (r.out_of_bounds) {
     ValidationErrors e;
     e.add("offset", "out of bounds for this shape");

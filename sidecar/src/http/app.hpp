@@ -69,14 +69,21 @@ class App {
                                                          Response& err, const Request& req);
   // Loads (or takes and stores) the shape's snapshot and catches the shape up.
   asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
+  // build_shape in the background; on failure fails the shape (and retires it
+  // in the database when nobody can ever serve it).
+  asio::awaitable<void> build_and_settle(std::shared_ptr<Shape> s);
   struct SnapshotData {
+    bool building = false;  // claimed by a builder, not stored yet (nothing else is set)
     PgSnapshot snap;
     std::string snap_text;
     uint64_t start_tick = 0;
     long long rows = 0;
     std::vector<std::shared_ptr<const std::string>> chunks;
   };
-  asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const Shape& s);
+  // Takes the snapshot (caller holds the shape's build lock), publishing each
+  // chunk to the store as soon as it is complete.
+  asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const std::shared_ptr<Shape>& s);
+  asio::awaitable<void> store_snapshot(PgConn& c, const Shape& s, const SnapshotData& d);
   asio::awaitable<std::optional<SnapshotData>> load_snapshot(PgConn& c, const std::string& handle);
   asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
   // Applies every tick after the last one applied; `notified` is the newest

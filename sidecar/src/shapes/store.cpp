@@ -99,6 +99,18 @@ bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batc
   return true;
 }
 
+void ShapeStore::publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
+  s->snapshot_chunks.push_back(std::move(chunk));
+  wake(*s);
+}
+
+bool ShapeStore::can_read(const Shape& s, const RequestOffset& ro) {
+  if (s.ready) return true;
+  if (s.invalid || s.failed) return false;
+  if (ro.kind == RequestOffset::Kind::kBeforeAll) return !s.snapshot_chunks.empty();
+  return ro.kind == RequestOffset::Kind::kAt && ro.at.is_snapshot_region() && ro.at.op + 1 < s.snapshot_chunks.size();
+}
+
 void ShapeStore::fail_create(const std::shared_ptr<Shape>& s) {
   s->failed = true;
   auto it = active_.find(s->def.key);

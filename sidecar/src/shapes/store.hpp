@@ -96,6 +96,7 @@ struct Shape {
 
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
+  std::string build_error;  // failed because its filter raised on a row: 400 for its waiters
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
   std::unordered_set<std::shared_ptr<Waiter>> waiters;
@@ -160,6 +161,11 @@ class ShapeStore {
   bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches = {},
                      uint64_t extra_upto = 0);
   void fail_create(const std::shared_ptr<Shape>& s);
+  // A snapshot chunk of a shape being created is complete: it can be served
+  // (offset -1 and 0_k) before the shape is ready.
+  void publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
+  // Can `ro` be read now? Always once ready; before, only published snapshot chunks.
+  static bool can_read(const Shape& s, const RequestOffset& ro);
   // Marks a shape invalid, drops it from the active map and wakes its waiters.
   void invalidate(const std::shared_ptr<Shape>& s, const std::string& reason);
   void invalidate_table(uint32_t relid, const std::string& reason);

@@ -107,6 +107,10 @@ test('a live sidecar holds the change log; after a restart an old shape answers 
 
     // a shape created after the rotations can be rebuilt after a restart
     const fresh = await syncRaw(sidecar.shapeUrl, 'table=items&where=n%3D3');
+    // its snapshot is served while it is stored; once stored, any sidecar can load it
+    await waitFor(async () => (await q1(
+      `SELECT chunk_count IS NOT NULL FROM shapesync.shape_snapshots WHERE handle = '${fresh.handle}'`)) === 't',
+    { what: 'fresh snapshot stored' });
 
     sidecar.kill('SIGKILL');
     await sidecar.exited;
