@@ -16,6 +16,7 @@
 
 #include "db/changes.hpp"
 #include "db/copy_text.hpp"
+#include "http/subset.hpp"
 #include "util/log.hpp"
 
 namespace shapesync {
@@ -189,6 +190,16 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
         }
         co_return res;
       }
+      if (req.method() == http::verb::post) {  // subset snapshot, parameters in the JSON body
+        auto merged = merge_post_body(parse_query(query), req.body());
+        if (auto* e = std::get_if<BodyError>(&merged)) {
+          Response res = json_response(req, static_cast<http::status>(e->status), e->body);
+          res.set(http::field::cache_control, "no-store");
+          co_return res;
+        }
+        std::string merged_query = encode_query(std::get<QueryMap>(merged));
+        co_return co_await handle_shape(req, merged_query, out);
+      }
       if (req.method() == http::verb::delete_) {
         if (!cfg_.allow_shape_deletion)
           co_return json_response(req, http::status::method_not_allowed, R"({"message":"DELETE not allowed"})");
@@ -249,6 +260,7 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
     std::atomic<int>& c;
     ~Release() { c.fetch_sub(1); }
   } release{counter};
+  if (req.method() == http::verb::post || is_subset_request(q)) co_return co_await serve_subset(req, q, p);
   std::string def_key = definition_key(p);
   std::shared_ptr<const TableInfo> table;
   Response err;

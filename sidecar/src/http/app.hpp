@@ -55,6 +55,8 @@ class App {
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
                                                        StreamWriter& out);
   asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s);
+  // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset.cpp.
+  asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
                                                      std::shared_ptr<Shape> s, StreamWriter& out);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
