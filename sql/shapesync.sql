@@ -157,8 +157,11 @@ CREATE TABLE shapesync.ticks (
     tick_id   bigint PRIMARY KEY,
     snap      pg_catalog.pg_snapshot NOT NULL,
     max_seq   bigint NOT NULL,
-    tick_time timestamptz NOT NULL DEFAULT now()
+    tick_time timestamptz NOT NULL DEFAULT now(),
+    tick_xid  pg_catalog.xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
+COMMENT ON COLUMN shapesync.ticks.tick_xid IS
+    'The xid of the transaction that recorded the tick: every xid assigned before it and not visible in snap was still running then.';
 COMMENT ON TABLE shapesync.ticks IS
     'Ticks: the batch of tick N is every change whose xid is visible in snap(N) and not in snap(N-1).';
 
@@ -172,6 +175,7 @@ DECLARE
     last_id   bigint;
     last_snap pg_snapshot;
     last_seq  bigint;
+    last_xid  xid8;
     cur_seq   bigint;
     cur_snap  pg_snapshot;
 BEGIN
@@ -184,7 +188,7 @@ BEGIN
     -- serialise tickers: the previous tick is committed when we get the lock
     PERFORM pg_advisory_xact_lock(7303830626947563123);
 
-    SELECT t.tick_id, t.snap, t.max_seq INTO last_id, last_snap, last_seq
+    SELECT t.tick_id, t.snap, t.max_seq, t.tick_xid INTO last_id, last_snap, last_seq, last_xid
       FROM shapesync.ticks t ORDER BY t.tick_id DESC LIMIT 1;
 
     -- read the high-water mark BEFORE taking the snapshot (next statement):
@@ -194,15 +198,21 @@ BEGIN
 
     SELECT pg_current_snapshot() INTO cur_snap;
 
-    -- A writer whose xid is at or above the last snapshot's xmax was running
-    -- then but is not in its xip list: when one completes, xmax moves by more
-    -- than the last tick's own xid (+1), so that also means "maybe new".
+    -- Nothing can be new when no change took a seq since the last tick and
+    -- every transaction that could hold one of its changes unseen is still
+    -- invisible. Those are the last snapshot's xip list and the xids from its
+    -- xmax up to the last tick's own xid: pg_current_snapshot()'s xmax is
+    -- latestCompletedXid + 1, so a writer above it was running without being
+    -- listed, and any writer that took a seq before the last tick read the
+    -- high-water mark got its xid before the tick's own. Aborted ones only
+    -- cost a needless tick.
     IF NOT force AND last_id IS NOT NULL AND cur_seq <= last_seq
-       AND pg_snapshot_xmax(cur_snap)::text::numeric <= pg_snapshot_xmax(last_snap)::text::numeric + 1
+       AND last_xid::text::bigint - pg_snapshot_xmax(last_snap)::text::bigint <= 10000
        AND NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(last_snap) AS x(xid)
-                        WHERE pg_visible_in_snapshot(x.xid, cur_snap)) THEN
-        -- no change was written since, and every transaction that was running
-        -- at the last tick still is: nothing can be new
+                        WHERE pg_visible_in_snapshot(x.xid, cur_snap))
+       AND NOT EXISTS (SELECT 1 FROM generate_series(pg_snapshot_xmax(last_snap)::text::bigint,
+                                                     last_xid::text::bigint - 1) AS g(x)
+                        WHERE pg_visible_in_snapshot(g.x::text::xid8, cur_snap)) THEN
         RETURN NULL;
     END IF;
 
