@@ -170,6 +170,9 @@ INSERT INTO shapesync.ticks (tick_id, snap, max_seq) VALUES (1, pg_catalog.pg_cu
 CREATE FUNCTION shapesync.tick(force boolean DEFAULT false) RETURNS bigint
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    -- its plans are cached for the session: one made while ticks was tiny
+    -- (a seq scan for the last tick) must not stay once it is large
+    SET enable_seqscan = off
 AS $$
 DECLARE
     last_id   bigint;
