@@ -1,18 +1,9 @@
 // COPY text format rows → field values.
 #include "db/copy_text.hpp"
 
+#include "util/hex.hpp"
+
 namespace shapesync {
-
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 bool parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& out) {
   size_t n = 0;

@@ -99,57 +99,6 @@ void PgConn::consume() {
   }
 }
 
-asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& params) {
-  if (!ok()) fail("not connected");
-  std::string q(sql);
-  int sent;
-  if (params.empty()) {
-    sent = PQsendQuery(conn_, q.c_str());
-  } else {
-    std::vector<const char*> vals;
-    vals.reserve(params.size());
-    for (auto& p : params) vals.push_back(p ? p->c_str() : nullptr);
-    sent = PQsendQueryParams(conn_, q.c_str(), static_cast<int>(vals.size()), nullptr, vals.data(), nullptr,
-                             nullptr, 0);
-  }
-  if (!sent) fail("cannot send query");
-  for (;;) {
-    int f = PQflush(conn_);
-    if (f == 0) break;
-    if (f < 0) fail("cannot send query");
-    co_await wait_socket(true);
-    consume();
-  }
-  PgResult last;
-  std::optional<PgError> error;
-  for (;;) {
-    while (PQisBusy(conn_)) {
-      co_await wait_socket(false);
-      consume();
-    }
-    PGresult* r = PQgetResult(conn_);
-    if (!r) break;
-    auto st = PQresultStatus(r);
-    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
-      if (!error) {
-        const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-        error.emplace(msg ? msg : PQresultErrorMessage(r), state ? state : "", PQstatus(conn_) != CONNECTION_OK);
-        if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) error->detail = d;
-        if (const char* h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT)) error->hint = h;
-        const char* pos = PQresultErrorField(r, PG_DIAG_INTERNAL_POSITION);
-        if (pos) error->position = std::atoi(pos);
-      }
-      PQclear(r);
-      continue;
-    }
-    last = PgResult(r);
-  }
-  consume();
-  if (error) throw *error;
-  co_return last;
-}
-
 namespace {
 
 PgError result_error(PGconn* conn, PGresult* r) {
@@ -164,10 +113,7 @@ PgError result_error(PGconn* conn, PGresult* r) {
 
 }  // namespace
 
-asio::awaitable<void> PgConn::copy_out(std::string_view sql, const std::function<void(std::string_view)>& on_row) {
-  if (!ok()) fail("not connected");
-  std::string q(sql);
-  if (!PQsendQuery(conn_, q.c_str())) fail("cannot send query");
+asio::awaitable<void> PgConn::flush() {
   for (;;) {
     int f = PQflush(conn_);
     if (f == 0) break;
@@ -175,6 +121,51 @@ asio::awaitable<void> PgConn::copy_out(std::string_view sql, const std::function
     co_await wait_socket(true);
     consume();
   }
+}
+
+asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& params) {
+  if (!ok()) fail("not connected");
+  std::string q(sql);
+  int sent;
+  if (params.empty()) {
+    sent = PQsendQuery(conn_, q.c_str());
+  } else {
+    std::vector<const char*> vals;
+    vals.reserve(params.size());
+    for (auto& p : params) vals.push_back(p ? p->c_str() : nullptr);
+    sent = PQsendQueryParams(conn_, q.c_str(), static_cast<int>(vals.size()), nullptr, vals.data(), nullptr,
+                             nullptr, 0);
+  }
+  if (!sent) fail("cannot send query");
+  co_await flush();
+  PgResult last;
+  std::optional<PgError> error;
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      co_await wait_socket(false);
+      consume();
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (!r) break;
+    auto st = PQresultStatus(r);
+    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+      if (!error) error = result_error(conn_, r);
+      PQclear(r);
+      continue;
+    }
+    last = PgResult(r);
+  }
+  consume();
+  if (error) throw *error;
+  co_return last;
+}
+
+
+asio::awaitable<void> PgConn::copy_out(std::string_view sql, const std::function<void(std::string_view)>& on_row) {
+  if (!ok()) fail("not connected");
+  std::string q(sql);
+  if (!PQsendQuery(conn_, q.c_str())) fail("cannot send query");
+  co_await flush();
   std::optional<PgError> error;
   std::exception_ptr callback_error;
   bool copying = false;

@@ -88,6 +88,8 @@ class PgConn {
 
  private:
   asio::awaitable<void> wait_socket(bool write);
+  // Sends what libpq has buffered (a query just queued).
+  asio::awaitable<void> flush();
   void consume();
   [[noreturn]] void fail(const std::string& what, const char* state = "");
 

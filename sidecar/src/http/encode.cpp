@@ -170,15 +170,16 @@ std::string change_message(const std::string& key, const std::string& value_obje
 }
 
 std::string snapshot_row_message(const std::string& key, const std::string& value_object,
-                                 std::string_view relation) {
+                                 std::string_view relation, std::string_view extra_headers) {
   std::string o;
-  o.reserve(key.size() + value_object.size() + 64);
+  o.reserve(key.size() + value_object.size() + extra_headers.size() + 64);
   o += "{\"key\":";
   append_json_string(o, key);
   o += ",\"value\":";
   o += value_object;
   o += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
   o += relation;
+  o += extra_headers;
   o += "}}";
   return o;
 }

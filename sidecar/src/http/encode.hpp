@@ -69,7 +69,7 @@ std::string change_message(const std::string& key, const std::string& value_obje
                            const std::string* old_value_object, const ChangeHeaders& h);
 // Snapshot rows carry only operation and relation.
 std::string snapshot_row_message(const std::string& key, const std::string& value_object,
-                                 std::string_view relation);
+                                 std::string_view relation, std::string_view extra_headers = {});
 
 std::string up_to_date_message(uint64_t global_last_seen_lsn);
 std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,

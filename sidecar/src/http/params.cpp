@@ -3,16 +3,11 @@
 
 #include <cctype>
 
+#include "util/hex.hpp"
+
 namespace shapesync {
 
 namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::optional<std::string> get(const QueryMap& q, const std::string& key) {
   auto it = q.find(key);

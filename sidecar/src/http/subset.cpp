@@ -375,16 +375,7 @@ std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& sele
 
 std::string subset_row_message(const std::string& key, const std::string& value_object, std::string_view relation,
                                uint32_t snapshot_mark) {
-  std::string o;
-  o.reserve(key.size() + value_object.size() + 96);
-  o += "{\"key\":";
-  append_json_string(o, key);
-  o += ",\"value\":";
-  o += value_object;
-  o += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
-  o += relation;
-  o += ",\"snapshot_mark\":" + std::to_string(snapshot_mark) + "}}";
-  return o;
+  return snapshot_row_message(key, value_object, relation, ",\"snapshot_mark\":" + std::to_string(snapshot_mark));
 }
 
 std::string subset_body(std::string_view xmin, std::string_view xmax, const std::vector<std::string>& xip,
