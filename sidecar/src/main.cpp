@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
            " with ", threads, " thread(s)");
   asio::co_spawn(asio::make_strand(io), app.run_ticker(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), app.run_reporter(), asio::detached);
   asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);
 
   // Graceful shutdown: stop accepting, let open requests finish (deadline), exit;

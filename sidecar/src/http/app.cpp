@@ -853,25 +853,71 @@ asio::awaitable<void> App::record_invalidations(PgConn& c,
   }
 }
 
-asio::awaitable<void> App::report_progress(PgConn& c) {
+asio::awaitable<bool> App::report_progress(PgConn& c) {
   std::vector<std::pair<std::string, std::string>> progress;
   {
     std::lock_guard lk(store_.mutex());
     progress = store_.take_progress();
   }
-  if (progress.empty() || !reporting_) co_return;
+  if (progress.empty() || !reporting_) co_return false;
   std::vector<std::string> handles, offsets;
+  handles.reserve(progress.size());
+  offsets.reserve(progress.size());
   for (auto& [h, o] : progress) {
     handles.push_back(h);
     offsets.push_back(o);
   }
   PgParams args{text_array_literal(handles), text_array_literal(offsets)};
+  std::optional<PgError> failed;
   try {
     co_await c.exec(
         "SELECT shapesync.report_shape(h, NULL, o) FROM unnest($1::text[], $2::text[]) AS u(h, o)", args);
   } catch (const PgError& e) {
-    if (e.sqlstate != "42883") throw;
-    reporting_ = false;  // extension without report_shape()
+    failed = e;
+  }
+  if (failed) {
+    if (failed->sqlstate == "42883") {
+      reporting_ = false;  // extension without report_shape()
+      co_return false;
+    }
+    std::lock_guard lk(store_.mutex());
+    store_.restore_progress(progress);  // reported by the next round
+    throw *failed;
+  }
+  co_return true;
+}
+
+asio::awaitable<void> App::run_reporter() {
+  auto ex = co_await asio::this_coro::executor;
+  PgConn c(ex);
+  asio::steady_timer pause(ex);
+  auto interval = std::chrono::milliseconds(1000);
+  int backoff_ms = 1000;
+  for (;;) {
+    try {
+      co_await c.connect(cfg_.database_url);
+      co_await c.exec(kSessionSetup);
+      backoff_ms = 1000;
+      for (;;) {
+        pause.expires_after(interval);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (stopping_) co_return;
+        if (!c.healthy()) throw PgError("reporting connection lost", "", true);
+        auto started = std::chrono::steady_clock::now();
+        bool reported = co_await report_progress(c);
+        // At most once per second, and the database spends at most about a
+        // third of its time on reports when there are many shapes.
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        interval = std::max(std::chrono::milliseconds(1000), reported ? 2 * took : std::chrono::milliseconds(0));
+      }
+    } catch (const PgError& e) {
+      if (db_ready_) log_warn("progress reports: ", e.what());
+    }
+    c.close();
+    if (stopping_) co_return;
+    pause.expires_after(std::chrono::milliseconds(backoff_ms));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    backoff_ms = std::min(backoff_ms * 2, 10000);
   }
 }
 
@@ -999,7 +1045,6 @@ asio::awaitable<void> App::run_ticker() {
         co_await process_new_ticks(c, notified);
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
-          co_await report_progress(c);
           last_inval_check = std::chrono::steady_clock::now();
         }
         if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {

@@ -44,6 +44,11 @@ class App {
   // extension's worker); reconnects after losing the database.
   asio::awaitable<void> run_ticker();
 
+  // Reports the shapes' latest offsets to the database (shapesync.shapes) on its
+  // own connection, at most once per second, in one statement for every shape
+  // that grew since the last report; never on the tick follower's connection.
+  asio::awaitable<void> run_reporter();
+
   bool db_ready() const { return db_ready_.load(); }
   // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
   void stop();
@@ -84,7 +89,8 @@ class App {
   asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
-  asio::awaitable<void> report_progress(PgConn& c);
+  // One report; false when there was nothing to report.
+  asio::awaitable<bool> report_progress(PgConn& c);
 
   void common_headers(const Request& req, Response& res) const;
   Response json_response(const Request& req, http::status st, std::string body) const;

@@ -64,6 +64,11 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
   return out;
 }
 
+void ShapeStore::restore_progress(const std::vector<std::pair<std::string, std::string>>& progress) {
+  for (auto& [h, o] : progress)
+    if (auto it = by_handle_.find(h); it != by_handle_.end()) grown_.insert(it->second.get());
+}
+
 void ShapeStore::wake_all() {
   for (auto& [k, s] : active_) wake(*s);
   for (auto& [h, s] : by_handle_) wake(*s);

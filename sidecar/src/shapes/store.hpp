@@ -141,6 +141,8 @@ class ShapeStore {
   void wake_all();
   // (handle, last offset) of shapes whose log grew since the last call.
   std::vector<std::pair<std::string, std::string>> take_progress();
+  // Puts back what take_progress() returned when reporting it failed.
+  void restore_progress(const std::vector<std::pair<std::string, std::string>>& progress);
 
  private:
   // Applies b to every registered shape, or only to `only` (a shape being created).
