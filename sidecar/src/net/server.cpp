@@ -1,7 +1,11 @@
 // HTTP/1.1 sessions (Boost.Beast) on C++20 coroutines.
 #include "net/server.hpp"
 
+#include <cerrno>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -79,14 +83,37 @@ void Server::stop_accepting() {
 }
 
 asio::awaitable<void> Server::accept_loop() {
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  int backoff_ms = 0;  // > 0 while out of descriptors (or memory)
   for (;;) {
     auto [ec, sock] = co_await acceptor_.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) co_return;
-      log_warn("accept: ", ec.message());
+      bool exhausted = ec == asio::error::no_descriptors || ec.value() == ENFILE ||
+                       ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+      if (!exhausted) {
+        log_warn("accept: ", ec.message());
+        continue;
+      }
+      // The pending connection stays in the backlog: accepting again at once
+      // would fail again and spin. Pause, longer each time, until one succeeds.
+      if (backoff_ms == 0) {
+        log_warn("accept: ", ec.message(), " with ", sessions_.load(),
+                 " open connection(s); pausing new connections until it clears");
+        backoff_ms = 50;
+      } else {
+        backoff_ms = std::min(backoff_ms * 2, 1000);
+      }
+      pause.expires_after(std::chrono::milliseconds(backoff_ms));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    sock.set_option(tcp::no_delay(true));
+    if (backoff_ms > 0) {
+      log_info("accepting connections again (", sessions_.load(), " open)");
+      backoff_ms = 0;
+    }
+    boost::system::error_code opt_ec;
+    sock.set_option(tcp::no_delay(true), opt_ec);
     auto ex = sock.get_executor();
     asio::co_spawn(ex, session(std::move(sock)), asio::detached);
   }
