@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   asio::io_context io(threads);
   App app(io, cfg);
   Server server(io, app);
+  app.set_connection_gauge([&server] { return server.open_sessions(); });
   try {
     server.listen(cfg.listen_host, cfg.listen_port);
   } catch (const std::exception& e) {

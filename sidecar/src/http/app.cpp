@@ -2,6 +2,7 @@
 #include "http/app.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <random>
 
@@ -135,7 +136,8 @@ Response App::must_refetch(const Request& req, const std::string& new_handle) co
   return res;
 }
 
-asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out) {
+asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out,
+                                                     std::optional<LiveWait>& wait) {
   std::string_view target = req.target();
   auto qpos = target.find('?');
   std::string path = url_decode(target.substr(0, qpos));
@@ -177,7 +179,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
         }
       }
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
-        auto res = co_await handle_shape(req, query, out);
+        auto res = co_await handle_shape(req, query, out, wait);
         if (res && req.method() == http::verb::head) {
           res->body().clear();
           res->prepare_payload();
@@ -198,6 +200,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
       res.set(http::field::cache_control, "no-cache, no-store, must-revalidate");
       co_return res;
     }
+    if (norm == "/metrics") co_return metrics(req);
     if (norm == "/" || norm.empty()) {
       Response res{http::status::ok, req.version()};
       common_headers(req, res);
@@ -222,7 +225,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
 }
 
 asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
-                                                           StreamWriter& out) {
+                                                           StreamWriter& out, std::optional<LiveWait>& wait) {
   QueryMap q = parse_query(query);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
@@ -241,9 +244,11 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
     co_return res;
   }
   struct Release {
-    std::atomic<int>& c;
-    ~Release() { c.fetch_sub(1); }
-  } release{counter};
+    std::atomic<int>* c;
+    ~Release() {
+      if (c) c->fetch_sub(1);
+    }
+  } release{&counter};
   std::string def_key = definition_key(p);
   std::shared_ptr<const TableInfo> table;
   Response err;
@@ -251,7 +256,9 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
   if (p.live_sse) co_return co_await serve_sse(req, p, shape, out);
-  co_return co_await serve_shape(req, p, shape);
+  auto res = serve_shape(req, p, shape, wait);
+  if (wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
+  co_return res;
 }
 
 asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, const std::string& def_key,
@@ -326,16 +333,16 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
     // Wait for a shape being created (by this or another request).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     for (;;) {
-      auto w = std::make_shared<Waiter>(ex);
+      auto w = std::make_shared<TimerWaiter>(ex);
       {
         std::lock_guard lk(store_.mutex());
         if (s->ready || s->failed || s->invalid || stopping_) break;
         w->timer.expires_at(deadline);
-        store_.add_waiter(s, w);
+        store_.add_waiter(*s, *w);
       }
       co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
       std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(s, w);
+      store_.remove_waiter(*w);
       if (std::chrono::steady_clock::now() >= deadline) break;
     }
     {
@@ -645,53 +652,60 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
   }
 }
 
-asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s) {
-  auto ex = co_await asio::this_coro::executor;
-  auto now = std::chrono::steady_clock::now();
-  auto live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
-  auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
+std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
+                                         std::optional<LiveWait>& wait) {
   LogRead r;
-  std::string schema_header, handle;
+  std::shared_ptr<Shape> next;
   bool rotated = false;
-  for (;;) {
-    auto w = std::make_shared<Waiter>(ex);
-    bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
-    {
-      std::lock_guard lk(store_.mutex());
-      if (s->invalid) {
-        rotated = true;
-        break;
-      }
-      r = store_.read(*s, p.offset);
-      handle = s->handle;
-      schema_header = s->schema_header;
-      bool wait = r.out_of_bounds || (p.live && !r.has_data());
-      if (!wait || timed_out) break;
-      w->timer.expires_at(r.out_of_bounds ? std::min(oob_deadline, live_deadline) : live_deadline);
-      store_.add_waiter(s, w);
-    }
-    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  {
     std::lock_guard lk(store_.mutex());
-    store_.remove_waiter(s, w);
+    if (s->invalid) {
+      rotated = true;
+      next = store_.active(s->def.key);
+    } else {
+      r = p.live ? store_.read_live(*s, p.offset) : store_.read(*s, p.offset);
+    }
   }
   if (rotated) {
     // Rotated (TRUNCATE, DDL, DELETE, a filter error): point the client at the
     // replacement when one is ready; it re-syncs from offset -1 either way.
-    std::shared_ptr<Shape> next;
-    {
-      std::lock_guard lk(store_.mutex());
-      next = store_.active(s->def.key);
+    return must_refetch(req, next && next->ready ? next->handle : "");
+  }
+  if ((r.out_of_bounds || (p.live && !r.has_data())) && !stopping_) {
+    // Nothing to say yet: keep what the answer needs, let go of the rest.
+    auto now = std::chrono::steady_clock::now();
+    LiveWait& w = wait.emplace();
+    w.shape = std::move(s);
+    w.offset = p.offset;
+    w.live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
+    w.oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
+    w.cursor = p.cursor;
+    if (auto it = req.target().find("offset="); it != std::string_view::npos) {
+      auto v = req.target().substr(it + 7);
+      w.req_offset = std::string(v.substr(0, v.find('&')));
     }
-    co_return must_refetch(req, next && next->ready ? next->handle : "");
+    if (auto o = req.find(http::field::origin); o != req.end()) {
+      w.origin = std::string(o->value());
+      w.has_origin = true;
+    }
+    if (auto inm = req.find(http::field::if_none_match); inm != req.end()) w.if_none_match = std::string(inm->value());
+    w.version = req.version();
+    w.keep_alive = req.keep_alive();
+    w.live = p.live;
+    w.head = req.method() == http::verb::head;
+    return std::nullopt;
   }
   if (r.out_of_bounds) {
     ValidationErrors e;
     e.add("offset", "out of bounds for this shape");
-    co_return error_400(req, e);
+    return error_400(req, e);
   }
+  return shape_response(req, p, *s, r);
+}
 
+Response App::shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const {
   Response res{http::status::ok, req.version()};
-  shape_headers(req, p, *s, r, res);
+  shape_headers(req, p, s, r, res);
   std::string etag(res[http::field::etag]);
   etag = etag.substr(1, etag.size() - 2);
   res.keep_alive(req.keep_alive());
@@ -701,11 +715,108 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     res.erase("electric-schema");
     res.body().clear();
     res.prepare_payload();
-    co_return res;
+    return res;
   }
   res.body() = r.body();
   res.prepare_payload();
-  co_return res;
+  return res;
+}
+
+bool App::answer_live(LiveWait& w, Waiter& waiter, Response& res) {
+  LogRead r;
+  std::shared_ptr<Shape> next;
+  bool rotated = false;
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);  // still linked when its deadline woke it
+    if (w.shape->invalid) {
+      rotated = true;
+      next = store_.active(w.shape->def.key);
+    } else {
+      r = w.live ? store_.read_live(*w.shape, w.offset) : store_.read(*w.shape, w.offset);
+      bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (w.live ? w.live_deadline : w.oob_deadline);
+      if ((r.out_of_bounds || (w.live && !r.has_data())) && !timed_out) {
+        w.wake_at = r.out_of_bounds ? std::min(w.oob_deadline, w.live_deadline) : w.live_deadline;
+        store_.add_waiter(*w.shape, waiter);
+        return false;
+      }
+    }
+  }
+  existing_requests_.fetch_sub(1);
+  try {
+    // The answer is built from a minimal request carrying what it reads.
+    Request req{w.head ? http::verb::head : http::verb::get, "?offset=" + w.req_offset, w.version};
+    if (w.has_origin) req.set(http::field::origin, w.origin);
+    if (!w.if_none_match.empty()) req.set(http::field::if_none_match, w.if_none_match);
+    req.keep_alive(w.keep_alive);
+    if (rotated) {
+      res = must_refetch(req, next && next->ready ? next->handle : "");
+    } else if (r.out_of_bounds) {
+      ValidationErrors e;
+      e.add("offset", "out of bounds for this shape");
+      res = error_400(req, e);
+    } else {
+      ShapeParams p;
+      p.offset = w.offset;
+      p.live = w.live;
+      p.cursor = w.cursor;
+      res = shape_response(req, p, *w.shape, r);
+    }
+    if (w.head) {
+      res.body().clear();
+      res.prepare_payload();
+    }
+  } catch (const std::exception& e) {
+    log_error("internal error: ", e.what());
+    res = Response{http::status::internal_server_error, w.version};
+    res.set(http::field::content_type, "application/json; charset=utf-8");
+    res.body() = R"({"error":"Internal server error"})";
+    res.keep_alive(false);
+    res.prepare_payload();
+  }
+  return true;
+}
+
+void App::abandon_live(LiveWait& w, Waiter& waiter) {
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);
+  }
+  existing_requests_.fetch_sub(1);
+  w.shape.reset();
+}
+
+Response App::metrics(const Request& req) {
+  size_t shapes, waiting;
+  {
+    std::lock_guard lk(store_.mutex());
+    shapes = store_.shape_count();
+    waiting = store_.waiting();
+  }
+  std::string body;
+  auto gauge = [&](const char* name, const char* help, double v) {
+    body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " ";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    body += buf;
+    body += '\n';
+  };
+  gauge("shapesync_shapes", "Shapes served by this sidecar.", static_cast<double>(shapes));
+  gauge("shapesync_waiting_requests", "Requests waiting for a change of their shape (long-poll, SSE between events).",
+        static_cast<double>(waiting));
+  gauge("shapesync_initial_requests", "Initial-sync requests in progress (offset=-1).", initial_requests_.load());
+  gauge("shapesync_existing_requests", "Other shape requests in progress, parked long-polls included.",
+        existing_requests_.load());
+  if (connections_) gauge("shapesync_open_connections", "Open client connections.", static_cast<double>(connections_()));
+  gauge("shapesync_db_ready", "1 when the sidecar follows the database.", db_ready() ? 1 : 0);
+  Response res{http::status::ok, req.version()};
+  res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
 }
 
 void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r,
@@ -768,8 +879,8 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
   auto last_sent = start;
   RequestOffset at = p.offset;
   bool sent_any = false;
+  auto w = std::make_shared<TimerWaiter>(ex);
   for (;;) {
-    auto w = std::make_shared<Waiter>(ex);
     {
       std::lock_guard lk(store_.mutex());
       if (s->invalid || stopping_) break;  // the client reconnects and learns why
@@ -778,7 +889,7 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
         auto now = std::chrono::steady_clock::now();
         if (now >= end_at) break;
         w->timer.expires_at(std::min(end_at, last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms)));
-        store_.add_waiter(s, w);
+        store_.add_waiter(*s, *w);
       }
     }
     if (r.has_data()) {
@@ -803,7 +914,7 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
     co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
     {
       std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(s, w);
+      store_.remove_waiter(*w);
     }
     auto now = std::chrono::steady_clock::now();
     if (now - last_sent >= std::chrono::milliseconds(cfg_.sse_keepalive_ms) && now < end_at) {

@@ -2,6 +2,8 @@
 // and follows the extension's ticks into the shape store.
 #pragma once
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <map>
 #include <optional>
@@ -32,13 +34,41 @@ class StreamWriter {
   virtual asio::awaitable<void> finish() = 0;
 };
 
+// A long-poll (or a request for an offset not reached yet) that has nothing to
+// answer yet. It keeps only what the answer needs: the request, its parameters
+// and the coroutines that parsed it are gone while it waits (App::answer_live).
+struct LiveWait {
+  std::shared_ptr<Shape> shape;
+  RequestOffset offset;
+  std::chrono::steady_clock::time_point live_deadline, oob_deadline;
+  std::chrono::steady_clock::time_point wake_at;  // set by answer_live: when to look again
+  long long cursor = 0;
+  std::string req_offset;     // the offset parameter as sent (for the etag)
+  std::string origin;         // request header (when has_origin)
+  std::string if_none_match;  // request header, empty when absent
+  unsigned version = 11;
+  bool keep_alive = true;
+  bool live = false;
+  bool head = false;
+  bool has_origin = false;
+};
+
 class App {
  public:
   App(asio::io_context& io, Config cfg);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
-  // response itself through `out` (SSE).
-  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out);
+  // response itself through `out` (SSE), or when the request must wait for
+  // changes: then `wait` is set and the caller parks it (answer_live).
+  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, std::optional<LiveWait>& wait);
+
+  // A parked request: answers it (true, `res` set) or links `waiter` to its shape
+  // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.
+  bool answer_live(LiveWait& w, Waiter& waiter, Response& res);
+  // A parked request whose client went away: unlinks it and forgets it.
+  void abandon_live(LiveWait& w, Waiter& waiter);
+  // Open client connections, for /metrics (set by the server's owner).
+  void set_connection_gauge(std::function<size_t()> f) { connections_ = std::move(f); }
 
   // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
   // extension's worker); reconnects after losing the database.
@@ -58,8 +88,12 @@ class App {
 
  private:
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
-                                                       StreamWriter& out);
-  asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s);
+                                                       StreamWriter& out, std::optional<LiveWait>& wait);
+  // Answers at once, or sets `wait` and returns nullopt.
+  std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
+                                      std::optional<LiveWait>& wait);
+  Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
+  Response metrics(const Request& req);
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
                                                      std::shared_ptr<Shape> s, StreamWriter& out);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
@@ -112,6 +146,7 @@ class App {
   std::atomic<bool> reporting_{true};  // the extension has report_shape()
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
+  std::function<size_t()> connections_;
 };
 
 std::string definition_key(const ShapeParams& p);

@@ -1,7 +1,10 @@
 // HTTP/1.1 sessions (Boost.Beast) on C++20 coroutines.
 #include "net/server.hpp"
 
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -9,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -64,6 +68,106 @@ class ChunkedWriter : public StreamWriter {
 
 }  // namespace
 
+// One open client connection (counted in sessions_), moved along with its socket.
+struct Server::Counted {
+  explicit Counted(std::atomic<size_t>& n) : n_(&n) { ++n; }
+  Counted(Counted&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Counted& operator=(Counted&&) = delete;
+  ~Counted() {
+    if (n_) --*n_;
+  }
+  std::atomic<size_t>* n_;
+};
+
+// A parked request: its socket (no stream, no coroutine), unread bytes, a timer
+// and what the answer needs. Runs on its connection's strand; the pending timer
+// and socket waits hold it alive.
+class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked> {
+ public:
+  Parked(Server& srv, tcp::socket sock, beast::flat_buffer buffer, Counted counted, LiveWait w)
+      : srv_(srv),
+        sock_(std::move(sock)),
+        buffer_(std::move(buffer)),
+        counted_(std::move(counted)),
+        timer_(sock_.get_executor()),
+        wait_(std::move(w)) {}
+
+  void start() {
+    check();
+    if (!done_) watch_peer();
+  }
+
+  // Under the store mutex: only post.
+  void wake() override {
+    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->check(); });
+  }
+
+ private:
+  // Answers (and hands the connection back to a session) or keeps waiting.
+  void check() {
+    if (done_) return;
+    Response res;
+    if (!srv_.app_.answer_live(wait_, *this, res)) {
+      if (!timer_pending_ || timer_.expiry() != wait_.wake_at) {
+        timer_pending_ = true;
+        timer_.expires_at(wait_.wake_at);
+        timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+          if (ec == asio::error::operation_aborted) return;
+          self->timer_pending_ = false;
+          self->check();
+        });
+      }
+      return;
+    }
+    done_ = true;
+    timer_.cancel();
+    boost::system::error_code ec;
+    sock_.cancel(ec);  // the peer watch
+    auto ex = sock_.get_executor();
+    asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(res)),
+                   asio::detached);
+  }
+
+  // A client that closes its connection while waiting is forgotten at once,
+  // not at the long-poll deadline.
+  void watch_peer() {
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](
+                                                                  boost::system::error_code ec) {
+      self->on_readable(ec);
+    });
+  }
+
+  void on_readable(boost::system::error_code ec) {
+    if (done_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      char b;
+      ssize_t n = ::recv(sock_.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // a pipelined request: read after this answer
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        watch_peer();
+        return;
+      }
+    }
+    // End of stream, reset or error: the client is gone.
+    done_ = true;
+    srv_.app_.abandon_live(wait_, *this);
+    timer_.cancel();
+    boost::system::error_code ignored;
+    sock_.close(ignored);
+    Counted closed(std::move(counted_));
+    --srv_.in_flight_;
+  }
+
+  Server& srv_;
+  tcp::socket sock_;
+  beast::flat_buffer buffer_;
+  Counted counted_;
+  asio::steady_timer timer_;
+  LiveWait wait_;
+  bool timer_pending_ = false;
+  bool done_ = false;
+};
+
 Server::Server(asio::io_context& io, App& app) : io_(io), app_(app), acceptor_(io) {}
 
 void Server::listen(const std::string& host, unsigned short port) {
@@ -115,19 +219,28 @@ asio::awaitable<void> Server::accept_loop() {
     boost::system::error_code opt_ec;
     sock.set_option(tcp::no_delay(true), opt_ec);
     auto ex = sock.get_executor();
-    asio::co_spawn(ex, session(std::move(sock)), asio::detached);
+    asio::co_spawn(ex, session(std::move(sock), beast::flat_buffer(), Counted(sessions_), std::nullopt),
+                   asio::detached);
   }
 }
 
-asio::awaitable<void> Server::session(tcp::socket sock) {
-  ++sessions_;
-  struct Guard {
-    std::atomic<size_t>& n;
-    ~Guard() { --n; }
-  } guard{sessions_};
+asio::awaitable<bool> Server::write_response(beast::tcp_stream& stream, Response& res) {
+  if (stopping_) res.keep_alive(false);
+  stream.expires_after(std::chrono::seconds(60));
+  auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+  --in_flight_;
+  co_return !wec && res.keep_alive();
+}
+
+asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffer, Counted counted,
+                                      std::optional<Response> pending) {
   beast::tcp_stream stream(std::move(sock));
-  beast::flat_buffer buffer;
-  for (;;) {
+  bool open = true;
+  if (pending) {
+    open = co_await write_response(stream, *pending);
+    pending.reset();
+  }
+  while (open) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(app_.config().max_body_bytes);
     parser.header_limit(64 * 1024);
@@ -158,16 +271,21 @@ asio::awaitable<void> Server::session(tcp::socket sock) {
     Request req = parser.release();
     ++in_flight_;
     ChunkedWriter streamed(stream);
-    std::optional<Response> res = co_await app_.handle(std::move(req), streamed);
+    std::optional<LiveWait> wait;
+    std::optional<Response> res = co_await app_.handle(std::move(req), streamed, wait);
+    if (wait) {
+      // Park it: this coroutine ends, and with it everything the request held.
+      buffer.shrink_to_fit();
+      std::make_shared<Parked>(*this, stream.release_socket(), std::move(buffer), std::move(counted),
+                               std::move(*wait))
+          ->start();
+      co_return;
+    }
     if (!res) {  // streamed (SSE): the connection ends with the stream
       --in_flight_;
       break;
     }
-    if (stopping_) res->keep_alive(false);
-    stream.expires_after(std::chrono::seconds(60));
-    auto [wec, wn] = co_await http::async_write(stream, *res, asio::as_tuple(asio::use_awaitable));
-    --in_flight_;
-    if (wec || !res->keep_alive()) break;
+    open = co_await write_response(stream, *res);
   }
   boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

@@ -1,11 +1,17 @@
 // The HTTP server: accepts connections and runs one session coroutine per
-// connection on its own strand. The only code that sees a socket.
+// connection on its own strand. The only code that sees a socket. A long-poll
+// with nothing to answer yet is parked: no coroutine, no request, only the
+// connection, a timer and what the answer needs, until its shape changes, its
+// deadline passes or its client goes away.
 #pragma once
 #include <atomic>
 #include <memory>
+#include <optional>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 
 #include "http/app.hpp"
 
@@ -22,8 +28,16 @@ class Server {
   size_t open_sessions() const { return sessions_.load(); }
   size_t requests_in_flight() const { return in_flight_.load(); }
 
+  struct Counted;
+  class Parked;
+
  private:
-  asio::awaitable<void> session(asio::ip::tcp::socket sock);
+  // Serves a connection: first `pending` (the answer of a parked request), then
+  // every request it sends.
+  asio::awaitable<void> session(asio::ip::tcp::socket sock, boost::beast::flat_buffer buffer, Counted counted,
+                                std::optional<Response> pending);
+  // Writes a response to a request in flight; false when the connection ends.
+  asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
 
   asio::io_context& io_;
   App& app_;

@@ -35,9 +35,24 @@ struct LogEntry {
   std::shared_ptr<const std::string> json;
 };
 
-// A waiting request: woken by cancelling its timer.
+struct Shape;
+
+// A waiting request, linked into its shape's list while it waits: adding and
+// removing it allocate nothing. wake() runs under the store mutex, once per
+// wake-up (it is unlinked first), and may only post work.
 struct Waiter {
-  explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
+  virtual ~Waiter() = default;
+  virtual void wake() = 0;
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+  Shape* waiting_on = nullptr;  // null when not linked
+};
+
+// A coroutine waiting on a timer: woken by cancelling it on its own executor.
+// Owned by a shared_ptr (the wake-up holds a reference until it runs).
+struct TimerWaiter : Waiter, std::enable_shared_from_this<TimerWaiter> {
+  explicit TimerWaiter(asio::any_io_executor ex) : timer(ex) {}
+  void wake() override;
   asio::steady_timer timer;
 };
 
@@ -72,7 +87,18 @@ struct Shape {
   bool failed = false;   // creation failed (waiters retry)
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
-  std::unordered_set<std::shared_ptr<Waiter>> waiters;
+  Waiter* waiters = nullptr;  // intrusive list (under the store mutex)
+  // The last live read's answer, shared by every waiter asking for the same
+  // range: one body per change, whatever the number of clients.
+  struct LiveCache {
+    LogOffset after;
+    size_t log_size = 0;
+    uint64_t global = 0;
+    LogOffset end;
+    bool up_to_date = false;
+    std::shared_ptr<const std::string> body;
+  };
+  mutable LiveCache live_cache;
 
   LogOffset last_offset() const { return log.empty() ? LogOffset::snapshot_end() : log.back().offset; }
 };
@@ -81,11 +107,12 @@ struct Shape {
 struct LogRead {
   std::vector<std::shared_ptr<const std::string>> entries;
   std::shared_ptr<const std::string> snapshot_chunk;  // set for snapshot reads (a complete body)
+  std::shared_ptr<const std::string> built;           // set by read_live: the whole body, already built
   LogOffset end;
   bool up_to_date = false;
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
-  bool has_data() const { return snapshot_chunk || !entries.empty(); }
+  bool has_data() const { return snapshot_chunk || built || !entries.empty(); }
   std::string body() const;
 };
 
@@ -130,11 +157,18 @@ class ShapeStore {
 
   // Reads after `after` (a real or snapshot offset) for a ready shape.
   LogRead read(const Shape& s, const RequestOffset& ro) const;
+  // The same, with the body built (`built`) and shared by every reader of the
+  // same range until the shape's log or the global position moves.
+  LogRead read_live(const Shape& s, const RequestOffset& ro) const;
   // The position up to which every batch has been applied, as a tx value.
   uint64_t global_position() const { return (last_tick_ << 32) | 0xffffffffULL; }
 
-  void add_waiter(const std::shared_ptr<Shape>& s, std::shared_ptr<Waiter> w) { s->waiters.insert(std::move(w)); }
-  void remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w);
+  // Links w to s (w must not be waiting); it is unlinked when woken.
+  void add_waiter(Shape& s, Waiter& w);
+  // Unlinks w if it is still waiting.
+  void remove_waiter(Waiter& w);
+  // Requests waiting on a shape now.
+  size_t waiting() const { return waiting_; }
 
   size_t shape_count() const { return by_handle_.size(); }
   // Wakes every waiting request (shutdown).
@@ -149,7 +183,7 @@ class ShapeStore {
   void apply_batch(const Batch& b, Shape* only, std::vector<std::pair<std::string, std::string>>& invalidated);
   std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
-  static void wake(Shape& s);
+  void wake(Shape& s);
 
   size_t chunk_bytes_;
   std::mutex mu_;
@@ -162,6 +196,7 @@ class ShapeStore {
   std::unordered_set<Shape*> grown_;
   uint64_t last_tick_ = 0;
   uint64_t window_floor_ = 0;
+  size_t waiting_ = 0;
 };
 
 }  // namespace shapesync
