@@ -53,6 +53,15 @@ struct LiveWait {
   bool has_origin = false;
 };
 
+// The answer to a parked request: a Response or, in the common live case, a
+// head that App serialized itself and the body every client of the change shares.
+struct LiveAnswer {
+  Response res;
+  std::string head;  // non-empty: send head + body instead of res
+  std::shared_ptr<const std::string> body;
+  bool keep_alive = true;
+};
+
 class App {
  public:
   App(asio::io_context& io, Config cfg);
@@ -62,9 +71,9 @@ class App {
   // changes: then `wait` is set and the caller parks it (answer_live).
   asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, std::optional<LiveWait>& wait);
 
-  // A parked request: answers it (true, `res` set) or links `waiter` to its shape
+  // A parked request: answers it (true, `out` set) or links `waiter` to its shape
   // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.
-  bool answer_live(LiveWait& w, Waiter& waiter, Response& res);
+  bool answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out);
   // A parked request whose client went away: unlinks it and forgets it.
   void abandon_live(LiveWait& w, Waiter& waiter);
   // Open client connections, for /metrics (set by the server's owner).
@@ -92,6 +101,10 @@ class App {
   // Answers at once, or sets `wait` and returns nullopt.
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
                                       std::optional<LiveWait>& wait);
+  // The head of a live 200 with data, serialized directly (what shape_headers
+  // and shape_response would produce for it).
+  std::string live_head(const LiveWait& w, const Shape& s, const LogRead& r, const std::string& etag,
+                        size_t body_size) const;
   Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
   Response metrics(const Request& req);
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,

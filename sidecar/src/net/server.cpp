@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <utility>
 
@@ -106,7 +107,7 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
   // Answers (and hands the connection back to a session) or keeps waiting.
   void check() {
     if (done_) return;
-    Response res;
+    LiveAnswer res;
     if (!srv_.app_.answer_live(wait_, *this, res)) {
       if (!timer_pending_ || timer_.expiry() != wait_.wake_at) {
         timer_pending_ = true;
@@ -232,12 +233,21 @@ asio::awaitable<bool> Server::write_response(beast::tcp_stream& stream, Response
   co_return !wec && res.keep_alive();
 }
 
+asio::awaitable<bool> Server::write_answer(beast::tcp_stream& stream, LiveAnswer& a) {
+  if (a.head.empty()) co_return co_await write_response(stream, a.res);
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(a.head), asio::buffer(*a.body)};
+  stream.expires_after(std::chrono::seconds(60));
+  auto [wec, wn] = co_await asio::async_write(stream, bufs, asio::as_tuple(asio::use_awaitable));
+  --in_flight_;
+  co_return !wec && a.keep_alive && !stopping_;
+}
+
 asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffer, Counted counted,
-                                      std::optional<Response> pending) {
+                                      std::optional<LiveAnswer> pending) {
   beast::tcp_stream stream(std::move(sock));
   bool open = true;
   if (pending) {
-    open = co_await write_response(stream, *pending);
+    open = co_await write_answer(stream, *pending);
     pending.reset();
   }
   while (open) {

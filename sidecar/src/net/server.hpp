@@ -35,9 +35,10 @@ class Server {
   // Serves a connection: first `pending` (the answer of a parked request), then
   // every request it sends.
   asio::awaitable<void> session(asio::ip::tcp::socket sock, boost::beast::flat_buffer buffer, Counted counted,
-                                std::optional<Response> pending);
+                                std::optional<LiveAnswer> pending);
   // Writes a response to a request in flight; false when the connection ends.
   asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
+  asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
 
   asio::io_context& io_;
   App& app_;
