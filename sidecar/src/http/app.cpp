@@ -765,9 +765,11 @@ bool App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
       next = store_.active(w.shape->def.key);
     } else {
       r = w.live ? store_.read_live(*w.shape, w.offset) : store_.read(*w.shape, w.offset);
-      bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (w.live ? w.live_deadline : w.oob_deadline);
+      // An offset beyond the log is reported after half the long-poll timeout
+      // (live or not); a live request without news waits the whole timeout.
+      w.wake_at = r.out_of_bounds ? std::min(w.oob_deadline, w.live_deadline) : w.live_deadline;
+      bool timed_out = stopping_ || std::chrono::steady_clock::now() >= w.wake_at;
       if ((r.out_of_bounds || (w.live && !r.has_data())) && !timed_out) {
-        w.wake_at = r.out_of_bounds ? std::min(w.oob_deadline, w.live_deadline) : w.live_deadline;
         store_.add_waiter(*w.shape, waiter);
         return false;
       }

@@ -41,7 +41,7 @@ struct LiveWait {
   std::shared_ptr<Shape> shape;
   RequestOffset offset;
   std::chrono::steady_clock::time_point live_deadline, oob_deadline;
-  std::chrono::steady_clock::time_point wake_at;  // set by answer_live: when to look again
+  std::chrono::steady_clock::time_point wake_at;  // set by answer_live: when to look again (its deadline)
   long long cursor = 0;
   std::string req_offset;     // the offset parameter as sent (for the etag)
   std::string origin;         // request header (when has_origin)

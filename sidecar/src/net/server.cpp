@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cerrno>
+#include <mutex>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
@@ -80,9 +81,32 @@ struct Server::Counted {
   std::atomic<size_t>* n_;
 };
 
-// A parked request: its socket (no stream, no coroutine), unread bytes, a timer
-// and what the answer needs. Runs on its connection's strand; the pending timer
-// and socket waits hold it alive.
+// Deadlines of parked requests. Every parked request waits the long-poll
+// timeout, or half of it for an offset beyond the log, from when it arrived: a
+// list per kind stays in deadline order by appending, and one timer serves all
+// of them instead of a timer (and a timer operation) per connection.
+class Server::Deadlines {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+  explicit Deadlines(asio::io_context& io) : timer_(asio::make_strand(io)) {}
+  void add(Parked& p, int kind, time_point at);
+  void remove(Parked& p);
+
+ private:
+  void arm();  // under mu_
+  void expired();
+
+  std::mutex mu_;
+  Parked* head_[2] = {nullptr, nullptr};
+  Parked* tail_[2] = {nullptr, nullptr};
+  asio::steady_timer timer_;
+  time_point armed_at_ = time_point::max();
+};
+
+// A parked request: its socket (no stream, no coroutine), unread bytes and what
+// the answer needs. Runs on its connection's strand. It keeps itself alive until
+// it is answered or its client is gone: while it waits, it is in its shape's
+// waiter list and in the deadline list, and only those wake it.
 class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked> {
  public:
   Parked(Server& srv, tcp::socket sock, beast::flat_buffer buffer, Counted counted, LiveWait w)
@@ -90,18 +114,24 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
         sock_(std::move(sock)),
         buffer_(std::move(buffer)),
         counted_(std::move(counted)),
-        timer_(sock_.get_executor()),
         wait_(std::move(w)) {}
 
   void start() {
+    self_ = shared_from_this();
     check();
     if (!done_) watch_peer();
   }
 
-  // Under the store mutex: only post.
+  // Under the store mutex (or the deadline list's): only post.
   void wake() override {
-    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->check(); });
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->check(); });
   }
+
+  // The deadline list (under its mutex).
+  Parked* dl_prev = nullptr;
+  Parked* dl_next = nullptr;
+  int dl_kind = -1;  // -1: not listed
+  std::chrono::steady_clock::time_point dl_at;
 
  private:
   // Answers (and hands the connection back to a session) or keeps waiting.
@@ -109,31 +139,27 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
     if (done_) return;
     LiveAnswer res;
     if (!srv_.app_.answer_live(wait_, *this, res)) {
-      if (!timer_pending_ || timer_.expiry() != wait_.wake_at) {
-        timer_pending_ = true;
-        timer_.expires_at(wait_.wake_at);
-        timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-          if (ec == asio::error::operation_aborted) return;
-          self->timer_pending_ = false;
-          self->check();
-        });
+      int kind = wait_.wake_at < wait_.live_deadline ? 1 : 0;
+      if (dl_kind != kind || dl_at != wait_.wake_at) {
+        srv_.deadlines_->remove(*this);
+        srv_.deadlines_->add(*this, kind, wait_.wake_at);
       }
       return;
     }
     done_ = true;
-    timer_.cancel();
+    srv_.deadlines_->remove(*this);
     boost::system::error_code ec;
     sock_.cancel(ec);  // the peer watch
     auto ex = sock_.get_executor();
     asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(res)),
                    asio::detached);
+    auto self = std::move(self_);  // may be the last reference: nothing after this
   }
 
   // A client that closes its connection while waiting is forgotten at once,
   // not at the long-poll deadline.
   void watch_peer() {
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](
-                                                                  boost::system::error_code ec) {
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
       self->on_readable(ec);
     });
   }
@@ -152,24 +178,80 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
     // End of stream, reset or error: the client is gone.
     done_ = true;
     srv_.app_.abandon_live(wait_, *this);
-    timer_.cancel();
+    srv_.deadlines_->remove(*this);
     boost::system::error_code ignored;
     sock_.close(ignored);
     Counted closed(std::move(counted_));
     --srv_.in_flight_;
+    auto self = std::move(self_);  // may be the last reference: nothing after this
   }
 
   Server& srv_;
   tcp::socket sock_;
   beast::flat_buffer buffer_;
   Counted counted_;
-  asio::steady_timer timer_;
   LiveWait wait_;
-  bool timer_pending_ = false;
+  std::shared_ptr<Parked> self_;
   bool done_ = false;
 };
 
-Server::Server(asio::io_context& io, App& app) : io_(io), app_(app), acceptor_(io) {}
+void Server::Deadlines::add(Parked& p, int kind, time_point at) {
+  std::lock_guard lk(mu_);
+  p.dl_kind = kind;
+  p.dl_at = at;
+  // Append, stepping back over the rare later deadline (a request that changed kind).
+  Parked* after = tail_[kind];
+  while (after && after->dl_at > at) after = after->dl_prev;
+  p.dl_prev = after;
+  p.dl_next = after ? after->dl_next : head_[kind];
+  (p.dl_next ? p.dl_next->dl_prev : tail_[kind]) = &p;
+  (after ? after->dl_next : head_[kind]) = &p;
+  if (at < armed_at_) arm();
+}
+
+void Server::Deadlines::remove(Parked& p) {
+  std::lock_guard lk(mu_);
+  if (p.dl_kind < 0) return;
+  int k = p.dl_kind;
+  (p.dl_prev ? p.dl_prev->dl_next : head_[k]) = p.dl_next;
+  (p.dl_next ? p.dl_next->dl_prev : tail_[k]) = p.dl_prev;
+  p.dl_prev = p.dl_next = nullptr;
+  p.dl_kind = -1;
+}
+
+void Server::Deadlines::arm() {
+  time_point next = time_point::max();
+  for (auto* h : head_)
+    if (h) next = std::min(next, h->dl_at);
+  if (next == time_point::max() || next >= armed_at_) return;
+  armed_at_ = next;
+  timer_.expires_at(next);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec != asio::error::operation_aborted) expired();
+  });
+}
+
+void Server::Deadlines::expired() {
+  std::lock_guard lk(mu_);
+  armed_at_ = time_point::max();
+  auto now = std::chrono::steady_clock::now();
+  for (int k = 0; k < 2; ++k) {
+    while (head_[k] && head_[k]->dl_at <= now) {
+      Parked* p = head_[k];
+      head_[k] = p->dl_next;
+      (head_[k] ? head_[k]->dl_prev : tail_[k]) = nullptr;
+      p->dl_prev = p->dl_next = nullptr;
+      p->dl_kind = -1;
+      p->wake();  // listed, so alive; checked on its own strand
+    }
+  }
+  arm();
+}
+
+Server::Server(asio::io_context& io, App& app)
+    : io_(io), app_(app), acceptor_(io), deadlines_(std::make_unique<Deadlines>(io)) {}
+
+Server::~Server() = default;
 
 void Server::listen(const std::string& host, unsigned short port) {
   tcp::endpoint ep(asio::ip::make_address(host), port);

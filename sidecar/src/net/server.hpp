@@ -20,6 +20,7 @@ namespace shapesync {
 class Server {
  public:
   Server(asio::io_context& io, App& app);
+  ~Server();
   // Binds and listens; throws boost::system::system_error.
   void listen(const std::string& host, unsigned short port);
   asio::awaitable<void> accept_loop();
@@ -30,6 +31,7 @@ class Server {
 
   struct Counted;
   class Parked;
+  class Deadlines;
 
  private:
   // Serves a connection: first `pending` (the answer of a parked request), then
@@ -46,6 +48,7 @@ class Server {
   std::atomic<size_t> sessions_{0};
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> stopping_{false};
+  std::unique_ptr<Deadlines> deadlines_;
 };
 
 }  // namespace shapesync
