@@ -157,6 +157,7 @@ class App {
   std::atomic<bool> stopping_{false};
   std::atomic<int> initial_requests_{0};
   std::atomic<bool> reporting_{true};  // the extension has report_shape()
+  bool report_set_based_ = true;       // the extension has report_shapes() (only run_reporter uses it)
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
   std::function<size_t()> connections_;
