@@ -136,8 +136,7 @@ Response App::must_refetch(const Request& req, const std::string& new_handle) co
   return res;
 }
 
-asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out,
-                                                     std::optional<LiveWait>& wait) {
+asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out, Deferred& later) {
   std::string_view target = req.target();
   auto qpos = target.find('?');
   std::string path = url_decode(target.substr(0, qpos));
@@ -179,7 +178,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
         }
       }
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
-        auto res = co_await handle_shape(req, query, out, wait);
+        auto res = co_await handle_shape(req, query, out, later);
         if (res && req.method() == http::verb::head) {
           res->body().clear();
           res->prepare_payload();
@@ -225,7 +224,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
 }
 
 asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
-                                                           StreamWriter& out, std::optional<LiveWait>& wait) {
+                                                           StreamWriter& out, Deferred& later) {
   QueryMap q = parse_query(query);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
@@ -255,9 +254,13 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   auto shape = co_await get_shape(p, def_key, table, err, req);
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
-  if (p.live_sse) co_return co_await serve_sse(req, p, shape, out);
-  auto res = serve_shape(req, p, shape, wait);
-  if (wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
+  if (p.live_sse) {
+    auto res = co_await serve_sse(req, p, shape, out, later.sse);
+    if (later.sse) release.c = nullptr;  // run_sse() releases it
+    co_return res;
+  }
+  auto res = serve_shape(req, p, shape, later.wait);
+  if (later.wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
   co_return res;
 }
 
@@ -896,8 +899,8 @@ void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s
 }
 
 asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, const ShapeParams& p,
-                                                        std::shared_ptr<Shape> s, StreamWriter& out) {
-  auto ex = co_await asio::this_coro::executor;
+                                                        std::shared_ptr<Shape> s, StreamWriter& out,
+                                                        std::optional<SseStream>& sse) {
   LogRead r;
   {
     std::lock_guard lk(store_.mutex());
@@ -918,12 +921,26 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
   head.set(http::field::connection, "keep-alive");
   head.erase("electric-up-to-date");
   if (!co_await out.write_head(head)) co_return std::nullopt;
-
   auto start = std::chrono::steady_clock::now();
-  auto end_at = start + std::chrono::milliseconds(cfg_.sse_timeout_ms);
-  auto last_sent = start;
-  RequestOffset at = p.offset;
-  bool sent_any = false;
+  SseStream& st = sse.emplace();
+  st.shape = std::move(s);
+  st.at = p.offset;
+  st.end_at = start + std::chrono::milliseconds(cfg_.sse_timeout_ms);
+  st.last_sent = start;
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> App::run_sse(SseStream st, StreamWriter& out) {
+  struct Release {
+    std::atomic<int>& c;
+    ~Release() { c.fetch_sub(1); }
+  } release{existing_requests_};  // taken by handle_shape()
+  auto ex = co_await asio::this_coro::executor;
+  Shape* s = st.shape.get();
+  LogRead r;
+  auto end_at = st.end_at;
+  auto last_sent = st.last_sent;
+  RequestOffset at = st.at;
   auto w = std::make_shared<TimerWaiter>(ex);
   for (;;) {
     {
@@ -949,11 +966,10 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
         chunk += up_to_date_message(r.global_last_seen);
         chunk += "\n\n";
       }
-      if (!co_await out.write_chunk(std::move(chunk))) co_return std::nullopt;
-      last_sent = std::chrono::steady_clock::now();
       at = RequestOffset{RequestOffset::Kind::kAt, r.end};
-      sent_any = true;
-      (void)sent_any;
+      r = LogRead();  // the entries are in the chunk now
+      if (!co_await out.write_chunk(std::move(chunk))) co_return;
+      last_sent = std::chrono::steady_clock::now();
       continue;
     }
     co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -963,12 +979,11 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
     }
     auto now = std::chrono::steady_clock::now();
     if (now - last_sent >= std::chrono::milliseconds(cfg_.sse_keepalive_ms) && now < end_at) {
-      if (!co_await out.write_chunk(": keep-alive\n\n")) co_return std::nullopt;
+      if (!co_await out.write_chunk(": keep-alive\n\n")) co_return;
       last_sent = now;
     }
   }
   co_await out.finish();
-  co_return std::nullopt;
 }
 
 asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query) {

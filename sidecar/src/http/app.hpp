@@ -53,6 +53,19 @@ struct LiveWait {
   bool has_origin = false;
 };
 
+// An SSE stream whose head is sent: what its event loop (App::run_sse) needs.
+struct SseStream {
+  std::shared_ptr<Shape> shape;
+  RequestOffset at;
+  std::chrono::steady_clock::time_point end_at, last_sent;
+};
+
+// What a request leaves to do once handle() has returned without a response.
+struct Deferred {
+  std::optional<LiveWait> wait;  // park it: App::answer_live answers it
+  std::optional<SseStream> sse;  // run its events: App::run_sse
+};
+
 // The answer to a parked request: a Response or, in the common live case, a
 // head that App serialized itself and the body every client of the change shares.
 struct LiveAnswer {
@@ -67,9 +80,14 @@ class App {
   App(asio::io_context& io, Config cfg);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
-  // response itself through `out` (SSE), or when the request must wait for
-  // changes: then `wait` is set and the caller parks it (answer_live).
-  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, std::optional<LiveWait>& wait);
+  // response itself through `out`, or when the request must wait for changes
+  // (`later.wait` set: the caller parks it, see answer_live), or when an SSE
+  // stream's head is sent (`later.sse` set: the caller runs run_sse, so that
+  // nothing of the request stays alive while the stream lasts).
+  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, Deferred& later);
+  // The events of an SSE stream until it ends (timeout, shutdown, rotation) or
+  // its client is gone; finishes the stream.
+  asio::awaitable<void> run_sse(SseStream st, StreamWriter& out);
 
   // A parked request: answers it (true, `out` set) or links `waiter` to its shape
   // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.
@@ -97,7 +115,7 @@ class App {
 
  private:
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
-                                                       StreamWriter& out, std::optional<LiveWait>& wait);
+                                                       StreamWriter& out, Deferred& later);
   // Answers at once, or sets `wait` and returns nullopt.
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
                                       std::optional<LiveWait>& wait);
@@ -107,8 +125,10 @@ class App {
                         size_t body_size) const;
   Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
   Response metrics(const Request& req);
+  // Sends the head of an SSE stream and sets `sse`, or answers at once.
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
-                                                     std::shared_ptr<Shape> s, StreamWriter& out);
+                                                     std::shared_ptr<Shape> s, StreamWriter& out,
+                                                     std::optional<SseStream>& sse);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
   // Returns the ready active shape for the definition, creating it if needed;
   // null with `err` set on failure.

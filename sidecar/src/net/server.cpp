@@ -324,6 +324,14 @@ asio::awaitable<bool> Server::write_answer(beast::tcp_stream& stream, LiveAnswer
   co_return !wec && a.keep_alive && !stopping_;
 }
 
+asio::awaitable<void> Server::sse_session(beast::tcp_stream stream, Counted counted, SseStream st) {
+  ChunkedWriter out(stream);
+  co_await app_.run_sse(std::move(st), out);
+  --in_flight_;
+  boost::system::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
 asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffer, Counted counted,
                                       std::optional<LiveAnswer> pending) {
   beast::tcp_stream stream(std::move(sock));
@@ -363,13 +371,20 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
     Request req = parser.release();
     ++in_flight_;
     ChunkedWriter streamed(stream);
-    std::optional<LiveWait> wait;
-    std::optional<Response> res = co_await app_.handle(std::move(req), streamed, wait);
-    if (wait) {
+    Deferred later;
+    std::optional<Response> res = co_await app_.handle(std::move(req), streamed, later);
+    if (later.sse) {
+      // The stream's events run in a coroutine of their own: this one ends,
+      // and with it everything the request held.
+      auto ex = stream.get_executor();
+      asio::co_spawn(ex, sse_session(std::move(stream), std::move(counted), std::move(*later.sse)), asio::detached);
+      co_return;
+    }
+    if (later.wait) {
       // Park it: this coroutine ends, and with it everything the request held.
       buffer.shrink_to_fit();
       std::make_shared<Parked>(*this, stream.release_socket(), std::move(buffer), std::move(counted),
-                               std::move(*wait))
+                               std::move(*later.wait))
           ->start();
       co_return;
     }
