@@ -150,10 +150,41 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
     srv_.deadlines_->remove(*this);
     boost::system::error_code ec;
     sock_.cancel(ec);  // the peer watch
-    auto ex = sock_.get_executor();
-    asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(res)),
-                   asio::detached);
+    bool keep = res.keep_alive && !srv_.stopping_;
+    std::optional<LiveAnswer> pending;
+    if (res.head.empty() || !send_now(res)) pending.emplace(std::move(res));
+    if (pending || keep) {
+      auto ex = sock_.get_executor();
+      asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(pending)),
+                     asio::detached);
+    } else {
+      sock_.shutdown(tcp::socket::shutdown_send, ec);
+      sock_.close(ec);
+    }
     auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  // Sends a serialized answer without waiting when the socket takes it whole
+  // (the common case: a change is small); true when sent. Otherwise `a` keeps
+  // what is left for the session to write.
+  bool send_now(LiveAnswer& a) {
+    iovec iov[2] = {{a.head.data(), a.head.size()}, {const_cast<char*>(a.body->data()), a.body->size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    ssize_t n = ::sendmsg(sock_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    size_t total = a.head.size() + a.body->size();
+    if (n >= 0 && static_cast<size_t>(n) == total) {
+      --srv_.in_flight_;
+      return true;
+    }
+    if (n > 0) {  // the rest goes through the session (head = what is left)
+      size_t k = static_cast<size_t>(n);
+      std::string rest = k < a.head.size() ? a.head.substr(k) + *a.body : a.body->substr(k - a.head.size());
+      a.head = std::move(rest);
+      a.body = std::make_shared<const std::string>();
+    }
+    return false;  // would block or failed: the session's write reports it
   }
 
   // A client that closes its connection while waiting is forgotten at once,
