@@ -256,7 +256,7 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
   if (p.live_sse) {
     auto res = co_await serve_sse(req, p, shape, out, later.sse);
-    if (later.sse) release.c = nullptr;  // run_sse() releases it
+    if (later.sse) release.c = nullptr;  // end_sse() releases it
     co_return res;
   }
   auto res = serve_shape(req, p, shape, later.wait);
@@ -930,60 +930,43 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
   co_return std::nullopt;
 }
 
-asio::awaitable<void> App::run_sse(SseStream st, StreamWriter& out) {
-  struct Release {
-    std::atomic<int>& c;
-    ~Release() { c.fetch_sub(1); }
-  } release{existing_requests_};  // taken by handle_shape()
-  auto ex = co_await asio::this_coro::executor;
-  Shape* s = st.shape.get();
-  LogRead r;
-  auto end_at = st.end_at;
-  auto last_sent = st.last_sent;
-  RequestOffset at = st.at;
-  auto w = std::make_shared<TimerWaiter>(ex);
-  for (;;) {
-    {
-      std::lock_guard lk(store_.mutex());
-      if (s->invalid || stopping_) break;  // the client reconnects and learns why
-      r = store_.read(*s, at);
-      if (!r.has_data()) {
-        auto now = std::chrono::steady_clock::now();
-        if (now >= end_at) break;
-        w->timer.expires_at(std::min(end_at, last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms)));
-        store_.add_waiter(*s, *w);
-      }
-    }
-    if (r.has_data()) {
-      std::string chunk;
-      for (auto& e : r.entries) {
-        chunk += "data: ";
-        chunk += *e;
-        chunk += "\n\n";
-      }
-      if (r.up_to_date) {
-        chunk += "data: ";
-        chunk += up_to_date_message(r.global_last_seen);
-        chunk += "\n\n";
-      }
-      at = RequestOffset{RequestOffset::Kind::kAt, r.end};
-      r = LogRead();  // the entries are in the chunk now
-      if (!co_await out.write_chunk(std::move(chunk))) co_return;
-      last_sent = std::chrono::steady_clock::now();
-      continue;
-    }
-    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    {
-      std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(*w);
-    }
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_sent >= std::chrono::milliseconds(cfg_.sse_keepalive_ms) && now < end_at) {
-      if (!co_await out.write_chunk(": keep-alive\n\n")) co_return;
-      last_sent = now;
-    }
+SseStep App::sse_next(SseStream& st, Waiter& waiter) {
+  static const auto keep_alive = std::make_shared<const std::string>(": keep-alive\n\n");
+  SseStep step;
+  std::lock_guard lk(store_.mutex());
+  store_.remove_waiter(waiter);  // still linked when its deadline woke it
+  Shape& s = *st.shape;
+  if (s.invalid || stopping_) {  // the client reconnects and learns why
+    step.kind = SseStep::Kind::kEnd;
+    return step;
   }
-  co_await out.finish();
+  LogRead r = store_.read_events(s, st.at);
+  if (r.has_data()) {
+    step.kind = SseStep::Kind::kSend;
+    step.text = r.built ? r.built : std::make_shared<const std::string>(r.events());
+    st.at = RequestOffset{RequestOffset::Kind::kAt, r.end};
+    return step;
+  }
+  auto now = std::chrono::steady_clock::now();
+  auto keep_alive_at = st.last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms);
+  if (now >= st.end_at) {
+    step.kind = SseStep::Kind::kEnd;
+  } else if (now >= keep_alive_at) {
+    step.kind = SseStep::Kind::kSend;
+    step.text = keep_alive;
+  } else {
+    st.wake_at = std::min(st.end_at, keep_alive_at);
+    store_.add_waiter(s, waiter);
+  }
+  return step;
+}
+
+void App::end_sse(Waiter& waiter) {
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);
+  }
+  existing_requests_.fetch_sub(1);  // taken by handle_shape()
 }
 
 asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query) {

@@ -53,17 +53,25 @@ struct LiveWait {
   bool has_origin = false;
 };
 
-// An SSE stream whose head is sent: what its event loop (App::run_sse) needs.
+// An SSE stream whose head is sent: what its events need (App::sse_next).
 struct SseStream {
   std::shared_ptr<Shape> shape;
   RequestOffset at;
   std::chrono::steady_clock::time_point end_at, last_sent;
+  std::chrono::steady_clock::time_point wake_at;  // set by sse_next: when to look again
+};
+
+// What an SSE stream does next.
+struct SseStep {
+  enum class Kind { kWait, kSend, kEnd } kind = Kind::kWait;
+  // kSend: event text (or a keep-alive comment), shared by every client at the same offset
+  std::shared_ptr<const std::string> text;
 };
 
 // What a request leaves to do once handle() has returned without a response.
 struct Deferred {
   std::optional<LiveWait> wait;  // park it: App::answer_live answers it
-  std::optional<SseStream> sse;  // run its events: App::run_sse
+  std::optional<SseStream> sse;  // send its events: App::sse_next
 };
 
 // The answer to a parked request: a Response or, in the common live case, a
@@ -82,12 +90,15 @@ class App {
   // Answers one request. Never throws. Returns nullopt when it streamed the
   // response itself through `out`, or when the request must wait for changes
   // (`later.wait` set: the caller parks it, see answer_live), or when an SSE
-  // stream's head is sent (`later.sse` set: the caller runs run_sse, so that
-  // nothing of the request stays alive while the stream lasts).
+  // stream's head is sent (`later.sse` set: the caller sends its events, see
+  // sse_next, and nothing of the request stays alive while the stream lasts).
   asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, Deferred& later);
-  // The events of an SSE stream until it ends (timeout, shutdown, rotation) or
-  // its client is gone; finishes the stream.
-  asio::awaitable<void> run_sse(SseStream st, StreamWriter& out);
+  // An SSE stream's next step: send text (then call again), end the stream, or
+  // wait (`waiter` linked to the shape; call again when woken or at st.wake_at).
+  // The caller sets st.last_sent after sending. Never throws.
+  SseStep sse_next(SseStream& st, Waiter& waiter);
+  // An SSE stream ended (or its client is gone): unlinks `waiter`, forgets it.
+  void end_sse(Waiter& waiter);
 
   // A parked request: answers it (true, `out` set) or links `waiter` to its shape
   // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.

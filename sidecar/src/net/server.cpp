@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <mutex>
 #include <utility>
 
@@ -81,24 +82,42 @@ struct Server::Counted {
   std::atomic<size_t>* n_;
 };
 
-// Deadlines of parked requests. Every parked request waits the long-poll
-// timeout, or half of it for an offset beyond the log, from when it arrived: a
-// list per kind stays in deadline order by appending, and one timer serves all
-// of them instead of a timer (and a timer operation) per connection.
+// A parked request or SSE stream: a waiter with a deadline.
+struct Server::Sleeper : Waiter {
+  // The deadline list (under its mutex).
+  Sleeper* dl_prev = nullptr;
+  Sleeper* dl_next = nullptr;
+  int dl_kind = -1;  // -1: not listed
+  std::chrono::steady_clock::time_point dl_at;
+};
+
+// Deadlines of parked requests and streams. Each kind of deadline is a fixed
+// time after an event (a long-poll's arrival + its timeout, or half of it for an
+// offset beyond the log; an SSE stream's last write + the keep-alive interval,
+// or its start + the SSE timeout): a list per kind stays in deadline order by
+// appending, and one timer serves all of them instead of a timer (and a timer
+// operation) per connection.
 class Server::Deadlines {
  public:
   using time_point = std::chrono::steady_clock::time_point;
+  static constexpr int kLongPoll = 0, kOutOfBounds = 1, kKeepAlive = 2, kStreamEnd = 3, kKinds = 4;
   explicit Deadlines(asio::io_context& io) : timer_(asio::make_strand(io)) {}
-  void add(Parked& p, int kind, time_point at);
-  void remove(Parked& p);
+  void add(Sleeper& p, int kind, time_point at);
+  void remove(Sleeper& p);
+  // Lists p at `at` unless it already is.
+  void set(Sleeper& p, int kind, time_point at) {
+    if (p.dl_kind == kind && p.dl_at == at) return;
+    remove(p);
+    add(p, kind, at);
+  }
 
  private:
   void arm();  // under mu_
   void expired();
 
   std::mutex mu_;
-  Parked* head_[2] = {nullptr, nullptr};
-  Parked* tail_[2] = {nullptr, nullptr};
+  Sleeper* head_[kKinds] = {};
+  Sleeper* tail_[kKinds] = {};
   asio::steady_timer timer_;
   time_point armed_at_ = time_point::max();
 };
@@ -107,7 +126,7 @@ class Server::Deadlines {
 // the answer needs. Runs on its connection's strand. It keeps itself alive until
 // it is answered or its client is gone: while it waits, it is in its shape's
 // waiter list and in the deadline list, and only those wake it.
-class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked> {
+class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parked> {
  public:
   Parked(Server& srv, tcp::socket sock, beast::flat_buffer buffer, Counted counted, LiveWait w)
       : srv_(srv),
@@ -127,11 +146,6 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
     asio::post(sock_.get_executor(), [self = shared_from_this()] { self->check(); });
   }
 
-  // The deadline list (under its mutex).
-  Parked* dl_prev = nullptr;
-  Parked* dl_next = nullptr;
-  int dl_kind = -1;  // -1: not listed
-  std::chrono::steady_clock::time_point dl_at;
 
  private:
   // Answers (and hands the connection back to a session) or keeps waiting.
@@ -139,11 +153,9 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
     if (done_) return;
     LiveAnswer res;
     if (!srv_.app_.answer_live(wait_, *this, res)) {
-      int kind = wait_.wake_at < wait_.live_deadline ? 1 : 0;
-      if (dl_kind != kind || dl_at != wait_.wake_at) {
-        srv_.deadlines_->remove(*this);
-        srv_.deadlines_->add(*this, kind, wait_.wake_at);
-      }
+      srv_.deadlines_->set(*this,
+                           wait_.wake_at < wait_.live_deadline ? Deadlines::kOutOfBounds : Deadlines::kLongPoll,
+                           wait_.wake_at);
       return;
     }
     done_ = true;
@@ -226,12 +238,170 @@ class Server::Parked : public Waiter, public std::enable_shared_from_this<Parked
   bool done_ = false;
 };
 
-void Server::Deadlines::add(Parked& p, int kind, time_point at) {
+// A parked SSE stream between events: its socket (no stream, no coroutine) and
+// where it is. A change (or its keep-alive or end deadline) wakes it; it sends
+// what is new with one non-blocking sendmsg when the socket takes it whole,
+// else through a short coroutine that gives the client 30 s to read it.
+class Server::SseParked : public Sleeper, public std::enable_shared_from_this<SseParked> {
+ public:
+  SseParked(Server& srv, tcp::socket sock, Counted counted, SseStream st)
+      : srv_(srv), sock_(std::move(sock)), counted_(std::move(counted)), st_(std::move(st)) {}
+
+  void start() {
+    self_ = shared_from_this();
+    watch_peer();
+    step();
+  }
+
+  // Under the store mutex (or the deadline list's): only post.
+  void wake() override {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->step(); });
+  }
+
+ private:
+  void step() {
+    while (!done_ && !flushing_) {
+      SseStep next = srv_.app_.sse_next(st_, *this);
+      if (next.kind == SseStep::Kind::kWait) {
+        srv_.deadlines_->set(*this, st_.wake_at < st_.end_at ? Deadlines::kKeepAlive : Deadlines::kStreamEnd,
+                             st_.wake_at);
+        return;
+      }
+      srv_.deadlines_->remove(*this);
+      if (next.kind == SseStep::Kind::kEnd) {
+        end();
+        return;
+      }
+      if (next.text->empty()) continue;
+      // One HTTP chunk: size line, text, CRLF.
+      char size[24];
+      int len = std::snprintf(size, sizeof size, "%zx\r\n", next.text->size());
+      iovec iov[3] = {{size, static_cast<size_t>(len)},
+                      {const_cast<char*>(next.text->data()), next.text->size()},
+                      {const_cast<char*>("\r\n"), 2}};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = 3;
+      ssize_t n = ::sendmsg(sock_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      size_t total = static_cast<size_t>(len) + next.text->size() + 2;
+      if (n >= 0 && static_cast<size_t>(n) == total) {
+        st_.last_sent = std::chrono::steady_clock::now();
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        gone();
+        return;
+      }
+      // A slow reader: the rest is written with a deadline, then events resume.
+      std::string rest = std::string(size, static_cast<size_t>(len)) + *next.text + "\r\n";
+      rest.erase(0, n > 0 ? static_cast<size_t>(n) : 0);
+      flushing_ = true;
+      asio::co_spawn(sock_.get_executor(), flush(shared_from_this(), std::move(rest)), asio::detached);
+      return;
+    }
+  }
+
+  static asio::awaitable<void> flush(std::shared_ptr<SseParked> self, std::string rest) {
+    boost::system::error_code ec;
+    ++self->watch_gen_;
+    self->sock_.cancel(ec);  // the peer watch: it is set again after
+    beast::tcp_stream stream(std::move(self->sock_));
+    // A client that stops reading is cut off: a write may not take longer than this.
+    stream.expires_after(std::chrono::seconds(30));
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(rest), asio::as_tuple(asio::use_awaitable));
+    self->sock_ = stream.release_socket();
+    self->flushing_ = false;
+    if (wec) {
+      self->gone();
+      co_return;
+    }
+    self->st_.last_sent = std::chrono::steady_clock::now();
+    self->watch_peer();
+    self->step();
+  }
+
+  // The end of the stream: the last chunk, then the connection closes.
+  void end() {
+    done_ = true;
+    srv_.app_.end_sse(*this);
+    srv_.deadlines_->remove(*this);
+    ++watch_gen_;
+    boost::system::error_code ec;
+    sock_.cancel(ec);
+    static constexpr std::string_view kLast = "0\r\n\r\n";
+    ssize_t n = ::send(sock_.native_handle(), kLast.data(), kLast.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0 && static_cast<size_t>(n) == kLast.size()) {
+      sock_.shutdown(tcp::socket::shutdown_send, ec);
+      sock_.close(ec);
+      --srv_.in_flight_;
+      Counted closed(std::move(counted_));
+    } else {
+      std::string rest(kLast.substr(n > 0 ? static_cast<size_t>(n) : 0));
+      asio::co_spawn(sock_.get_executor(), finish(srv_, std::move(sock_), std::move(counted_), std::move(rest)),
+                     asio::detached);
+    }
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  static asio::awaitable<void> finish(Server& srv, tcp::socket sock, Counted counted, std::string rest) {
+    beast::tcp_stream stream(std::move(sock));
+    stream.expires_after(std::chrono::seconds(10));
+    co_await asio::async_write(stream, asio::buffer(rest), asio::as_tuple(asio::use_awaitable));
+    boost::system::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    --srv.in_flight_;
+  }
+
+  // The client is gone (closed, reset, or too slow): forget the stream.
+  void gone() {
+    done_ = true;
+    srv_.app_.end_sse(*this);
+    srv_.deadlines_->remove(*this);
+    ++watch_gen_;
+    boost::system::error_code ignored;
+    sock_.close(ignored);
+    --srv_.in_flight_;
+    Counted closed(std::move(counted_));
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  void watch_peer() {
+    unsigned gen = watch_gen_;
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen](boost::system::error_code ec) {
+      if (gen == self->watch_gen_) self->on_readable(ec);
+    });
+  }
+
+  void on_readable(boost::system::error_code ec) {
+    if (done_ || flushing_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      char b;
+      ssize_t n = ::recv(sock_.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // the client sent something: ignored, as before
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        watch_peer();
+        return;
+      }
+    }
+    gone();
+  }
+
+  Server& srv_;
+  tcp::socket sock_;
+  Counted counted_;
+  SseStream st_;
+  std::shared_ptr<SseParked> self_;
+  unsigned watch_gen_ = 0;
+  bool flushing_ = false;
+  bool done_ = false;
+};
+
+void Server::Deadlines::add(Sleeper& p, int kind, time_point at) {
   std::lock_guard lk(mu_);
   p.dl_kind = kind;
   p.dl_at = at;
   // Append, stepping back over the rare later deadline (a request that changed kind).
-  Parked* after = tail_[kind];
+  Sleeper* after = tail_[kind];
   while (after && after->dl_at > at) after = after->dl_prev;
   p.dl_prev = after;
   p.dl_next = after ? after->dl_next : head_[kind];
@@ -240,7 +410,7 @@ void Server::Deadlines::add(Parked& p, int kind, time_point at) {
   if (at < armed_at_) arm();
 }
 
-void Server::Deadlines::remove(Parked& p) {
+void Server::Deadlines::remove(Sleeper& p) {
   std::lock_guard lk(mu_);
   if (p.dl_kind < 0) return;
   int k = p.dl_kind;
@@ -266,9 +436,9 @@ void Server::Deadlines::expired() {
   std::lock_guard lk(mu_);
   armed_at_ = time_point::max();
   auto now = std::chrono::steady_clock::now();
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < kKinds; ++k) {
     while (head_[k] && head_[k]->dl_at <= now) {
-      Parked* p = head_[k];
+      Sleeper* p = head_[k];
       head_[k] = p->dl_next;
       (head_[k] ? head_[k]->dl_prev : tail_[k]) = nullptr;
       p->dl_prev = p->dl_next = nullptr;
@@ -355,14 +525,6 @@ asio::awaitable<bool> Server::write_answer(beast::tcp_stream& stream, LiveAnswer
   co_return !wec && a.keep_alive && !stopping_;
 }
 
-asio::awaitable<void> Server::sse_session(beast::tcp_stream stream, Counted counted, SseStream st) {
-  ChunkedWriter out(stream);
-  co_await app_.run_sse(std::move(st), out);
-  --in_flight_;
-  boost::system::error_code ec;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-}
-
 asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffer, Counted counted,
                                       std::optional<LiveAnswer> pending) {
   beast::tcp_stream stream(std::move(sock));
@@ -405,10 +567,9 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
     Deferred later;
     std::optional<Response> res = co_await app_.handle(std::move(req), streamed, later);
     if (later.sse) {
-      // The stream's events run in a coroutine of their own: this one ends,
+      // The stream's events are sent by a parked stream: this coroutine ends,
       // and with it everything the request held.
-      auto ex = stream.get_executor();
-      asio::co_spawn(ex, sse_session(std::move(stream), std::move(counted), std::move(*later.sse)), asio::detached);
+      std::make_shared<SseParked>(*this, stream.release_socket(), std::move(counted), std::move(*later.sse))->start();
       co_return;
     }
     if (later.wait) {

@@ -30,7 +30,9 @@ class Server {
   size_t requests_in_flight() const { return in_flight_.load(); }
 
   struct Counted;
+  struct Sleeper;
   class Parked;
+  class SseParked;
   class Deadlines;
 
  private:
@@ -41,8 +43,6 @@ class Server {
   // Writes a response to a request in flight; false when the connection ends.
   asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
   asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
-  // Runs an SSE stream's events after its head (App::run_sse), then closes.
-  asio::awaitable<void> sse_session(boost::beast::tcp_stream stream, Counted counted, SseStream st);
 
   asio::io_context& io_;
   App& app_;

@@ -29,6 +29,24 @@ std::string LogRead::body() const {
   return out;
 }
 
+std::string LogRead::events() const {
+  std::string text;
+  size_t n = 64;
+  for (auto& e : entries) n += e->size() + 8;
+  text.reserve(n);
+  for (auto& e : entries) {
+    text += "data: ";
+    text += *e;
+    text += "\n\n";
+  }
+  if (up_to_date) {
+    text += "data: ";
+    text += up_to_date_message(global_last_seen);
+    text += "\n\n";
+  }
+  return text;
+}
+
 std::shared_ptr<Shape> ShapeStore::active(const std::string& def_key) const {
   auto it = active_.find(def_key);
   return it == active_.end() ? nullptr : it->second;
@@ -439,9 +457,9 @@ LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
   return r;
 }
 
-LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
+template <class Format>
+LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::LiveCache& c, Format format) const {
   bool cacheable = ro.kind == RequestOffset::Kind::kAt && !ro.at.is_snapshot_region();
-  auto& c = s.live_cache;
   if (cacheable && c.body && c.after == ro.at && c.log_size == s.log.size() && c.global == last_tick_) {
     LogRead r;
     r.built = c.body;
@@ -452,7 +470,7 @@ LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
   }
   LogRead r = read(s, ro);
   if (!cacheable || r.out_of_bounds || !r.has_data()) return r;
-  r.built = std::make_shared<const std::string>(r.body());
+  r.built = std::make_shared<const std::string>(format(r));
   r.entries.clear();
   c.after = ro.at;
   c.log_size = s.log.size();
@@ -461,6 +479,14 @@ LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
   c.up_to_date = r.up_to_date;
   c.body = r.built;
   return r;
+}
+
+LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
+  return read_cached(s, ro, s.live_cache, [](const LogRead& r) { return r.body(); });
+}
+
+LogRead ShapeStore::read_events(const Shape& s, const RequestOffset& ro) const {
+  return read_cached(s, ro, s.event_cache, [](const LogRead& r) { return r.events(); });
 }
 
 }  // namespace shapesync

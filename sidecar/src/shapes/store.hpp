@@ -99,6 +99,7 @@ struct Shape {
     std::shared_ptr<const std::string> body;
   };
   mutable LiveCache live_cache;
+  mutable LiveCache event_cache;  // the same for SSE event text
 
   LogOffset last_offset() const { return log.empty() ? LogOffset::snapshot_end() : log.back().offset; }
 };
@@ -114,6 +115,8 @@ struct LogRead {
   uint64_t global_last_seen = 0;
   bool has_data() const { return snapshot_chunk || built || !entries.empty(); }
   std::string body() const;
+  // As SSE event text: "data: <message>\n\n" per message, then the up-to-date.
+  std::string events() const;
 };
 
 class ShapeStore {
@@ -160,6 +163,9 @@ class ShapeStore {
   // The same, with the body built (`built`) and shared by every reader of the
   // same range until the shape's log or the global position moves.
   LogRead read_live(const Shape& s, const RequestOffset& ro) const;
+  // The same as SSE event text ("data: <message>\n\n" per message, then the
+  // up-to-date), shared likewise.
+  LogRead read_events(const Shape& s, const RequestOffset& ro) const;
   // The position up to which every batch has been applied, as a tx value.
   uint64_t global_position() const { return (last_tick_ << 32) | 0xffffffffULL; }
 
@@ -184,6 +190,8 @@ class ShapeStore {
   std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
   void wake(Shape& s);
+  template <class Format>
+  LogRead read_cached(const Shape& s, const RequestOffset& ro, Shape::LiveCache& c, Format format) const;
 
   size_t chunk_bytes_;
   std::mutex mu_;
