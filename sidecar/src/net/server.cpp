@@ -146,7 +146,6 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
     asio::post(sock_.get_executor(), [self = shared_from_this()] { self->check(); });
   }
 
-
  private:
   // Answers (and hands the connection back to a session) or keeps waiting.
   void check() {

@@ -1,8 +1,8 @@
 // The HTTP server: accepts connections and runs one session coroutine per
 // connection on its own strand. The only code that sees a socket. A long-poll
-// with nothing to answer yet is parked: no coroutine, no request, only the
-// connection, a timer and what the answer needs, until its shape changes, its
-// deadline passes or its client goes away.
+// with nothing to answer yet, and an SSE stream between events, is parked: no
+// coroutine, no request, only the socket and what the answer needs, until its
+// shape changes, its deadline passes or its client goes away.
 #pragma once
 #include <atomic>
 #include <memory>
