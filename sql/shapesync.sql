@@ -546,6 +546,19 @@ $$;
 COMMENT ON FUNCTION shapesync.report_shape(text, bigint, text) IS
     'The sidecar reports a shape''s snapshot size and latest offset (shown in shapesync.shapes).';
 
+CREATE FUNCTION shapesync.report_shapes(handles text[], last_offsets text[]) RETURNS void
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE shapesync.shape_registry s
+       SET last_offset = coalesce(u.last_offset, s.last_offset),
+           updated_at = now()
+      FROM unnest(handles, last_offsets) AS u(handle, last_offset)
+     WHERE s.handle = u.handle;
+$$;
+COMMENT ON FUNCTION shapesync.report_shapes(text[], text[]) IS
+    'The sidecar reports the latest offsets of many shapes at once (shown in shapesync.shapes).';
+
 CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp

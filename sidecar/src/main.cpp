@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   App app(io, cfg);
   app.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
   Server server(io, app);
+  app.set_connection_gauge([&server] { return server.open_sessions(); });
   try {
     server.listen(cfg.listen_host, cfg.listen_port);
   } catch (const std::exception& e) {
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
            " with ", threads, " thread(s)");
   asio::co_spawn(asio::make_strand(io), app.run_ticker(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), app.run_reporter(), asio::detached);
   asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);
 
   // Graceful shutdown: stop accepting, let open requests finish (deadline), exit;

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <random>
 
@@ -141,7 +142,7 @@ Response App::must_refetch(const Request& req, const std::string& new_handle) co
   return res;
 }
 
-asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out) {
+asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out, Deferred& later) {
   std::string_view target = req.target();
   auto qpos = target.find('?');
   std::string path = url_decode(target.substr(0, qpos));
@@ -183,7 +184,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
         }
       }
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
-        auto res = co_await handle_shape(req, query, out);
+        auto res = co_await handle_shape(req, query, out, later);
         if (res && req.method() == http::verb::head) {
           res->body().clear();
           res->prepare_payload();
@@ -198,7 +199,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
           co_return res;
         }
         std::string merged_query = encode_query(std::get<QueryMap>(merged));
-        co_return co_await handle_shape(req, merged_query, out);
+        co_return co_await handle_shape(req, merged_query, out, later);
       }
       if (req.method() == http::verb::delete_) {
         if (!cfg_.allow_shape_deletion)
@@ -214,6 +215,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
       res.set(http::field::cache_control, "no-cache, no-store, must-revalidate");
       co_return res;
     }
+    if (norm == "/metrics") co_return metrics(req);
     if (norm == "/" || norm.empty()) {
       Response res{http::status::ok, req.version()};
       common_headers(req, res);
@@ -238,7 +240,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
 }
 
 asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
-                                                           StreamWriter& out) {
+                                                           StreamWriter& out, Deferred& later) {
   QueryMap q = parse_query(query);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
@@ -257,9 +259,11 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
     co_return res;
   }
   struct Release {
-    std::atomic<int>& c;
-    ~Release() { c.fetch_sub(1); }
-  } release{counter};
+    std::atomic<int>* c;
+    ~Release() {
+      if (c) c->fetch_sub(1);
+    }
+  } release{&counter};
   if (req.method() == http::verb::post || is_subset_request(q)) co_return co_await serve_subset(req, q, p);
   std::string def_key = definition_key(p);
   std::shared_ptr<const TableInfo> table;
@@ -268,26 +272,55 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
   if (p.live_sse) {
-    // SSE serves the log: wait for a shape still streaming its snapshot to be ready
-    auto ex = co_await asio::this_coro::executor;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    for (;;) {
-      auto w = std::make_shared<Waiter>(ex);
-      {
-        std::lock_guard lk(store_.mutex());
-        if (shape->ready || shape->invalid) break;
-        if (shape->failed || stopping_ || std::chrono::steady_clock::now() >= deadline)
-          co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
-        w->timer.expires_at(deadline);
-        store_.add_waiter(shape, w);
-      }
-      co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-      std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(shape, w);
-    }
-    co_return co_await serve_sse(req, p, shape, out);
+    if (!co_await wait_servable(shape, p)) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+    auto res = co_await serve_sse(req, p, shape, out, later.sse);
+    if (later.sse) release.c = nullptr;  // end_sse() releases it
+    co_return res;
   }
-  co_return co_await serve_shape(req, p, shape);
+  if (!co_await wait_servable(shape, p)) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+  {
+    // A part of the log in a segment file: read outside the lock (rebuilt
+    // from the change log when the file is gone). It has data: never parks.
+    LogRead r;
+    {
+      std::lock_guard lk(store_.mutex());
+      if (!shape->invalid) r = store_.read(*shape, p.offset);
+    }
+    if (r.segment) {
+      int st = co_await fill_segment(shape, r);
+      if (st == 409) co_return must_refetch(req, "");
+      if (st == 503)
+        co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+      Response res = shape_response(req, p, *shape, r);
+      if (req.method() == http::verb::head) {
+        res.body().clear();
+        res.prepare_payload();
+      }
+      co_return res;
+    }
+  }
+  auto res = serve_shape(req, p, shape, later.wait);
+  if (later.wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
+  co_return res;
+}
+
+asio::awaitable<bool> App::wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) {
+  auto ex = co_await asio::this_coro::executor;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  for (;;) {
+    auto w = std::make_shared<TimerWaiter>(ex);
+    {
+      std::lock_guard lk(store_.mutex());
+      // SSE serves the log: it waits for the shape to be ready
+      if (s->ready || s->invalid || (!p.live_sse && ShapeStore::can_read(*s, p.offset))) co_return true;
+      if (s->failed || stopping_ || std::chrono::steady_clock::now() >= deadline) co_return false;
+      w->timer.expires_at(deadline);
+      store_.add_waiter(*s, *w);
+    }
+    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(*w);
+  }
 }
 
 asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, const std::string& def_key,
@@ -363,16 +396,16 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
     // Wait for a shape being created (by this or another request).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     for (;;) {
-      auto w = std::make_shared<Waiter>(ex);
+      auto w = std::make_shared<TimerWaiter>(ex);
       {
         std::lock_guard lk(store_.mutex());
         if (s->ready || s->failed || s->invalid || stopping_ || !s->snapshot_chunks.empty()) break;
         w->timer.expires_at(deadline);
-        store_.add_waiter(s, w);
+        store_.add_waiter(*s, *w);
       }
       co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
       std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(s, w);
+      store_.remove_waiter(*w);
       if (std::chrono::steady_clock::now() >= deadline) break;
     }
     {
@@ -382,7 +415,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
         table = s->def.table;
         co_return s;
       }
-      if (s->failed && !s->build_error.empty()) where_error = s->build_error;
+      if (!s->build_error.empty()) where_error = s->build_error;
     }
     if (!where_error.empty()) {
       ValidationErrors v;
@@ -493,6 +526,13 @@ asio::awaitable<void> App::build_and_settle(std::shared_ptr<Shape> s) {
   // the shape, so writers stop evaluating it and the next request starts anew.
   bool bad_filter = e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0;
   bool unservable = e.sqlstate == kLogTruncated || e.sqlstate == kSnapshotAbandoned;
+  {
+    // fail it here first: the retirement below reaches this store again
+    // through poll_invalidations, and its waiters must learn why from this
+    std::lock_guard lk(store_.mutex());
+    if (bad_filter) s->build_error = e.what();
+    if (!s->ready) store_.fail_create(s);
+  }
   if (bad_filter || unservable) {
     std::string reason = bad_filter ? std::string("snapshot failed: ") + e.what()
                          : e.sqlstate == kLogTruncated ? std::string("change log retention: ") + e.what()
@@ -506,9 +546,6 @@ asio::awaitable<void> App::build_and_settle(std::shared_ptr<Shape> s) {
       log_warn("cannot retire shape ", s->handle, ": ", e2.what());
     }
   }
-  std::lock_guard lk(store_.mutex());
-  if (bad_filter) s->build_error = e.what();
-  if (!s->ready) store_.fail_create(s);
 }
 
 // Takes the shape's snapshot (after every writer that could miss the shape has
@@ -791,76 +828,60 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
   }
 }
 
-asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s) {
-  auto ex = co_await asio::this_coro::executor;
-  auto now = std::chrono::steady_clock::now();
-  auto live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
-  auto oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
-  auto build_deadline = now + std::chrono::seconds(120);
+std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
+                                         std::optional<LiveWait>& wait) {
   LogRead r;
-  std::string schema_header, handle;
+  std::shared_ptr<Shape> next;
   bool rotated = false;
-  bool failed = false;
-  for (;;) {
-    auto w = std::make_shared<Waiter>(ex);
-    bool timed_out = stopping_ || std::chrono::steady_clock::now() >= (p.live ? live_deadline : oob_deadline);
-    {
-      std::lock_guard lk(store_.mutex());
-      if (s->invalid) {
-        rotated = true;
-        break;
-      }
-      if (s->failed) {
-        failed = true;
-        break;
-      }
-      if (!ShapeStore::can_read(*s, p.offset)) {
-        // still being created: a snapshot chunk not taken yet, or the log
-        if (stopping_ || std::chrono::steady_clock::now() >= build_deadline) {
-          failed = true;
-          break;
-        }
-        w->timer.expires_at(build_deadline);
-        store_.add_waiter(s, w);
-      } else {
-        r = store_.read(*s, p.offset);
-        handle = s->handle;
-        schema_header = s->schema_header;
-        bool wait = r.out_of_bounds || (p.live && !r.has_data());
-        if (!wait || timed_out) break;
-        w->timer.expires_at(r.out_of_bounds ? std::min(oob_deadline, live_deadline) : live_deadline);
-        store_.add_waiter(s, w);
-      }
-    }
-    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  {
     std::lock_guard lk(store_.mutex());
-    store_.remove_waiter(s, w);
+    if (s->invalid) {
+      rotated = true;
+      next = store_.active(s->def.key);
+    } else {
+      r = p.live ? store_.read_live(*s, p.offset) : store_.read(*s, p.offset);
+    }
   }
   if (rotated) {
     // Rotated (TRUNCATE, DDL, DELETE, a filter error): point the client at the
     // replacement when one is ready; it re-syncs from offset -1 either way.
-    std::shared_ptr<Shape> next;
-    {
-      std::lock_guard lk(store_.mutex());
-      next = store_.active(s->def.key);
-    }
-    co_return must_refetch(req, next && next->ready ? next->handle : "");
+    return must_refetch(req, next && next->ready ? next->handle : "");
   }
-  if (failed) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+  if ((r.out_of_bounds || (p.live && !r.has_data())) && !stopping_) {
+    // Nothing to say yet: keep what the answer needs, let go of the rest.
+    auto now = std::chrono::steady_clock::now();
+    LiveWait& w = wait.emplace();
+    w.shape = std::move(s);
+    w.offset = p.offset;
+    w.live_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms);
+    w.oob_deadline = now + std::chrono::milliseconds(cfg_.long_poll_timeout_ms / 2);
+    w.cursor = p.cursor;
+    if (auto it = req.target().find("offset="); it != std::string_view::npos) {
+      auto v = req.target().substr(it + 7);
+      w.req_offset = std::string(v.substr(0, v.find('&')));
+    }
+    if (auto o = req.find(http::field::origin); o != req.end()) {
+      w.origin = std::string(o->value());
+      w.has_origin = true;
+    }
+    if (auto inm = req.find(http::field::if_none_match); inm != req.end()) w.if_none_match = std::string(inm->value());
+    w.version = req.version();
+    w.keep_alive = req.keep_alive();
+    w.live = p.live;
+    w.head = req.method() == http::verb::head;
+    return std::nullopt;
+  }
   if (r.out_of_bounds) {
     ValidationErrors e;
     e.add("offset", "out of bounds for this shape");
-    co_return error_400(req, e);
+    return error_400(req, e);
   }
-  if (r.segment) {
-    int st = co_await fill_segment(s, r);
-    if (st == 409) co_return must_refetch(req, "");
-    if (st == 503)
-      co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
-  }
+  return shape_response(req, p, *s, r);
+}
 
+Response App::shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const {
   Response res{http::status::ok, req.version()};
-  shape_headers(req, p, *s, r, res);
+  shape_headers(req, p, s, r, res);
   std::string etag(res[http::field::etag]);
   etag = etag.substr(1, etag.size() - 2);
   res.keep_alive(req.keep_alive());
@@ -870,11 +891,153 @@ asio::awaitable<Response> App::serve_shape(const Request& req, const ShapeParams
     res.erase("electric-schema");
     res.body().clear();
     res.prepare_payload();
-    co_return res;
+    return res;
   }
   res.body() = r.body();
   res.prepare_payload();
-  co_return res;
+  return res;
+}
+
+std::string App::live_head(const LiveWait& w, const Shape& s, const LogRead& r, const std::string& etag,
+                           size_t body_size) const {
+  std::string h;
+  h.reserve(640 + s.handle.size() + etag.size() + w.origin.size());
+  h += w.version == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
+  h += "Server: shapesyncd/" SHAPESYNC_VERSION "\r\nelectric-server: shapesync/" SHAPESYNC_VERSION "\r\nx-request-id: ";
+  h += random_hex(16);
+  h += "\r\nAccess-Control-Allow-Origin: ";
+  h += w.has_origin ? std::string_view(w.origin) : std::string_view("*");
+  h += "\r\nAccess-Control-Expose-Headers: ";
+  h += kExposeHeaders;
+  h += "\r\nAccess-Control-Allow-Methods: GET, POST, HEAD, DELETE, OPTIONS\r\n";
+  if (w.has_origin) h += "Vary: Origin\r\n";
+  h += "Content-Type: application/json; charset=utf-8\r\nelectric-handle: ";
+  h += s.handle;
+  h += "\r\nelectric-offset: ";
+  h += r.end.to_string();
+  if (r.up_to_date) h += "\r\nelectric-up-to-date: ";
+  h += "\r\nelectric-cursor: ";
+  h += std::to_string(next_cursor(unix_now(), cfg_.long_poll_timeout_ms / 1000, w.cursor, random_int(1, 3600)));
+  h += "\r\nelectric-has-data: true\r\nETag: \"";
+  h += etag;
+  h += "\"\r\nCache-Control: public, max-age=5, stale-while-revalidate=5\r\n";
+  if (w.version == 10 && w.keep_alive) h += "Connection: keep-alive\r\n";
+  if (w.version != 10 && !w.keep_alive) h += "Connection: close\r\n";
+  h += "Content-Length: ";
+  h += std::to_string(body_size);
+  h += "\r\n\r\n";
+  return h;
+}
+
+bool App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
+  LogRead r;
+  std::shared_ptr<Shape> next;
+  bool rotated = false;
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);  // still linked when its deadline woke it
+    if (w.shape->invalid) {
+      rotated = true;
+      next = store_.active(w.shape->def.key);
+    } else {
+      r = w.live ? store_.read_live(*w.shape, w.offset) : store_.read(*w.shape, w.offset);
+      // An offset beyond the log is reported after half the long-poll timeout
+      // (live or not); a live request without news waits the whole timeout.
+      w.wake_at = r.out_of_bounds ? std::min(w.oob_deadline, w.live_deadline) : w.live_deadline;
+      bool timed_out = stopping_ || std::chrono::steady_clock::now() >= w.wake_at;
+      if ((r.out_of_bounds || (w.live && !r.has_data())) && !timed_out) {
+        store_.add_waiter(*w.shape, waiter);
+        return false;
+      }
+    }
+  }
+  existing_requests_.fetch_sub(1);
+  out.keep_alive = w.keep_alive;
+  Response& res = out.res;
+  try {
+    if (!rotated && w.live && !w.head && r.built && !stopping_) {
+      // The hot path: a change for a waiting client. Its body is shared, its
+      // head is written here in one string.
+      std::string etag = w.shape->handle + ":" + url_decode(w.req_offset) + ":" + r.end.to_string();
+      if (w.if_none_match.empty() || !etag_matches(w.if_none_match, etag)) {
+        out.head = live_head(w, *w.shape, r, etag, r.built->size());
+        out.body = r.built;
+        return true;
+      }
+    }
+    // The answer is built from a minimal request carrying what it reads.
+    Request req{w.head ? http::verb::head : http::verb::get, "?offset=" + w.req_offset, w.version};
+    if (w.has_origin) req.set(http::field::origin, w.origin);
+    if (!w.if_none_match.empty()) req.set(http::field::if_none_match, w.if_none_match);
+    req.keep_alive(w.keep_alive);
+    if (rotated) {
+      res = must_refetch(req, next && next->ready ? next->handle : "");
+    } else if (r.out_of_bounds) {
+      ValidationErrors e;
+      e.add("offset", "out of bounds for this shape");
+      res = error_400(req, e);
+    } else {
+      ShapeParams p;
+      p.offset = w.offset;
+      p.live = w.live;
+      p.cursor = w.cursor;
+      res = shape_response(req, p, *w.shape, r);
+    }
+    if (w.head) {
+      res.body().clear();
+      res.prepare_payload();
+    }
+  } catch (const std::exception& e) {
+    log_error("internal error: ", e.what());
+    res = Response{http::status::internal_server_error, w.version};
+    res.set(http::field::content_type, "application/json; charset=utf-8");
+    res.body() = R"({"error":"Internal server error"})";
+    res.keep_alive(false);
+    res.prepare_payload();
+  }
+  return true;
+}
+
+void App::abandon_live(LiveWait& w, Waiter& waiter) {
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);
+  }
+  existing_requests_.fetch_sub(1);
+  w.shape.reset();
+}
+
+Response App::metrics(const Request& req) {
+  size_t shapes, waiting;
+  {
+    std::lock_guard lk(store_.mutex());
+    shapes = store_.shape_count();
+    waiting = store_.waiting();
+  }
+  std::string body;
+  auto gauge = [&](const char* name, const char* help, double v) {
+    body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " ";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    body += buf;
+    body += '\n';
+  };
+  gauge("shapesync_shapes", "Shapes served by this sidecar.", static_cast<double>(shapes));
+  gauge("shapesync_waiting_requests", "Requests waiting for a change of their shape (long-poll, SSE between events).",
+        static_cast<double>(waiting));
+  gauge("shapesync_initial_requests", "Initial-sync requests in progress (offset=-1).", initial_requests_.load());
+  gauge("shapesync_existing_requests", "Other shape requests in progress, parked long-polls included.",
+        existing_requests_.load());
+  if (connections_) gauge("shapesync_open_connections", "Open client connections.", static_cast<double>(connections_()));
+  gauge("shapesync_db_ready", "1 when the sidecar follows the database.", db_ready() ? 1 : 0);
+  Response res{http::status::ok, req.version()};
+  res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
 }
 
 void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r,
@@ -909,8 +1072,8 @@ void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s
 }
 
 asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, const ShapeParams& p,
-                                                        std::shared_ptr<Shape> s, StreamWriter& out) {
-  auto ex = co_await asio::this_coro::executor;
+                                                        std::shared_ptr<Shape> s, StreamWriter& out,
+                                                        std::optional<SseStream>& sse) {
   LogRead r;
   {
     std::lock_guard lk(store_.mutex());
@@ -931,58 +1094,67 @@ asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, cons
   head.set(http::field::connection, "keep-alive");
   head.erase("electric-up-to-date");
   if (!co_await out.write_head(head)) co_return std::nullopt;
-
   auto start = std::chrono::steady_clock::now();
-  auto end_at = start + std::chrono::milliseconds(cfg_.sse_timeout_ms);
-  auto last_sent = start;
+  // Catch up through the part of the log in segment files before parking:
+  // those reads need I/O (and perhaps the database), which sse_next cannot do.
   RequestOffset at = p.offset;
-  bool sent_any = false;
   for (;;) {
-    auto w = std::make_shared<Waiter>(ex);
+    LogRead r2;
     {
       std::lock_guard lk(store_.mutex());
-      if (s->invalid || stopping_) break;  // the client reconnects and learns why
-      r = store_.read(*s, at);
-      if (!r.has_data()) {
-        auto now = std::chrono::steady_clock::now();
-        if (now >= end_at) break;
-        w->timer.expires_at(std::min(end_at, last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms)));
-        store_.add_waiter(s, w);
-      }
+      if (s->invalid || stopping_) break;
+      r2 = store_.read(*s, at);
     }
-    if (r.segment && co_await fill_segment(s, r) != 0) break;  // the client reconnects and learns why
-    if (r.has_data()) {
-      std::string chunk;
-      for (auto& e : r.entries) {
-        chunk += "data: ";
-        chunk += *e;
-        chunk += "\n\n";
-      }
-      if (r.up_to_date) {
-        chunk += "data: ";
-        chunk += up_to_date_message(r.global_last_seen);
-        chunk += "\n\n";
-      }
-      if (!co_await out.write_chunk(std::move(chunk))) co_return std::nullopt;
-      last_sent = std::chrono::steady_clock::now();
-      at = RequestOffset{RequestOffset::Kind::kAt, r.end};
-      sent_any = true;
-      (void)sent_any;
-      continue;
-    }
-    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    {
-      std::lock_guard lk(store_.mutex());
-      store_.remove_waiter(s, w);
-    }
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_sent >= std::chrono::milliseconds(cfg_.sse_keepalive_ms) && now < end_at) {
-      if (!co_await out.write_chunk(": keep-alive\n\n")) co_return std::nullopt;
-      last_sent = now;
-    }
+    if (!r2.segment) break;
+    if (co_await fill_segment(s, r2) != 0) break;  // the client reconnects and learns why
+    if (!co_await out.write_chunk(r2.events())) co_return std::nullopt;
+    at = RequestOffset{RequestOffset::Kind::kAt, r2.end};
   }
-  co_await out.finish();
+  SseStream& st = sse.emplace();
+  st.shape = std::move(s);
+  st.at = at;
+  st.end_at = start + std::chrono::milliseconds(cfg_.sse_timeout_ms);
+  st.last_sent = start;
   co_return std::nullopt;
+}
+
+SseStep App::sse_next(SseStream& st, Waiter& waiter) {
+  static const auto keep_alive = std::make_shared<const std::string>(": keep-alive\n\n");
+  SseStep step;
+  std::lock_guard lk(store_.mutex());
+  store_.remove_waiter(waiter);  // still linked when its deadline woke it
+  Shape& s = *st.shape;
+  if (s.invalid || stopping_) {  // the client reconnects and learns why
+    step.kind = SseStep::Kind::kEnd;
+    return step;
+  }
+  LogRead r = store_.read_events(s, st.at);
+  if (r.has_data()) {
+    step.kind = SseStep::Kind::kSend;
+    step.text = r.built ? r.built : std::make_shared<const std::string>(r.events());
+    st.at = RequestOffset{RequestOffset::Kind::kAt, r.end};
+    return step;
+  }
+  auto now = std::chrono::steady_clock::now();
+  auto keep_alive_at = st.last_sent + std::chrono::milliseconds(cfg_.sse_keepalive_ms);
+  if (now >= st.end_at) {
+    step.kind = SseStep::Kind::kEnd;
+  } else if (now >= keep_alive_at) {
+    step.kind = SseStep::Kind::kSend;
+    step.text = keep_alive;
+  } else {
+    st.wake_at = std::min(st.end_at, keep_alive_at);
+    store_.add_waiter(s, waiter);
+  }
+  return step;
+}
+
+void App::end_sse(Waiter& waiter) {
+  {
+    std::lock_guard lk(store_.mutex());
+    store_.remove_waiter(waiter);
+  }
+  existing_requests_.fetch_sub(1);  // taken by handle_shape()
 }
 
 asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query) {
@@ -1023,25 +1195,88 @@ asio::awaitable<void> App::record_invalidations(PgConn& c,
   }
 }
 
-asio::awaitable<void> App::report_progress(PgConn& c) {
+asio::awaitable<bool> App::report_progress(PgConn& c) {
   std::vector<std::pair<std::string, std::string>> progress;
   {
     std::lock_guard lk(store_.mutex());
     progress = store_.take_progress();
   }
-  if (progress.empty() || !reporting_) co_return;
+  if (progress.empty() || !reporting_) co_return false;
   std::vector<std::string> handles, offsets;
+  handles.reserve(progress.size());
+  offsets.reserve(progress.size());
   for (auto& [h, o] : progress) {
     handles.push_back(h);
     offsets.push_back(o);
   }
   PgParams args{text_array_literal(handles), text_array_literal(offsets)};
+  std::optional<PgError> failed;
   try {
-    co_await c.exec(
-        "SELECT shapesync.report_shape(h, NULL, o) FROM unnest($1::text[], $2::text[]) AS u(h, o)", args);
+    // One statement for all of them: the set-based function when the extension
+    // has it, else report_shape() over the arrays (same result, row by row).
+    if (report_set_based_)
+      co_await c.exec("SELECT shapesync.report_shapes($1::text[], $2::text[])", args);
+    else
+      co_await c.exec(
+          "SELECT shapesync.report_shape(h, NULL, o) FROM unnest($1::text[], $2::text[]) AS u(h, o)", args);
   } catch (const PgError& e) {
-    if (e.sqlstate != "42883") throw;
-    reporting_ = false;  // extension without report_shape()
+    failed = e;
+  }
+  if (failed && failed->sqlstate == "42883" && report_set_based_) {
+    report_set_based_ = false;  // no report_shapes(): retry row by row
+    failed.reset();
+    try {
+      co_await c.exec(
+          "SELECT shapesync.report_shape(h, NULL, o) FROM unnest($1::text[], $2::text[]) AS u(h, o)", args);
+    } catch (const PgError& e) {
+      failed = e;
+    }
+  }
+  if (failed) {
+    if (failed->sqlstate == "42883") {
+      reporting_ = false;  // extension without report_shape()
+      co_return false;
+    }
+    std::lock_guard lk(store_.mutex());
+    store_.restore_progress(progress);  // reported by the next round
+    throw *failed;
+  }
+  co_return true;
+}
+
+asio::awaitable<void> App::run_reporter() {
+  auto ex = co_await asio::this_coro::executor;
+  PgConn c(ex);
+  asio::steady_timer pause(ex);
+  auto interval = std::chrono::milliseconds(1000);
+  int backoff_ms = 1000;
+  for (;;) {
+    try {
+      co_await c.connect(cfg_.database_url);
+      co_await c.exec(kSessionSetup);
+      backoff_ms = 1000;
+      for (;;) {
+        pause.expires_after(interval);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (stopping_) co_return;
+        if (!c.healthy()) throw PgError("reporting connection lost", "", true);
+        auto started = std::chrono::steady_clock::now();
+        bool reported = co_await report_progress(c);
+        // At most once per second, and with many shapes the database spends at
+        // most about a tenth of a backend's time on reports (report_shape() costs
+        // ~60 µs a shape: 5 000 shapes that all changed take ~0.3 s), which on a
+        // small machine is CPU taken from delivering changes.
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        interval = std::max(std::chrono::milliseconds(1000), reported ? 10 * took : std::chrono::milliseconds(0));
+      }
+    } catch (const PgError& e) {
+      if (db_ready_) log_warn("progress reports: ", e.what());
+    }
+    c.close();
+    if (stopping_) co_return;
+    pause.expires_after(std::chrono::milliseconds(backoff_ms));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    backoff_ms = std::min(backoff_ms * 2, 10000);
   }
 }
 
@@ -1329,7 +1564,6 @@ asio::awaitable<void> App::run_ticker() {
         co_await process_new_ticks(c, notified);
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
-          co_await report_progress(c);
           co_await report_consumer(c);
           last_inval_check = std::chrono::steady_clock::now();
         }

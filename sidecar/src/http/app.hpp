@@ -2,6 +2,8 @@
 // and follows the extension's ticks into the shape store.
 #pragma once
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <map>
 #include <optional>
@@ -32,17 +34,88 @@ class StreamWriter {
   virtual asio::awaitable<void> finish() = 0;
 };
 
+// A long-poll (or a request for an offset not reached yet) that has nothing to
+// answer yet. It keeps only what the answer needs: the request, its parameters
+// and the coroutines that parsed it are gone while it waits (App::answer_live).
+struct LiveWait {
+  std::shared_ptr<Shape> shape;
+  RequestOffset offset;
+  std::chrono::steady_clock::time_point live_deadline, oob_deadline;
+  std::chrono::steady_clock::time_point wake_at;  // set by answer_live: when to look again (its deadline)
+  long long cursor = 0;
+  std::string req_offset;     // the offset parameter as sent (for the etag)
+  std::string origin;         // request header (when has_origin)
+  std::string if_none_match;  // request header, empty when absent
+  unsigned version = 11;
+  bool keep_alive = true;
+  bool live = false;
+  bool head = false;
+  bool has_origin = false;
+};
+
+// An SSE stream whose head is sent: what its events need (App::sse_next).
+struct SseStream {
+  std::shared_ptr<Shape> shape;
+  RequestOffset at;
+  std::chrono::steady_clock::time_point end_at, last_sent;
+  std::chrono::steady_clock::time_point wake_at;  // set by sse_next: when to look again
+};
+
+// What an SSE stream does next.
+struct SseStep {
+  enum class Kind { kWait, kSend, kEnd } kind = Kind::kWait;
+  // kSend: event text (or a keep-alive comment), shared by every client at the same offset
+  std::shared_ptr<const std::string> text;
+};
+
+// What a request leaves to do once handle() has returned without a response.
+struct Deferred {
+  std::optional<LiveWait> wait;  // park it: App::answer_live answers it
+  std::optional<SseStream> sse;  // send its events: App::sse_next
+};
+
+// The answer to a parked request: a Response or, in the common live case, a
+// head that App serialized itself and the body every client of the change shares.
+struct LiveAnswer {
+  Response res;
+  std::string head;  // non-empty: send head + body instead of res
+  std::shared_ptr<const std::string> body;
+  bool keep_alive = true;
+};
+
 class App {
  public:
   App(asio::io_context& io, Config cfg);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
-  // response itself through `out` (SSE).
-  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out);
+  // response itself through `out`, or when the request must wait for changes
+  // (`later.wait` set: the caller parks it, see answer_live), or when an SSE
+  // stream's head is sent (`later.sse` set: the caller sends its events, see
+  // sse_next, and nothing of the request stays alive while the stream lasts).
+  asio::awaitable<std::optional<Response>> handle(Request req, StreamWriter& out, Deferred& later);
+  // An SSE stream's next step: send text (then call again), end the stream, or
+  // wait (`waiter` linked to the shape; call again when woken or at st.wake_at).
+  // The caller sets st.last_sent after sending. Never throws.
+  SseStep sse_next(SseStream& st, Waiter& waiter);
+  // An SSE stream ended (or its client is gone): unlinks `waiter`, forgets it.
+  void end_sse(Waiter& waiter);
+
+  // A parked request: answers it (true, `out` set) or links `waiter` to its shape
+  // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.
+  bool answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out);
+  // A parked request whose client went away: unlinks it and forgets it.
+  void abandon_live(LiveWait& w, Waiter& waiter);
+  // Open client connections, for /metrics (set by the server's owner).
+  void set_connection_gauge(std::function<size_t()> f) { connections_ = std::move(f); }
 
   // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
   // extension's worker); reconnects after losing the database.
   asio::awaitable<void> run_ticker();
+
+  // Reports the shapes' latest offsets to the database (shapesync.shapes) on its
+  // own connection, at most once per second, in one statement for every shape
+  // that grew since the last report; never on the tick follower's connection.
+  asio::awaitable<void> run_reporter();
 
   bool db_ready() const { return db_ready_.load(); }
   // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
@@ -53,12 +126,25 @@ class App {
 
  private:
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
-                                                       StreamWriter& out);
-  asio::awaitable<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s);
+                                                       StreamWriter& out, Deferred& later);
+  // Answers at once, or sets `wait` and returns nullopt.
+  std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
+                                      std::optional<LiveWait>& wait);
+  // The head of a live 200 with data, serialized directly (what shape_headers
+  // and shape_response would produce for it).
+  std::string live_head(const LiveWait& w, const Shape& s, const LogRead& r, const std::string& etag,
+                        size_t body_size) const;
+  Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
+  Response metrics(const Request& req);
+  // Sends the head of an SSE stream and sets `sse`, or answers at once.
   // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset.cpp.
   asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
+  // Waits while a shape is being created until `p` can be served (a snapshot
+  // chunk already streamed, or the shape ready); false when it failed or timed out.
+  asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p);
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
-                                                     std::shared_ptr<Shape> s, StreamWriter& out);
+                                                     std::shared_ptr<Shape> s, StreamWriter& out,
+                                                     std::optional<SseStream>& sse);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
   // Returns the ready active shape for the definition, creating it if needed;
   // null with `err` set on failure.
@@ -93,7 +179,8 @@ class App {
   asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
-  asio::awaitable<void> report_progress(PgConn& c);
+  // One report; false when there was nothing to report.
+  asio::awaitable<bool> report_progress(PgConn& c);
   // Tells the database how far this sidecar has read (it holds the change log
   // from there on); starts over when the log was truncated past it.
   asio::awaitable<void> report_consumer(PgConn& c);
@@ -125,8 +212,10 @@ class App {
   std::atomic<int> initial_requests_{0};
   std::atomic<bool> reporting_{true};  // the extension has report_shape()
   std::atomic<bool> consumer_reporting_{true};  // the extension has consumer_report()
+  bool report_set_based_ = true;       // the extension has report_shapes() (only run_reporter uses it)
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
+  std::function<size_t()> connections_;
 };
 
 std::string definition_key(const ShapeParams& p);

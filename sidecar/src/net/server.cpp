@@ -1,10 +1,21 @@
 // HTTP/1.1 sessions (Boost.Beast) on C++20 coroutines.
 #include "net/server.hpp"
 
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <utility>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -60,7 +71,387 @@ class ChunkedWriter : public StreamWriter {
 
 }  // namespace
 
-Server::Server(asio::io_context& io, App& app) : io_(io), app_(app), acceptor_(io) {}
+// One open client connection (counted in sessions_), moved along with its socket.
+struct Server::Counted {
+  explicit Counted(std::atomic<size_t>& n) : n_(&n) { ++n; }
+  Counted(Counted&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Counted& operator=(Counted&&) = delete;
+  ~Counted() {
+    if (n_) --*n_;
+  }
+  std::atomic<size_t>* n_;
+};
+
+// A parked request or SSE stream: a waiter with a deadline.
+struct Server::Sleeper : Waiter {
+  // The deadline list (under its mutex).
+  Sleeper* dl_prev = nullptr;
+  Sleeper* dl_next = nullptr;
+  int dl_kind = -1;  // -1: not listed
+  std::chrono::steady_clock::time_point dl_at;
+};
+
+// Deadlines of parked requests and streams. Each kind of deadline is a fixed
+// time after an event (a long-poll's arrival + its timeout, or half of it for an
+// offset beyond the log; an SSE stream's last write + the keep-alive interval,
+// or its start + the SSE timeout): a list per kind stays in deadline order by
+// appending, and one timer serves all of them instead of a timer (and a timer
+// operation) per connection.
+class Server::Deadlines {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+  static constexpr int kLongPoll = 0, kOutOfBounds = 1, kKeepAlive = 2, kStreamEnd = 3, kKinds = 4;
+  explicit Deadlines(asio::io_context& io) : timer_(asio::make_strand(io)) {}
+  void add(Sleeper& p, int kind, time_point at);
+  void remove(Sleeper& p);
+  // Lists p at `at` unless it already is.
+  void set(Sleeper& p, int kind, time_point at) {
+    if (p.dl_kind == kind && p.dl_at == at) return;
+    remove(p);
+    add(p, kind, at);
+  }
+
+ private:
+  void arm();  // under mu_
+  void expired();
+
+  std::mutex mu_;
+  Sleeper* head_[kKinds] = {};
+  Sleeper* tail_[kKinds] = {};
+  asio::steady_timer timer_;
+  time_point armed_at_ = time_point::max();
+};
+
+// A parked request: its socket (no stream, no coroutine), unread bytes and what
+// the answer needs. Runs on its connection's strand. It keeps itself alive until
+// it is answered or its client is gone: while it waits, it is in its shape's
+// waiter list and in the deadline list, and only those wake it.
+class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parked> {
+ public:
+  Parked(Server& srv, tcp::socket sock, beast::flat_buffer buffer, Counted counted, LiveWait w)
+      : srv_(srv),
+        sock_(std::move(sock)),
+        buffer_(std::move(buffer)),
+        counted_(std::move(counted)),
+        wait_(std::move(w)) {}
+
+  void start() {
+    self_ = shared_from_this();
+    check();
+    if (!done_) watch_peer();
+  }
+
+  // Under the store mutex (or the deadline list's): only post.
+  void wake() override {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->check(); });
+  }
+
+ private:
+  // Answers (and hands the connection back to a session) or keeps waiting.
+  void check() {
+    if (done_) return;
+    LiveAnswer res;
+    if (!srv_.app_.answer_live(wait_, *this, res)) {
+      srv_.deadlines_->set(*this,
+                           wait_.wake_at < wait_.live_deadline ? Deadlines::kOutOfBounds : Deadlines::kLongPoll,
+                           wait_.wake_at);
+      return;
+    }
+    done_ = true;
+    srv_.deadlines_->remove(*this);
+    boost::system::error_code ec;
+    sock_.cancel(ec);  // the peer watch
+    bool keep = res.keep_alive && !srv_.stopping_;
+    std::optional<LiveAnswer> pending;
+    if (res.head.empty() || !send_now(res)) pending.emplace(std::move(res));
+    if (pending || keep) {
+      auto ex = sock_.get_executor();
+      asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(pending)),
+                     asio::detached);
+    } else {
+      sock_.shutdown(tcp::socket::shutdown_send, ec);
+      sock_.close(ec);
+    }
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  // Sends a serialized answer without waiting when the socket takes it whole
+  // (the common case: a change is small); true when sent. Otherwise `a` keeps
+  // what is left for the session to write.
+  bool send_now(LiveAnswer& a) {
+    iovec iov[2] = {{a.head.data(), a.head.size()}, {const_cast<char*>(a.body->data()), a.body->size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    ssize_t n = ::sendmsg(sock_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    size_t total = a.head.size() + a.body->size();
+    if (n >= 0 && static_cast<size_t>(n) == total) {
+      --srv_.in_flight_;
+      return true;
+    }
+    if (n > 0) {  // the rest goes through the session (head = what is left)
+      size_t k = static_cast<size_t>(n);
+      std::string rest = k < a.head.size() ? a.head.substr(k) + *a.body : a.body->substr(k - a.head.size());
+      a.head = std::move(rest);
+      a.body = std::make_shared<const std::string>();
+    }
+    return false;  // would block or failed: the session's write reports it
+  }
+
+  // A client that closes its connection while waiting is forgotten at once,
+  // not at the long-poll deadline.
+  void watch_peer() {
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+      self->on_readable(ec);
+    });
+  }
+
+  void on_readable(boost::system::error_code ec) {
+    if (done_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      char b;
+      ssize_t n = ::recv(sock_.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // a pipelined request: read after this answer
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        watch_peer();
+        return;
+      }
+    }
+    // End of stream, reset or error: the client is gone.
+    done_ = true;
+    srv_.app_.abandon_live(wait_, *this);
+    srv_.deadlines_->remove(*this);
+    boost::system::error_code ignored;
+    sock_.close(ignored);
+    Counted closed(std::move(counted_));
+    --srv_.in_flight_;
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  Server& srv_;
+  tcp::socket sock_;
+  beast::flat_buffer buffer_;
+  Counted counted_;
+  LiveWait wait_;
+  std::shared_ptr<Parked> self_;
+  bool done_ = false;
+};
+
+// A parked SSE stream between events: its socket (no stream, no coroutine) and
+// where it is. A change (or its keep-alive or end deadline) wakes it; it sends
+// what is new with one non-blocking sendmsg when the socket takes it whole,
+// else through a short coroutine that gives the client 30 s to read it.
+class Server::SseParked : public Sleeper, public std::enable_shared_from_this<SseParked> {
+ public:
+  SseParked(Server& srv, tcp::socket sock, Counted counted, SseStream st)
+      : srv_(srv), sock_(std::move(sock)), counted_(std::move(counted)), st_(std::move(st)) {}
+
+  void start() {
+    self_ = shared_from_this();
+    watch_peer();
+    step();
+  }
+
+  // Under the store mutex (or the deadline list's): only post.
+  void wake() override {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->step(); });
+  }
+
+ private:
+  void step() {
+    while (!done_ && !flushing_) {
+      SseStep next = srv_.app_.sse_next(st_, *this);
+      if (next.kind == SseStep::Kind::kWait) {
+        srv_.deadlines_->set(*this, st_.wake_at < st_.end_at ? Deadlines::kKeepAlive : Deadlines::kStreamEnd,
+                             st_.wake_at);
+        return;
+      }
+      srv_.deadlines_->remove(*this);
+      if (next.kind == SseStep::Kind::kEnd) {
+        end();
+        return;
+      }
+      if (next.text->empty()) continue;
+      // One HTTP chunk: size line, text, CRLF.
+      char size[24];
+      int len = std::snprintf(size, sizeof size, "%zx\r\n", next.text->size());
+      iovec iov[3] = {{size, static_cast<size_t>(len)},
+                      {const_cast<char*>(next.text->data()), next.text->size()},
+                      {const_cast<char*>("\r\n"), 2}};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = 3;
+      ssize_t n = ::sendmsg(sock_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      size_t total = static_cast<size_t>(len) + next.text->size() + 2;
+      if (n >= 0 && static_cast<size_t>(n) == total) {
+        st_.last_sent = std::chrono::steady_clock::now();
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        gone();
+        return;
+      }
+      // A slow reader: the rest is written with a deadline, then events resume.
+      std::string rest = std::string(size, static_cast<size_t>(len)) + *next.text + "\r\n";
+      rest.erase(0, n > 0 ? static_cast<size_t>(n) : 0);
+      flushing_ = true;
+      asio::co_spawn(sock_.get_executor(), flush(shared_from_this(), std::move(rest)), asio::detached);
+      return;
+    }
+  }
+
+  static asio::awaitable<void> flush(std::shared_ptr<SseParked> self, std::string rest) {
+    boost::system::error_code ec;
+    ++self->watch_gen_;
+    self->sock_.cancel(ec);  // the peer watch: it is set again after
+    beast::tcp_stream stream(std::move(self->sock_));
+    // A client that stops reading is cut off: a write may not take longer than this.
+    stream.expires_after(std::chrono::seconds(30));
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(rest), asio::as_tuple(asio::use_awaitable));
+    self->sock_ = stream.release_socket();
+    self->flushing_ = false;
+    if (wec) {
+      self->gone();
+      co_return;
+    }
+    self->st_.last_sent = std::chrono::steady_clock::now();
+    self->watch_peer();
+    self->step();
+  }
+
+  // The end of the stream: the last chunk, then the connection closes.
+  void end() {
+    done_ = true;
+    srv_.app_.end_sse(*this);
+    srv_.deadlines_->remove(*this);
+    ++watch_gen_;
+    boost::system::error_code ec;
+    sock_.cancel(ec);
+    static constexpr std::string_view kLast = "0\r\n\r\n";
+    ssize_t n = ::send(sock_.native_handle(), kLast.data(), kLast.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0 && static_cast<size_t>(n) == kLast.size()) {
+      sock_.shutdown(tcp::socket::shutdown_send, ec);
+      sock_.close(ec);
+      --srv_.in_flight_;
+      Counted closed(std::move(counted_));
+    } else {
+      std::string rest(kLast.substr(n > 0 ? static_cast<size_t>(n) : 0));
+      asio::co_spawn(sock_.get_executor(), finish(srv_, std::move(sock_), std::move(counted_), std::move(rest)),
+                     asio::detached);
+    }
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  static asio::awaitable<void> finish(Server& srv, tcp::socket sock, Counted counted, std::string rest) {
+    beast::tcp_stream stream(std::move(sock));
+    stream.expires_after(std::chrono::seconds(10));
+    co_await asio::async_write(stream, asio::buffer(rest), asio::as_tuple(asio::use_awaitable));
+    boost::system::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    --srv.in_flight_;
+  }
+
+  // The client is gone (closed, reset, or too slow): forget the stream.
+  void gone() {
+    done_ = true;
+    srv_.app_.end_sse(*this);
+    srv_.deadlines_->remove(*this);
+    ++watch_gen_;
+    boost::system::error_code ignored;
+    sock_.close(ignored);
+    --srv_.in_flight_;
+    Counted closed(std::move(counted_));
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  void watch_peer() {
+    unsigned gen = watch_gen_;
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen](boost::system::error_code ec) {
+      if (gen == self->watch_gen_) self->on_readable(ec);
+    });
+  }
+
+  void on_readable(boost::system::error_code ec) {
+    if (done_ || flushing_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      char b;
+      ssize_t n = ::recv(sock_.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // the client sent something: ignored, as before
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        watch_peer();
+        return;
+      }
+    }
+    gone();
+  }
+
+  Server& srv_;
+  tcp::socket sock_;
+  Counted counted_;
+  SseStream st_;
+  std::shared_ptr<SseParked> self_;
+  unsigned watch_gen_ = 0;
+  bool flushing_ = false;
+  bool done_ = false;
+};
+
+void Server::Deadlines::add(Sleeper& p, int kind, time_point at) {
+  std::lock_guard lk(mu_);
+  p.dl_kind = kind;
+  p.dl_at = at;
+  // Append, stepping back over the rare later deadline (a request that changed kind).
+  Sleeper* after = tail_[kind];
+  while (after && after->dl_at > at) after = after->dl_prev;
+  p.dl_prev = after;
+  p.dl_next = after ? after->dl_next : head_[kind];
+  (p.dl_next ? p.dl_next->dl_prev : tail_[kind]) = &p;
+  (after ? after->dl_next : head_[kind]) = &p;
+  if (at < armed_at_) arm();
+}
+
+void Server::Deadlines::remove(Sleeper& p) {
+  std::lock_guard lk(mu_);
+  if (p.dl_kind < 0) return;
+  int k = p.dl_kind;
+  (p.dl_prev ? p.dl_prev->dl_next : head_[k]) = p.dl_next;
+  (p.dl_next ? p.dl_next->dl_prev : tail_[k]) = p.dl_prev;
+  p.dl_prev = p.dl_next = nullptr;
+  p.dl_kind = -1;
+}
+
+void Server::Deadlines::arm() {
+  time_point next = time_point::max();
+  for (auto* h : head_)
+    if (h) next = std::min(next, h->dl_at);
+  if (next == time_point::max() || next >= armed_at_) return;
+  armed_at_ = next;
+  timer_.expires_at(next);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec != asio::error::operation_aborted) expired();
+  });
+}
+
+void Server::Deadlines::expired() {
+  std::lock_guard lk(mu_);
+  armed_at_ = time_point::max();
+  auto now = std::chrono::steady_clock::now();
+  for (int k = 0; k < kKinds; ++k) {
+    while (head_[k] && head_[k]->dl_at <= now) {
+      Sleeper* p = head_[k];
+      head_[k] = p->dl_next;
+      (head_[k] ? head_[k]->dl_prev : tail_[k]) = nullptr;
+      p->dl_prev = p->dl_next = nullptr;
+      p->dl_kind = -1;
+      p->wake();  // listed, so alive; checked on its own strand
+    }
+  }
+  arm();
+}
+
+Server::Server(asio::io_context& io, App& app)
+    : io_(io), app_(app), acceptor_(io), deadlines_(std::make_unique<Deadlines>(io)) {}
+
+Server::~Server() = default;
 
 void Server::listen(const std::string& host, unsigned short port) {
   tcp::endpoint ep(asio::ip::make_address(host), port);
@@ -79,28 +470,69 @@ void Server::stop_accepting() {
 }
 
 asio::awaitable<void> Server::accept_loop() {
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  int backoff_ms = 0;  // > 0 while out of descriptors (or memory)
   for (;;) {
     auto [ec, sock] = co_await acceptor_.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) co_return;
-      log_warn("accept: ", ec.message());
+      bool exhausted = ec == asio::error::no_descriptors || ec.value() == ENFILE ||
+                       ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+      if (!exhausted) {
+        log_warn("accept: ", ec.message());
+        continue;
+      }
+      // The pending connection stays in the backlog: accepting again at once
+      // would fail again and spin. Pause, longer each time, until one succeeds.
+      if (backoff_ms == 0) {
+        log_warn("accept: ", ec.message(), " with ", sessions_.load(),
+                 " open connection(s); pausing new connections until it clears");
+        backoff_ms = 50;
+      } else {
+        backoff_ms = std::min(backoff_ms * 2, 1000);
+      }
+      pause.expires_after(std::chrono::milliseconds(backoff_ms));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    sock.set_option(tcp::no_delay(true));
+    if (backoff_ms > 0) {
+      log_info("accepting connections again (", sessions_.load(), " open)");
+      backoff_ms = 0;
+    }
+    boost::system::error_code opt_ec;
+    sock.set_option(tcp::no_delay(true), opt_ec);
     auto ex = sock.get_executor();
-    asio::co_spawn(ex, session(std::move(sock)), asio::detached);
+    asio::co_spawn(ex, session(std::move(sock), beast::flat_buffer(), Counted(sessions_), std::nullopt),
+                   asio::detached);
   }
 }
 
-asio::awaitable<void> Server::session(tcp::socket sock) {
-  ++sessions_;
-  struct Guard {
-    std::atomic<size_t>& n;
-    ~Guard() { --n; }
-  } guard{sessions_};
+asio::awaitable<bool> Server::write_response(beast::tcp_stream& stream, Response& res) {
+  if (stopping_) res.keep_alive(false);
+  stream.expires_after(std::chrono::seconds(60));
+  auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+  --in_flight_;
+  co_return !wec && res.keep_alive();
+}
+
+asio::awaitable<bool> Server::write_answer(beast::tcp_stream& stream, LiveAnswer& a) {
+  if (a.head.empty()) co_return co_await write_response(stream, a.res);
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(a.head), asio::buffer(*a.body)};
+  stream.expires_after(std::chrono::seconds(60));
+  auto [wec, wn] = co_await asio::async_write(stream, bufs, asio::as_tuple(asio::use_awaitable));
+  --in_flight_;
+  co_return !wec && a.keep_alive && !stopping_;
+}
+
+asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffer, Counted counted,
+                                      std::optional<LiveAnswer> pending) {
   beast::tcp_stream stream(std::move(sock));
-  beast::flat_buffer buffer;
-  for (;;) {
+  bool open = true;
+  if (pending) {
+    open = co_await write_answer(stream, *pending);
+    pending.reset();
+  }
+  while (open) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(app_.config().max_body_bytes);
     parser.header_limit(64 * 1024);
@@ -125,22 +557,48 @@ asio::awaitable<void> Server::session(tcp::socket sock) {
         stream.expires_after(std::chrono::seconds(10));
         co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       }
+      if (ec == http::error::body_limit || ec == http::error::header_limit) {
+        // Lingering close: the client may still be sending the rest of its
+        // request; closing with unread data would reset the connection and
+        // lose the 413 on its way. Stop sending, read and drop what comes
+        // (a bounded amount, for a bounded time), then close.
+        beast::error_code ignored;
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream.expires_after(std::chrono::seconds(2));
+        std::vector<char> sink(64 * 1024);
+        for (size_t drained = 0; drained < (64u << 20);) {
+          auto [rec, got] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+          if (rec) break;
+          drained += got;
+        }
+      }
       break;
     }
     stream.expires_never();
     Request req = parser.release();
     ++in_flight_;
     ChunkedWriter streamed(stream);
-    std::optional<Response> res = co_await app_.handle(std::move(req), streamed);
+    Deferred later;
+    std::optional<Response> res = co_await app_.handle(std::move(req), streamed, later);
+    if (later.sse) {
+      // The stream's events are sent by a parked stream: this coroutine ends,
+      // and with it everything the request held.
+      std::make_shared<SseParked>(*this, stream.release_socket(), std::move(counted), std::move(*later.sse))->start();
+      co_return;
+    }
+    if (later.wait) {
+      // Park it: this coroutine ends, and with it everything the request held.
+      buffer.shrink_to_fit();
+      std::make_shared<Parked>(*this, stream.release_socket(), std::move(buffer), std::move(counted),
+                               std::move(*later.wait))
+          ->start();
+      co_return;
+    }
     if (!res) {  // streamed (SSE): the connection ends with the stream
       --in_flight_;
       break;
     }
-    if (stopping_) res->keep_alive(false);
-    stream.expires_after(std::chrono::seconds(60));
-    auto [wec, wn] = co_await http::async_write(stream, *res, asio::as_tuple(asio::use_awaitable));
-    --in_flight_;
-    if (wec || !res->keep_alive()) break;
+    open = co_await write_response(stream, *res);
   }
   boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

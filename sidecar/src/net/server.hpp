@@ -1,11 +1,17 @@
 // The HTTP server: accepts connections and runs one session coroutine per
-// connection on its own strand. The only code that sees a socket.
+// connection on its own strand. The only code that sees a socket. A long-poll
+// with nothing to answer yet, and an SSE stream between events, is parked: no
+// coroutine, no request, only the socket and what the answer needs, until its
+// shape changes, its deadline passes or its client goes away.
 #pragma once
 #include <atomic>
 #include <memory>
+#include <optional>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 
 #include "http/app.hpp"
 
@@ -14,6 +20,7 @@ namespace shapesync {
 class Server {
  public:
   Server(asio::io_context& io, App& app);
+  ~Server();
   // Binds and listens; throws boost::system::system_error.
   void listen(const std::string& host, unsigned short port);
   asio::awaitable<void> accept_loop();
@@ -22,8 +29,20 @@ class Server {
   size_t open_sessions() const { return sessions_.load(); }
   size_t requests_in_flight() const { return in_flight_.load(); }
 
+  struct Counted;
+  struct Sleeper;
+  class Parked;
+  class SseParked;
+  class Deadlines;
+
  private:
-  asio::awaitable<void> session(asio::ip::tcp::socket sock);
+  // Serves a connection: first `pending` (the answer of a parked request), then
+  // every request it sends.
+  asio::awaitable<void> session(asio::ip::tcp::socket sock, boost::beast::flat_buffer buffer, Counted counted,
+                                std::optional<LiveAnswer> pending);
+  // Writes a response to a request in flight; false when the connection ends.
+  asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
+  asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
 
   asio::io_context& io_;
   App& app_;
@@ -31,6 +50,7 @@ class Server {
   std::atomic<size_t> sessions_{0};
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> stopping_{false};
+  std::unique_ptr<Deadlines> deadlines_;
 };
 
 }  // namespace shapesync

@@ -14,6 +14,7 @@ namespace shapesync {
 
 std::string LogRead::body() const {
   if (snapshot_chunk) return *snapshot_chunk;
+  if (built) return *built;
   std::string out;
   size_t n = 2;
   for (auto& e : entries) n += e->size() + 1;
@@ -31,6 +32,24 @@ std::string LogRead::body() const {
   }
   out += ']';
   return out;
+}
+
+std::string LogRead::events() const {
+  std::string text;
+  size_t n = 64;
+  for (auto& e : entries) n += e->size() + 8;
+  text.reserve(n);
+  for (auto& e : entries) {
+    text += "data: ";
+    text += *e;
+    text += "\n\n";
+  }
+  if (up_to_date) {
+    text += "data: ";
+    text += up_to_date_message(global_last_seen);
+    text += "\n\n";
+  }
+  return text;
 }
 
 std::shared_ptr<Shape> ShapeStore::active(const std::string& def_key) const {
@@ -53,12 +72,40 @@ std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def) {
   return s;
 }
 
+void TimerWaiter::wake() {
+  asio::post(timer.get_executor(), [self = shared_from_this()] { self->timer.cancel(); });
+}
+
+void ShapeStore::add_waiter(Shape& s, Waiter& w) {
+  w.waiting_on = &s;
+  w.prev = nullptr;
+  w.next = s.waiters;
+  if (s.waiters) s.waiters->prev = &w;
+  s.waiters = &w;
+  ++waiting_;
+}
+
+void ShapeStore::remove_waiter(Waiter& w) {
+  if (!w.waiting_on) return;
+  if (w.prev) w.prev->next = w.next;
+  else w.waiting_on->waiters = w.next;
+  if (w.next) w.next->prev = w.prev;
+  w.prev = w.next = nullptr;
+  w.waiting_on = nullptr;
+  --waiting_;
+}
+
 void ShapeStore::wake(Shape& s) {
-  for (auto& w : s.waiters) {
-    auto wp = w;
-    asio::post(w->timer.get_executor(), [wp] { wp->timer.cancel(); });
+  Waiter* w = s.waiters;
+  s.waiters = nullptr;
+  while (w) {
+    Waiter* next = w->next;
+    w->prev = w->next = nullptr;
+    w->waiting_on = nullptr;
+    --waiting_;
+    w->wake();
+    w = next;
   }
-  s.waiters.clear();
 }
 
 std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
@@ -67,6 +114,11 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
     if (!s->invalid) out.emplace_back(s->handle, s->last_offset().to_string());
   grown_.clear();
   return out;
+}
+
+void ShapeStore::restore_progress(const std::vector<std::pair<std::string, std::string>>& progress) {
+  for (auto& [h, o] : progress)
+    if (auto it = by_handle_.find(h); it != by_handle_.end()) grown_.insert(it->second.get());
 }
 
 void ShapeStore::wake_all() {
@@ -152,10 +204,6 @@ void ShapeStore::invalidate_table(uint32_t relid, const std::string& reason) {
   if (it == by_relid_.end()) return;
   auto shapes = it->second;
   for (auto& s : shapes) invalidate(s, reason);
-}
-
-void ShapeStore::remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w) {
-  s->waiters.erase(w);
 }
 
 void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
@@ -667,6 +715,38 @@ LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
   r.up_to_date = j + 1 == s.entry_count();
   r.global_last_seen = std::max(r.global_last_seen, r.end.tx);
   return r;
+}
+
+template <class Format>
+LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::LiveCache& c, Format format) const {
+  bool cacheable = ro.kind == RequestOffset::Kind::kAt && !ro.at.is_snapshot_region();
+  if (cacheable && c.body && c.after == ro.at && c.log_size == s.entry_count() && c.global == last_tick_) {
+    LogRead r;
+    r.built = c.body;
+    r.end = c.end;
+    r.up_to_date = c.up_to_date;
+    r.global_last_seen = std::max(global_position(), c.end.tx);
+    return r;
+  }
+  LogRead r = read(s, ro);
+  if (!cacheable || r.out_of_bounds || !r.has_data() || r.segment) return r;  // a segment: the caller reads it
+  r.built = std::make_shared<const std::string>(format(r));
+  r.entries.clear();
+  c.after = ro.at;
+  c.log_size = s.entry_count();
+  c.global = last_tick_;
+  c.end = r.end;
+  c.up_to_date = r.up_to_date;
+  c.body = r.built;
+  return r;
+}
+
+LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
+  return read_cached(s, ro, s.live_cache, [](const LogRead& r) { return r.body(); });
+}
+
+LogRead ShapeStore::read_events(const Shape& s, const RequestOffset& ro) const {
+  return read_cached(s, ro, s.event_cache, [](const LogRead& r) { return r.events(); });
 }
 
 }  // namespace shapesync

@@ -56,9 +56,25 @@ bool read_segment(const SpilledChunk& c, LogOffset after, std::vector<std::share
 // reused) and returns its path; refuses a directory shapesyncd did not create.
 bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, std::string& error);
 
-// A waiting request: woken by cancelling its timer.
+
+struct Shape;
+
+// A waiting request, linked into its shape's list while it waits: adding and
+// removing it allocate nothing. wake() runs under the store mutex, once per
+// wake-up (it is unlinked first), and may only post work.
 struct Waiter {
-  explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
+  virtual ~Waiter() = default;
+  virtual void wake() = 0;
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+  Shape* waiting_on = nullptr;  // null when not linked
+};
+
+// A coroutine waiting on a timer: woken by cancelling it on its own executor.
+// Owned by a shared_ptr (the wake-up holds a reference until it runs).
+struct TimerWaiter : Waiter, std::enable_shared_from_this<TimerWaiter> {
+  explicit TimerWaiter(asio::any_io_executor ex) : timer(ex) {}
+  void wake() override;
   asio::steady_timer timer;
 };
 
@@ -99,7 +115,19 @@ struct Shape {
   std::string build_error;  // failed because its filter raised on a row: 400 for its waiters
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
-  std::unordered_set<std::shared_ptr<Waiter>> waiters;
+  Waiter* waiters = nullptr;  // intrusive list (under the store mutex)
+  // The last live read's answer, shared by every waiter asking for the same
+  // range: one body per change, whatever the number of clients.
+  struct LiveCache {
+    LogOffset after;
+    size_t log_size = 0;
+    uint64_t global = 0;
+    LogOffset end;
+    bool up_to_date = false;
+    std::shared_ptr<const std::string> body;
+  };
+  mutable LiveCache live_cache;
+  mutable LiveCache event_cache;  // the same for SSE event text
 
   LogOffset last_offset() const {
     if (!log.empty()) return log.back().offset;
@@ -125,12 +153,15 @@ struct LogRead {
   // (read_segment(*segment, segment_after, entries)) outside the lock
   std::optional<SpilledChunk> segment;
   LogOffset segment_after;
+  std::shared_ptr<const std::string> built;           // set by read_live: the whole body, already built
   LogOffset end;
   bool up_to_date = false;
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
-  bool has_data() const { return snapshot_chunk || segment || !entries.empty(); }
+  bool has_data() const { return snapshot_chunk || segment || built || !entries.empty(); }
   std::string body() const;
+  // As SSE event text: "data: <message>\n\n" per message, then the up-to-date.
+  std::string events() const;
 };
 
 class ShapeStore {
@@ -209,24 +240,38 @@ class ShapeStore {
 
   // Reads after `after` (a real or snapshot offset) for a ready shape.
   LogRead read(const Shape& s, const RequestOffset& ro) const;
+  // The same, with the body built (`built`) and shared by every reader of the
+  // same range until the shape's log or the global position moves.
+  LogRead read_live(const Shape& s, const RequestOffset& ro) const;
+  // The same as SSE event text ("data: <message>\n\n" per message, then the
+  // up-to-date), shared likewise.
+  LogRead read_events(const Shape& s, const RequestOffset& ro) const;
   // The position up to which every batch has been applied, as a tx value.
   uint64_t global_position() const { return (last_tick_ << 32) | 0xffffffffULL; }
 
-  void add_waiter(const std::shared_ptr<Shape>& s, std::shared_ptr<Waiter> w) { s->waiters.insert(std::move(w)); }
-  void remove_waiter(const std::shared_ptr<Shape>& s, const std::shared_ptr<Waiter>& w);
+  // Links w to s (w must not be waiting); it is unlinked when woken.
+  void add_waiter(Shape& s, Waiter& w);
+  // Unlinks w if it is still waiting.
+  void remove_waiter(Waiter& w);
+  // Requests waiting on a shape now.
+  size_t waiting() const { return waiting_; }
 
   size_t shape_count() const { return by_handle_.size(); }
   // Wakes every waiting request (shutdown).
   void wake_all();
   // (handle, last offset) of shapes whose log grew since the last call.
   std::vector<std::pair<std::string, std::string>> take_progress();
+  // Puts back what take_progress() returned when reporting it failed.
+  void restore_progress(const std::vector<std::pair<std::string, std::string>>& progress);
 
  private:
   // Applies b to every registered shape, or only to `only` (a shape being created).
   void apply_batch(const Batch& b, Shape* only, std::vector<std::pair<std::string, std::string>>& invalidated);
   std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
-  static void wake(Shape& s);
+  void wake(Shape& s);
+  template <class Format>
+  LogRead read_cached(const Shape& s, const RequestOffset& ro, Shape::LiveCache& c, Format format) const;
 
   size_t chunk_bytes_;
   std::mutex mu_;
@@ -245,6 +290,7 @@ class ShapeStore {
   std::unordered_set<Shape*> grown_;
   uint64_t last_tick_ = 0;
   uint64_t window_floor_ = 0;
+  size_t waiting_ = 0;
 };
 
 }  // namespace shapesync

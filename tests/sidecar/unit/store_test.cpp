@@ -481,3 +481,57 @@ TEST_F(Fixture, WindowIsBoundedByBytes) {
     EXPECT_GT(store.window_floor(), 2u);
   }
 }
+
+namespace {
+
+struct CountingWaiter : Waiter {
+  int woken = 0;
+  void wake() override { ++woken; }
+};
+
+}  // namespace
+
+TEST_F(Fixture, AChangeWakesEveryWaiterOfItsShapeOnce) {
+  auto s = shape();
+  auto other = shape();
+  CountingWaiter a, b, c, gone;
+  {
+    std::lock_guard lk(store.mutex());
+    store.add_waiter(*s, a);
+    store.add_waiter(*s, b);
+    store.add_waiter(*s, gone);
+    store.add_waiter(*other, c);
+    store.remove_waiter(gone);  // its client went away
+    store.remove_waiter(gone);  // unlinking twice is harmless
+    EXPECT_EQ(store.waiting(), 3u);
+  }
+  apply({2, {tx(200, 2, 1, {ins(row("1", "a"))})}});
+  std::lock_guard lk(store.mutex());
+  EXPECT_EQ(a.woken, 1);
+  EXPECT_EQ(b.woken, 1);
+  EXPECT_EQ(gone.woken, 0);
+  EXPECT_EQ(c.woken, 1);  // same table: a whole-table shape sees the change too
+  EXPECT_EQ(store.waiting(), 0u);
+  EXPECT_EQ(a.waiting_on, nullptr);
+  store.remove_waiter(a);  // woken waiters are no longer linked
+  EXPECT_EQ(store.waiting(), 0u);
+}
+
+TEST_F(Fixture, LiveReadsShareOneBodyPerChange) {
+  auto s = shape();
+  apply({2, {tx(200, 2, 1, {ins(row("1", "a"))})}});
+  std::lock_guard lk(store.mutex());
+  auto at = *parse_offset("0_inf");
+  LogRead r1 = store.read_live(*s, at);
+  LogRead r2 = store.read_live(*s, at);
+  ASSERT_TRUE(r1.built);
+  EXPECT_EQ(r1.built, r2.built);  // the same string, built once
+  EXPECT_EQ(r1.body(), store.read(*s, at).body());
+  EXPECT_EQ(r2.end, r1.end);
+  EXPECT_TRUE(r2.up_to_date);
+  store.advance(3);  // the global position moves: the up-to-date message changes
+  LogRead r3 = store.read_live(*s, at);
+  EXPECT_NE(r3.built, r1.built);
+  EXPECT_EQ(r3.body(), store.read(*s, at).body());
+  EXPECT_FALSE(store.read_live(*s, *parse_offset(r3.end.to_string())).has_data());
+}
