@@ -19,7 +19,7 @@
 //      them: GET /v1/shape?where=owner_id = k from offset=-1 to up-to-date, over
 //      --register-threads connections. Plus the probe shape `owner_id = 0`.
 //   4. The same pgbench workload on tp for S s. Meanwhile, every --probe-ms, a
-//      probe row (owner 0, id −k) is inserted in its own transaction; a long-poll
+//      probe row (owner 0, id −k−1) is inserted in its own transaction; a long-poll
 //      client of the probe shape records when each arrives (commit → arrival =
 //      the sidecar's lag at that moment). When pgbench has exited, one last
 //      probe, the sentinel: once it arrives, the sidecar has applied every
@@ -406,7 +406,7 @@ struct Perf {
 
 // ---------------------------------------------------------------- probes
 
-// Arrival time of probe k (owner 0, id −k), by a long-poll client of `owner_id = 0`.
+// Arrival time of probe k (owner 0, id −k−1), by a long-poll client of `owner_id = 0`.
 struct Probes {
   std::vector<std::atomic<int64_t>> sent, arrived;
   std::atomic<int> last_wanted{-1};
@@ -442,6 +442,7 @@ struct Probes {
         p += kId.size();
         long long k = 0;
         while (p < body.size() && body[p] >= '0' && body[p] <= '9') k = k * 10 + (body[p++] - '0');
+        --k;  // probe k has id −(k + 1)
         if (k >= 0 && static_cast<size_t>(k) < arrived.size() && arrived[k].load() == 0) arrived[k].store(t);
       }
       h.offset = std::string(r["electric-offset"]);
@@ -541,10 +542,20 @@ int main(int argc, char** argv) {
 
   // 3. Shapes: all N in the extension, the first H held by the sidecar.
   auto t_reg = Clock::now();
-  exec(db, "SELECT count(*) FROM generate_series(1, " + std::to_string(O.shapes) +
-               ") k, LATERAL shapesync.get_or_create_shape('tp', 'owner_id = ' || k, NULL) s");
+  // in statements of 10 000 (each its own transaction), timed one by one
+  std::string reg_batches;
+  for (int lo = 1; lo <= O.shapes; lo += 10000) {
+    int hi = std::min(O.shapes, lo + 9999);
+    auto tb = Clock::now();
+    exec(db, "SELECT count(*) FROM generate_series(" + std::to_string(lo) + ", " + std::to_string(hi) +
+                 ") k, LATERAL shapesync.get_or_create_shape('tp', 'owner_id = ' || k, NULL) s");
+    reg_batches += (reg_batches.empty() ? "" : " ") + fmt("%.1f", secs_since(tb));
+    std::cerr << "  shapes " << lo << ".." << hi << " registered in the extension in " << fmt("%.1f", secs_since(tb))
+              << " s\n";
+  }
   double reg_sql_s = secs_since(t_reg);
   kv("reg_sql_s", fmt("%.1f", reg_sql_s));
+  kv("reg_sql_batches", reg_batches);
   std::cerr << "  " << O.shapes << " shapes registered in the extension in " << fmt("%.1f", reg_sql_s) << " s\n";
   auto p_idle = proc_sample(O.sidecar_pid);
   std::vector<Held> held(O.held);
@@ -649,7 +660,7 @@ int main(int argc, char** argv) {
       break;
     }
     probes.sent[k].store(now_ns());
-    exec(db, "INSERT INTO tp VALUES (-" + std::to_string(k) + ", 0, 'probe', " + std::to_string(k) + ")");
+    exec(db, "INSERT INTO tp VALUES (-" + std::to_string(k + 1) + ", 0, 'probe', " + std::to_string(k) + ")");
     ++k;
   }
   double write_s = secs_since(t0);
@@ -674,7 +685,7 @@ int main(int argc, char** argv) {
   int sentinel = k;
   probes.last_wanted.store(sentinel);
   probes.sent[sentinel].store(now_ns());
-  exec(db, "INSERT INTO tp VALUES (-" + std::to_string(sentinel) + ", 0, 'sentinel', " + std::to_string(sentinel) + ")");
+  exec(db, "INSERT INTO tp VALUES (-" + std::to_string(sentinel + 1) + ", 0, 'sentinel', " + std::to_string(sentinel) + ")");
   int64_t sentinel_commit = now_ns();
   auto deadline = Clock::now() + std::chrono::seconds(900);
   double last_report = 0;

@@ -150,13 +150,13 @@ out.append("")
 out.append(("Table \`tp (id bigint primary key, owner_id int not null, v text, n int)\`, %s rows (row i owned by "
             "(i − 1) %% %s + 1), tracked with \`shapesync.track\`; an untracked copy \`tp_base\` with the same rows. "
             "%s equality shapes \`owner_id = k\` registered in the extension (one statement of "
-            "\`shapesync.get_or_create_shape\`, %s s); the sidecar holds %s: each requested over HTTP "
+            "\`shapesync.get_or_create_shape\` per 10 000 shapes, %s s in all; per statement: %s s); the sidecar holds %s: each requested over HTTP "
             "(\`where=owner_id = k\`, offset=-1 to up-to-date, 64 connections) in %s s (%s shapes/s, %s retried), "
             "so it routes every change into them. Writers: pgbench -M prepared, %d clients, %d s, two scripts "
             "half each: a 100-row \`INSERT ... SELECT\` (owners spread over 1..%s) and a 100-row \`UPDATE ... SET n = n + 1\` "
             "of consecutive ids (100 different owners); every row change is in exactly one shape. Baseline: the same "
             "pgbench run on \`tp_base\` first, in the same run.")
-           % (n(f("rows")), n(shapes), n(shapes), kv["reg_sql_s"], held_txt, kv["hold_s"], kv["hold_per_s"],
+           % (n(f("rows")), n(shapes), n(shapes), kv["reg_sql_s"], kv["reg_sql_batches"], held_txt, kv["hold_s"], kv["hold_per_s"],
               kv["hold_errors"], clients, dur, n(shapes)))
 out.append("")
 out.append("While the writers run, a probe row (\`owner_id = 0\`, its own transaction) is inserted every second into "
