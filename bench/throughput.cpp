@@ -6,7 +6,7 @@
 //   throughput --database-url URL --http HOST:PORT --sidecar-pid PID
 //              --pgbench PATH --pg-host H --pg-port P --pg-db DB --work DIR
 //              [--shapes N] [--held H] [--duration S] [--clients C] [--rows-per-tx 100]
-//              [--register-threads 64] [--probe-ms 1000] [--perf-out FILE]
+//              [--register-threads 64] [--probe-ms 1000] [--perf-out FILE] [--perf-what sidecar|backends]
 //
 // Steps (one run, one cluster, one sidecar):
 //   1. tp (tracked) and tp_base (untracked): id bigint primary key, owner_id int,
@@ -71,6 +71,7 @@ struct Options {
   std::string url, host = "127.0.0.1", port = "3000", pgbench = "pgbench", pg_host, pg_port, pg_db, work, perf_out;
   int sidecar_pid = 0, shapes = 100000, held = 100000, duration = 20, clients = 2, rows_per_tx = 100;
   int register_threads = 64, probe_ms = 1000;
+  bool perf_backends = false;  // perf the sidecar's PostgreSQL sessions instead of the sidecar
 };
 Options O;
 
@@ -381,9 +382,9 @@ std::pair<double, long long> finish_pgbench(const Bench& b) {
 
 struct Perf {
   pid_t child = 0;
-  void start(int pid) {
-    if (O.perf_out.empty() || pid <= 0) return;
-    std::string p = std::to_string(pid);
+  // pids: one pid or a comma-separated list
+  void start(const std::string& p) {
+    if (O.perf_out.empty() || p.empty()) return;
     child = fork();
     if (child == 0) {
       int fd = open("/dev/null", O_WRONLY);
@@ -492,6 +493,7 @@ int main(int argc, char** argv) {
     else if (a == "--register-threads") O.register_threads = std::stoi(v);
     else if (a == "--probe-ms") O.probe_ms = std::stoi(v);
     else if (a == "--perf-out") O.perf_out = v;
+    else if (a == "--perf-what") O.perf_backends = v == "backends";
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -640,7 +642,14 @@ int main(int argc, char** argv) {
   std::thread prober([&] { probes.run(); });
   std::cerr << "  tracked: pgbench on tp for " << O.duration << " s\n";
   Perf perf;
-  perf.start(O.sidecar_pid);
+  {
+    std::string pids = std::to_string(O.sidecar_pid);
+    if (O.perf_backends) {
+      pids.clear();
+      for (int pid : sidecar_backends) pids += (pids.empty() ? "" : ",") + std::to_string(pid);
+    }
+    perf.start(pids);
+  }
   Window w;
   w.start(O.sidecar_pid, worker_pid);
   auto t0 = Clock::now();

@@ -10,11 +10,12 @@
 # throughput" section of bench/RESULTS.md.
 #
 #   scripts/bench-throughput.sh [--quick] [--write] [--shapes 100000] [--held N]
-#                               [--duration 30] [--clients 2] [--perf]
+#                               [--duration 30] [--clients 2] [--perf] [--perf-backends]
 #
 # --quick: 10 000 shapes, 2 000 held by the sidecar, 5 s of writes (a smoke run).
 # --held:  shapes the sidecar holds (default: all of --shapes).
-# --perf:  perf record on the sidecar from the start of the writes to the sentinel.
+# --perf:  perf record on the sidecar from the start of the writes to the sentinel;
+#          --perf-backends: on the sidecar's PostgreSQL sessions instead (batch reads).
 set -euo pipefail
 ARGS=()
 for a in "$@"; do [ "$a" != --write ] && ARGS+=("$a"); done
@@ -26,6 +27,7 @@ DURATION=30
 CLIENTS=2
 WRITE=0
 PERF=0
+PERF_WHAT=sidecar
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) SHAPES=10000; HELD=${HELD:-2000}; DURATION=5; shift ;;
@@ -35,7 +37,8 @@ while [ $# -gt 0 ]; do
 	--duration) DURATION=$2; shift 2 ;;
 	--clients) CLIENTS=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
-	*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	--perf-backends) PERF=1; PERF_WHAT=backends; shift ;;
+	*) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
 HELD=${HELD:-$SHAPES}
@@ -94,7 +97,7 @@ curl -sf "http://127.0.0.1:$HTTPPORT/v1/health" | grep -q active ||
 
 PERF_ARGS=()
 HAVE_PERF=0
-if [ "$PERF" = 1 ] && command -v perf >/dev/null; then PERF_ARGS=(--perf-out "$WORK/perf.data"); HAVE_PERF=1; fi
+if [ "$PERF" = 1 ] && command -v perf >/dev/null; then PERF_ARGS=(--perf-out "$WORK/perf.data" --perf-what "$PERF_WHAT"); HAVE_PERF=1; fi
 T0=$(date +%s)
 if ! "$BIN/throughput" --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --sidecar-pid "$SIDECAR_PID" \
 	--pgbench "$PGBIN/pgbench" --pg-host 127.0.0.1 --pg-port "$PGPORT" --pg-db bench --work "$WORK" \
@@ -208,7 +211,8 @@ print("\n".join(out))
 PY
 )
 if [ -n "$PERF_TOP" ]; then
-	SECTION+=$(printf '\n\nSidecar profile from the start of the writes to the sentinel (`perf record -g -F 499`; self time, top symbols):\n\n```\n%s\n```\n\nBy binary:\n\n```\n%s\n```' "$PERF_TOP" "$PERF_DSO")
+	PWHO="Sidecar"; [ "$PERF_WHAT" = backends ] && PWHO="The sidecar's PostgreSQL sessions'"
+	SECTION+=$(printf '\n\n%s profile from the start of the writes to the sentinel (`perf record -g -F 499`; self time, top symbols):\n\n```\n%s\n```\n\nBy binary:\n\n```\n%s\n```' "$PWHO" "$PERF_TOP" "$PERF_DSO")
 fi
 if [ -n "$SIDECAR_WARN" ]; then
 	SECTION+=$(printf '\n\nSidecar log warnings/errors (count, message):\n\n```\n%s\n```' "$SIDECAR_WARN")
