@@ -8,8 +8,10 @@ if [ "${1:-}" = --quick ]; then
 	scripts/bench-latency.sh --count 200
 	[ -x scripts/bench-writer.sh ] && scripts/bench-writer.sh --quick
 	[ -x scripts/bench-fanout.sh ] && scripts/bench-fanout.sh --quick
+	[ -x scripts/bench-throughput.sh ] && scripts/bench-throughput.sh --quick
 	exit 0
 fi
 scripts/bench-latency.sh --count 2000 --write
 [ -x scripts/bench-writer.sh ] && scripts/bench-writer.sh
 [ -x scripts/bench-fanout.sh ] && scripts/bench-fanout.sh --write
+[ -x scripts/bench-throughput.sh ] && scripts/bench-throughput.sh --write
