@@ -1008,11 +1008,18 @@ void App::abandon_live(LiveWait& w, Waiter& waiter) {
 }
 
 Response App::metrics(const Request& req) {
-  size_t shapes, waiting;
+  size_t shapes, waiting, log_bytes, window_bytes, window_batches;
+  uint64_t last_tick, changes, entries;
   {
     std::lock_guard lk(store_.mutex());
     shapes = store_.shape_count();
     waiting = store_.waiting();
+    log_bytes = store_.log_memory_bytes();
+    window_bytes = store_.window_bytes();
+    window_batches = store_.window_batches();
+    last_tick = store_.last_tick();
+    changes = store_.applied_changes();
+    entries = store_.appended_entries();
   }
   std::string body;
   auto gauge = [&](const char* name, const char* help, double v) {
@@ -1030,6 +1037,23 @@ Response App::metrics(const Request& req) {
         existing_requests_.load());
   if (connections_) gauge("shapesync_open_connections", "Open client connections.", static_cast<double>(connections_()));
   gauge("shapesync_db_ready", "1 when the sidecar follows the database.", db_ready() ? 1 : 0);
+  gauge("shapesync_last_tick", "The last tick applied to the shapes.", static_cast<double>(last_tick));
+  gauge("shapesync_log_memory_bytes", "Shape log entries held in memory (older chunks are in segment files).",
+        static_cast<double>(log_bytes));
+  gauge("shapesync_window_bytes", "Recent decoded batches kept for new shapes to catch up from.",
+        static_cast<double>(window_bytes));
+  gauge("shapesync_window_batches", "Batches in that window.", static_cast<double>(window_batches));
+  auto counter = [&](const char* name, const char* help, double v) {
+    body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name + " ";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    body += buf;
+    body += '\n';
+  };
+  counter("shapesync_changes_applied_total", "Row changes read from the change log and applied.",
+          static_cast<double>(changes));
+  counter("shapesync_log_entries_total", "Messages appended to shape logs (a change in k shapes counts k).",
+          static_cast<double>(entries));
   Response res{http::status::ok, req.version()};
   res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
   res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");

@@ -210,6 +210,7 @@ void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   size_t n = json.size();
   s.log.push_back({off, std::make_shared<const std::string>(std::move(json))});
   s.log_memory_bytes += n;
+  if (s.ready) ++appended_entries_;
   s.open_chunk_bytes += n + 1;
   if (s.open_chunk_bytes >= chunk_bytes_) {
     s.chunk_ends.push_back(s.entry_count() - 1);
@@ -634,6 +635,7 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) 
   std::vector<std::pair<std::string, std::string>> invalidated;
   apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
+  for (auto& tx : batch.txs) applied_changes_ += tx.changes.size();
   if (!batch.txs.empty()) {
     size_t bytes = sizeof(Batch);
     for (auto& tx : batch.txs) {

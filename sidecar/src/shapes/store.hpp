@@ -221,6 +221,8 @@ class ShapeStore {
   // Oldest retained batch's tick (0 when none).
   void trim_window(size_t max_batches, size_t max_bytes = SIZE_MAX);
   size_t window_bytes() const { return window_bytes_; }
+  uint64_t applied_changes() const { return applied_changes_; }
+  uint64_t appended_entries() const { return appended_entries_; }
   size_t window_batches() const { return window_.size(); }
 
   // Closed chunks due to be spilled (ready shapes only); see SpillJob.
@@ -283,6 +285,8 @@ class ShapeStore {
   std::deque<Batch> window_;
   std::deque<size_t> window_sizes_;
   size_t window_bytes_ = 0;
+  uint64_t applied_changes_ = 0;   // changes of batches applied (apply())
+  uint64_t appended_entries_ = 0;  // entries appended to ready shapes' logs
   std::string spill_dir_;
   size_t keep_chunks_ = 1;
   std::unordered_set<Shape*> spill_due_;

@@ -82,6 +82,14 @@ test('old chunks move to segment files and read back byte-identical; lost files 
     await waitFor(() => segFiles(dir).length >= 3, { what: 'segment files written' });
     const files = segFiles(dir);
 
+    // memory holds the open chunk and one closed chunk (4000 bytes each), not the ~600 updates
+    const metrics = Object.fromEntries((await (await fetch(`${sidecar.baseUrl}/metrics`)).text()).split('\n')
+      .filter((l) => l && !l.startsWith('#')).map((l) => l.split(' ')).map(([k, v]) => [k, Number(v)]));
+    assert.ok(metrics.shapesync_log_memory_bytes > 0 && metrics.shapesync_log_memory_bytes <= 3 * 4000,
+      `log bytes in memory: ${metrics.shapesync_log_memory_bytes}`);
+    assert.ok(metrics.shapesync_changes_applied_total >= 600, `changes applied: ${metrics.shapesync_changes_applied_total}`);
+    assert.ok(metrics.shapesync_log_entries_total >= 600, `log entries: ${metrics.shapesync_log_entries_total}`);
+
     const first = await walk('table=docs');
     assert.equal(first.handle, handle);
     assert.ok(first.bodies.length >= files.length + 2, `${first.bodies.length} chunks for ${files.length} segments`);
