@@ -232,6 +232,9 @@ CREATE FUNCTION shapesync.batch(tick_id bigint)
                    new_values text[], old_values text[], shape_ops int4[], error text)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
     SET search_path = pg_catalog, pg_temp
+    -- its plans are cached for the session and the log grows fast: a plan
+    -- made while the log tables looked small must never scan them whole
+    SET enable_seqscan = off
 AS $$
 DECLARE
     cur_snap  pg_snapshot;

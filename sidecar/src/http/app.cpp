@@ -423,6 +423,11 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
       err = error_400(req, v);
       co_return nullptr;
     }
+    // Rotated while it was being created (its catch-up met a TRUNCATE, DDL or
+    // a filter error): the invalidation is on its way to the registry, which
+    // would otherwise hand out the same handle again. Give it a moment.
+    asio::steady_timer pause(ex, std::chrono::milliseconds(50 * (attempt + 1)));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
   }
   err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
   co_return nullptr;

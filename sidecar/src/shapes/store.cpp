@@ -136,6 +136,9 @@ bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batc
     if (b.tick_id > covered && b.tick_id <= last_tick_) apply_batch(b, s.get(), inv);
   if (!inv.empty()) {  // truncated, altered or its filter raised while it was being created
     auto sp = s;
+    // apply_batch only flagged it (s->invalid): invalidate() must still take
+    // it out of the active map, or every later request would find it there
+    s->invalid = false;
     invalidate(sp, inv.front().second);
     return false;
   }

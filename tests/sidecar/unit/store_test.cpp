@@ -535,3 +535,28 @@ TEST_F(Fixture, LiveReadsShareOneBodyPerChange) {
   EXPECT_EQ(r3.body(), store.read(*s, at).body());
   EXPECT_FALSE(store.read_live(*s, *parse_offset(r3.end.to_string())).has_data());
 }
+
+// A shape whose catch-up meets a TRUNCATE of its table is invalid and no
+// longer the active shape of its definition (else every later request would
+// be handed the dead shape; found by the filter-errors e2e test).
+TEST_F(Fixture, RotatedDuringCreationLeavesTheActiveMap) {
+  std::lock_guard lk(store.mutex());
+  store.set_last_tick(1);
+  store.apply({2, {tx(202, 2, 1, {Change{42, 'T', false, std::nullopt, std::nullopt}})}});
+  store.advance(2);
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1, 2};
+  d.key = "rotated";
+  auto s = store.begin_create(d);
+  s->handle = "rotated";
+  s->snap = *PgSnapshot::parse("100:100:");
+  s->start_tick = 1;
+  s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+  ASSERT_EQ(store.active("rotated"), s);
+  EXPECT_FALSE(store.finish_create(s));
+  EXPECT_TRUE(s->invalid);
+  EXPECT_EQ(s->invalid_reason, "truncate");
+  EXPECT_EQ(store.active("rotated"), nullptr);
+  EXPECT_EQ(store.by_handle("rotated"), nullptr);
+}
