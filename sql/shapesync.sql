@@ -170,9 +170,6 @@ INSERT INTO shapesync.ticks (tick_id, snap, max_seq) VALUES (1, pg_catalog.pg_cu
 CREATE FUNCTION shapesync.tick(force boolean DEFAULT false) RETURNS bigint
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    -- its plans are cached for the session: one made while ticks was tiny
-    -- (a seq scan for the last tick) must not stay once it is large
-    SET enable_seqscan = off
 AS $$
 DECLARE
     last_id   bigint;
@@ -232,9 +229,6 @@ CREATE FUNCTION shapesync.batch(tick_id bigint)
                    new_values text[], old_values text[], shape_ops int4[], error text)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
     SET search_path = pg_catalog, pg_temp
-    -- its plans are cached for the session and the log grows fast: a plan
-    -- made while the log tables looked small must never scan them whole
-    SET enable_seqscan = off
 AS $$
 DECLARE
     cur_snap  pg_snapshot;
@@ -536,7 +530,6 @@ COMMENT ON FUNCTION shapesync.wait_for_writers(pg_catalog.regclass) IS
 CREATE FUNCTION shapesync.report_shape(handle text, snapshot_rows bigint, last_offset text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET enable_seqscan = off
 AS $$
 BEGIN
     UPDATE shapesync.shape_registry s
@@ -565,7 +558,6 @@ COMMENT ON FUNCTION shapesync.report_shapes(text[], text[]) IS
 CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET enable_seqscan = off
 AS $$
 BEGIN
     UPDATE shapesync.shape_registry s
