@@ -666,12 +666,6 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const std::shar
   publish(std::move(cur));
   d.rows = rows;
   d.chunks = std::move(chunks);
-  {
-    PgParams args{s->handle, d.snap_text, std::to_string(d.start_tick)};
-    co_await c.exec(
-        "UPDATE shapesync.shape_snapshots SET snap = $2::pg_snapshot, start_tick = $3::bigint WHERE handle = $1",
-        args);
-  }
   auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
   log_info("shape ", s->handle, " snapshot: ", d.rows, " rows, ", d.chunks.size(), " chunk(s) streamed in ", ms(t0, t1),
            " ms");
@@ -690,9 +684,13 @@ asio::awaitable<void> App::store_snapshot(PgConn& c, const Shape& s, const Snaps
       co_await c.exec("INSERT INTO shapesync.shape_snapshot_chunks (handle, chunk_no, body) VALUES ($1, $2::int, $3)",
                       args);
     }
-    PgParams args{s.handle, std::to_string(d.chunks.size()), std::to_string(d.rows)};
+    // the claim becomes the stored snapshot in the same transaction as its chunks
+    PgParams args{s.handle, std::to_string(d.chunks.size()), std::to_string(d.rows), d.snap_text,
+                  std::to_string(d.start_tick)};
     co_await c.exec(
-        "UPDATE shapesync.shape_snapshots SET chunk_count = $2::int, row_count = $3::bigint WHERE handle = $1", args);
+        "UPDATE shapesync.shape_snapshots SET chunk_count = $2::int, row_count = $3::bigint, "
+        "snap = $4::pg_snapshot, start_tick = $5::bigint WHERE handle = $1",
+        args);
     co_await c.exec("COMMIT");
   } catch (...) {
     failure = std::current_exception();
