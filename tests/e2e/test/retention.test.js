@@ -112,6 +112,10 @@ test('a live sidecar holds the change log; after a restart an old shape answers 
       `SELECT chunk_count IS NOT NULL FROM shapesync.shape_snapshots WHERE handle = '${fresh.handle}'`)) === 't',
     { what: 'fresh snapshot stored' });
 
+    // the offset the client has now (once the sidecar is back the client
+    // itself may re-sync first and move to -1)
+    const oldOffset = f.stream.lastOffset;
+    assert.notEqual(oldOffset, '-1');
     sidecar.kill('SIGKILL');
     await sidecar.exited;
     await writeAndTick();
@@ -119,7 +123,7 @@ test('a live sidecar holds the change log; after a restart an old shape answers 
       args: ['--consumer-name', 'e2e-a'] });
 
     // raw: the old shape's offset is older than what is retained → 409 with a new handle
-    const old = await getRaw(sidecar.shapeUrl, `table=items&handle=${h1}&offset=${encodeURIComponent(f.stream.lastOffset)}`);
+    const old = await getRaw(sidecar.shapeUrl, `table=items&handle=${h1}&offset=${encodeURIComponent(oldOffset)}`);
     assert.equal(old.status, 409, `old shape after restart: ${old.status} ${old.text}`);
     assert.ok(isControl(old.body?.[0], 'must-refetch'), old.text);
     const h2 = old.headers.get('electric-handle');
