@@ -67,6 +67,8 @@
 #include <boost/beast/http.hpp>
 #include <libpq-fe.h>
 
+#include "common.hpp"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -74,14 +76,11 @@
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
 using asio::awaitable;
+using namespace bench;
 
 namespace {
 
-int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
-double secs_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 // ---------------------------------------------------------------- options
 
@@ -96,35 +95,6 @@ struct Options {
 
 // ---------------------------------------------------------------- /proc
 
-struct ProcSample {
-  long long ticks = 0;   // utime + stime of the sidecar
-  long long rss_kb = 0;  // VmRSS
-  long long hwm_kb = 0;  // VmHWM
-};
-
-ProcSample proc_sample(int pid) {
-  ProcSample s;
-  if (pid <= 0) return s;
-  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
-  auto rp = all.rfind(')');
-  if (rp != std::string::npos) {
-    std::istringstream in(all.substr(rp + 2));
-    std::string f;
-    std::vector<std::string> fs;
-    while (in >> f) fs.push_back(f);
-    // fields after ")" start at field 3 (state); utime = 14, stime = 15
-    if (fs.size() > 12) s.ticks = std::stoll(fs[11]) + std::stoll(fs[12]);
-  }
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) s.rss_kb = std::stoll(line.substr(6));
-    if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::stoll(line.substr(6));
-  }
-  return s;
-}
-
 // Time the process's threads spent runnable but waiting for a CPU (ns, summed over threads).
 long long runq_wait_ns(int pid) {
   long long sum = 0;
@@ -135,19 +105,6 @@ long long runq_wait_ns(int pid) {
     if (f >> run >> wait) sum += wait;
   }
   return sum;
-}
-
-// Machine-wide busy and total jiffies (/proc/stat "cpu" line).
-std::pair<long long, long long> machine_jiffies() {
-  std::ifstream st("/proc/stat");
-  std::string cpu;
-  st >> cpu;
-  long long v, total = 0, idle = 0;
-  for (int i = 0; i < 10 && (st >> v); ++i) {
-    total += v;
-    if (i == 3 || i == 4) idle += v;  // idle, iowait
-  }
-  return {total - idle, total};
 }
 
 double self_cpu_s() {
@@ -237,66 +194,7 @@ struct Perf {
 
 // ---------------------------------------------------------------- libpq
 
-PGconn* connect_db(const std::string& url) {
-  PGconn* c = PQconnectdb(url.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::cerr << "connect: " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  return c;
-}
-
-void exec(PGconn* c, const std::string& sql) {
-  PGresult* r = PQexec(c, sql.c_str());
-  auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    std::cerr << sql.substr(0, 200) << ": " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  PQclear(r);
-}
-
 // ---------------------------------------------------------------- statistics
-
-struct Stats {
-  size_t n = 0;
-  double median = 0, p99 = 0, max = 0, mean = 0;
-};
-
-Stats stats(std::vector<float>& v) {
-  Stats s;
-  s.n = v.size();
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  double sum = 0;
-  for (float x : v) sum += x;
-  auto pct = [&](double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))]; };
-  s.median = pct(0.5);
-  s.p99 = pct(0.99);
-  s.max = v.back();
-  s.mean = sum / v.size();
-  return s;
-}
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
-std::string url_encode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string o;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') o += static_cast<char>(c);
-    else {
-      o += '%';
-      o += hex[c >> 4];
-      o += hex[c & 15];
-    }
-  }
-  return o;
-}
 
 // ---------------------------------------------------------------- shared state
 

@@ -29,42 +29,13 @@
 #include <libpq-fe.h>
 #include <nlohmann/json.hpp>
 
+#include "common.hpp"
+
 namespace http = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 namespace {
-
-PGconn* connect_db(const std::string& url) {
-  PGconn* c = PQconnectdb(url.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::cerr << "connect: " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  return c;
-}
-
-void exec(PGconn* c, const std::string& sql) {
-  PGresult* r = PQexec(c, sql.c_str());
-  auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    std::cerr << sql << ": " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  PQclear(r);
-}
-
-struct Stats {
-  double median, p99, max, mean;
-};
-
-Stats stats(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  double sum = 0;
-  for (double x : v) sum += x;
-  auto pct = [&](double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))]; };
-  return {pct(0.5), pct(0.99), v.back(), sum / v.size()};
-}
 
 std::vector<double> listen_notify(const std::string& url, int n) {
   PGconn* l = connect_db(url);

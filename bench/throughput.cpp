@@ -58,12 +58,14 @@
 #include <boost/beast/http.hpp>
 #include <libpq-fe.h>
 
+#include "common.hpp"
+
 extern char** environ;
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 namespace {
 
@@ -75,15 +77,6 @@ struct Options {
 };
 Options O;
 
-int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
-double secs_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
 
 template <class T>
 void kv(const std::string& k, const T& v) {
@@ -91,59 +84,7 @@ void kv(const std::string& k, const T& v) {
   std::cout.flush();
 }
 
-std::string url_encode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string o;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') o += static_cast<char>(c);
-    else {
-      o += '%';
-      o += hex[c >> 4];
-      o += hex[c & 15];
-    }
-  }
-  return o;
-}
-
 // ---------------------------------------------------------------- /proc
-
-struct ProcSample {
-  long long ticks = 0, rss_kb = 0, hwm_kb = 0;
-};
-
-ProcSample proc_sample(int pid) {
-  ProcSample s;
-  if (pid <= 0) return s;
-  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
-  auto rp = all.rfind(')');
-  if (rp != std::string::npos) {
-    std::istringstream in(all.substr(rp + 2));
-    std::vector<std::string> fs;
-    std::string f;
-    while (in >> f) fs.push_back(f);
-    if (fs.size() > 12) s.ticks = std::stoll(fs[11]) + std::stoll(fs[12]);  // utime + stime
-  }
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) s.rss_kb = std::stoll(line.substr(6));
-    if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::stoll(line.substr(6));
-  }
-  return s;
-}
-
-std::pair<long long, long long> machine_jiffies() {
-  std::ifstream st("/proc/stat");
-  std::string cpu;
-  st >> cpu;
-  long long v, total = 0, idle = 0;
-  for (int i = 0; i < 10 && (st >> v); ++i) {
-    total += v;
-    if (i == 3 || i == 4) idle += v;
-  }
-  return {total - idle, total};
-}
 
 // CPU of a process (and of the machine) over a window.
 struct Window {
@@ -176,36 +117,7 @@ struct Window {
 
 // ---------------------------------------------------------------- libpq
 
-PGconn* connect_db() {
-  PGconn* c = PQconnectdb(O.url.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::cerr << "connect: " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  return c;
-}
-
-std::vector<std::vector<std::string>> query(PGconn* c, const std::string& sql) {
-  PGresult* r = PQexec(c, sql.c_str());
-  auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    std::cerr << sql.substr(0, 300) << ": " << PQerrorMessage(c);
-    std::exit(1);
-  }
-  std::vector<std::vector<std::string>> rows;
-  for (int i = 0; i < PQntuples(r); ++i) {
-    rows.emplace_back();
-    for (int j = 0; j < PQnfields(r); ++j) rows.back().push_back(PQgetvalue(r, i, j));
-  }
-  PQclear(r);
-  return rows;
-}
-
-void exec(PGconn* c, const std::string& sql) { query(c, sql); }
-std::string scalar(PGconn* c, const std::string& sql) {
-  auto r = query(c, sql);
-  return r.empty() || r[0].empty() ? "" : r[0][0];
-}
+PGconn* connect_db() { return bench::connect_db(O.url); }
 
 // ---------------------------------------------------------------- HTTP (blocking, one connection per thread)
 
@@ -453,22 +365,6 @@ struct Probes {
     }
   }
 };
-
-struct Stats {
-  size_t n = 0;
-  double median = 0, p90 = 0, max = 0;
-};
-Stats stats(std::vector<double> v) {
-  Stats s;
-  s.n = v.size();
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto pct = [&](double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))]; };
-  s.median = pct(0.5);
-  s.p90 = pct(0.9);
-  s.max = v.back();
-  return s;
-}
 
 }  // namespace
 
