@@ -65,16 +65,5 @@ EOT
 )
 echo "$SECTION"
 if [ "$WRITE" = 1 ]; then
-	python3 - "$SECTION" <<'PY'
-import re, sys, os
-path = "bench/RESULTS.md"
-section = sys.argv[1].rstrip() + "\n"
-text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\nEach section names its machine and the command that produced it.\n"
-pat = re.compile(r"^## Commit-to-client latency\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(section + "\n", text)
-else:
-    text = text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-PY
+	printf '%s\n' "$SECTION" | scripts/write-results-section.py "Commit-to-client latency"
 fi

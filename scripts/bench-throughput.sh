@@ -220,16 +220,5 @@ fi
 [ "$CLEAN_EXIT" = no ] && SECTION+=$'\n\nThe sidecar did not log "stopped" on SIGTERM (crashed or killed).'
 echo "$SECTION"
 if [ "$WRITE" = 1 ]; then
-	python3 - "$SECTION" <<'PY'
-import re, sys, os
-path = "bench/RESULTS.md"
-section = sys.argv[1].rstrip() + "\n"
-text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\nEach section names its machine and the command that produced it.\n"
-pat = re.compile(r"^## Sustained change throughput\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + "\n", text)
-else:
-    text = text.rstrip() + "\n\n" + section
-open(path, "w").write(text.rstrip() + "\n")
-PY
+	printf '%s\n' "$SECTION" | scripts/write-results-section.py "Sustained change throughput"
 fi

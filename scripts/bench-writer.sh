@@ -619,22 +619,4 @@ echo "$REPORT"
 
 # ---------------------------------------------------------------- RESULTS.md
 if [ $WRITE = 1 ]; then
-	if [ ! -f "$RESULTS" ]; then
-		printf '# Benchmark results\n\nEach section names its machine and the command that produced it.\n' >"$RESULTS"
-	fi
-	new=$TMP/results.md
-	printf '%s\n' "$REPORT" >"$TMP/section.md"
-	# keep the hand-written analysis block of the old section, if any
-	awk '/^<!-- writer-analysis:begin -->/ { keep = 1 } keep { print } /^<!-- writer-analysis:end -->/ { keep = 0 }' \
-		"$RESULTS" >"$TMP/analysis.md"
-	if [ -s "$TMP/analysis.md" ]; then { echo; cat "$TMP/analysis.md"; } >>"$TMP/section.md"; fi
-	awk -v sec="$SECTION" -v file="$TMP/section.md" '
-		function emit() { while ((getline line < file) > 0) print line; close(file); done = 1 }
-		$0 == sec { if (!done) { emit(); print "" } skip = 1; next }
-		skip && /^## / { skip = 0 }
-		!skip { print }
-		END { if (!done) { print ""; emit() } }' "$RESULTS" >"$new"
-	# no trailing blank lines
-	awk '{ lines[NR] = $0 } END { n = NR; while (n > 0 && lines[n] == "") n--; for (i = 1; i <= n; i++) print lines[i] }' "$new" >"$RESULTS"
-	log "wrote the \"${SECTION#\#\# }\" section of $RESULTS"
-fi
+	printf '%s\n' "$REPORT" | "$ROOT/scripts/write-results-section.py" "${SECTION#\#\# }" --keep writer-analysis
