@@ -49,7 +49,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=$ROOT/bench/writer
-RESULTS=$ROOT/bench/RESULTS.md
 SECTION="## Cost to the writer"
 COMMAND="scripts/bench-writer.sh${*:+ $*}"
 
