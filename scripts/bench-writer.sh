@@ -619,3 +619,4 @@ echo "$REPORT"
 # ---------------------------------------------------------------- RESULTS.md
 if [ $WRITE = 1 ]; then
 	printf '%s\n' "$REPORT" | "$ROOT/scripts/write-results-section.py" "${SECTION#\#\# }" --keep writer-analysis
+fi
