@@ -1,7 +1,10 @@
 // Helpers shared by the shape tests (shapes, consistency, sse): following a shape
 // with the official client, raw protocol requests, SSE parsing, table contents.
 import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
 import { ShapeStream, Shape } from '@electric-sql/client';
+import { waitFor } from './stack.js';
+import { getRaw } from './procs.js';
 
 export const isControl = (m, c) => m?.headers?.control === c;
 export const changes = (msgs) => msgs.filter((m) => m.key !== undefined);
@@ -14,6 +17,24 @@ export function keyed(rows) {
   const out = {};
   for (const r of [...rows].sort((a, b) => Number(a.id) - Number(b.id))) out[String(r.id)] = { ...r };
   return out;
+}
+
+/**
+ * Wait until a followed shape's rows equal `rows()` (the database's, both
+ * through `normalize`); otherwise fail with both sides, the client's errors
+ * and `context()` (e.g. the sidecar's log).
+ */
+export async function assertConsistent(f, rows, what, { normalize = keyed, timeoutMs = 15_000, context = () => '' } = {}) {
+  let last = null;
+  try {
+    await waitFor(async () => {
+      last = { client: normalize(f.shape.currentRows), db: normalize(await rows()) };
+      return isDeepStrictEqual(last.client, last.db);
+    }, { timeoutMs, intervalMs: 100, what });
+  } catch (e) {
+    assert.deepEqual(last?.client, last?.db, `${what}: client rows differ from SELECT (${e.message}; client errors: ` +
+      `${f.errors.map(String).join('; ')})\n${context()}`);
+  }
 }
 
 /**
@@ -77,16 +98,8 @@ export async function select(stack, sql) {
 }
 
 /** GET /v1/shape with a query string; returns status, headers and the parsed body. */
-export async function getShape(stack, query, init) {
-  const r = await fetch(`${stack.shapeUrl}?${query}`, init);
-  const text = await r.text();
-  let body;
-  try {
-    body = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    body = text;
-  }
-  return { status: r.status, headers: r.headers, body, text, url: `${stack.shapeUrl}?${query}` };
+export function getShape(stack, query, init) {
+  return getRaw(stack.shapeUrl, query, init);
 }
 
 /** Describe a response for assertion messages. */

@@ -6,14 +6,15 @@
 // SIGTERM drain. Real processes throughout (pgcluster.sh, build/shapesyncd).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { isDeepStrictEqual } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from '../lib/stack.js';
 import {
   startCluster, startSidecar, psqlSession, recordingFetch, canConnect, cleanupAll, workDir, FAST_BACKOFF,
   syncRaw, applyMessages,
 } from '../lib/procs.js';
-import { follow, firstRows, select, isControl, within } from '../lib/shape-helpers.js';
+import {
+  follow, firstRows, select, isControl, within, assertConsistent as assertRowsConsistent,
+} from '../lib/shape-helpers.js';
 
 const LONG_POLL_MS = 3000;
 const SETUP = `
@@ -51,19 +52,8 @@ const norm = (rows) => {
 };
 
 /** Wait until the client's rows equal SELECT * FROM items; assert with a diff otherwise. */
-async function assertConsistent(f, what, timeoutMs = 15_000) {
-  let last = null;
-  try {
-    await waitFor(async () => {
-      last = { client: norm(f.shape.currentRows), db: norm(await select(cluster, 'SELECT * FROM items')) };
-      return isDeepStrictEqual(last.client, last.db);
-    }, { timeoutMs, intervalMs: 100, what });
-  } catch (e) {
-    const errs = f.errors.map(String).join('; ');
-    assert.deepEqual(last?.client, last?.db, `${what}: client rows differ from SELECT (${e.message}; client errors: ${errs})\n` +
-      `sidecar log:\n${sidecar.log(30)}`);
-  }
-}
+const assertConsistent = (f, what, timeoutMs = 15_000) => assertRowsConsistent(f, () => select(cluster, 'SELECT * FROM items'),
+  what, { normalize: norm, timeoutMs, context: () => `sidecar log:\n${sidecar.log(30)}` });
 
 /** Paced writes from one psql session: insert id, update id-7, delete id-13 when it is a multiple of 3. */
 function startWriter(firstId, everyMs = 40) {

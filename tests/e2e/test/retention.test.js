@@ -8,13 +8,11 @@
 // test needs no waiting; the ticker worker's own runs use the defaults.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { isDeepStrictEqual } from 'node:util';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from '../lib/stack.js';
 import {
   startCluster, startSidecar, recordingFetch, cleanupAll, workDir, FAST_BACKOFF, getRaw, syncRaw,
 } from '../lib/procs.js';
-import { follow, firstRows, select, isControl } from '../lib/shape-helpers.js';
+import { follow, firstRows, select, isControl, assertConsistent as assertRowsConsistent } from '../lib/shape-helpers.js';
 
 const LONG_POLL_MS = 2000;
 const SETUP = `
@@ -46,18 +44,9 @@ const norm = (rows) => {
   return out;
 };
 
-async function assertConsistent(f, what, where = 'true', timeoutMs = 20_000) {
-  let last = null;
-  try {
-    await waitFor(async () => {
-      last = { client: norm(f.shape.currentRows), db: norm(await select(cluster, `SELECT * FROM items WHERE ${where}`)) };
-      return isDeepStrictEqual(last.client, last.db);
-    }, { timeoutMs, intervalMs: 100, what });
-  } catch (e) {
-    assert.deepEqual(last?.client, last?.db, `${what}: client rows differ from SELECT (${e.message}; client errors: ` +
-      `${f.errors.map(String).join('; ')})\nsidecar log:\n${sidecar.log(30)}`);
-  }
-}
+const assertConsistent = (f, what, where = 'true', timeoutMs = 20_000) => assertRowsConsistent(f,
+  () => select(cluster, `SELECT * FROM items WHERE ${where}`), what,
+  { normalize: norm, timeoutMs, context: () => `sidecar log:\n${sidecar.log(30)}` });
 
 const q1 = async (sql) => (await cluster.psql(sql)).split('\n').pop();
 
