@@ -189,9 +189,9 @@ std::string up_to_date_message(uint64_t global_last_seen_lsn) {
          std::to_string(global_last_seen_lsn) + "\"}}";
 }
 
-std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,
-                                 const std::vector<std::string>& xip) {
-  std::string o = "{\"headers\":{\"control\":\"snapshot-end\",\"xmin\":";
+void append_snapshot_fields(std::string& o, std::string_view xmin, std::string_view xmax,
+                            const std::vector<std::string>& xip) {
+  o += "\"xmin\":";
   append_json_string(o, xmin);
   o += ",\"xmax\":";
   append_json_string(o, xmax);
@@ -200,7 +200,14 @@ std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,
     if (i) o += ',';
     append_json_string(o, xip[i]);
   }
-  o += "]}}";
+  o += ']';
+}
+
+std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,
+                                 const std::vector<std::string>& xip) {
+  std::string o = "{\"headers\":{\"control\":\"snapshot-end\",";
+  append_snapshot_fields(o, xmin, xmax, xip);
+  o += "}}";
   return o;
 }
 

@@ -72,6 +72,9 @@ std::string snapshot_row_message(const std::string& key, const std::string& valu
                                  std::string_view relation, std::string_view extra_headers = {});
 
 std::string up_to_date_message(uint64_t global_last_seen_lsn);
+// "xmin":"…","xmax":"…","xip_list":[…] (snapshot-end messages, subset metadata).
+void append_snapshot_fields(std::string& out, std::string_view xmin, std::string_view xmax,
+                            const std::vector<std::string>& xip);
 std::string snapshot_end_message(std::string_view xmin, std::string_view xmax,
                                  const std::vector<std::string>& xip);
 inline constexpr std::string_view kMustRefetchBody = R"([{"headers":{"control":"must-refetch"}}])";

@@ -380,16 +380,9 @@ std::string subset_row_message(const std::string& key, const std::string& value_
 
 std::string subset_body(std::string_view xmin, std::string_view xmax, const std::vector<std::string>& xip,
                         uint64_t database_lsn, uint32_t snapshot_mark, const std::vector<std::string>& rows) {
-  std::string o = "{\"metadata\":{\"xmin\":";
-  append_json_string(o, xmin);
-  o += ",\"xmax\":";
-  append_json_string(o, xmax);
-  o += ",\"xip_list\":[";
-  for (size_t i = 0; i < xip.size(); ++i) {
-    if (i) o += ',';
-    append_json_string(o, xip[i]);
-  }
-  o += "],\"database_lsn\":\"" + std::to_string(database_lsn) + "\",\"snapshot_mark\":" +
+  std::string o = "{\"metadata\":{";
+  append_snapshot_fields(o, xmin, xmax, xip);
+  o += ",\"database_lsn\":\"" + std::to_string(database_lsn) + "\",\"snapshot_mark\":" +
        std::to_string(snapshot_mark) + "},\"data\":[";
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i) o += ',';
