@@ -284,7 +284,7 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
     LogRead r;
     {
       std::lock_guard lk(store_.mutex());
-      if (!shape->invalid) r = store_.read(*shape, p.offset);
+      if (!shape->invalid && ShapeStore::reads_segment(*shape, p.offset)) r = store_.read(*shape, p.offset);
     }
     if (r.segment) {
       int st = co_await fill_segment(shape, r);
@@ -305,14 +305,19 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
 }
 
 asio::awaitable<bool> App::wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) {
+  // SSE serves the log: it waits for the shape to be ready
+  auto servable = [&] { return s->ready || s->invalid || (!p.live_sse && ShapeStore::can_read(*s, p.offset)); };
+  {
+    std::lock_guard lk(store_.mutex());
+    if (servable()) co_return true;  // the usual case: no waiter, no timer
+  }
   auto ex = co_await asio::this_coro::executor;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   for (;;) {
     auto w = std::make_shared<TimerWaiter>(ex);
     {
       std::lock_guard lk(store_.mutex());
-      // SSE serves the log: it waits for the shape to be ready
-      if (s->ready || s->invalid || (!p.live_sse && ShapeStore::can_read(*s, p.offset))) co_return true;
+      if (servable()) co_return true;
       if (s->failed || stopping_ || std::chrono::steady_clock::now() >= deadline) co_return false;
       w->timer.expires_at(deadline);
       store_.add_waiter(*s, *w);

@@ -666,6 +666,19 @@ void ShapeStore::trim_window(size_t max_batches, size_t max_bytes) {
   }
 }
 
+std::optional<LogOffset> ShapeStore::log_after(const Shape& s, const RequestOffset& ro) {
+  if (ro.kind != RequestOffset::Kind::kAt) return std::nullopt;
+  if (!ro.at.is_snapshot_region()) return ro.at;
+  if (ro.at.op + 1 < s.snapshot_chunks.size()) return std::nullopt;  // a snapshot chunk
+  return LogOffset::snapshot_end();
+}
+
+bool ShapeStore::reads_segment(const Shape& s, const RequestOffset& ro) {
+  if (s.spilled.empty()) return false;
+  auto after = log_after(s, ro);
+  return after && *after < s.spilled.back().last;
+}
+
 LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
   LogRead r;
   r.global_last_seen = global_position();
@@ -680,18 +693,16 @@ LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
     r.up_to_date = true;
     return r;
   }
-  after = ro.at;
-  if (after.is_snapshot_region()) {
-    if (after.op + 1 < s.snapshot_chunks.size()) {
-      r.snapshot_chunk = s.snapshot_chunks[after.op + 1];
-      r.end = LogOffset{0, after.op + 1};
-      return r;
-    }
-    after = LogOffset::snapshot_end();
+  auto log_from = log_after(s, ro);
+  if (!log_from) {
+    r.snapshot_chunk = s.snapshot_chunks[ro.at.op + 1];
+    r.end = LogOffset{0, ro.at.op + 1};
+    return r;
   }
+  after = *log_from;
   LogOffset last = s.last_offset();
   // the next entry is in a spilled chunk: the caller reads its file
-  if (!s.spilled.empty() && after < s.spilled.back().last) {
+  if (reads_segment(s, ro)) {
     auto sc = std::upper_bound(s.spilled.begin(), s.spilled.end(), after,
                                [](const LogOffset& o, const SpilledChunk& c) { return o < c.last; });
     r.segment = *sc;

@@ -197,6 +197,8 @@ class ShapeStore {
   void publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
   // Can `ro` be read now? Always once ready; before, only published snapshot chunks.
   static bool can_read(const Shape& s, const RequestOffset& ro);
+  // Does reading `ro` land in a segment file (read() then returns LogRead::segment)?
+  static bool reads_segment(const Shape& s, const RequestOffset& ro);
   // Marks a shape invalid, drops it from the active map and wakes its waiters.
   void invalidate(const std::shared_ptr<Shape>& s, const std::string& reason);
   void invalidate_table(uint32_t relid, const std::string& reason);
@@ -268,6 +270,8 @@ class ShapeStore {
 
  private:
   // Applies b to every registered shape, or only to `only` (a shape being created).
+  // Where in the log a read of `ro` starts, or nullopt when it reads a snapshot chunk.
+  static std::optional<LogOffset> log_after(const Shape& s, const RequestOffset& ro);
   void apply_batch(const Batch& b, Shape* only, std::vector<std::pair<std::string, std::string>>& invalidated);
   std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
