@@ -142,6 +142,12 @@ asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) 
     }
     t->columns.push_back(std::move(ci));
   }
+  if (t->columns.empty() || pk.empty()) {
+    // dropped (or its key removed) between the two statements
+    out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
+                " does not exist. If the table name contains capitals or special characters you must quote it.";
+    co_return out;
+  }
   std::sort(pk.begin(), pk.end());
   for (auto& [pos, idx] : pk) t->pk.push_back(idx);
   out.table = std::move(t);

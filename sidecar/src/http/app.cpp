@@ -272,36 +272,49 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   if (!shape) co_return err;
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
   if (p.live_sse) {
-    if (!co_await wait_servable(shape, p)) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+    if (!co_await wait_servable(shape, p)) co_return co_await not_servable(req, p);
     auto res = co_await serve_sse(req, p, shape, out, later.sse);
     if (later.sse) release.c = nullptr;  // end_sse() releases it
     co_return res;
   }
-  if (!co_await wait_servable(shape, p)) co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
-  {
-    // A part of the log in a segment file: read outside the lock (rebuilt
-    // from the change log when the file is gone). It has data: never parks.
-    LogRead r;
-    {
-      std::lock_guard lk(store_.mutex());
-      if (!shape->invalid && ShapeStore::reads_segment(*shape, p.offset)) r = store_.read(*shape, p.offset);
-    }
-    if (r.segment) {
-      int st = co_await fill_segment(shape, r);
-      if (st == 409) co_return must_refetch(req, "");
-      if (st == 503)
-        co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
-      Response res = shape_response(req, p, *shape, r);
-      if (req.method() == http::verb::head) {
-        res.body().clear();
-        res.prepare_payload();
-      }
-      co_return res;
-    }
-  }
-  auto res = serve_shape(req, p, shape, later.wait);
+  if (!co_await wait_servable(shape, p)) co_return co_await not_servable(req, p);
+  LogRead unread;
+  auto res = serve_shape(req, p, shape, later.wait, unread);
   if (later.wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
-  co_return res;
+  if (res || later.wait) co_return res;
+  // The entries to send are in a segment file: read outside the lock (rebuilt
+  // from the change log when the file is gone). It has data: never parks.
+  int st = co_await fill_segment(shape, unread);
+  if (st == 409) co_return must_refetch(req, "");
+  if (st == 503)
+    co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+  Response filled = shape_response(req, p, *shape, unread);
+  if (req.method() == http::verb::head) {
+    filled.body().clear();
+    filled.prepare_payload();
+  }
+  co_return filled;
+}
+
+asio::awaitable<std::optional<std::string>> App::missing_table(const QualifiedName& name) {
+  std::optional<std::string> gone;
+  try {
+    auto lease = co_await pool_.acquire();
+    TableLookup lookup = co_await lookup_table(*lease, name);
+    if (!lookup.table) gone = lookup.error;
+  } catch (const PgError& e) {
+    log_warn("cannot verify table: ", e.what());
+  }
+  co_return gone;
+}
+
+asio::awaitable<Response> App::not_servable(const Request& req, const ShapeParams& p) {
+  if (auto gone = co_await missing_table(p.table)) {
+    ValidationErrors v;
+    v.add("table", *gone);
+    co_return error_400(req, v);
+  }
+  co_return error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
 }
 
 asio::awaitable<bool> App::wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) {
@@ -422,6 +435,14 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
       }
       if (!s->build_error.empty()) where_error = s->build_error;
     }
+    // Failed or rotated while being created: a table dropped meanwhile is
+    // answered like any missing table (its DDL also rotated the shape).
+    if (auto gone = co_await missing_table(p.table)) {
+      ValidationErrors v;
+      v.add("table", *gone);
+      err = error_400(req, v);
+      co_return nullptr;
+    }
     if (!where_error.empty()) {
       ValidationErrors v;
       v.add("where", where_error);
@@ -434,7 +455,8 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
     asio::steady_timer pause(ex, std::chrono::milliseconds(50 * (attempt + 1)));
     co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
   }
-  err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
+  Response last = co_await not_servable(req, p);
+  err = std::move(last);
   co_return nullptr;
 }
 
@@ -450,6 +472,7 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   std::vector<std::string> param_values;
   for (auto& [n, v] : p.params) param_values.push_back(v);
   std::shared_ptr<Shape> s;
+  std::optional<PgError> failed;
   try {
     auto lease = co_await reg_pool_.acquire();
     PgConn& c = *lease;
@@ -484,9 +507,21 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
     s->where = canonical;
     s->filtered = !canonical.empty();
   } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) {
+    const PgError& e = *failed;
     if (e.connection_lost || e.sqlstate.empty() || e.sqlstate.rfind("08", 0) == 0 || e.sqlstate.rfind("57", 0) == 0) {
       log_warn("shape registration failed: ", e.what());
       err = error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
+      co_return nullptr;
+    }
+    // Dropped (or untracked) since it was looked up: say so, as for any
+    // missing table, not as a WHERE error or a retryable 503.
+    if (auto gone = co_await missing_table(p.table)) {
+      ValidationErrors v;
+      v.add("table", *gone);
+      err = error_400(req, v);
       co_return nullptr;
     }
     std::string cls = e.sqlstate.substr(0, 2);
@@ -837,7 +872,7 @@ asio::awaitable<void> App::build_shape(std::shared_ptr<Shape> s) {
 }
 
 std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
-                                         std::optional<LiveWait>& wait) {
+                                         std::optional<LiveWait>& wait, LogRead& unread) {
   LogRead r;
   std::shared_ptr<Shape> next;
   bool rotated = false;
@@ -854,6 +889,10 @@ std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& 
     // Rotated (TRUNCATE, DDL, DELETE, a filter error): point the client at the
     // replacement when one is ready; it re-syncs from offset -1 either way.
     return must_refetch(req, next && next->ready ? next->handle : "");
+  }
+  if (r.needs_segment()) {
+    unread = std::move(r);
+    return std::nullopt;
   }
   if ((r.out_of_bounds || (p.live && !r.has_data())) && !stopping_) {
     // Nothing to say yet: keep what the answer needs, let go of the rest.
@@ -937,7 +976,7 @@ std::string App::live_head(const LiveWait& w, const Shape& s, const LogRead& r, 
   return h;
 }
 
-bool App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
+App::LiveStep App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
   LogRead r;
   std::shared_ptr<Shape> next;
   bool rotated = false;
@@ -949,30 +988,67 @@ bool App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
       next = store_.active(w.shape->def.key);
     } else {
       r = w.live ? store_.read_live(*w.shape, w.offset) : store_.read(*w.shape, w.offset);
+      // The change that woke it went past a chunk that is already in a
+      // segment file (a transaction larger than a chunk): read it from there.
+      if (r.needs_segment()) return LiveStep::kRead;
       // An offset beyond the log is reported after half the long-poll timeout
       // (live or not); a live request without news waits the whole timeout.
       w.wake_at = r.out_of_bounds ? std::min(w.oob_deadline, w.live_deadline) : w.live_deadline;
       bool timed_out = stopping_ || std::chrono::steady_clock::now() >= w.wake_at;
       if ((r.out_of_bounds || (w.live && !r.has_data())) && !timed_out) {
         store_.add_waiter(*w.shape, waiter);
-        return false;
+        return LiveStep::kWait;
       }
     }
   }
   existing_requests_.fetch_sub(1);
   out.keep_alive = w.keep_alive;
-  Response& res = out.res;
-  try {
-    if (!rotated && w.live && !w.head && r.built && !stopping_) {
-      // The hot path: a change for a waiting client. Its body is shared, its
-      // head is written here in one string.
-      std::string etag = w.shape->handle + ":" + url_decode(w.req_offset) + ":" + r.end.to_string();
-      if (w.if_none_match.empty() || !etag_matches(w.if_none_match, etag)) {
-        out.head = live_head(w, *w.shape, r, etag, r.built->size());
-        out.body = r.built;
-        return true;
-      }
+  if (!rotated && w.live && !w.head && r.built && !stopping_) {
+    // The hot path: a change for a waiting client. Its body is shared, its
+    // head is written here in one string.
+    std::string etag = w.shape->handle + ":" + url_decode(w.req_offset) + ":" + r.end.to_string();
+    if (w.if_none_match.empty() || !etag_matches(w.if_none_match, etag)) {
+      out.head = live_head(w, *w.shape, r, etag, r.built->size());
+      out.body = r.built;
+      return LiveStep::kAnswer;
     }
+  }
+  out.res = parked_response(w, r, rotated, next);
+  return LiveStep::kAnswer;
+}
+
+asio::awaitable<void> App::answer_read(LiveWait& w, LiveAnswer& out) {
+  LogRead r;
+  std::shared_ptr<Shape> next;
+  bool rotated = false;
+  int status = 0;
+  {
+    std::lock_guard lk(store_.mutex());
+    if (w.shape->invalid) {
+      rotated = true;
+      next = store_.active(w.shape->def.key);
+    } else {
+      r = store_.read(*w.shape, w.offset);
+    }
+  }
+  if (r.needs_segment()) status = co_await fill_segment(w.shape, r);
+  existing_requests_.fetch_sub(1);
+  out.keep_alive = w.keep_alive;
+  if (status == 409) {
+    rotated = true;
+  } else if (status == 503) {
+    Request req{w.head ? http::verb::head : http::verb::get, "?offset=" + w.req_offset, w.version};
+    if (w.has_origin) req.set(http::field::origin, w.origin);
+    req.keep_alive(w.keep_alive);
+    out.res = error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+    co_return;
+  }
+  out.res = parked_response(w, r, rotated, next);
+}
+
+Response App::parked_response(const LiveWait& w, const LogRead& r, bool rotated, const std::shared_ptr<Shape>& next) {
+  Response res;
+  try {
     // The answer is built from a minimal request carrying what it reads.
     Request req{w.head ? http::verb::head : http::verb::get, "?offset=" + w.req_offset, w.version};
     if (w.has_origin) req.set(http::field::origin, w.origin);
@@ -1003,7 +1079,7 @@ bool App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
     res.keep_alive(false);
     res.prepare_payload();
   }
-  return true;
+  return res;
 }
 
 void App::abandon_live(LiveWait& w, Waiter& waiter) {
@@ -1090,7 +1166,12 @@ void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s
     req_offset = url_decode(v.substr(0, v.find('&')));
   }
   std::string etag = s.handle + ":" + req_offset + ":" + r.end.to_string();
-  if (!r.has_data()) etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  // Only "nothing new" answers that must never be taken for one another get a
+  // unique etag: a live long-poll that timed out and offset=now. Any other
+  // read of (handle, offset) is the same answer as long as its end is the same,
+  // so a cache in front revalidates it (304) instead of fetching it again.
+  bool no_news = (p.live && !r.has_data()) || p.offset.kind == RequestOffset::Kind::kNow;
+  if (no_news) etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   res.set(http::field::etag, "\"" + etag + "\"");
   if (p.offset.kind == RequestOffset::Kind::kBeforeAll)
     res.set(http::field::cache_control, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
@@ -1161,6 +1242,10 @@ SseStep App::sse_next(SseStream& st, Waiter& waiter) {
     return step;
   }
   LogRead r = store_.read_events(s, st.at);
+  if (r.needs_segment()) {  // a change larger than a chunk went to a segment file
+    step.kind = SseStep::Kind::kRead;
+    return step;
+  }
   if (r.has_data()) {
     step.kind = SseStep::Kind::kSend;
     step.text = r.built ? r.built : std::make_shared<const std::string>(r.events());
@@ -1179,6 +1264,25 @@ SseStep App::sse_next(SseStream& st, Waiter& waiter) {
     store_.add_waiter(s, waiter);
   }
   return step;
+}
+
+asio::awaitable<std::optional<std::string>> App::sse_read(SseStream& st) {
+  LogRead r;
+  {
+    std::lock_guard lk(store_.mutex());
+    if (st.shape->invalid || stopping_) co_return std::nullopt;
+    r = store_.read(*st.shape, st.at);
+  }
+  if (r.needs_segment() && co_await fill_segment(st.shape, r) != 0) co_return std::nullopt;
+  std::string text;
+  try {
+    text = r.events();
+  } catch (const std::exception& e) {
+    log_error("internal error: ", e.what());
+    co_return std::nullopt;
+  }
+  if (r.has_data()) st.at = RequestOffset{RequestOffset::Kind::kAt, r.end};
+  co_return text;
 }
 
 void App::end_sse(Waiter& waiter) {

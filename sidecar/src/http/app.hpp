@@ -63,7 +63,9 @@ struct SseStream {
 
 // What an SSE stream does next.
 struct SseStep {
-  enum class Kind { kWait, kSend, kEnd } kind = Kind::kWait;
+  // kRead: the next events are in a segment file; the caller gets them from
+  // App::sse_read (I/O, perhaps the database), sends them, then calls again.
+  enum class Kind { kWait, kSend, kEnd, kRead } kind = Kind::kWait;
   // kSend: event text (or a keep-alive comment), shared by every client at the same offset
   std::shared_ptr<const std::string> text;
 };
@@ -100,9 +102,24 @@ class App {
   // An SSE stream ended (or its client is gone): unlinks `waiter`, forgets it.
   void end_sse(Waiter& waiter);
 
-  // A parked request: answers it (true, `out` set) or links `waiter` to its shape
-  // and sets w.wake_at (false). Call again when woken or at w.wake_at. Never throws.
-  bool answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out);
+  // An SSE stream whose next events are in a segment file (sse_next said
+  // kRead): their event text, with st.at moved past them; nullopt when the
+  // stream must end (the shape was retired meanwhile, or the database is
+  // unreachable: the client reconnects and learns why). Never throws.
+  asio::awaitable<std::optional<std::string>> sse_read(SseStream& st);
+
+  // What a parked request does next.
+  enum class LiveStep {
+    kWait,    // `waiter` is linked to its shape and w.wake_at set: call again when woken or then
+    kAnswer,  // `out` is the answer
+    kRead,    // its answer is in a segment file: co_await answer_read(w, out)
+  };
+  // A parked request: answers it, or links `waiter` to its shape. Never throws.
+  LiveStep answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out);
+  // The answer of a parked request that answer_live() said kRead of, read
+  // from its segment file (rebuilt from the change log when it is gone).
+  // Never throws.
+  asio::awaitable<void> answer_read(LiveWait& w, LiveAnswer& out);
   // A parked request whose client went away: unlinks it and forgets it.
   void abandon_live(LiveWait& w, Waiter& waiter);
   // Open client connections, for /metrics (set by the server's owner).
@@ -127,9 +144,12 @@ class App {
  private:
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
                                                        StreamWriter& out, Deferred& later);
-  // Answers at once, or sets `wait` and returns nullopt.
+  // Answers at once, or sets `wait` and returns nullopt, or (when the entries
+  // to send are in a segment file) sets `unread` and returns nullopt.
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
-                                      std::optional<LiveWait>& wait);
+                                      std::optional<LiveWait>& wait, LogRead& unread);
+  // The answer to a parked request, built from what it kept.
+  Response parked_response(const LiveWait& w, const LogRead& r, bool rotated, const std::shared_ptr<Shape>& next);
   // The head of a live 200 with data, serialized directly (what shape_headers
   // and shape_response would produce for it).
   std::string live_head(const LiveWait& w, const Shape& s, const LogRead& r, const std::string& etag,
@@ -146,6 +166,12 @@ class App {
                                                      std::shared_ptr<Shape> s, StreamWriter& out,
                                                      std::optional<SseStream>& sse);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
+  // The 400 message for a table that does not exist (or is not tracked) now;
+  // nullopt when it does, or when the database cannot tell.
+  asio::awaitable<std::optional<std::string>> missing_table(const QualifiedName& name);
+  // The answer when a shape could not be served: 400 for a table that is gone
+  // (dropped while the shape was created), else a retryable 503.
+  asio::awaitable<Response> not_servable(const Request& req, const ShapeParams& p);
   // Returns the ready active shape for the definition, creating it if needed;
   // null with `err` set on failure.
   asio::awaitable<std::shared_ptr<Shape>> get_shape(const ShapeParams& p, const std::string& def_key,

@@ -151,7 +151,8 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
   void check() {
     if (done_) return;
     LiveAnswer res;
-    if (!srv_.app_.answer_live(wait_, *this, res)) {
+    App::LiveStep step = srv_.app_.answer_live(wait_, *this, res);
+    if (step == App::LiveStep::kWait) {
       srv_.deadlines_->set(*this,
                            wait_.wake_at < wait_.live_deadline ? Deadlines::kOutOfBounds : Deadlines::kLongPoll,
                            wait_.wake_at);
@@ -161,6 +162,23 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
     srv_.deadlines_->remove(*this);
     boost::system::error_code ec;
     sock_.cancel(ec);  // the peer watch
+    if (step == App::LiveStep::kRead) {
+      // The answer is in a segment file: read it in a coroutine, then answer.
+      asio::co_spawn(sock_.get_executor(), read_then_answer(shared_from_this()), asio::detached);
+      return;
+    }
+    answer(res);
+  }
+
+  static asio::awaitable<void> read_then_answer(std::shared_ptr<Parked> self) {
+    LiveAnswer res;
+    co_await self->srv_.app_.answer_read(self->wait_, res);
+    self->answer(res);
+  }
+
+  // Sends the answer and hands the connection back to a session (or closes it).
+  void answer(LiveAnswer& res) {
+    boost::system::error_code ec;
     bool keep = res.keep_alive && !srv_.stopping_;
     std::optional<LiveAnswer> pending;
     if (res.head.empty() || !send_now(res)) pending.emplace(std::move(res));
@@ -271,6 +289,12 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
         end();
         return;
       }
+      if (next.kind == SseStep::Kind::kRead) {
+        // Events in a segment file: read them in a coroutine, send them, go on.
+        flushing_ = true;
+        asio::co_spawn(sock_.get_executor(), read_then_flush(shared_from_this()), asio::detached);
+        return;
+      }
       if (next.text->empty()) continue;
       // One HTTP chunk: size line, text, CRLF.
       char size[24];
@@ -298,6 +322,24 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
       asio::co_spawn(sock_.get_executor(), flush(shared_from_this(), std::move(rest)), asio::detached);
       return;
     }
+  }
+
+  static asio::awaitable<void> read_then_flush(std::shared_ptr<SseParked> self) {
+    std::optional<std::string> text = co_await self->srv_.app_.sse_read(self->st_);
+    if (self->done_) co_return;
+    if (!text) {
+      self->flushing_ = false;
+      self->end();
+      co_return;
+    }
+    if (text->empty()) {
+      self->flushing_ = false;
+      self->step();
+      co_return;
+    }
+    char size[24];
+    int len = std::snprintf(size, sizeof size, "%zx\r\n", text->size());
+    co_await flush(self, std::string(size, static_cast<size_t>(len)) + *text + "\r\n");
   }
 
   static asio::awaitable<void> flush(std::shared_ptr<SseParked> self, std::string rest) {

@@ -7,12 +7,20 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
 
 #include <boost/asio/post.hpp>
 
 namespace shapesync {
 
+// A read whose entries are still in a segment file has no body yet: writing
+// one would tell the client it had everything up to r.end (rows lost).
+static void require_filled(const LogRead& r) {
+  if (r.segment) throw std::logic_error("shape log read serialized before its segment file was read");
+}
+
 std::string LogRead::body() const {
+  require_filled(*this);
   if (snapshot_chunk) return *snapshot_chunk;
   if (built) return *built;
   std::string out;
@@ -35,6 +43,7 @@ std::string LogRead::body() const {
 }
 
 std::string LogRead::events() const {
+  require_filled(*this);
   std::string text;
   size_t n = 64;
   for (auto& e : entries) n += e->size() + 8;

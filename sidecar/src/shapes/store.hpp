@@ -159,8 +159,13 @@ struct LogRead {
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
   bool has_data() const { return snapshot_chunk || segment || built || !entries.empty(); }
+  // The next entries are in a segment file not read yet (see App::fill_segment):
+  // such a read has data but no body until it is filled.
+  bool needs_segment() const { return segment.has_value(); }
+  // The JSON array body. Throws std::logic_error for a read that needs_segment().
   std::string body() const;
   // As SSE event text: "data: <message>\n\n" per message, then the up-to-date.
+  // Throws std::logic_error for a read that needs_segment().
   std::string events() const;
 };
 

@@ -273,14 +273,15 @@ export function nginxBinary() {
 
 /**
  * nginx on a free loopback port, round-robin over `upstreams` (HOST:PORT list),
- * unbuffered, HTTP/1.1 to the upstreams. Each response carries the upstream
+ * unbuffered, HTTP/1.1 to the upstreams; with `cache`, a caching proxy that
+ * revalidates (proxy_cache_revalidate) and says how in `x-cache-status`. Each response carries the upstream
  * that served it in `x-upstream`.
  */
-export async function startNginx({ upstreams, readTimeoutS = 60, work = workDir('shapesync-nginx-') }) {
+export async function startNginx({ upstreams, readTimeoutS = 60, cache = false, work = workDir('shapesync-nginx-') }) {
   const bin = nginxBinary();
   if (!bin) throw new Error('nginx not installed');
   const port = await freePort();
-  for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) {
+  for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs', 'cache']) {
     spawnSync('mkdir', ['-p', join(work, d)]);
   }
   const conf = join(work, 'nginx.conf');
@@ -294,6 +295,7 @@ http {
   fastcgi_temp_path ${work}/fastcgi;
   uwsgi_temp_path ${work}/uwsgi;
   scgi_temp_path ${work}/scgi;
+${cache ? `  proxy_cache_path ${work}/cache levels=1 keys_zone=shapes:1m;` : ''}
   upstream shapesync {
 ${upstreams.map((u) => `    server ${u} max_fails=0;`).join('\n')}
   }
@@ -304,8 +306,11 @@ ${upstreams.map((u) => `    server ${u} max_fails=0;`).join('\n')}
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
-      proxy_buffering off;
-      proxy_cache off;
+${cache ? `      proxy_buffering on;
+      proxy_cache shapes;
+      proxy_cache_revalidate on;
+      add_header X-Cache-Status $upstream_cache_status always;` : `      proxy_buffering off;
+      proxy_cache off;`}
       proxy_read_timeout ${readTimeoutS}s;
       proxy_send_timeout ${readTimeoutS}s;
       add_header X-Upstream $upstream_addr always;

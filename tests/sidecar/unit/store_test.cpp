@@ -560,3 +560,106 @@ TEST_F(Fixture, RotatedDuringCreationLeavesTheActiveMap) {
   EXPECT_EQ(store.active("rotated"), nullptr);
   EXPECT_EQ(store.by_handle("rotated"), nullptr);
 }
+
+// Issue 8: a client waiting at the end of the log is woken by a transaction
+// larger than a chunk; before it reads, the first chunks of that transaction
+// go to segment files. Every read a waiter can make (long-poll's read_live,
+// SSE's read_events, a plain read) must say the entries are in a segment
+// (needs_segment) and refuse to serialize without them; following the reads
+// from the waiter's offset, filling each segment, yields every row once.
+// Run with 0, 1 and 3 closed chunks kept in memory.
+class SpillWhileWaiting : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
+  size_t keep = GetParam();
+  std::string base = ::testing::TempDir() + "/spill-live-" + std::to_string(::getpid()) + "-" + std::to_string(keep);
+  std::string dir, err;
+  ASSERT_TRUE(prepare_segment_dir(base, dir, err)) << err;
+  ShapeStore small(150);
+  small.set_spill(dir, keep);
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1, 2};
+  d.key = "live";
+  std::shared_ptr<Shape> s;
+  LogOffset waiting_at;
+  {
+    std::lock_guard lk(small.mutex());
+    s = small.begin_create(d);
+    s->handle = "h-live";
+    s->snap = *PgSnapshot::parse("1:1:");
+    s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+    small.finish_create(s, {});
+    small.apply({2, {tx(200, 2, 1, {ins(row("0", "first"))})}});
+    waiting_at = s->last_offset();
+    // the waiter's view before the big transaction: nothing new
+    auto r = small.read_live(*s, RequestOffset{RequestOffset::Kind::kAt, waiting_at});
+    ASSERT_FALSE(r.has_data());
+  }
+  const int kRows = 40;
+  std::vector<SpillJob> jobs;
+  {
+    std::lock_guard lk(small.mutex());
+    std::vector<Change> many;
+    for (int i = 1; i <= kRows; ++i) many.push_back(ins(row(std::to_string(i), std::string(30, 'a' + i % 26))));
+    small.apply({3, {tx(201, 3, 1, many)}});
+    jobs = small.take_spills();
+  }
+  ASSERT_FALSE(jobs.empty()) << "the transaction closes chunks due to be spilled";
+  for (auto& j : jobs) {
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path());
+    ASSERT_TRUE(write_segment(j.path, j.entries, err)) << err;
+    std::lock_guard lk(small.mutex());
+    ASSERT_TRUE(small.commit_spill(j));
+  }
+  RequestOffset ro{RequestOffset::Kind::kAt, waiting_at};
+  {
+    std::lock_guard lk(small.mutex());
+    for (LogRead r : {small.read_live(*s, ro), small.read_events(*s, ro), small.read(*s, ro)}) {
+      EXPECT_TRUE(r.has_data());
+      ASSERT_TRUE(r.needs_segment()) << "the waiter's next entry is in a segment file";
+      EXPECT_FALSE(r.built) << "no shared body may be built without the segment's entries";
+      EXPECT_THROW(r.body(), std::logic_error);
+      EXPECT_THROW(r.events(), std::logic_error);
+    }
+  }
+  // Follow from the waiter's offset, as the long-poll and SSE paths do.
+  std::vector<std::string> ids;
+  LogOffset at = waiting_at;
+  bool up_to_date = false;
+  for (int guard = 0; guard < 100 && !up_to_date; ++guard) {
+    LogRead r;
+    {
+      std::lock_guard lk(small.mutex());
+      r = guard % 2 ? small.read_live(*s, RequestOffset{RequestOffset::Kind::kAt, at})
+                    : small.read_events(*s, RequestOffset{RequestOffset::Kind::kAt, at});
+    }
+    if (r.needs_segment()) {
+      std::vector<std::shared_ptr<const std::string>> got;
+      ASSERT_TRUE(read_segment(*r.segment, r.segment_after, got));
+      r.entries = std::move(got);
+      r.segment.reset();
+    }
+    if (r.built && guard % 2) {  // long-poll body: a JSON array
+      for (auto& m : json::parse(*r.built))
+        if (m.contains("key")) ids.push_back(m["value"]["id"]);
+    } else if (r.built) {  // SSE event text: "data: <message>\n\n" each
+      std::string text = *r.built;
+      for (size_t p = text.find("data: "); p != std::string::npos; p = text.find("data: ", p + 1)) {
+        auto m = json::parse(text.substr(p + 6, text.find("\n\n", p) - p - 6));
+        if (m.contains("key")) ids.push_back(m["value"]["id"]);
+      }
+    } else {
+      for (auto& e : r.entries) ids.push_back(json::parse(*e)["value"]["id"]);
+    }
+    ASSERT_LE(at, r.end);
+    at = r.end;
+    up_to_date = r.up_to_date;
+  }
+  ASSERT_TRUE(up_to_date);
+  ASSERT_EQ(ids.size(), static_cast<size_t>(kRows));
+  for (int i = 1; i <= kRows; ++i) EXPECT_EQ(ids[i - 1], std::to_string(i));
+  std::filesystem::remove_all(base);
+}
+
+INSTANTIATE_TEST_SUITE_P(KeptChunks, SpillWhileWaiting, ::testing::Values(0, 1, 3));
