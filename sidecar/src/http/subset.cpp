@@ -12,6 +12,8 @@
 
 #include "db/changes.hpp"
 #include "http/app.hpp"
+#include "http/pg_errors.hpp"
+#include "http/validate.hpp"
 #include "util/log.hpp"
 
 namespace shapesync {
@@ -115,12 +117,13 @@ std::variant<QueryMap, BodyError> merge_post_body(QueryMap q, std::string_view b
   while (!body.empty() && std::isspace(static_cast<unsigned char>(body.front()))) body.remove_prefix(1);
   nlohmann::json j = nlohmann::json::object();
   if (!body.empty()) {
-    try {
-      j = nlohmann::json::parse(body);
-    } catch (const nlohmann::json::parse_error& e) {
-      nlohmann::json err = {{"error", "Invalid JSON in request body"}, {"details", e.what()}};
-      return BodyError{400, err.dump()};
+    // Bounded nesting: a body nested thousands deep must not reach a recursive walk.
+    auto parsed = parse_json_bounded(body);
+    if (auto* msg = std::get_if<std::string>(&parsed)) {
+      nlohmann::json err = {{"error", "Invalid JSON in request body"}, {"details", *msg}};
+      return BodyError{400, err.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
     }
+    j = std::move(std::get<nlohmann::json>(parsed));
   }
   if (!j.is_object()) return BodyError{400, R"({"error":"Request body must be a JSON object"})"};
   for (auto& [k, v] : j.items()) {
@@ -256,46 +259,13 @@ std::variant<SubsetParams, ValidationErrors> parse_subset_params(const QueryMap&
   };
   if (auto w = get("where"); w && !w->empty()) p.where = *w;
   if (auto raw = get("params"); raw && !raw->empty()) {
-    nlohmann::json j;
-    bool valid = true;
-    try {
-      j = nlohmann::json::parse(*raw);
-    } catch (const nlohmann::json::parse_error&) {
-      valid = false;
-    }
-    if (!valid) {
-      add_subset_error(e, "params", "params must be valid JSON");
-    } else if (!j.is_object()) {
-      add_subset_error(e, "params", "params must be a JSON object");
+    std::vector<std::pair<std::string, std::string>> pairs;
+    if (std::string err = read_params_object(*raw, pairs); !err.empty()) {
+      add_subset_error(e, "params", err);
     } else {
-      std::map<long long, std::string> numbered;
-      bool bad_key = false, bad_value = false;
-      for (auto& [k, v] : j.items()) {
-        long long n;
-        bool digits = !k.empty() && k.size() < 6 && std::all_of(k.begin(), k.end(), [](char c) {
-          return c >= '0' && c <= '9';
-        });
-        if (!digits || !parse_int(k, n)) {
-          bad_key = true;
-          continue;
-        }
-        if (v.is_string())
-          numbered[n] = v.get<std::string>();
-        else if (v.is_number() || v.is_boolean())
-          numbered[n] = v.dump();
-        else
-          bad_value = true;
-      }
-      if (bad_key) add_subset_error(e, "params", "Parameters can only use numbers as keys");
-      if (bad_value) add_subset_error(e, "params", "Parameter values must be strings, numbers or booleans");
-      long long expect = 1;
-      for (auto& [n, v] : numbered) {
-        if (n != expect++) {
-          add_subset_error(e, "params", "Parameters must be numbered sequentially, starting from 1");
-          break;
-        }
-        p.params.push_back(v);
-      }
+      std::map<int, std::string> numbered;
+      check_numbered_params(pairs, numbered, e, true);
+      for (auto& [n, v] : numbered) p.params.push_back(v);
     }
   }
   auto read_int = [&](const char* name, long long min, const char* msg, std::optional<long long>& out) {
@@ -394,18 +364,6 @@ std::string subset_body(std::string_view xmin, std::string_view xmax, const std:
 
 namespace {
 
-// A PostgreSQL error caused by the request's subset WHERE: its 400 message
-// ("At location N: ..."), or nullopt for an operational error.
-std::optional<std::string> client_error_message(const PgError& e) {
-  if (e.connection_lost || e.sqlstate.empty()) return std::nullopt;
-  std::string cls = e.sqlstate.substr(0, 2);
-  if (cls != "42" && cls != "0A" && cls != "22" && cls != "2F" && cls != "39" && cls != "P0") return std::nullopt;
-  std::string msg = e.what();
-  if (e.position > 0) msg = "At location " + std::to_string(e.position) + ": " + msg;
-  if (!e.detail.empty()) msg += ". " + e.detail;
-  return msg;
-}
-
 uint32_t random_mark() {
   thread_local std::mt19937 rng{std::random_device{}()};
   return std::uniform_int_distribution<uint32_t>(0, 0x7fffffff)(rng);
@@ -446,12 +404,9 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       failed = e;
     }
     if (failed) {
-      auto msg = client_error_message(*failed);
-      if (!msg) {
-        log_warn("subset validation failed: ", failed->sqlstate, " ", failed->what());
-        co_return error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
-      }
-      add_subset_error(v, "where", *msg);
+      if (classify_pg_error(*failed) != PgFailure::kRequest)
+        co_return pg_failure_response(req, *failed, "validating a subset", "SELECT");
+      add_subset_error(v, "where", request_error_message(*failed));
     }
     if (!v.empty()) co_return error_400(req, v);
   }
@@ -505,12 +460,12 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   }
   if (failed) {
     // The subset WHERE raised for a row (division by zero, a failed cast, ...).
-    if (auto msg = client_error_message(*failed); msg && !failed->connection_lost) {
+    if (classify_pg_error(*failed) == PgFailure::kRequest) {
       ValidationErrors v;
-      add_subset_error(v, "where", *msg);
+      add_subset_error(v, "where", request_error_message(*failed));
       co_return error_400(req, v);
     }
-    throw *failed;  // handle() answers 503
+    co_return pg_failure_response(req, *failed, "running a subset query", "SELECT");
   }
   auto ps = PgSnapshot::parse(snap.get(0, 0));
   if (!ps) throw PgError("bad snapshot text", "", false);
