@@ -92,7 +92,7 @@ std::variant<nlohmann::json, std::string> parse_json_bounded(std::string_view te
     return nlohmann::json::parse(text.begin(), text.end(), cb);
   } catch (const TooDeep&) {
     return "JSON nests deeper than " + std::to_string(max_depth) + " levels";
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e999
     return std::string(e.what());
   }
 }

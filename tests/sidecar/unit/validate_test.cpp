@@ -131,6 +131,11 @@ TEST(JsonDepth, BoundedParser) {
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_json_bounded("[[[[1]]]]", 3)));
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_json_bounded(std::string(100000, '['))));
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_json_bounded("{\"a\":")));
+  // a number out of range is an error, not an exception past the handler (found by the fuzzer)
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_json_bounded("{\"a\":1e999}")));
+  auto r = merge_post_body(QueryMap{}, "{\"where\":1e999}");
+  ASSERT_TRUE(std::holds_alternative<BodyError>(r));
+  EXPECT_EQ(std::get<BodyError>(r).status, 400);
   // invalid UTF-8 in a JSON string is a parse error, not a later 500
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_json_bounded("{\"a\":\"\xFF\"}")));
 }
