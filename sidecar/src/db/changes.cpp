@@ -1,6 +1,9 @@
 // Batches and catalog look-ups.
 #include "db/changes.hpp"
 
+#include "util/log.hpp"
+#include "util/log_limit.hpp"
+
 namespace shapesync {
 
 namespace {
@@ -104,6 +107,10 @@ asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) 
     out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
                 " does not exist. If the table name contains capitals or special characters you must quote it.";
     out.reason = r.rows() == 0 ? "does not exist" : "exists but is not tracked (SELECT shapesync.track(...))";
+    static LogLimit limit;  // the client is told less than the operator
+    if (size_t more = 0; limit.allow(more))
+      log_info("shape request for table ", quote_ident(name.schema), ".", quote_ident(name.name), ": ", out.reason,
+               more ? " (" + std::to_string(more) + " more unknown-table requests not logged)" : std::string());
     co_return out;
   }
   if (r.get(0, 5) != "t") {

@@ -228,6 +228,9 @@ test('(11) an untracked table gets the same answer as a missing one', async () =
     missing.errors.table.map((m) => m.replaceAll('no_such_table', 'X')));
   assert.match(hidden.errors.table[0], /does not exist/);
   assert.doesNotMatch(JSON.stringify(hidden), /track/);
+  // the operator is told which (the log is rate-limited: the first one is enough here)
+  await waitFor(() => /table "public"."no_such_table": does not exist/.test(readFileSync(sc.logFile, 'utf8')),
+    { what: 'the log line for the missing table' });
 });
 
 test('(8) one address cannot take every connection: over its limit it gets a quick 503; others still get in', async () => {
