@@ -22,8 +22,8 @@ PACKAGES=(
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev postgresql-15-pgq3
 	# sidecar
 	libboost1.81-dev nlohmann-json3-dev libssl-dev
-	# sidecar tests
-	libgtest-dev libgmock-dev googletest
+	# sidecar tests; the request fuzzer (clang with its libFuzzer runtime)
+	libgtest-dev libgmock-dev googletest clang libclang-rt-14-dev
 	# used by the scripts: ps/pkill-free process checks, ss, runuser, realpath
 	procps iproute2 util-linux coreutils
 	# e2e scale-out test: round-robin proxy in front of two sidecars (Debian 12's

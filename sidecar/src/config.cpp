@@ -129,6 +129,29 @@ std::vector<Setting> settings() {
          c.consumer_name = v;
          return "";
        }},
+      {"--max-header-bytes", "SHAPESYNC_MAX_HEADER_BYTES", nullptr,
+       "largest accepted request line + headers; more is answered 431 (or 414 for a long URL) (default 65536)",
+       int_setting(&Config::max_header_bytes, 1024, 1LL << 24)},
+      {"--max-url-bytes", "SHAPESYNC_MAX_URL_BYTES", nullptr,
+       "longest accepted request target (path and query); longer is answered 414 (default 32768); "
+       "long WHERE clauses fit in a POST /v1/shape body",
+       int_setting(&Config::max_url_bytes, 256, 1LL << 24)},
+      {"--max-connections", "SHAPESYNC_MAX_CONNECTIONS", nullptr,
+       "open client connections at most; more are answered 503 and closed at once "
+       "(default 0: the descriptor limit, raised to its hard limit at start, minus a reserve for the "
+       "database connections and segment files)",
+       int_setting(&Config::max_connections, 0, 100000000)},
+      {"--max-connections-per-address", "SHAPESYNC_MAX_CONNECTIONS_PER_ADDRESS", nullptr,
+       "open connections from one client IP address at most; more are answered 503 and closed at once "
+       "(default 1024; 0: no limit, e.g. behind a proxy whose address every client shares)",
+       int_setting(&Config::max_connections_per_address, 0, 100000000)},
+      {"--metrics-token", "SHAPESYNC_METRICS_TOKEN", nullptr,
+       "token required on /metrics as 'Authorization: Bearer <token>' (or ?token=); without it, /metrics "
+       "takes the --secret when one is set, and is open otherwise (default: none)",
+       [](Config& c, const std::string& v) {
+         c.metrics_token = v;
+         return std::string();
+       }},
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},
@@ -182,6 +205,8 @@ std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
     std::string e = found->apply(c, value);
     if (!e.empty()) return ConfigExit{"shapesyncd: " + name + ": " + e + "\n", 2};
   }
+  if (c.max_url_bytes + 64 > c.max_header_bytes)
+    return ConfigExit{"shapesyncd: --max-url-bytes must be below --max-header-bytes\n", 2};
   if (c.database_url.empty())
     return ConfigExit{"shapesyncd: no database: set --database-url or DATABASE_URL (see --help)\n", 2};
   if (c.data_dir.empty()) {

@@ -30,6 +30,12 @@ struct Config {
   std::string secret;                    // ELECTRIC_SECRET: required ?secret= on /v1/shape
   int max_initial_requests = 300;        // concurrent offset=-1 requests before 503
   int max_existing_requests = 100000;    // concurrent other shape requests before 503
+  // Hostile input (docs/security.md).
+  size_t max_header_bytes = 65536;       // request line + headers, at most (431, or 414 for the URL)
+  size_t max_url_bytes = 32768;          // request target, at most (414)
+  long long max_connections = 0;         // open client connections, at most; 0: descriptor limit - reserve
+  long long max_connections_per_address = 1024;  // from one client address, at most; 0: unlimited
+  std::string metrics_token;             // required as Bearer token on /metrics (else --secret, if set)
 };
 
 // Parses argv then environment (flag wins). Returns the config, or a message to

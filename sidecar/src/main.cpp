@@ -29,10 +29,7 @@ int main(int argc, char** argv) {
   }
   Config cfg = std::get<Config>(parsed);
   // Many live clients need many descriptors: raise the soft limit to the hard one.
-  if (rlimit rl; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  size_t descriptors = raise_descriptor_limit();
   int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   std::string segment_dir, segment_error;
@@ -44,7 +41,7 @@ int main(int argc, char** argv) {
   asio::io_context io(threads);
   App app(io, cfg);
   app.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
-  Server server(io, app);
+  Server server(io, app, descriptors);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
   try {
     server.listen(cfg.listen_host, cfg.listen_port);
@@ -53,7 +50,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
-           " with ", threads, " thread(s)");
+           " with ", threads, " thread(s); descriptor limit ", descriptors, ", at most ",
+           server.limits().max_total(), " connection(s), ",
+           server.limits().max_per_address() ? std::to_string(server.limits().max_per_address()) : std::string("any number"),
+           " per client address");
   asio::co_spawn(asio::make_strand(io), app.run_ticker(), asio::detached);
   asio::co_spawn(asio::make_strand(io), app.run_reporter(), asio::detached);
   asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);

@@ -1,6 +1,9 @@
 // Batches and catalog look-ups.
 #include "db/changes.hpp"
 
+#include "util/log.hpp"
+#include "util/log_limit.hpp"
+
 namespace shapesync {
 
 namespace {
@@ -94,19 +97,27 @@ asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) 
   PgParams args3{name.schema, name.name};
   PgResult r = co_await c.exec(
       "SELECT c.oid, n.nspname, c.relname, c.relnatts, "
-      "EXISTS (SELECT 1 FROM shapesync.tracked t WHERE t.relid = c.oid) "
+      "EXISTS (SELECT 1 FROM shapesync.tracked t WHERE t.relid = c.oid), "
+      "has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') "
       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')", args3);
-  if (r.rows() == 0) {
+  // A client learns nothing about tables that are not served: one message
+  // for "no such table" and "not tracked" (the log says which).
+  if (r.rows() == 0 || r.get(0, 4) != "t") {
     out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
                 " does not exist. If the table name contains capitals or special characters you must quote it.";
+    out.reason = r.rows() == 0 ? "does not exist" : "exists but is not tracked (SELECT shapesync.track(...))";
+    static LogLimit limit;  // the client is told less than the operator
+    if (size_t more = 0; limit.allow(more))
+      log_info("shape request for table ", quote_ident(name.schema), ".", quote_ident(name.name), ": ", out.reason,
+               more ? " (" + std::to_string(more) + " more unknown-table requests not logged)" : std::string());
     co_return out;
   }
-  if (r.get(0, 4) != "t") {
-    out.error = "Table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
-                " is not tracked by shapesync. A database owner must run SELECT shapesync.track('" +
-                quote_ident(name.schema) + "." + quote_ident(name.name) + "')";
-    co_return out;
+  if (r.get(0, 5) != "t") {
+    // Tracked, so meant to be served: the sidecar's role lacks a grant.
+    throw PgError("permission denied for table " + quote_ident(name.schema) + "." + quote_ident(name.name) +
+                      " (the sidecar's role needs USAGE on its schema and SELECT on it)",
+                  "42501", false);
   }
   auto t = std::make_shared<TableInfo>();
   t->relid = static_cast<uint32_t>(std::stoul(std::string(r.get(0, 0))));

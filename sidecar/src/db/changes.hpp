@@ -32,8 +32,10 @@ asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after,
 // A table looked up for a shape: its info, or the error message for `table`.
 struct TableLookup {
   std::shared_ptr<const TableInfo> table;
-  std::string error;  // 400 message when table is null
+  std::string error;   // 400 message when table is null (the same whether it exists or not)
+  std::string reason;  // for the log: why
 };
+// Throws PgError 42501 when the table is tracked but the connection's role may not read it.
 asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name);
 
 }  // namespace shapesync

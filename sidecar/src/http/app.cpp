@@ -17,7 +17,9 @@
 
 #include "db/changes.hpp"
 #include "db/copy_text.hpp"
+#include "http/pg_errors.hpp"
 #include "http/subset.hpp"
+#include "http/validate.hpp"
 #include "util/log.hpp"
 
 namespace shapesync {
@@ -215,7 +217,10 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
       res.set(http::field::cache_control, "no-cache, no-store, must-revalidate");
       co_return res;
     }
-    if (norm == "/metrics") co_return metrics(req);
+    if (norm == "/metrics") {
+      if (!metrics_authorized(req, query)) co_return unauthorized_metrics(req);
+      co_return metrics(req);
+    }
     if (norm == "/" || norm.empty()) {
       Response res{http::status::ok, req.version()};
       common_headers(req, res);
@@ -231,8 +236,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
     res.prepare_payload();
     co_return res;
   } catch (const PgError& e) {
-    log_warn("database error: ", e.what());
-    co_return error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
+    co_return pg_failure_response(req, e, "serving a request", "");
   } catch (const std::exception& e) {
     log_error("internal error: ", e.what());
     co_return json_response(req, http::status::internal_server_error, R"({"error":"Internal server error"})");
@@ -242,6 +246,8 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
 asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
                                                            StreamWriter& out, Deferred& later) {
   QueryMap q = parse_query(query);
+  // Nothing with a NUL byte or invalid UTF-8 goes further (libpq takes C strings).
+  if (auto bad = check_param_text(q)) co_return error_400(req, *bad);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
   ShapeParams p = std::get<ShapeParams>(std::move(parsed));
@@ -358,10 +364,13 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
         auto lease = co_await pool_.acquire();
         lookup = co_await lookup_table(*lease, p.table);
       } catch (const PgError& e) {
-        log_warn("cannot verify shape: ", e.what());
-        err = error_503(req,
-                        R"({"message":"Cannot connect to the database to verify the shape. Please try again later."})",
-                        1);
+        if (classify_pg_error(e) == PgFailure::kUnreachable) {
+          log_warn("cannot verify shape: ", e.what());
+          err = error_503(
+              req, R"({"message":"Cannot connect to the database to verify the shape. Please try again later."})", 1);
+        } else {
+          err = pg_failure_response(req, e, "looking up the shape's table", "SELECT");
+        }
         co_return nullptr;
       }
       if (!lookup.table) {
@@ -434,6 +443,10 @@ asio::awaitable<std::shared_ptr<Shape>> App::get_shape(const ShapeParams& p, con
         co_return s;
       }
       if (!s->build_error.empty()) where_error = s->build_error;
+      if (!s->config_error.empty()) {  // this sidecar cannot build it: say why
+        err = error_503(req, s->config_error, kConfigurationRetryAfter);
+        co_return nullptr;
+      }
     }
     // Failed or rotated while being created: a table dropped meanwhile is
     // answered like any missing table (its DDL also rotated the shape).
@@ -511,31 +524,24 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   }
   if (failed) {
     const PgError& e = *failed;
-    if (e.connection_lost || e.sqlstate.empty() || e.sqlstate.rfind("08", 0) == 0 || e.sqlstate.rfind("57", 0) == 0) {
-      log_warn("shape registration failed: ", e.what());
-      err = error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
-      co_return nullptr;
-    }
+    PgFailure kind = classify_pg_error(e);
     // Dropped (or untracked) since it was looked up: say so, as for any
     // missing table, not as a WHERE error or a retryable 503.
-    if (auto gone = co_await missing_table(p.table)) {
-      ValidationErrors v;
-      v.add("table", *gone);
-      err = error_400(req, v);
-      co_return nullptr;
+    if (kind != PgFailure::kUnreachable) {
+      if (auto gone = co_await missing_table(p.table)) {
+        ValidationErrors v;
+        v.add("table", *gone);
+        err = error_400(req, v);
+        co_return nullptr;
+      }
     }
-    std::string cls = e.sqlstate.substr(0, 2);
-    if (cls == "42" || cls == "0A" || cls == "22" || cls == "2F" || cls == "39" || cls == "P0") {
-      std::string msg = e.what();
-      if (e.position > 0) msg = "At location " + std::to_string(e.position) + ": " + msg;
-      if (!e.detail.empty()) msg += ". " + e.detail;
+    if (kind == PgFailure::kRequest) {
       ValidationErrors v;
-      v.add(p.where ? "where" : "table", msg);
+      v.add(p.where ? "where" : "table", request_error_message(e));
       err = error_400(req, v);
-      co_return nullptr;
+    } else {
+      err = pg_failure_response(req, e, "registering the shape", "EXECUTE");
     }
-    log_warn("shape registration failed: ", e.sqlstate, " ", e.what());
-    err = error_503(req, R"({"message":"Failed to create shape, please retry"})", 1);
     co_return nullptr;
   }
   // Built in the background: the requests waiting on it (this one included)
@@ -569,13 +575,20 @@ asio::awaitable<void> App::build_and_settle(std::shared_ptr<Shape> s) {
   // shape's snapshot are no longer all in the change log, or its snapshot was
   // abandoned by a sidecar that died: nobody can serve it. Either way retire
   // the shape, so writers stop evaluating it and the next request starts anew.
-  bool bad_filter = e.sqlstate.rfind("22", 0) == 0 || e.sqlstate.rfind("42", 0) == 0;
+  // Only an error about the shape itself retires it (http/pg_errors.cpp): a
+  // grant this sidecar lacks, or its connection, is this sidecar's problem,
+  // and other sidecars may be serving the shape.
+  bool retire = retires_shape(e);
   bool unservable = e.sqlstate == kLogTruncated || e.sqlstate == kSnapshotAbandoned;
+  bool bad_filter = retire && !unservable;
+  bool config = classify_pg_error(e) == PgFailure::kConfiguration;
+  if (config) log_configuration_error(e, "taking or storing the shape's snapshot", "SELECT, INSERT, UPDATE, DELETE");
   {
     // fail it here first: the retirement below reaches this store again
     // through poll_invalidations, and its waiters must learn why from this
     std::lock_guard lk(store_.mutex());
     if (bad_filter) s->build_error = e.what();
+    if (config) s->config_error = configuration_error_body(e);
     if (!s->ready) store_.fail_create(s);
   }
   if (bad_filter || unservable) {

@@ -219,6 +219,19 @@ class App {
   asio::awaitable<int> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r);
   asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
 
+  // Hostile input and least privilege (http/app_guard.cpp).
+  // The answer to a database error that is not the client's: 503 naming the
+  // missing privilege for a configuration error (logged, rate-limited, with
+  // the GRANT to run), 503 database_unreachable, or 503 "please retry".
+  Response pg_failure_response(const Request& req, const PgError& e, std::string_view doing,
+                               std::string_view privilege) const;
+  static constexpr int kConfigurationRetryAfter = 30;
+  void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const;
+  // /metrics: open, or only with --metrics-token (else --secret) as a Bearer
+  // token or ?token= / ?secret=.
+  bool metrics_authorized(const Request& req, std::string_view query) const;
+  Response unauthorized_metrics(const Request& req) const;
+
   void common_headers(const Request& req, Response& res) const;
   Response json_response(const Request& req, http::status st, std::string body) const;
   Response error_400(const Request& req, const ValidationErrors& e) const;

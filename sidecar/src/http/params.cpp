@@ -1,8 +1,10 @@
 // Query-string parsing and database-free validation of shape requests.
 #include "http/params.hpp"
 
+#include <algorithm>
 #include <cctype>
 
+#include "http/validate.hpp"
 #include "util/hex.hpp"
 
 namespace shapesync {
@@ -79,7 +81,64 @@ std::string parse_identifier_list(std::string_view s, char sep, std::vector<std:
   }
 }
 
+
 }  // namespace
+
+std::string read_params_object(std::string_view text, std::vector<std::pair<std::string, std::string>>& out) {
+  auto parsed = parse_json_bounded(text, 2);  // an object of scalars
+  if (auto* err = std::get_if<std::string>(&parsed))
+    return err->rfind("JSON nests", 0) == 0 ? "Parameter values must be strings, numbers or booleans"
+                                            : "params must be valid JSON";
+  const nlohmann::json& j = std::get<nlohmann::json>(parsed);
+  if (!j.is_object()) return "params must be a JSON object";
+  for (auto& [k, v] : j.items()) {
+    if (v.is_string())
+      out.emplace_back(k, v.get<std::string>());
+    else if (v.is_number() || v.is_boolean())
+      out.emplace_back(k, v.dump());
+    else
+      return "Parameter values must be strings, numbers or booleans";
+  }
+  return "";
+}
+
+void check_numbered_params(const std::vector<std::pair<std::string, std::string>>& pairs,
+                           std::map<int, std::string>& out, ValidationErrors& e, bool in_subset) {
+  auto add = [&](const std::string& m) {
+    if (in_subset)
+      e.errors["subset"]["params"].push_back(m);
+    else
+      e.add("params", m);
+  };
+  bool bad_key = false;
+  for (auto& [n, v] : pairs) {
+    bool digits = !n.empty() && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) {
+      bad_key = true;
+      continue;
+    }
+    // Compared as text first: any number of digits is a number, not a bad key.
+    std::string_view d = n;
+    while (d.size() > 1 && d.front() == '0') d.remove_prefix(1);
+    if (d.size() > 5 || std::stoi(std::string(d)) > kMaxShapeParams) {
+      add("Parameter $" + std::string(d) + " is out of range: parameters are numbered from 1 to " +
+          std::to_string(kMaxShapeParams));
+      return;
+    }
+    out[std::stoi(std::string(d))] = v;
+  }
+  if (bad_key) {
+    add("Parameters can only use numbers as keys");
+    return;
+  }
+  int expect = 1;
+  for (auto& [n, v] : out) {
+    if (n != expect++) {
+      add("Parameters must be numbered sequentially, starting from 1");
+      return;
+    }
+  }
+}
 
 std::string url_decode(std::string_view s) {
   std::string out;
@@ -136,7 +195,8 @@ std::variant<std::vector<std::string>, std::string> parse_columns(std::string_vi
 
 std::string ValidationErrors::body() const {
   nlohmann::json j = {{"message", "Invalid request"}, {"errors", errors}};
-  return j.dump();
+  // Messages may quote client text: never let an invalid byte turn a 400 into a 500.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::variant<ShapeParams, ValidationErrors> parse_shape_params(const QueryMap& q) {
@@ -223,29 +283,30 @@ std::variant<ShapeParams, ValidationErrors> parse_shape_params(const QueryMap& q
       p.columns = std::get<std::vector<std::string>>(cols);
   }
   if (auto w = get(q, "where"); w && !w->empty()) p.where = *w;
-  // params[n]
-  bool bad_key = false;
-  for (auto& [k, v] : q) {
-    if (k.rfind("params[", 0) != 0 || k.back() != ']') continue;
-    std::string n = k.substr(7, k.size() - 8);
-    bool digits = !n.empty() && n.size() < 6;
-    for (char c : n) digits = digits && c >= '0' && c <= '9';
-    if (!digits) {
-      bad_key = true;
-      continue;
-    }
-    p.params[std::stoi(n)] = v;
-  }
-  if (bad_key) {
-    e.add("params", "Parameters can only use numbers as keys");
-  } else {
-    int expect = 1;
-    for (auto& [n, v] : p.params) {
-      if (n != expect++) {
-        e.add("params", "Parameters must be numbered sequentially, starting from 1");
-        break;
+  // $n values: params[n]=v (deepObject), or params={"1":"v",...} (the JSON
+  // object form subset__params takes), not both.
+  auto json_form = get(q, "params");
+  bool bracket_form = false;
+  for (auto& [k, v] : q) bracket_form = bracket_form || k.rfind("params[", 0) == 0;
+  if (json_form && bracket_form) {
+    e.add("params", "Use either params[n]=value or params={\"n\":\"value\"}, not both");
+  } else if (json_form) {
+    std::vector<std::pair<std::string, std::string>> pairs;
+    if (std::string err = read_params_object(*json_form, pairs); !err.empty())
+      e.add("params", err);
+    else
+      check_numbered_params(pairs, p.params, e);
+  } else if (bracket_form) {
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (auto& [k, v] : q) {
+      if (k.rfind("params[", 0) != 0) continue;
+      if (k.back() != ']') {
+        e.add("params", "Malformed parameter name " + k + ": expected params[n]");
+        continue;
       }
+      pairs.emplace_back(k.substr(7, k.size() - 8), v);
     }
+    check_numbered_params(pairs, p.params, e);
   }
   if (auto s = get(q, "secret"))
     p.secret = *s;

@@ -61,4 +61,14 @@ struct ValidationErrors {
 
 std::variant<ShapeParams, ValidationErrors> parse_shape_params(const QueryMap& q);
 
+// $n values are numbered 1..kMaxShapeParams.
+inline constexpr int kMaxShapeParams = 65535;
+// Reads a params JSON object ({"1":"v",...}; values strings, numbers or
+// booleans) into (key, value) pairs; returns an error message or "".
+std::string read_params_object(std::string_view text, std::vector<std::pair<std::string, std::string>>& out);
+// Checks numbered parameters (keys digits only, 1..kMaxShapeParams, sequential
+// from 1) into `out`; errors go under "params" (or "subset": {"params": ...}).
+void check_numbered_params(const std::vector<std::pair<std::string, std::string>>& pairs,
+                           std::map<int, std::string>& out, ValidationErrors& e, bool in_subset = false);
+
 }  // namespace shapesync

@@ -1,18 +1,14 @@
-// Subset snapshots: parsing, validation, SQL and encoding (pure functions),
-// and App::serve_subset, which validates the subset WHERE with PostgreSQL and
-// runs the query in a REPEATABLE READ READ ONLY transaction.
+// Subset snapshots: parsing, validation, SQL and encoding (pure functions;
+// App::serve_subset, which needs the database, is in subset_serve.cpp).
 #include "http/subset.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
-#include "db/changes.hpp"
-#include "http/app.hpp"
-#include "util/log.hpp"
+#include "http/validate.hpp"
 
 namespace shapesync {
 
@@ -115,12 +111,13 @@ std::variant<QueryMap, BodyError> merge_post_body(QueryMap q, std::string_view b
   while (!body.empty() && std::isspace(static_cast<unsigned char>(body.front()))) body.remove_prefix(1);
   nlohmann::json j = nlohmann::json::object();
   if (!body.empty()) {
-    try {
-      j = nlohmann::json::parse(body);
-    } catch (const nlohmann::json::parse_error& e) {
-      nlohmann::json err = {{"error", "Invalid JSON in request body"}, {"details", e.what()}};
-      return BodyError{400, err.dump()};
+    // Bounded nesting: a body nested thousands deep must not reach a recursive walk.
+    auto parsed = parse_json_bounded(body);
+    if (auto* msg = std::get_if<std::string>(&parsed)) {
+      nlohmann::json err = {{"error", "Invalid JSON in request body"}, {"details", *msg}};
+      return BodyError{400, err.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
     }
+    j = std::move(std::get<nlohmann::json>(parsed));
   }
   if (!j.is_object()) return BodyError{400, R"({"error":"Request body must be a JSON object"})"};
   for (auto& [k, v] : j.items()) {
@@ -256,46 +253,13 @@ std::variant<SubsetParams, ValidationErrors> parse_subset_params(const QueryMap&
   };
   if (auto w = get("where"); w && !w->empty()) p.where = *w;
   if (auto raw = get("params"); raw && !raw->empty()) {
-    nlohmann::json j;
-    bool valid = true;
-    try {
-      j = nlohmann::json::parse(*raw);
-    } catch (const nlohmann::json::parse_error&) {
-      valid = false;
-    }
-    if (!valid) {
-      add_subset_error(e, "params", "params must be valid JSON");
-    } else if (!j.is_object()) {
-      add_subset_error(e, "params", "params must be a JSON object");
+    std::vector<std::pair<std::string, std::string>> pairs;
+    if (std::string err = read_params_object(*raw, pairs); !err.empty()) {
+      add_subset_error(e, "params", err);
     } else {
-      std::map<long long, std::string> numbered;
-      bool bad_key = false, bad_value = false;
-      for (auto& [k, v] : j.items()) {
-        long long n;
-        bool digits = !k.empty() && k.size() < 6 && std::all_of(k.begin(), k.end(), [](char c) {
-          return c >= '0' && c <= '9';
-        });
-        if (!digits || !parse_int(k, n)) {
-          bad_key = true;
-          continue;
-        }
-        if (v.is_string())
-          numbered[n] = v.get<std::string>();
-        else if (v.is_number() || v.is_boolean())
-          numbered[n] = v.dump();
-        else
-          bad_value = true;
-      }
-      if (bad_key) add_subset_error(e, "params", "Parameters can only use numbers as keys");
-      if (bad_value) add_subset_error(e, "params", "Parameter values must be strings, numbers or booleans");
-      long long expect = 1;
-      for (auto& [n, v] : numbered) {
-        if (n != expect++) {
-          add_subset_error(e, "params", "Parameters must be numbered sequentially, starting from 1");
-          break;
-        }
-        p.params.push_back(v);
-      }
+      std::map<int, std::string> numbered;
+      check_numbered_params(pairs, numbered, e, true);
+      for (auto& [n, v] : numbered) p.params.push_back(v);
     }
   }
   auto read_int = [&](const char* name, long long min, const char* msg, std::optional<long long>& out) {
@@ -344,35 +308,6 @@ std::string check_order_by_columns(const std::vector<OrderItem>& order_by, const
   return "Unknown column in ORDER BY: " + unknown;
 }
 
-std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& selected, const std::string& shape_where,
-                             const std::string& subset_where, const SubsetParams& p) {
-  std::string sql = "SELECT ";
-  for (size_t i = 0; i < selected.size(); ++i) {
-    if (i) sql += ", ";
-    sql += quote_ident(t.columns[selected[i]].name);
-  }
-  sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
-  if (!shape_where.empty() && !subset_where.empty())
-    sql += " WHERE (" + shape_where + ") AND (" + subset_where + ")";
-  else if (!shape_where.empty())
-    sql += " WHERE " + shape_where;
-  else if (!subset_where.empty())
-    sql += " WHERE " + subset_where;
-  if (!p.order_by.empty()) {
-    sql += " ORDER BY ";
-    for (size_t i = 0; i < p.order_by.size(); ++i) {
-      const OrderItem& o = p.order_by[i];
-      if (i) sql += ", ";
-      sql += quote_ident(o.column);
-      if (o.desc) sql += " DESC";
-      if (o.nulls_first) sql += *o.nulls_first ? " NULLS FIRST" : " NULLS LAST";
-    }
-  }
-  if (p.limit) sql += " LIMIT " + std::to_string(*p.limit);
-  if (p.offset) sql += " OFFSET " + std::to_string(*p.offset);
-  return sql;
-}
-
 std::string subset_row_message(const std::string& key, const std::string& value_object, std::string_view relation,
                                uint32_t snapshot_mark) {
   return snapshot_row_message(key, value_object, relation, ",\"snapshot_mark\":" + std::to_string(snapshot_mark));
@@ -390,159 +325,6 @@ std::string subset_body(std::string_view xmin, std::string_view xmax, const std:
   }
   o += "]}";
   return o;
-}
-
-namespace {
-
-// A PostgreSQL error caused by the request's subset WHERE: its 400 message
-// ("At location N: ..."), or nullopt for an operational error.
-std::optional<std::string> client_error_message(const PgError& e) {
-  if (e.connection_lost || e.sqlstate.empty()) return std::nullopt;
-  std::string cls = e.sqlstate.substr(0, 2);
-  if (cls != "42" && cls != "0A" && cls != "22" && cls != "2F" && cls != "39" && cls != "P0") return std::nullopt;
-  std::string msg = e.what();
-  if (e.position > 0) msg = "At location " + std::to_string(e.position) + ": " + msg;
-  if (!e.detail.empty()) msg += ". " + e.detail;
-  return msg;
-}
-
-uint32_t random_mark() {
-  thread_local std::mt19937 rng{std::random_device{}()};
-  return std::uniform_int_distribution<uint32_t>(0, 0x7fffffff)(rng);
-}
-
-}  // namespace
-
-asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p) {
-  auto parsed = parse_subset_params(q);
-  if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
-  SubsetParams sp = std::get<SubsetParams>(std::move(parsed));
-
-  // Validate the subset against the table before any shape is created: the
-  // subset WHERE is parsed, analysed and canonicalised by PostgreSQL, and only
-  // its canonical form goes into the query.
-  std::string canonical;
-  {
-    ValidationErrors v;
-    std::optional<PgError> failed;
-    try {
-      auto lease = co_await pool_.acquire();
-      TableLookup lookup = co_await lookup_table(*lease, p.table);
-      if (!lookup.table) {
-        v.add("table", lookup.error);
-      } else {
-        if (std::string err = check_order_by_columns(sp.order_by, *lookup.table); !err.empty())
-          add_subset_error(v, "order_by", err);
-        if (sp.where) {
-          std::optional<std::string> params;
-          if (!sp.params.empty()) params = text_array_literal(sp.params);
-          PgParams args{std::to_string(lookup.table->relid), *sp.where, params};
-          PgResult r = co_await lease->exec(
-              "SELECT canonical_where FROM shapesync.parse_where($1::oid::regclass, $2, $3::text[])", args);
-          canonical = r.opt(0, 0).value_or("");
-        }
-      }
-    } catch (const PgError& e) {
-      failed = e;
-    }
-    if (failed) {
-      auto msg = client_error_message(*failed);
-      if (!msg) {
-        log_warn("subset validation failed: ", failed->sqlstate, " ", failed->what());
-        co_return error_503(req, R"({"code":"database_unreachable","error":"Database is unreachable"})", 10);
-      }
-      add_subset_error(v, "where", *msg);
-    }
-    if (!v.empty()) co_return error_400(req, v);
-  }
-
-  // The shape (created if needed) and the usual handle check.
-  std::string def_key = definition_key(p);
-  std::shared_ptr<const TableInfo> table;
-  Response err;
-  auto shape = co_await get_shape(p, def_key, table, err, req);
-  if (!shape) co_return err;
-  if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle)
-    co_return must_refetch(req, shape->handle);
-  std::string handle, schema_header, shape_where, prefix, relation;
-  std::vector<size_t> selected;
-  {
-    std::lock_guard lk(store_.mutex());
-    handle = shape->handle;
-    schema_header = shape->schema_header;
-    shape_where = shape->where;
-    prefix = shape->key_prefix;
-    relation = shape->relation;
-    selected = shape->def.selected;
-    table = shape->def.table;
-  }
-  const TableInfo& t = *table;
-  std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp);
-
-  PgResult snap, rows;
-  std::optional<PgError> failed;
-  {
-    auto lease = co_await pool_.acquire();
-    PgConn& c = *lease;
-    std::exception_ptr failure;
-    try {
-      co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      snap = co_await c.exec(
-          "SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
-      rows = co_await c.exec(sql);
-      co_await c.exec("COMMIT");
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    if (failure) {
-      if (c.ok() && PQtransactionStatus(c.raw()) != PQTRANS_IDLE) co_await c.exec("ROLLBACK");
-      try {
-        std::rethrow_exception(failure);
-      } catch (const PgError& e) {
-        failed = e;
-      }
-    }
-  }
-  if (failed) {
-    // The subset WHERE raised for a row (division by zero, a failed cast, ...).
-    if (auto msg = client_error_message(*failed); msg && !failed->connection_lost) {
-      ValidationErrors v;
-      add_subset_error(v, "where", *msg);
-      co_return error_400(req, v);
-    }
-    throw *failed;  // handle() answers 503
-  }
-  auto ps = PgSnapshot::parse(snap.get(0, 0));
-  if (!ps) throw PgError("bad snapshot text", "", false);
-  // database_lsn is in the space of global_last_seen_lsn (transaction
-  // positions, not WAL LSNs): every transaction visible in this snapshot is
-  // sequenced by tick max+2 at the latest (a tick that committed after the
-  // snapshot began, max+1, may have taken its own snapshot earlier), so once the
-  // client has seen that far it needs the snapshot's visibility no more.
-  uint64_t tick = std::stoull(std::string(snap.get(0, 1)));
-  uint64_t database_lsn = make_position(tick + 2, 0xffffffffu);
-  uint32_t mark = random_mark();
-
-  std::vector<std::string> messages;
-  messages.reserve(static_cast<size_t>(rows.rows()));
-  RowValues row(t.columns.size());
-  for (int i = 0; i < rows.rows(); ++i) {
-    for (size_t k = 0; k < selected.size(); ++k) row[selected[k]] = rows.opt(i, static_cast<int>(k));
-    std::string value;
-    append_value_object(value, t, row, selected);
-    messages.push_back(subset_row_message(row_key(prefix, t, row), value, relation, mark));
-  }
-  Response res = json_response(req, http::status::ok,
-                               subset_body(ps->xmin_s, ps->xmax_s, ps->xip_s, database_lsn, mark, messages));
-  res.set("electric-handle", handle);
-  // The client moves its stream to this offset: echo its own, never skip ahead.
-  res.set("electric-offset", p.offset.kind == RequestOffset::Kind::kAt       ? p.offset.at.to_string()
-                             : p.offset.kind == RequestOffset::Kind::kNow ? std::string("now")
-                                                                           : std::string("-1"));
-  res.set("electric-schema", schema_header);
-  res.set("electric-snapshot", "true");
-  res.set(http::field::cache_control, "no-cache");
-  co_return res;
 }
 
 }  // namespace shapesync

@@ -22,7 +22,9 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
+#include "http/validate.hpp"
 #include "util/log.hpp"
+#include "util/log_limit.hpp"
 
 namespace shapesync {
 
@@ -71,15 +73,17 @@ class ChunkedWriter : public StreamWriter {
 
 }  // namespace
 
-// One open client connection (counted in sessions_), moved along with its socket.
+// One open client connection (counted in sessions_, and its place under the
+// connection limits), moved along with its socket.
 struct Server::Counted {
-  explicit Counted(std::atomic<size_t>& n) : n_(&n) { ++n; }
-  Counted(Counted&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Counted(std::atomic<size_t>& n, ConnectionLimits::Slot slot) : n_(&n), slot_(std::move(slot)) { ++n; }
+  Counted(Counted&& o) noexcept : n_(std::exchange(o.n_, nullptr)), slot_(std::move(o.slot_)) {}
   Counted& operator=(Counted&&) = delete;
   ~Counted() {
     if (n_) --*n_;
   }
   std::atomic<size_t>* n_;
+  ConnectionLimits::Slot slot_;
 };
 
 // A parked request or SSE stream: a waiter with a deadline.
@@ -490,8 +494,45 @@ void Server::Deadlines::expired() {
   arm();
 }
 
-Server::Server(asio::io_context& io, App& app)
-    : io_(io), app_(app), acceptor_(io), deadlines_(std::make_unique<Deadlines>(io)) {}
+Server::Server(asio::io_context& io, App& app, size_t descriptor_limit)
+    : io_(io),
+      app_(app),
+      acceptor_(io),
+      deadlines_(std::make_unique<Deadlines>(io)),
+      limits_(std::make_unique<ConnectionLimits>(
+          app.config().max_connections > 0 ? static_cast<size_t>(app.config().max_connections)
+                                           : default_max_connections(descriptor_limit),
+          static_cast<size_t>(app.config().max_connections_per_address))) {}
+
+void Server::refuse(tcp::socket sock, ConnectionLimits::Refusal why, const tcp::endpoint& peer) {
+  // Answered and closed without a coroutine, a timer or a read: a flood of
+  // these costs the sidecar one accept and one send each.
+  static LogLimit per_address_log, total_log;
+  bool per_address = why == ConnectionLimits::Refusal::kPerAddress;
+  size_t suppressed = 0;
+  if ((per_address ? per_address_log : total_log).allow(suppressed)) {
+    if (per_address)
+      log_warn("refusing connections from ", peer.address().to_string(), ": ", limits_->open_from(peer.address()),
+               " open from that address (--max-connections-per-address ", limits_->max_per_address(), ")",
+               suppressed ? "; " + std::to_string(suppressed) + " more refused since the last such line" : "");
+    else
+      log_warn("refusing connections: ", limits_->open(), " open (--max-connections ", limits_->max_total(), ")",
+               suppressed ? "; " + std::to_string(suppressed) + " more refused since the last such line" : "");
+  }
+  static const std::string kPerAddress = refusal_response(ConnectionLimits::Refusal::kPerAddress),
+                           kTotal = refusal_response(ConnectionLimits::Refusal::kTotal);
+  const std::string& answer = per_address ? kPerAddress : kTotal;
+  int fd = sock.native_handle();
+  (void)::send(fd, answer.data(), answer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(fd, SHUT_WR);
+  // What the client already sent is read and dropped, so that closing sends a
+  // FIN, not a reset that could destroy the answer before it is read.
+  char sink[4096];
+  for (int i = 0; i < 16 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+  boost::system::error_code ec;
+  sock.close(ec);
+}
 
 Server::~Server() = default;
 
@@ -542,9 +583,17 @@ asio::awaitable<void> Server::accept_loop() {
       backoff_ms = 0;
     }
     boost::system::error_code opt_ec;
+    tcp::endpoint peer = sock.remote_endpoint(opt_ec);
+    if (opt_ec) continue;  // already gone
+    ConnectionLimits::Refusal why;
+    auto slot = limits_->admit(peer.address(), why);
+    if (!slot) {
+      refuse(std::move(sock), why, peer);
+      continue;
+    }
     sock.set_option(tcp::no_delay(true), opt_ec);
     auto ex = sock.get_executor();
-    asio::co_spawn(ex, session(std::move(sock), beast::flat_buffer(), Counted(sessions_), std::nullopt),
+    asio::co_spawn(ex, session(std::move(sock), beast::flat_buffer(), Counted(sessions_, std::move(*slot)), std::nullopt),
                    asio::detached);
   }
 }
@@ -574,48 +623,54 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
     open = co_await write_answer(stream, *pending);
     pending.reset();
   }
+  const Config& cfg = app_.config();
   while (open) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(app_.config().max_body_bytes);
-    parser.header_limit(64 * 1024);
+    parser.body_limit(cfg.max_body_bytes);
+    parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
     stream.expires_after(std::chrono::seconds(75));
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    if (ec) {
-      if (ec == http::error::body_limit || ec == http::error::header_limit) {
-        http::response<http::string_body> res{http::status::payload_too_large, 11};
-        res.set(http::field::content_type, "application/json; charset=utf-8");
-        res.body() = R"({"error":"Request body too large"})";
-        res.keep_alive(false);
-        res.prepare_payload();
-        stream.expires_after(std::chrono::seconds(10));
-        co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
-      } else if (ec == http::error::bad_target || ec == http::error::bad_method || ec == http::error::bad_version ||
-                 ec == http::error::bad_field || ec == http::error::bad_value) {
-        http::response<http::string_body> res{http::status::bad_request, 11};
-        res.set(http::field::content_type, "application/json; charset=utf-8");
-        res.body() = R"({"error":"Malformed HTTP request"})";
-        res.keep_alive(false);
-        res.prepare_payload();
-        stream.expires_after(std::chrono::seconds(10));
-        co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    // The head first: its URL and framing are checked before any body is read.
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    std::optional<HeadError> refused;
+    if (!ec) {
+      refused = check_request_head(parser.get(), cfg.max_url_bytes);
+      if (!refused) {
+        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        ec = bec;
       }
-      if (ec == http::error::body_limit || ec == http::error::header_limit) {
-        // Lingering close: the client may still be sending the rest of its
-        // request; closing with unread data would reset the connection and
-        // lose the 413 on its way. Stop sending, read and drop what comes
-        // (a bounded amount, for a bounded time), then close.
-        beast::error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        stream.expires_after(std::chrono::seconds(2));
-        std::vector<char> sink(64 * 1024);
-        for (size_t drained = 0; drained < (64u << 20);) {
-          auto [rec, got] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
-          if (rec) break;
-          drained += got;
-        }
+    }
+    if (ec) {
+      auto data = buffer.data();
+      refused = read_error_answer(ec, std::string_view(static_cast<const char*>(data.data()), data.size()),
+                                  cfg.max_url_bytes);
+    }
+    if (refused) {
+      // A JSON answer, then the connection closes: after a framing error
+      // nothing on it can be trusted to start where the next request does.
+      http::response<http::string_body> res{static_cast<http::status>(refused->status), 11};
+      res.set(http::field::content_type, "application/json; charset=utf-8");
+      res.set(http::field::cache_control, "no-store");
+      res.body() = std::move(refused->body);
+      res.keep_alive(false);
+      res.prepare_payload();
+      stream.expires_after(std::chrono::seconds(10));
+      co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      // Lingering close: the client may still be sending the rest of its
+      // request; closing with unread data would reset the connection and
+      // lose the answer on its way. Stop sending, read and drop what comes
+      // (a bounded amount, for a bounded time), then close.
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream.expires_after(std::chrono::seconds(2));
+      std::vector<char> sink(64 * 1024);
+      for (size_t drained = 0; drained < (64u << 20);) {
+        auto [rec, got] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+        if (rec) break;
+        drained += got;
       }
       break;
     }
+    if (ec) break;
     stream.expires_never();
     Request req = parser.release();
     ++in_flight_;

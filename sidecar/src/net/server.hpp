@@ -14,12 +14,14 @@
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "http/app.hpp"
+#include "net/limits.hpp"
 
 namespace shapesync {
 
 class Server {
  public:
-  Server(asio::io_context& io, App& app);
+  // descriptor_limit: RLIMIT_NOFILE, for the default --max-connections.
+  Server(asio::io_context& io, App& app, size_t descriptor_limit);
   ~Server();
   // Binds and listens; throws boost::system::system_error.
   void listen(const std::string& host, unsigned short port);
@@ -28,6 +30,7 @@ class Server {
   void stop_accepting();
   size_t open_sessions() const { return sessions_.load(); }
   size_t requests_in_flight() const { return in_flight_.load(); }
+  const ConnectionLimits& limits() const { return *limits_; }
 
   struct Counted;
   struct Sleeper;
@@ -43,6 +46,8 @@ class Server {
   // Writes a response to a request in flight; false when the connection ends.
   asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
   asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
+  // Answers a connection over a limit with a 503 and closes it.
+  void refuse(asio::ip::tcp::socket sock, ConnectionLimits::Refusal why, const asio::ip::tcp::endpoint& peer);
 
   asio::io_context& io_;
   App& app_;
@@ -51,6 +56,7 @@ class Server {
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> stopping_{false};
   std::unique_ptr<Deadlines> deadlines_;
+  std::unique_ptr<ConnectionLimits> limits_;
 };
 
 }  // namespace shapesync

@@ -113,6 +113,7 @@ struct Shape {
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
   std::string build_error;  // failed because its filter raised on a row: 400 for its waiters
+  std::string config_error;  // failed for want of a grant (this sidecar's): the 503 body for its waiters
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
   Waiter* waiters = nullptr;  // intrusive list (under the store mutex)
