@@ -18,7 +18,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <nlohmann/json.hpp>
 
-#include "http/offset.hpp"
+#include "model/offset.hpp"
 #include "http/params.hpp"
 #include "http/subset.hpp"
 #include "http/validate.hpp"

@@ -3,6 +3,7 @@
 
 #include "util/log.hpp"
 #include "util/log_limit.hpp"
+#include "db/text_array.hpp"
 
 namespace shapesync {
 

@@ -8,8 +8,8 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "db/pg.hpp"
-#include "http/params.hpp"
-#include "shapes/batch.hpp"
+#include "model/shape_request.hpp"
+#include "model/batch.hpp"
 
 namespace shapesync {
 

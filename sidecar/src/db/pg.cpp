@@ -14,16 +14,6 @@ namespace shapesync {
 
 using namespace asio::experimental::awaitable_operators;
 
-std::string quote_ident(std::string_view s) {
-  std::string o = "\"";
-  for (char c : s) {
-    if (c == '"') o += '"';
-    o += c;
-  }
-  o += '"';
-  return o;
-}
-
 void PgConn::close() {
   if (conn_) {
     PQfinish(conn_);

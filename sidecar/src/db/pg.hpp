@@ -16,6 +16,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <libpq-fe.h>
 
+#include "model/table.hpp"
+
 namespace shapesync {
 
 namespace asio = boost::asio;
@@ -97,8 +99,5 @@ class PgConn {
   PGconn* conn_ = nullptr;
   std::vector<std::pair<std::string, std::string>> notes_;
 };
-
-// Quotes an identifier for SQL ("a""b").
-std::string quote_ident(std::string_view s);
 
 }  // namespace shapesync

@@ -21,6 +21,7 @@
 #include "http/subset.hpp"
 #include "http/validate.hpp"
 #include "util/log.hpp"
+#include "db/text_array.hpp"
 
 namespace shapesync {
 

@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "http/offset.hpp"
+#include "model/shape_request.hpp"
 
 namespace shapesync {
 
@@ -20,11 +20,6 @@ using QueryMap = std::multimap<std::string, std::string>;
 QueryMap parse_query(std::string_view query);
 std::string url_decode(std::string_view s);
 
-struct QualifiedName {
-  std::string schema = "public";
-  std::string name;
-  bool operator==(const QualifiedName&) const = default;
-};
 
 // Parses a PostgreSQL relation identifier: name or schema.name, quoted parts keep
 // case ("" escapes "), unquoted parts are down-cased. Returns an error message.
@@ -32,23 +27,7 @@ std::variant<QualifiedName, std::string> parse_relation(std::string_view s);
 // Parses a comma-separated column list with the same identifier rules.
 std::variant<std::vector<std::string>, std::string> parse_columns(std::string_view s);
 
-enum class Replica { kDefault, kFull };
-enum class LogMode { kFull, kChangesOnly };
 
-struct ShapeParams {
-  QualifiedName table;
-  RequestOffset offset;
-  std::optional<std::string> handle;  // dropped for offset -1 / now
-  bool live = false;
-  bool live_sse = false;
-  long long cursor = 0;
-  std::optional<std::string> where;
-  std::map<int, std::string> params;  // $n values
-  std::optional<std::vector<std::string>> columns;
-  Replica replica = Replica::kDefault;
-  LogMode log = LogMode::kFull;
-  std::optional<std::string> secret;
-};
 
 // Electric's error body fields: {"<field>": ["msg", ...]}.
 struct ValidationErrors {

@@ -11,7 +11,7 @@
 #include <variant>
 #include <vector>
 
-#include "http/encode.hpp"
+#include "protocol/encode.hpp"
 #include "http/params.hpp"
 
 namespace shapesync {

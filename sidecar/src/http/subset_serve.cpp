@@ -8,6 +8,7 @@
 #include "http/pg_errors.hpp"
 #include "http/subset.hpp"
 #include "util/log.hpp"
+#include "db/text_array.hpp"
 
 namespace shapesync {
 

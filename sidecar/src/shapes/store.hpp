@@ -22,10 +22,10 @@
 
 #include <boost/asio/steady_timer.hpp>
 
-#include "http/encode.hpp"
-#include "http/offset.hpp"
-#include "http/params.hpp"
-#include "shapes/batch.hpp"
+#include "protocol/encode.hpp"
+#include "model/offset.hpp"
+#include "model/shape_request.hpp"
+#include "model/batch.hpp"
 
 namespace shapesync {
 

@@ -2,8 +2,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "http/encode.hpp"
-#include "shapes/batch.hpp"
+#include "protocol/encode.hpp"
+#include "model/batch.hpp"
+#include "db/text_array.hpp"
 
 using namespace shapesync;
 

@@ -1,7 +1,7 @@
 // Offset parsing, printing and ordering (PROTOCOL.md §5.1).
 #include <gtest/gtest.h>
 
-#include "http/offset.hpp"
+#include "model/offset.hpp"
 
 using namespace shapesync;
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "http/encode.hpp"
+#include "model/table.hpp"
 
 namespace shapesync {
 

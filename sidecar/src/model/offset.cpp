@@ -1,5 +1,5 @@
 // Parsing and printing of shape log offsets.
-#include "http/offset.hpp"
+#include "model/offset.hpp"
 
 #include <charconv>
 

@@ -1,5 +1,5 @@
 // pg_snapshot parsing and visibility.
-#include "shapes/batch.hpp"
+#include "model/batch.hpp"
 
 #include <algorithm>
 #include <charconv>

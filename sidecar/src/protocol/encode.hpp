@@ -9,31 +9,12 @@
 #include <string_view>
 #include <vector>
 
+#include "model/table.hpp"
+
 namespace shapesync {
 
 // Appends s as a JSON string literal (with quotes).
 void append_json_string(std::string& out, std::string_view s);
-
-// One column of a tracked table, as the wire needs it.
-struct ColumnInfo {
-  std::string name;
-  int attnum = 0;              // pg_attribute.attnum (index into decoded row images)
-  std::string type;            // typname; element typname for arrays
-  int dims = 0;                // > 0 for arrays
-  int pk_index = -1;           // position in the primary key, -1 if not part of it
-  bool not_null = false;
-  int typmod = -1;
-  std::string base_type;       // typname of the column's own type (e.g. _int4, varchar)
-};
-
-struct TableInfo {
-  uint32_t relid = 0;
-  std::string schema;
-  std::string name;
-  std::vector<ColumnInfo> columns;  // non-dropped, attnum order
-  std::vector<size_t> pk;           // indexes into columns, in primary-key order
-  int natts = 0;                    // relnatts (decoded arrays have this length)
-};
 
 // `"schema"."table"/` — the key prefix of a table (relation parts escape / and .).
 std::string key_prefix(const TableInfo& t);
@@ -42,8 +23,6 @@ std::string relation_json(const TableInfo& t);
 // The electric-schema header for the selected columns (indexes into t.columns).
 std::string schema_json(const TableInfo& t, const std::vector<size_t>& selected);
 
-// A row as text values indexed like TableInfo::columns (nullopt = SQL NULL).
-using RowValues = std::vector<std::optional<std::string>>;
 
 // `"<schema>"."<table>"/"<pk1>"/…` with / doubled in values, NULL parts as _.
 std::string row_key(const std::string& prefix, const TableInfo& t, const RowValues& row);
@@ -82,11 +61,5 @@ inline constexpr std::string_view kMustRefetchBody = R"([{"headers":{"control":"
 // PROTOCOL.md §6.2. now_unix_s is the current time; rnd in [1, 3600].
 long long next_cursor(long long now_unix_s, long long timeout_s, long long prev_cursor, int rnd);
 
-// Formats a PostgreSQL text[] literal, every element quoted.
-std::string text_array_literal(const std::vector<std::string>& v);
-
-// Parses a PostgreSQL text[] literal with lower bound 1 ("{a,\"b c\",NULL}").
-// Returns nullopt on malformed input.
-std::optional<RowValues> parse_text_array(std::string_view s);
 
 }  // namespace shapesync
