@@ -6,7 +6,11 @@
  *	  shapesync.tracked in step.
  *
  * Only ordinary, permanent, user tables with a primary key can be
- * tracked.  track() is idempotent (it re-creates a missing trigger);
+ * tracked; partitioned tables are refused (track their partitions).  A
+ * table with inheritance children can be tracked, with a notice: its
+ * shapes hold its own rows only (snapshots read FROM ONLY the table, and a
+ * child's changes fire no trigger of the parent).  Tracking grants SELECT
+ * on the table to the sidecar roles (shapesync.grant_sidecar).  track() is idempotent (it re-creates a missing trigger);
  * untrack() of a table that is not tracked is an error.  Untracking
  * invalidates the table's shapes and logs an 'S' change.
  *
@@ -18,6 +22,7 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -104,6 +109,31 @@ HasTrigger(Oid relid, const char *tgname)
 				  2, argtypes, args, SPI_OK_SELECT) > 0;
 }
 
+/* Grant SELECT on table qualname to the roles of shapesync.sidecar_roles. */
+static void
+GrantToSidecars(const char *qualname)
+{
+	StringInfoData sql;
+
+	/* an extension still at 0.1.0 (not yet ALTER EXTENSION UPDATEd) has none */
+	if (!OidIsValid(ShapesyncRelationOid("sidecar_roles", true)))
+		return;
+	RunSql("SELECT pg_catalog.quote_ident(r.rolname) FROM shapesync.sidecar_roles s"
+		   " JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.roleid",
+		   0, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "GRANT SELECT ON %s TO ", qualname);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *role = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "", role);
+	}
+	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+}
+
 /* track(rel): install the capture triggers and register the table. */
 Datum
 shapesync_track(PG_FUNCTION_ARGS)
@@ -146,6 +176,14 @@ shapesync_track(PG_FUNCTION_ARGS)
 	}
 	RunSql("INSERT INTO shapesync.tracked (relid) VALUES ($1) ON CONFLICT (relid) DO NOTHING",
 		   1, argtypes, args, SPI_OK_INSERT);
+	GrantToSidecars(qualname);
+
+	if (find_inheritance_children(relid, AccessShareLock) != NIL)
+		ereport(NOTICE,
+				(errmsg("table \"%s\" has inheritance children: its shapes hold only its own rows",
+						RelationGetRelationName(rel)),
+				 errdetail("Shapes read FROM ONLY the tracked table, and changes to a child table fire no trigger of its parent."),
+				 errhint("Track the child tables to serve their rows.")));
 
 	SPI_finish();
 	relation_close(rel, NoLock);
