@@ -109,11 +109,12 @@ HasTrigger(Oid relid, const char *tgname)
 				  2, argtypes, args, SPI_OK_SELECT) > 0;
 }
 
-/* Grant SELECT on table qualname to the roles of shapesync.sidecar_roles. */
+/* Grant SELECT on rel (and USAGE on its schema) to the roles of shapesync.sidecar_roles. */
 static void
-GrantToSidecars(const char *qualname)
+GrantToSidecars(Relation rel, const char *qualname)
 {
 	StringInfoData sql;
+	StringInfoData roles;
 
 	/* an extension still at 0.1.0 (not yet ALTER EXTENSION UPDATEd) has none */
 	if (!OidIsValid(ShapesyncRelationOid("sidecar_roles", true)))
@@ -123,14 +124,19 @@ GrantToSidecars(const char *qualname)
 		   0, NULL, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return;
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "GRANT SELECT ON %s TO ", qualname);
+	initStringInfo(&roles);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *role = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 
-		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "", role);
+		appendStringInfo(&roles, "%s%s", i > 0 ? ", " : "", role);
 	}
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "GRANT SELECT ON %s TO %s", qualname, roles.data);
+	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "GRANT USAGE ON SCHEMA %s TO %s",
+					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))), roles.data);
 	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
 
@@ -176,7 +182,7 @@ shapesync_track(PG_FUNCTION_ARGS)
 	}
 	RunSql("INSERT INTO shapesync.tracked (relid) VALUES ($1) ON CONFLICT (relid) DO NOTHING",
 		   1, argtypes, args, SPI_OK_INSERT);
-	GrantToSidecars(qualname);
+	GrantToSidecars(rel, qualname);
 
 	if (find_inheritance_children(relid, AccessShareLock) != NIL)
 		ereport(NOTICE,
