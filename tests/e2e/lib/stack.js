@@ -70,6 +70,7 @@ function tail(file, lines = 40) {
  * @param {string[]} [o.sidecarArgs] extra sidecar arguments
  * @param {boolean} [o.preload] false: no shapesync in shared_preload_libraries (the sidecar ticks)
  * @param {boolean} [o.superuserSidecar] true: the sidecar connects as the superuser, not as SIDECAR_ROLE
+ * @param {string} [o.extensionVersion] CREATE EXTENSION shapesync VERSION this (default: the default version)
  */
 export async function startStack(o = {}) {
   if (!existsSync(SHAPESYNCD)) {
@@ -110,7 +111,11 @@ export async function startStack(o = {}) {
   try {
     const pgPort = await freePort();
     const dbUrl = (await run(PGCLUSTER, ['start', clusterDir, String(pgPort), 'shapesync'], {
-      env: { SHAPESYNC_PG_FSYNC: 'off', ...(o.preload === false ? { SHAPESYNC_PG_PRELOAD: '0' } : {}) },
+      env: {
+        SHAPESYNC_PG_FSYNC: 'off',
+        ...(o.preload === false ? { SHAPESYNC_PG_PRELOAD: '0' } : {}),
+        ...(o.extensionVersion ? { SHAPESYNC_PG_EXTENSION: '0' } : {}),
+      },
       timeoutMs: 120_000,
     })).trim().split('\n').pop();
 
@@ -124,6 +129,7 @@ export async function startStack(o = {}) {
     // shapesync.grant_sidecar() gives (docs/security.md); setup SQL runs as
     // the superuser, and tables it tracks are granted to the role by track().
     // superuserSidecar: true keeps the superuser (only for tests that need it).
+    if (o.extensionVersion) await psql(`CREATE EXTENSION shapesync VERSION '${o.extensionVersion}'`);
     let sidecarDbUrl = dbUrl;
     if (!o.superuserSidecar) {
       await psql(`CREATE ROLE ${SIDECAR_ROLE} LOGIN; SELECT shapesync.grant_sidecar('${SIDECAR_ROLE}');`);
