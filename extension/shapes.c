@@ -939,17 +939,26 @@ shapesync_check_shape(PG_FUNCTION_ARGS)
 			ReThrowError(edata);
 
 		values[1] = CStringGetTextDatum(edata->sqlerrcode == ERRCODE_SHAPESYNC_ROW_SECURITY ? "table" : "where");
+		nulls[1] = false;
 		values[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		nulls[2] = false;
 		values[3] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+		nulls[3] = false;
 		if (edata->detail)
+		{
 			values[4] = CStringGetTextDatum(edata->detail);
+			nulls[4] = false;
+		}
 		if (edata->hint)
+		{
 			values[5] = CStringGetTextDatum(edata->hint);
+			nulls[5] = false;
+		}
 		if (edata->internalpos > 0 || edata->cursorpos > 0)
+		{
 			values[6] = Int32GetDatum(edata->internalpos > 0 ? edata->internalpos : edata->cursorpos);
-		for (int k = 1; k <= 6; k++)
-			nulls[k] = (k == 4 && !edata->detail) || (k == 5 && !edata->hint) ||
-				(k == 6 && edata->internalpos <= 0 && edata->cursorpos <= 0);
+			nulls[6] = false;
+		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();

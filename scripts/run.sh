@@ -94,7 +94,12 @@ setup_sidecar_role() {
 
 if [ -n "${DATABASE_URL:-}" ]; then
 	url=$DATABASE_URL
-	log "using DATABASE_URL (no cluster started)"
+	log "using DATABASE_URL (no cluster started, its extension and roles left as they are)"
+	have=$(psql -X -q -tA -d "$url" -c "SELECT extversion FROM pg_extension WHERE extname = 'shapesync'" 2>/dev/null || true)
+	want=$(psql -X -q -tA -d "$url" -c "SELECT default_version FROM pg_available_extensions WHERE name = 'shapesync'" 2>/dev/null || true)
+	if [ -n "$have" ] && [ -n "$want" ] && [ "$have" != "$want" ]; then
+		log "note: the database has shapesync $have, the installed files are $want: run ALTER EXTENSION shapesync UPDATE"
+	fi
 else
 	mkdir -p "$ROOT/.shapesync"
 	own_cluster=1
