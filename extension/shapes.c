@@ -63,9 +63,11 @@
 #include "parser/parser.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
@@ -738,15 +740,29 @@ FoldConstants(Node *expr)
 	return folded;
 }
 
-/* Raise SS002 when row-level security applies to the current role on relid. */
-static void
-CheckRowSecurity(Oid relid)
+/*
+ * The current user as the caller of a SECURITY DEFINER function saw it: the
+ * role of SET ROLE, else the session user.
+ */
+static Oid
+CallerUserId(void)
 {
-	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+	const char *role = GetConfigOption("role", false, false);
+
+	if (role != NULL && strcmp(role, "none") != 0)
+		return get_role_oid(role, false);
+	return GetSessionUserId();
+}
+
+/* Raise SS002 when row-level security applies to role userid on relid. */
+static void
+CheckRowSecurity(Oid relid, Oid userid)
+{
+	if (check_enable_rls(relid, userid, true) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_SHAPESYNC_ROW_SECURITY),
 				 errmsg("row-level security applies to role \"%s\" on table \"%s\"",
-						GetUserNameFromId(GetUserId(), false), get_rel_name(relid)),
+						GetUserNameFromId(userid, false), get_rel_name(relid)),
 				 errdetail("A shape's live changes are not filtered by row-level security policies yet, so its snapshot and its changes would disagree."),
 				 errhint("Serve this table through a role that row-level security does not apply to (the table owner or a BYPASSRLS role), or disable row-level security on it.")));
 }
@@ -862,11 +878,16 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
-/* check_row_security(rel): raise SS002 when row-level security applies to the caller. */
+/*
+ * check_row_security(rel): raise SS002 when row-level security applies to
+ * the caller.  get_or_create_shape() calls it from inside SECURITY DEFINER,
+ * where the current user is the extension's owner: the caller is the role
+ * outside it.
+ */
 Datum
 shapesync_check_row_security(PG_FUNCTION_ARGS)
 {
-	CheckRowSecurity(PG_GETARG_OID(0));
+	CheckRowSecurity(PG_GETARG_OID(0), CallerUserId());
 	PG_RETURN_VOID();
 }
 
@@ -909,7 +930,7 @@ shapesync_check_shape(PG_FUNCTION_ARGS)
 	{
 		Datum		parsed[4];
 
-		CheckRowSecurity(relid);
+		CheckRowSecurity(relid, GetUserId());
 		if (where != NULL)
 		{
 			ParseWhere(relid, where, params, parsed);

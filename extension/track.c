@@ -6,11 +6,7 @@
  *	  shapesync.tracked in step.
  *
  * Only ordinary, permanent, user tables with a primary key can be
- * tracked; partitioned tables are refused (track their partitions).  A
- * table with inheritance children can be tracked, with a notice: its
- * shapes hold its own rows only (snapshots read FROM ONLY the table, and a
- * child's changes fire no trigger of the parent).  Tracking grants SELECT
- * on the table to the sidecar roles (shapesync.grant_sidecar).  track() is idempotent (it re-creates a missing trigger);
+ * tracked.  track() is idempotent (it re-creates a missing trigger);
  * untrack() of a table that is not tracked is an error.  Untracking
  * invalidates the table's shapes and logs an 'S' change.
  *
@@ -22,7 +18,6 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
-#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -140,7 +135,14 @@ GrantToSidecars(Relation rel, const char *qualname)
 	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
 
-/* track(rel): install the capture triggers and register the table. */
+/*
+ * track(rel): install the capture triggers and register the table.
+ * Partitioned tables are refused (track their partitions).  A table with
+ * inheritance children is tracked with a notice: its shapes hold its own
+ * rows only (snapshots read FROM ONLY the table, and a child's changes fire
+ * no trigger of the parent).  The table is granted to the sidecar roles of
+ * shapesync.grant_sidecar().
+ */
 Datum
 shapesync_track(PG_FUNCTION_ARGS)
 {
@@ -184,7 +186,8 @@ shapesync_track(PG_FUNCTION_ARGS)
 		   1, argtypes, args, SPI_OK_INSERT);
 	GrantToSidecars(rel, qualname);
 
-	if (find_inheritance_children(relid, AccessShareLock) != NIL)
+	if (RunSql("SELECT 1 FROM pg_catalog.pg_inherits WHERE inhparent OPERATOR(pg_catalog.=) $1",
+			   1, argtypes, args, SPI_OK_SELECT) > 0)
 		ereport(NOTICE,
 				(errmsg("table \"%s\" has inheritance children: its shapes hold only its own rows",
 						RelationGetRelationName(rel)),

@@ -37,7 +37,6 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT ON shapesync.shape_snapshot_chunks TO %I', grant_sidecar.role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
-                   'shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]), '
                    'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
                    'shapesync.check_row_security(pg_catalog.regclass), '
                    'shapesync.parse_where(pg_catalog.regclass, text, text[]), '
@@ -81,7 +80,6 @@ BEGIN
     EXECUTE format('REVOKE SELECT, INSERT ON shapesync.shape_snapshot_chunks FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE EXECUTE ON FUNCTION '
                    'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
-                   'shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]), '
                    'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
                    'shapesync.check_row_security(pg_catalog.regclass), '
                    'shapesync.parse_where(pg_catalog.regclass, text, text[]), '

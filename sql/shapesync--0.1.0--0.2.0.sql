@@ -5,9 +5,8 @@
 --    log); constant folding is bounded (shapesync.filter_fold_timeout,
 --    shapesync.filter_max_constant_bytes, in the library).
 --  * check_row_security(): get_or_create_shape() refuses a table whose
---    row-level security applies to the caller (SQLSTATE SS002); its body
---    moves, unchanged, to register_shape() (SECURITY DEFINER), and
---    get_or_create_shape() becomes an invoker wrapper that checks first.
+--    row-level security applies to the caller (SQLSTATE SS002); one line
+--    added to its body, after the column checks.
 --  * grant_sidecar()/revoke_sidecar() and shapesync.sidecar_roles: a
 --    least-privilege role for shapesyncd.
 
@@ -29,8 +28,8 @@ CREATE FUNCTION shapesync.check_shape(rel pg_catalog.regclass, where_clause text
 COMMENT ON FUNCTION shapesync.check_shape(pg_catalog.regclass, text, text[]) IS
     'What get_or_create_shape() would refuse in a request (row-level security, the filter), returned as data instead of raised, so that rejected requests write nothing to the server log; canonical_where when the filter is valid.';
 
-CREATE FUNCTION shapesync.register_shape(rel pg_catalog.regclass, where_clause text, columns text[],
-                                         options text DEFAULT '', params text[] DEFAULT NULL)
+CREATE OR REPLACE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
+                                              options text DEFAULT '', params text[] DEFAULT NULL)
     RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -74,6 +73,8 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    -- row-level security that applies to the caller (not to this function's owner) refuses the shape
+    PERFORM shapesync.check_row_security(rel);
 
     IF where_clause IS NOT NULL AND btrim(where_clause, E' \t\r\n\f') <> '' THEN
         SELECT p.canonical_where, p.template, p.template_sql, p.consts INTO cw, tmpl, tsql, cs
@@ -131,25 +132,11 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]) IS
-    'Body of get_or_create_shape() without its row-level security check (internal; runs as the extension owner).';
-
-CREATE OR REPLACE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
-                                              options text DEFAULT '', params text[] DEFAULT NULL)
-    RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    -- as the caller: row-level security that applies to the caller refuses the shape
-    SELECT shapesync.check_row_security(rel);
-    SELECT * FROM shapesync.register_shape(rel, where_clause, columns, options, params);
-$$;
 COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]) IS
     'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused. Refused (SQLSTATE SS002) when row-level security applies to the caller on the table.';
 
 REVOKE ALL ON FUNCTION shapesync.check_row_security(pg_catalog.regclass),
-                       shapesync.check_shape(pg_catalog.regclass, text, text[]),
-                       shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]) FROM PUBLIC;
+                       shapesync.check_shape(pg_catalog.regclass, text, text[]) FROM PUBLIC;
 
 ------------------------------------------------------------------------
 -- Least privilege for the sidecar (docs/security.md)
@@ -190,7 +177,6 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT ON shapesync.shape_snapshot_chunks TO %I', grant_sidecar.role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
-                   'shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]), '
                    'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
                    'shapesync.check_row_security(pg_catalog.regclass), '
                    'shapesync.parse_where(pg_catalog.regclass, text, text[]), '
@@ -234,7 +220,6 @@ BEGIN
     EXECUTE format('REVOKE SELECT, INSERT ON shapesync.shape_snapshot_chunks FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE EXECUTE ON FUNCTION '
                    'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
-                   'shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]), '
                    'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
                    'shapesync.check_row_security(pg_catalog.regclass), '
                    'shapesync.parse_where(pg_catalog.regclass, text, text[]), '

@@ -432,8 +432,8 @@ CREATE FUNCTION shapesync.check_shape(rel pg_catalog.regclass, where_clause text
 COMMENT ON FUNCTION shapesync.check_shape(pg_catalog.regclass, text, text[]) IS
     'What get_or_create_shape() would refuse in a request (row-level security, the filter), returned as data instead of raised, so that rejected requests write nothing to the server log; canonical_where when the filter is valid.';
 
-CREATE FUNCTION shapesync.register_shape(rel pg_catalog.regclass, where_clause text, columns text[],
-                                         options text DEFAULT '', params text[] DEFAULT NULL)
+CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
+                                              options text DEFAULT '', params text[] DEFAULT NULL)
     RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -477,6 +477,8 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    -- row-level security that applies to the caller (not to this function's owner) refuses the shape
+    PERFORM shapesync.check_row_security(rel);
 
     IF where_clause IS NOT NULL AND btrim(where_clause, E' \t\r\n\f') <> '' THEN
         SELECT p.canonical_where, p.template, p.template_sql, p.consts INTO cw, tmpl, tsql, cs
@@ -533,19 +535,6 @@ BEGIN
         -- same definition created concurrently, or a handle collision: look again
     END LOOP;
 END
-$$;
-COMMENT ON FUNCTION shapesync.register_shape(pg_catalog.regclass, text, text[], text, text[]) IS
-    'Body of get_or_create_shape() without its row-level security check (internal; runs as the extension owner).';
-
-CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
-                                              options text DEFAULT '', params text[] DEFAULT NULL)
-    RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    -- as the caller: row-level security that applies to the caller refuses the shape
-    SELECT shapesync.check_row_security(rel);
-    SELECT * FROM shapesync.register_shape(rel, where_clause, columns, options, params);
 $$;
 COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]) IS
     'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused. Refused (SQLSTATE SS002) when row-level security applies to the caller on the table.';

@@ -31,9 +31,7 @@ COMMIT;
 -- a constant over shapesync.filter_max_constant_bytes (1 MB)
 SELECT error_code, error_message, error_detail
   FROM shapesync.check_shape('sec_items', 'repeat(''y'', 2000000) = title');
-\set VERBOSITY verbose
 SELECT * FROM shapesync.parse_where('sec_items', 'title = repeat(''y'', 2000000)');
-\set VERBOSITY default
 -- the size of the folded constant counts, not the text of the filter
 SELECT error_code FROM shapesync.check_shape('sec_items', 'title = repeat(repeat(''y'', 1024), 2000)');
 SELECT canonical_where FROM shapesync.check_shape('sec_items', 'title = repeat(''y'', 10)');
@@ -65,10 +63,8 @@ CREATE ROLE shapesync_test_sidecar LOGIN;
 SELECT shapesync.grant_sidecar('shapesync_test_sidecar');
 SET ROLE shapesync_test_sidecar;
 SELECT count(*) AS rows_seen FROM sec_rls;   -- the snapshot would be filtered
-\set VERBOSITY verbose
 SELECT * FROM shapesync.get_or_create_shape('sec_rls', NULL, NULL);
 SELECT * FROM shapesync.get_or_create_shape('sec_rls', 'id > 0', NULL);
-\set VERBOSITY default
 SELECT error_field, error_code, error_message, error_detail, error_hint
   FROM shapesync.check_shape('sec_rls', 'id > 0');
 -- tables without RLS are fine for the same role
