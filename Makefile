@@ -10,8 +10,12 @@ MODULE_big   = shapesync
 OBJS         = $(patsubst %.c,%.o,$(wildcard extension/*.c))
 PG_CPPFLAGS  = -Iextension -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
+# The install script of the current version is built from sql/*.sql; older
+# versions' install scripts are frozen copies (sql/shapesync--0.1.0.sql), so
+# that a test can install an old version and walk the upgrade scripts.
 DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA         = $(wildcard sql/$(EXTENSION)--*--*.sql)
+UPGRADES     = $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA         = $(UPGRADES) $(filter-out $(DATA_built) $(UPGRADES),$(wildcard sql/$(EXTENSION)--*.sql))
 
 TESTS        = $(wildcard tests/regress/sql/*.sql)
 REGRESS      = $(patsubst tests/regress/sql/%.sql,%,$(TESTS))
@@ -39,7 +43,7 @@ else
 include $(PGXS)
 endif
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/retention.sql sql/snapshots.sql
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/retention.sql sql/snapshots.sql sql/security.sql
 	cat $^ > $@
 
 BUILD_DIR ?= build

@@ -22,6 +22,14 @@
  * PARAM_EXTERN parameter (nodeToString() text, locations stripped), so
  * shapes that differ only in constants share a template.
  *
+ * Constant folding runs under a time limit (shapesync.filter_fold_timeout)
+ * and every constant it leaves must be smaller than
+ * shapesync.filter_max_constant_bytes: a filter such as
+ * repeat('y', 1000000000) = title cannot hold a backend for seconds and
+ * gigabytes.  check_shape() is parse_where() with the row-level security
+ * check in front, run in a subtransaction: a rejected filter comes back as
+ * data, so validation failures write nothing to the server log.
+ *
  * The registry writes themselves are SQL (sql/shapesync.sql).  Writers
  * (the TRUNCATE trigger, untrack) may not have privileges on the registry:
  * the update runs as the owner of the registry, in a security-restricted
@@ -53,20 +61,27 @@
 #include "parser/parse_param.h"
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "shapesync.h"
 
 PG_FUNCTION_INFO_V1(shapesync_parse_where);
+PG_FUNCTION_INFO_V1(shapesync_check_shape);
+PG_FUNCTION_INFO_V1(shapesync_check_row_security);
 PG_FUNCTION_INFO_V1(shapesync_wait_for_writers);
 PG_FUNCTION_INFO_V1(shapesync_invalidate_table_cache);
 
@@ -99,6 +114,11 @@ typedef struct BindContext
 	int			nvalues;
 	ValidateContext *vcxt;
 } BindContext;
+
+/* set by the folding timer; the timeout it belongs to, once registered */
+static volatile sig_atomic_t fold_timed_out = false;
+static bool fold_timeout_registered = false;
+static TimeoutId fold_timeout_id;
 
 /* Position of byte offset location of query inside the filter, 1-based, or 0. */
 static int
@@ -621,38 +641,149 @@ AnalyseFilter(Relation rel, const char *where, ArrayType *params, ValidateContex
 	return BindParamsMutator(expr, &bcxt);
 }
 
-/* parse_where(rel, where_clause, params) → (canonical_where, template, template_sql, consts) */
-Datum
-shapesync_parse_where(PG_FUNCTION_ARGS)
+/* Timer callback: cancel the constant folding that is running. */
+static void
+FoldTimeoutHandler(void)
 {
-	Oid			relid;
-	char	   *where;
-	ArrayType  *params = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	fold_timed_out = true;
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+}
+
+/* Walker: refuse a constant larger than shapesync.filter_max_constant_bytes. */
+static bool
+CheckConstantSize(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Const))
+	{
+		Const	   *c = (Const *) node;
+		Size		bytes = 0;
+
+		if (!c->constisnull && c->constlen == -1)
+			bytes = VARSIZE_ANY(DatumGetPointer(c->constvalue));
+		else if (!c->constisnull && c->constlen == -2)
+			bytes = strlen(DatumGetCString(c->constvalue)) + 1;
+		if (bytes > (Size) shapesync_filter_max_constant_bytes)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("a constant of the shape's WHERE clause is too large"),
+					 errdetail("After constant folding a %s value takes %zu bytes; the limit is %d bytes (shapesync.filter_max_constant_bytes).",
+							   format_type_be(c->consttype), bytes, shapesync_filter_max_constant_bytes),
+					 errhint("Use smaller constants in shape filters.")));
+		return false;
+	}
+	return expression_tree_walker(node, CheckConstantSize, context);
+}
+
+/*
+ * Fold the constant sub-expressions of a validated filter, bounded in time
+ * (shapesync.filter_fold_timeout) and in the size of what it leaves.  The
+ * intermediate values live in a context of their own, freed on return.
+ */
+static Node *
+FoldConstants(Node *expr)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	MemoryContext foldcxt;
+	Node	   *folded = NULL;
+
+	if (!fold_timeout_registered)
+	{
+		fold_timeout_id = RegisterTimeout(USER_TIMEOUT, FoldTimeoutHandler);
+		fold_timeout_registered = true;
+	}
+	foldcxt = AllocSetContextCreate(oldcxt, "shapesync filter folding", ALLOCSET_DEFAULT_SIZES);
+	fold_timed_out = false;
+	enable_timeout_after(fold_timeout_id, shapesync_filter_fold_timeout_ms);
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(foldcxt);
+		folded = eval_const_expressions(NULL, expr);
+		disable_timeout(fold_timeout_id, false);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		disable_timeout(fold_timeout_id, false);
+		MemoryContextSwitchTo(oldcxt);
+		if (!fold_timed_out)
+			PG_RE_THROW();
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_QUERY_CANCELED)
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the shape's WHERE clause takes too long to evaluate"),
+				 errdetail("Evaluating its constant expressions took more than %d ms (shapesync.filter_fold_timeout).",
+						   shapesync_filter_fold_timeout_ms),
+				 errhint("Use plain constants in shape filters.")));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	if (fold_timed_out)
+	{
+		/* the timer fired after folding ended: that cancel is ours, drop it */
+		QueryCancelPending = false;
+		fold_timed_out = false;
+	}
+	(void) CheckConstantSize(folded, NULL);
+	folded = copyObject(folded);
+	MemoryContextDelete(foldcxt);
+	return folded;
+}
+
+/*
+ * The current user as the caller of a SECURITY DEFINER function saw it: the
+ * role of SET ROLE, else the session user.
+ */
+static Oid
+CallerUserId(void)
+{
+	const char *role = GetConfigOption("role", false, false);
+
+	if (role != NULL && strcmp(role, "none") != 0)
+		return get_role_oid(role, false);
+	return GetSessionUserId();
+}
+
+/* Raise SS002 when row-level security applies to role userid on relid. */
+static void
+CheckRowSecurity(Oid relid, Oid userid)
+{
+	if (check_enable_rls(relid, userid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_SHAPESYNC_ROW_SECURITY),
+				 errmsg("row-level security applies to role \"%s\" on table \"%s\"",
+						GetUserNameFromId(userid, false), get_rel_name(relid)),
+				 errdetail("A shape's live changes are not filtered by row-level security policies yet, so its snapshot and its changes would disagree."),
+				 errhint("Serve this table through a role that row-level security does not apply to (the table owner or a BYPASSRLS role), or disable row-level security on it.")));
+}
+
+/*
+ * Parse, validate and fold filter where of table relid; fill values[0..3]
+ * with (canonical_where, template, template_sql, consts).
+ */
+static void
+ParseWhere(Oid relid, const char *where, ArrayType *params, Datum *values)
+{
 	Relation	rel;
 	ValidateContext vcxt;
 	Node	   *expr;
 	Node	   *lifted;
 	LiftContext lcxt;
 	List	   *dpcontext;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
 	Datum	   *cvalues;
 	bool	   *cnulls;
 	int			i;
 	ListCell   *lc;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("shape table must not be NULL")));
-	if (PG_ARGISNULL(1))
-		PG_RETURN_NULL();
-	relid = PG_GETARG_OID(0);
-	where = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
 
 	rel = relation_open(relid, AccessShareLock);
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
@@ -665,7 +796,7 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 	(void) ValidateWalker(expr, &vcxt);
 
 	/* fold constants: "x = 2 + 3" and "x = 5" are the same shape */
-	expr = eval_const_expressions(NULL, expr);
+	expr = FoldConstants(expr);
 
 	dpcontext = deparse_context_for(RelationGetRelationName(rel), relid);
 	values[0] = CStringGetTextDatum(deparse_expression(expr, dpcontext, false, false));
@@ -674,7 +805,6 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 	lifted = LiftMutator(expr, &lcxt);
 	values[1] = CStringGetTextDatum(nodeToString(lifted));
 	values[2] = CStringGetTextDatum(deparse_expression(lifted, dpcontext, false, false));
-
 	cvalues = palloc0(sizeof(Datum) * Max(lcxt.nparams, 1));
 	cnulls = palloc0(sizeof(bool) * Max(lcxt.nparams, 1));
 	i = 0;
@@ -724,6 +854,136 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 	}
 
 	relation_close(rel, NoLock);
+}
+
+/* parse_where(rel, where_clause, params) → (canonical_where, template, template_sql, consts) */
+Datum
+shapesync_parse_where(PG_FUNCTION_ARGS)
+{
+	ArrayType  *params = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("shape table must not be NULL")));
+	if (PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	ParseWhere(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), params, values);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * check_row_security(rel): raise SS002 when row-level security applies to
+ * the caller.  get_or_create_shape() calls it from inside SECURITY DEFINER,
+ * where the current user is the extension's owner: the caller is the role
+ * outside it.
+ */
+Datum
+shapesync_check_row_security(PG_FUNCTION_ARGS)
+{
+	CheckRowSecurity(PG_GETARG_OID(0), CallerUserId());
+	PG_RETURN_VOID();
+}
+
+/*
+ * check_shape(rel, where_clause, params) → (canonical_where, error_field,
+ * error_code, error_message, error_detail, error_hint, error_position):
+ * the checks of get_or_create_shape() that a client's request can fail, in a
+ * subtransaction, with the error returned as data instead of raised (so it
+ * reaches no server log).  Cancels and internal errors are raised.
+ */
+Datum
+shapesync_check_shape(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *volatile where = NULL;
+	ArrayType  *params = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	TupleDesc	tupdesc;
+	Datum		values[7];
+	bool		nulls[7] = {true, true, true, true, true, true, true};
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("shape table must not be NULL")));
+	relid = PG_GETARG_OID(0);
+	if (!PG_ARGISNULL(1))
+	{
+		where = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (where[strspn(where, " \t\r\n\f")] == '\0')
+			where = NULL;
+	}
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		Datum		parsed[4];
+
+		CheckRowSecurity(relid, GetUserId());
+		if (where != NULL)
+		{
+			ParseWhere(relid, where, params, parsed);
+			values[0] = parsed[0];
+			nulls[0] = false;
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			cls;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		cls = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (edata->elevel > ERROR || edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			cls == ERRCODE_OPERATOR_INTERVENTION || cls == ERRCODE_SYSTEM_ERROR ||
+			cls == ERRCODE_INTERNAL_ERROR || cls == ERRCODE_INSUFFICIENT_RESOURCES)
+			ReThrowError(edata);
+
+		values[1] = CStringGetTextDatum(edata->sqlerrcode == ERRCODE_SHAPESYNC_ROW_SECURITY ? "table" : "where");
+		nulls[1] = false;
+		values[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		nulls[2] = false;
+		values[3] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+		nulls[3] = false;
+		if (edata->detail)
+		{
+			values[4] = CStringGetTextDatum(edata->detail);
+			nulls[4] = false;
+		}
+		if (edata->hint)
+		{
+			values[5] = CStringGetTextDatum(edata->hint);
+			nulls[5] = false;
+		}
+		if (edata->internalpos > 0 || edata->cursorpos > 0)
+		{
+			values[6] = Int32GetDatum(edata->internalpos > 0 ? edata->internalpos : edata->cursorpos);
+			nulls[6] = false;
+		}
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 

@@ -28,6 +28,8 @@ int			shapesync_tick_min_interval_ms = 2;
 int			shapesync_log_retention_s = 86400;
 int			shapesync_consumer_timeout_s = 3600;
 int			shapesync_maintenance_interval_s = 10;
+int			shapesync_filter_fold_timeout_ms = 100;
+int			shapesync_filter_max_constant_bytes = 1048576;
 
 void		_PG_init(void);
 
@@ -101,6 +103,26 @@ _PG_init(void)
 							1, 86400,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.filter_fold_timeout",
+							"Time a shape filter's constant expressions may take to evaluate at registration.",
+							"A filter whose constants take longer (e.g. repeat('y', 1000000000)) is refused.",
+							&shapesync_filter_fold_timeout_ms,
+							100,
+							1, 600000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.filter_max_constant_bytes",
+							"Largest constant a shape filter may hold after constant folding.",
+							NULL,
+							&shapesync_filter_max_constant_bytes,
+							1048576,
+							1024, 256 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("shapesync");

@@ -34,6 +34,11 @@ extern int	shapesync_tick_min_interval_ms;
 extern int	shapesync_log_retention_s;
 extern int	shapesync_consumer_timeout_s;
 extern int	shapesync_maintenance_interval_s;
+extern int	shapesync_filter_fold_timeout_ms;
+extern int	shapesync_filter_max_constant_bytes;
+
+/* row-level security applies to the caller on a shape's table */
+#define ERRCODE_SHAPESYNC_ROW_SECURITY MAKE_SQLSTATE('S','S','0','0','2')
 
 /* shape ops in shapesync.changes.shape_ops: shape_id * 4 + op */
 #define SHAPESYNC_OP_INSERT 1

@@ -104,7 +104,45 @@ HasTrigger(Oid relid, const char *tgname)
 				  2, argtypes, args, SPI_OK_SELECT) > 0;
 }
 
-/* track(rel): install the capture triggers and register the table. */
+/* Grant SELECT on rel (and USAGE on its schema) to the roles of shapesync.sidecar_roles. */
+static void
+GrantToSidecars(Relation rel, const char *qualname)
+{
+	StringInfoData sql;
+	StringInfoData roles;
+
+	/* an extension still at 0.1.0 (not yet ALTER EXTENSION UPDATEd) has none */
+	if (!OidIsValid(ShapesyncRelationOid("sidecar_roles", true)))
+		return;
+	RunSql("SELECT pg_catalog.quote_ident(r.rolname) FROM shapesync.sidecar_roles s"
+		   " JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.roleid",
+		   0, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return;
+	initStringInfo(&roles);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *role = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		appendStringInfo(&roles, "%s%s", i > 0 ? ", " : "", role);
+	}
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "GRANT SELECT ON %s TO %s", qualname, roles.data);
+	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "GRANT USAGE ON SCHEMA %s TO %s",
+					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))), roles.data);
+	RunSql(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+}
+
+/*
+ * track(rel): install the capture triggers and register the table.
+ * Partitioned tables are refused (track their partitions).  A table with
+ * inheritance children is tracked with a notice: its shapes hold its own
+ * rows only (snapshots read FROM ONLY the table, and a child's changes fire
+ * no trigger of the parent).  The table is granted to the sidecar roles of
+ * shapesync.grant_sidecar().
+ */
 Datum
 shapesync_track(PG_FUNCTION_ARGS)
 {
@@ -146,6 +184,15 @@ shapesync_track(PG_FUNCTION_ARGS)
 	}
 	RunSql("INSERT INTO shapesync.tracked (relid) VALUES ($1) ON CONFLICT (relid) DO NOTHING",
 		   1, argtypes, args, SPI_OK_INSERT);
+	GrantToSidecars(rel, qualname);
+
+	if (RunSql("SELECT 1 FROM pg_catalog.pg_inherits WHERE inhparent OPERATOR(pg_catalog.=) $1",
+			   1, argtypes, args, SPI_OK_SELECT) > 0)
+		ereport(NOTICE,
+				(errmsg("table \"%s\" has inheritance children: its shapes hold only its own rows",
+						RelationGetRelationName(rel)),
+				 errdetail("Shapes read FROM ONLY the tracked table, and changes to a child table fire no trigger of its parent."),
+				 errhint("Track the child tables to serve their rows.")));
 
 	SPI_finish();
 	relation_close(rel, NoLock);

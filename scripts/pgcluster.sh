@@ -31,7 +31,8 @@ usage() {
 # Locate the PostgreSQL 15 server binaries.
 pg_bindir() {
 	local d
-	if [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+	# an explicit PG_CONFIG wins (e.g. a private installation of the extension)
+	if [ -z "${PG_CONFIG:-}" ] && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
 		echo /usr/lib/postgresql/15/bin
 		return
 	fi

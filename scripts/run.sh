@@ -3,8 +3,11 @@
 #
 # Without DATABASE_URL: starts (or reuses) a PostgreSQL cluster in .shapesync/pg
 # on 127.0.0.1:${SHAPESYNC_PG_PORT:-54329}, database `shapesync`, user `postgres`,
-# with a tracked demo table `items`. With DATABASE_URL: uses that database
-# (which must have `CREATE EXTENSION shapesync`) and starts no cluster.
+# with a tracked demo table `items`; the extension is created, or upgraded in
+# place when the installed version is newer (never dropped), and shapesyncd
+# connects as the non-superuser role shapesync_sidecar. With DATABASE_URL:
+# uses that database (which must have `CREATE EXTENSION shapesync`) and its
+# role as given, and starts no cluster.
 # Then runs build/shapesyncd in the foreground on 127.0.0.1:${SHAPESYNC_HTTP_PORT:-3000}.
 # Ctrl-C (or SIGTERM) stops shapesyncd, then the cluster.
 set -euo pipefail
@@ -55,40 +58,55 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The cluster outlives builds of the extension whose version number does not
-# change: when the installed files differ from the ones the database was set up
-# with, re-create the extension (and re-track the tables that were tracked).
-refresh_extension() {
-	local url=$1 sharedir pkglibdir stamp_file stamp tracked t
-	sharedir=$(pg_config --sharedir)
-	pkglibdir=$(pg_config --pkglibdir)
-	stamp_file=$ROOT/.shapesync/extension.stamp
-	stamp=$(cat "$sharedir"/extension/shapesync.control "$sharedir"/extension/shapesync--*.sql \
-		"$pkglibdir"/shapesync.so 2>/dev/null | sha256sum | cut -d' ' -f1)
-	if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
-		return 0
+# The cluster outlives builds of the extension. Its sync state (shapes, change
+# log, ticks) is never dropped: a database whose extension is older than the
+# installed default version is upgraded in place (ALTER EXTENSION ... UPDATE,
+# through the upgrade scripts in sql/). Only a missing extension is created.
+update_extension() {
+	local url=$1 have want
+	want=$(psql -X -q -tA -d "$url" -c "SELECT default_version FROM pg_available_extensions WHERE name = 'shapesync'")
+	[ -n "$want" ] || die "the shapesync extension is not installed in this PostgreSQL: run 'make install'"
+	have=$(psql -X -q -tA -d "$url" -c "SELECT extversion FROM pg_extension WHERE extname = 'shapesync'")
+	if [ -z "$have" ]; then
+		log "creating extension shapesync $want"
+		psql -X -q -v ON_ERROR_STOP=1 -d "$url" -c "CREATE EXTENSION shapesync" >/dev/null
+	elif [ "$have" != "$want" ]; then
+		log "upgrading extension shapesync $have -> $want (ALTER EXTENSION shapesync UPDATE; shapes and change log are kept)"
+		psql -X -q -v ON_ERROR_STOP=1 -d "$url" -c "ALTER EXTENSION shapesync UPDATE" >/dev/null ||
+			die "ALTER EXTENSION shapesync UPDATE failed: nothing was dropped; see the error above"
+	else
+		log "extension shapesync $have is up to date"
 	fi
-	tracked=$(psql -X -q -tA -d "$url" -c "SELECT relid::regclass::text FROM shapesync.tracked" 2>/dev/null || true)
-	log "extension files changed since this cluster was set up: re-creating the extension"
-	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" \
-		-c "DROP EXTENSION IF EXISTS shapesync CASCADE" -c "CREATE EXTENSION shapesync" >/dev/null
-	while IFS= read -r t; do
-		[ -n "$t" ] || continue
-		psql -X -q -v ON_ERROR_STOP=1 -d "$url" -v t="$t" >/dev/null <<<"SELECT shapesync.track(:'t')" ||
-			log "could not re-track $t"
-	done <<<"$tracked"
-	echo "$stamp" >"$stamp_file"
+}
+
+# The sidecar runs as a login role that is not a superuser, with exactly the
+# privileges of shapesync.grant_sidecar() (docs/security.md).
+SIDECAR_ROLE=${SHAPESYNC_SIDECAR_ROLE:-shapesync_sidecar}
+setup_sidecar_role() {
+	local url=$1
+	log "granting the sidecar's privileges to role $SIDECAR_ROLE (SELECT shapesync.grant_sidecar('$SIDECAR_ROLE'))"
+	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" -v role="$SIDECAR_ROLE" >/dev/null <<-'SQL'
+		SELECT format('CREATE ROLE %I LOGIN', :'role')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+		SELECT shapesync.grant_sidecar(:'role');
+	SQL
 }
 
 if [ -n "${DATABASE_URL:-}" ]; then
 	url=$DATABASE_URL
-	log "using DATABASE_URL (no cluster started)"
+	log "using DATABASE_URL (no cluster started, its extension and roles left as they are)"
+	have=$(psql -X -q -tA -d "$url" -c "SELECT extversion FROM pg_extension WHERE extname = 'shapesync'" 2>/dev/null || true)
+	want=$(psql -X -q -tA -d "$url" -c "SELECT default_version FROM pg_available_extensions WHERE name = 'shapesync'" 2>/dev/null || true)
+	if [ -n "$have" ] && [ -n "$want" ] && [ "$have" != "$want" ]; then
+		log "note: the database has shapesync $have, the installed files are $want: run ALTER EXTENSION shapesync UPDATE"
+	fi
 else
 	mkdir -p "$ROOT/.shapesync"
 	own_cluster=1
 	log "starting PostgreSQL in $CLUSTER_DIR on 127.0.0.1:$PG_PORT"
-	url=$(scripts/pgcluster.sh start "$CLUSTER_DIR" "$PG_PORT" shapesync)
-	refresh_extension "$url"
+	url=$(SHAPESYNC_PG_EXTENSION=0 scripts/pgcluster.sh start "$CLUSTER_DIR" "$PG_PORT" shapesync)
+	update_extension "$url"
+	log "creating the demo table items (if missing) and tracking it"
 	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" >/dev/null <<-'SQL'
 		CREATE TABLE IF NOT EXISTS public.items (
 		  id         bigserial PRIMARY KEY,
@@ -101,12 +119,18 @@ else
 		SELECT t, d FROM (VALUES ('Buy milk', false), ('Write the README', true), ('Try shapesync', false)) v(t, d)
 		 WHERE NOT EXISTS (SELECT 1 FROM public.items);
 	SQL
+	setup_sidecar_role "$url"
+	# postgresql://postgres@host:port/db -> postgresql://ROLE@host:port/db
+	sidecar_url=$(printf '%s' "$url" | sed -E "s#^(postgres(ql)?://)([^@/]*@)?#\1$SIDECAR_ROLE@#")
+	sidecar_note="  sidecar    connects as $sidecar_url (role $SIDECAR_ROLE, not a superuser)"
 fi
+sidecar_url=${sidecar_url:-$url}
 
 # Own process group, so a terminal's Ctrl-C reaches shapesyncd only through us.
 set -m
 mkdir -p "$ROOT/.shapesync"
-"$SIDECAR" --database-url "$url" --listen "127.0.0.1:$HTTP_PORT" --data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
+log "starting shapesyncd on $HTTP (database $sidecar_url)"
+"$SIDECAR" --database-url "$sidecar_url" --listen "127.0.0.1:$HTTP_PORT" --data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
 sidecar_pid=$!
 set +m
 
@@ -124,6 +148,7 @@ cat <<EOF
   shapesync is running.
 
   database   $url
+${sidecar_note:-}
   shape API  $HTTP/v1/shape?table=items&offset=-1
 
   Try it:

@@ -416,6 +416,22 @@ CREATE TRIGGER shape_registry_state AFTER UPDATE ON shapesync.shape_registry
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION shapesync.on_registry_update();
 
+CREATE FUNCTION shapesync.check_row_security(rel pg_catalog.regclass) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_check_row_security';
+COMMENT ON FUNCTION shapesync.check_row_security(pg_catalog.regclass) IS
+    'Raise SQLSTATE SS002 when row-level security applies to the calling role on the table (shapes do not apply policies to live changes yet).';
+
+CREATE FUNCTION shapesync.check_shape(rel pg_catalog.regclass, where_clause text, params text[] DEFAULT NULL,
+                                      OUT canonical_where text, OUT error_field text, OUT error_code text,
+                                      OUT error_message text, OUT error_detail text, OUT error_hint text,
+                                      OUT error_position int)
+    RETURNS record
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_check_shape';
+COMMENT ON FUNCTION shapesync.check_shape(pg_catalog.regclass, text, text[]) IS
+    'What get_or_create_shape() would refuse in a request (row-level security, the filter), returned as data instead of raised, so that rejected requests write nothing to the server log; canonical_where when the filter is valid.';
+
 CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
                                               options text DEFAULT '', params text[] DEFAULT NULL)
     RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
@@ -461,6 +477,8 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    -- row-level security that applies to the caller (not to this function's owner) refuses the shape
+    PERFORM shapesync.check_row_security(rel);
 
     IF where_clause IS NOT NULL AND btrim(where_clause, E' \t\r\n\f') <> '' THEN
         SELECT p.canonical_where, p.template, p.template_sql, p.consts INTO cw, tmpl, tsql, cs
@@ -519,7 +537,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]) IS
-    'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused.';
+    'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused. Refused (SQLSTATE SS002) when row-level security applies to the caller on the table.';
 
 CREATE FUNCTION shapesync.wait_for_writers(rel pg_catalog.regclass) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE

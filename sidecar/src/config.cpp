@@ -155,6 +155,16 @@ std::vector<Setting> settings() {
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},
+      {"--registration-connections", "SHAPESYNC_REGISTRATION_CONNECTIONS", nullptr,
+       "database connections for shape registration, so one slow registration does not hold up others (default 4)",
+       int_setting(&Config::registration_pool_size, 1, 64)},
+      {"--registration-timeout", "SHAPESYNC_REGISTRATION_TIMEOUT", nullptr,
+       "statement_timeout in ms of shape registration (WHERE validation included); a WHERE that takes longer "
+       "is answered 400 (default 5000)",
+       int_setting(&Config::registration_timeout_ms, 100, 3600000)},
+      {"--snapshot-timeout", "SHAPESYNC_SNAPSHOT_TIMEOUT", nullptr,
+       "statement_timeout in ms of a shape's snapshot query, 0 for none (default 600000)",
+       int_setting(&Config::snapshot_timeout_ms, 0, 86400000)},
   };
 }
 

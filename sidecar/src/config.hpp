@@ -23,6 +23,9 @@ struct Config {
   int cache_stale_age_s = 300;
   size_t max_body_bytes = 1 << 20;
   int snapshot_pool_size = 2;
+  int registration_pool_size = 4;        // connections for shape registration (parse, validate, register)
+  int registration_timeout_ms = 5000;    // statement_timeout of registration statements
+  int snapshot_timeout_ms = 600000;      // statement_timeout of snapshot transactions (0: none)
   int batch_window_ticks = 100000;       // decoded batches kept for new shapes' catch-up
   int sse_timeout_ms = 60000;            // an SSE response ends after this
   int sse_keepalive_ms = 21000;          // ": keep-alive" comment after this much silence

@@ -25,7 +25,7 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
 inline constexpr const char* kLogTruncated = "SS001";
 // Raised by the sidecar itself (never by PostgreSQL): a shape's snapshot was
 // claimed by a sidecar that stopped before storing it; the shape is retired.
-inline constexpr const char* kSnapshotAbandoned = "SS002";
+inline constexpr const char* kSnapshotAbandoned = "SS901";  // not a code the extension uses (SS002 is its RLS refusal)
 // Tick ids after `after` (ascending, at most `limit`), and before `before` when non-zero.
 asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit);
 

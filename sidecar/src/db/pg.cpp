@@ -98,6 +98,12 @@ PgError result_error(PGconn* conn, PGresult* r) {
   if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) e.detail = d;
   if (const char* h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT)) e.hint = h;
   if (const char* pos = PQresultErrorField(r, PG_DIAG_INTERNAL_POSITION)) e.position = std::atoi(pos);
+  if (e.sqlstate == "42501") {
+    // say which role lacks what, and how to fix it, wherever this is logged
+    std::string role = PQuser(conn) ? PQuser(conn) : "";
+    e.hint = "the database role \"" + role + "\" lacks a privilege shapesyncd needs: as a superuser or the tables' owner, run "
+             "SELECT shapesync.grant_sidecar('" + role + "') (docs/security.md)";
+  }
   return e;
 }
 

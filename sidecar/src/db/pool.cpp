@@ -12,8 +12,8 @@ const char* const kSessionSetup =
     "SET DateStyle = 'ISO, DMY'; SET TimeZone = 'UTC'; SET extra_float_digits = 1; "
     "SET bytea_output = 'hex'; SET IntervalStyle = 'iso_8601'; SET application_name = 'shapesyncd'";
 
-PgPool::PgPool(asio::any_io_executor ex, std::string conninfo, size_t size)
-    : ex_(std::move(ex)), conninfo_(std::move(conninfo)), size_(size) {}
+PgPool::PgPool(asio::any_io_executor ex, std::string conninfo, size_t size, std::string session_extra)
+    : ex_(std::move(ex)), conninfo_(std::move(conninfo)), session_extra_(std::move(session_extra)), size_(size) {}
 
 asio::awaitable<PgPool::Lease> PgPool::acquire() {
   auto ex = co_await asio::this_coro::executor;
@@ -41,6 +41,7 @@ asio::awaitable<PgPool::Lease> PgPool::acquire() {
     if (!lease->healthy()) {
       co_await lease->connect(conninfo_);
       co_await lease->exec(kSessionSetup);
+      if (!session_extra_.empty()) co_await lease->exec(session_extra_);
     }
     co_return lease;
   }

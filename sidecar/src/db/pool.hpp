@@ -20,7 +20,8 @@ extern const char* const kSessionSetup;
 
 class PgPool {
  public:
-  PgPool(asio::any_io_executor ex, std::string conninfo, size_t size);
+  // session_extra: more SQL run on each new connection after kSessionSetup.
+  PgPool(asio::any_io_executor ex, std::string conninfo, size_t size, std::string session_extra = "");
 
   class Lease {
    public:
@@ -45,6 +46,7 @@ class PgPool {
 
   asio::any_io_executor ex_;
   std::string conninfo_;
+  std::string session_extra_;
   std::mutex mu_;
   std::vector<std::unique_ptr<PgConn>> free_;
   size_t outstanding_ = 0;

@@ -27,6 +27,15 @@ namespace shapesync {
 
 namespace {
 
+// The error text to log: a missing privilege also says which role and how to grant it.
+std::string pg_why(const PgError& e) {
+  return e.sqlstate == "42501" && !e.hint.empty() ? std::string(e.what()) + ": " + e.hint : std::string(e.what());
+}
+
+}  // namespace
+
+namespace {
+
 constexpr std::string_view kExposeHeaders =
     "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,"
     "electric-internal-known-error,retry-after";
@@ -88,7 +97,8 @@ App::App(asio::io_context& io, Config cfg)
       cfg_(std::move(cfg)),
       store_(cfg_.chunk_bytes_threshold),
       pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
-      reg_pool_(io.get_executor(), cfg_.database_url, 1) {}
+      reg_pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.registration_pool_size),
+                "SET statement_timeout = " + std::to_string(cfg_.registration_timeout_ms)) {}
 
 void App::stop() {
   stopping_ = true;
@@ -490,6 +500,47 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   try {
     auto lease = co_await reg_pool_.acquire();
     PgConn& c = *lease;
+    auto field = [&](const PgResult& res, const char* name) -> std::optional<std::string> {
+      int i = PQfnumber(res.raw(), name);
+      if (i < 0 || res.is_null(0, i)) return std::nullopt;
+      return std::string(res.get(0, i));
+    };
+    // What a request can get wrong is checked first by check_shape(), which
+    // returns the error as data: a rejected WHERE writes nothing to the
+    // server log (an ERROR would log the whole statement, every time).
+    {
+      PgParams args{std::to_string(t.relid), p.where ? *p.where : std::string(), text_array_literal(param_values)};
+      std::optional<PgResult> chk;
+      try {
+        chk = co_await c.exec("SELECT * FROM shapesync.check_shape($1::oid::regclass, NULLIF($2, ''), $3::text[])",
+                              args);
+      } catch (const PgError& e) {
+        if (e.sqlstate != "42883") throw;  // an extension older than 0.2.0: get_or_create_shape() checks
+      }
+      if (chk && chk->rows() == 1) {
+        if (auto code = field(*chk, "error_code")) {
+          std::string msg = field(*chk, "error_message").value_or("invalid shape");
+          if (auto pos = field(*chk, "error_position")) msg = "At location " + *pos + ": " + msg;
+          if (auto d = field(*chk, "error_detail")) msg += ". " + *d;
+          if (*code == "SS002") {
+            // row-level security applies to this sidecar's role: the
+            // snapshot would be filtered and the live changes not
+            log_warn("shape refused: ", msg);
+            if (auto h = field(*chk, "error_hint")) msg += " " + *h;
+            ValidationErrors v;
+            v.add("table", msg);
+            Response res = json_response(req, http::status::forbidden, v.body());
+            res.set(http::field::cache_control, "no-store");
+            err = std::move(res);
+            co_return nullptr;
+          }
+          ValidationErrors v;
+          v.add(field(*chk, "error_field").value_or("where"), msg);
+          err = error_400(req, v);
+          co_return nullptr;
+        }
+      }
+    }
     auto reg = [&]() -> asio::awaitable<PgResult> {
       if (!p.where && param_values.empty()) {
         PgParams args{std::to_string(t.relid), cols_array, options};
@@ -501,20 +552,13 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
           "SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, $2, $3::text[], $4, $5::text[])", args);
     };
     PgResult r = co_await reg();
-    auto field = [&](const PgResult& res, const char* name) -> std::optional<std::string> {
-      int i = PQfnumber(res.raw(), name);
-      if (i < 0 || res.is_null(0, i)) return std::nullopt;
-      return std::string(res.get(0, i));
-    };
     std::string canonical = field(r, "canonical_where").value_or("");
     std::string canon_key = std::to_string(t.relid) + "|" + canonical + "|" + cols_array + "|" + options;
-    {
-      std::lock_guard lk(store_.mutex());
-      aliases_[raw_key] = canon_key;
-      if (auto existing = store_.active(canon_key)) co_return existing;
-    }
     def.key = canon_key;
+    // one lock: concurrent registrations of one definition make one shape
     std::lock_guard lk(store_.mutex());
+    aliases_[raw_key] = canon_key;
+    if (auto existing = store_.active(canon_key)) co_return existing;
     s = store_.begin_create(std::move(def));
     s->handle = *field(r, "handle");
     s->shape_id = static_cast<int32_t>(std::stol(field(r, "shape_id").value_or("0")));
@@ -525,6 +569,14 @@ asio::awaitable<std::shared_ptr<Shape>> App::register_shape(const ShapeParams& p
   }
   if (failed) {
     const PgError& e = *failed;
+    if (e.sqlstate == "57014" && p.where) {
+      // statement_timeout: the WHERE is what takes long, a retry would too
+      ValidationErrors v;
+      v.add("where", "The WHERE clause took longer than the registration timeout (" +
+                         std::to_string(cfg_.registration_timeout_ms) + " ms) to validate");
+      err = error_400(req, v);
+      co_return nullptr;
+    }
     PgFailure kind = classify_pg_error(e);
     // Dropped (or untracked) since it was looked up: say so, as for any
     // missing table, not as a WHERE error or a retryable 503.
@@ -649,6 +701,7 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const std::shar
     store_.publish_snapshot_chunk(sp, std::move(chunk));
   };
   try {
+    co_await c.exec("SET LOCAL statement_timeout = " + std::to_string(cfg_.snapshot_timeout_ms));
     PgResult snap = co_await c.exec(
         "SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
     auto ps = PgSnapshot::parse(snap.get(0, 0));
@@ -667,7 +720,9 @@ asio::awaitable<App::SnapshotData> App::take_snapshot(PgConn& c, const std::shar
         if (i) sql += ", ";
         sql += quote_ident(t.columns[s->def.selected[i]].name);
       }
-      sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
+      // ONLY: the rows of an inheritance child are not the tracked table's
+      // (a child's changes fire none of its triggers)
+      sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
       // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
       if (!s->where.empty()) sql += " WHERE " + s->where;
       sql += ") TO STDOUT";
@@ -1420,7 +1475,7 @@ asio::awaitable<void> App::run_reporter() {
         interval = std::max(std::chrono::milliseconds(1000), reported ? 10 * took : std::chrono::milliseconds(0));
       }
     } catch (const PgError& e) {
-      if (db_ready_) log_warn("progress reports: ", e.what());
+      if (db_ready_) log_warn("progress reports: ", pg_why(e));
     }
     c.close();
     if (stopping_) co_return;
@@ -1702,7 +1757,7 @@ asio::awaitable<void> App::run_ticker() {
                 co_await c.exec("SELECT * FROM shapesync.maintain()");
               } catch (const PgError& e) {
                 if (e.connection_lost) throw;
-                failed = e.sqlstate + " " + e.what();
+                failed = e.sqlstate + " " + pg_why(e);
               }
               if (!failed.empty()) log_warn("shapesync.maintain() failed: ", failed);
             }
@@ -1723,8 +1778,8 @@ asio::awaitable<void> App::run_ticker() {
         }
       }
     } catch (const PgError& e) {
-      if (db_ready_) log_warn("lost the database: ", e.what());
-      else log_warn("cannot reach the database: ", e.what());
+      if (db_ready_) log_warn("lost the database: ", pg_why(e));
+      else log_warn("cannot reach the database: ", pg_why(e));
       db_ready_ = false;
     }
     c.close();

@@ -242,7 +242,7 @@ class App {
   Config cfg_;
   ShapeStore store_;
   PgPool pool_;
-  PgPool reg_pool_;  // one connection: registrations are serialised
+  PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
   std::map<std::string, std::string> aliases_;  // request definition → canonical key (under store mutex)
   std::string inval_cursor_;                    // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};

@@ -19,7 +19,7 @@ std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& sele
     if (i) sql += ", ";
     sql += quote_ident(t.columns[selected[i]].name);
   }
-  sql += " FROM " + quote_ident(t.schema) + "." + quote_ident(t.name);
+  sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
   if (!shape_where.empty() && !subset_where.empty())
     sql += " WHERE (" + shape_where + ") AND (" + subset_where + ")";
   else if (!shape_where.empty())
@@ -74,8 +74,16 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
           std::optional<std::string> params;
           if (!sp.params.empty()) params = text_array_literal(sp.params);
           PgParams args{std::to_string(lookup.table->relid), *sp.where, params};
+          // check_shape() returns a rejected filter as data: nothing in the server log
           PgResult r = co_await lease->exec(
-              "SELECT canonical_where FROM shapesync.parse_where($1::oid::regclass, $2, $3::text[])", args);
+              "SELECT canonical_where, error_message, error_position, error_detail "
+              "FROM shapesync.check_shape($1::oid::regclass, $2, $3::text[])", args);
+          if (auto m = r.opt(0, 1)) {
+            std::string msg = *m;
+            if (auto pos = r.opt(0, 2)) msg = "At location " + *pos + ": " + msg;
+            if (auto d = r.opt(0, 3)) msg += ". " + *d;
+            add_subset_error(v, "where", msg);
+          }
           canonical = r.opt(0, 0).value_or("");
         }
       }

@@ -13,6 +13,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const PGCLUSTER = join(ROOT, 'scripts', 'pgcluster.sh');
 export const SHAPESYNCD = process.env.SHAPESYNCD || join(ROOT, 'build', 'shapesyncd');
+/** The login role the sidecar connects as (scripts/run.sh uses the same name). */
+export const SIDECAR_ROLE = 'shapesync_sidecar';
 
 /** A TCP port free on 127.0.0.1 right now. */
 export function freePort() {
@@ -67,6 +69,8 @@ function tail(file, lines = 40) {
  * @param {number} [o.longPollTimeoutMs] sidecar --long-poll-timeout
  * @param {string[]} [o.sidecarArgs] extra sidecar arguments
  * @param {boolean} [o.preload] false: no shapesync in shared_preload_libraries (the sidecar ticks)
+ * @param {boolean} [o.superuserSidecar] true: the sidecar connects as the superuser, not as SIDECAR_ROLE
+ * @param {string} [o.extensionVersion] CREATE EXTENSION shapesync VERSION this (default: the default version)
  */
 export async function startStack(o = {}) {
   if (!existsSync(SHAPESYNCD)) {
@@ -107,7 +111,11 @@ export async function startStack(o = {}) {
   try {
     const pgPort = await freePort();
     const dbUrl = (await run(PGCLUSTER, ['start', clusterDir, String(pgPort), 'shapesync'], {
-      env: { SHAPESYNC_PG_FSYNC: 'off', ...(o.preload === false ? { SHAPESYNC_PG_PRELOAD: '0' } : {}) },
+      env: {
+        SHAPESYNC_PG_FSYNC: 'off',
+        ...(o.preload === false ? { SHAPESYNC_PG_PRELOAD: '0' } : {}),
+        ...(o.extensionVersion ? { SHAPESYNC_PG_EXTENSION: '0' } : {}),
+      },
       timeoutMs: 120_000,
     })).trim().split('\n').pop();
 
@@ -117,10 +125,23 @@ export async function startStack(o = {}) {
         env: { PGCONNECT_TIMEOUT: '10' },
       }).then((s) => s.trim());
 
+    // The sidecar runs as a non-superuser login role with exactly what
+    // shapesync.grant_sidecar() gives (docs/security.md); setup SQL runs as
+    // the superuser, and tables it tracks are granted to the role by track().
+    // superuserSidecar: true keeps the superuser (only for tests that need it).
+    if (o.extensionVersion) await psql(`CREATE EXTENSION shapesync VERSION '${o.extensionVersion}'`);
+    let sidecarDbUrl = dbUrl;
+    if (!o.superuserSidecar) {
+      await psql(`CREATE ROLE ${SIDECAR_ROLE} LOGIN; SELECT shapesync.grant_sidecar('${SIDECAR_ROLE}');`);
+      const u = new URL(dbUrl);
+      u.username = SIDECAR_ROLE;
+      sidecarDbUrl = u.toString();
+    }
+
     if (o.setupSql) await psql(o.setupSql);
 
     const httpPort = await freePort();
-    const args = ['--database-url', dbUrl, '--listen', `127.0.0.1:${httpPort}`, '--data-dir', join(work, 'sidecar-data')];
+    const args = ['--database-url', sidecarDbUrl, '--listen', `127.0.0.1:${httpPort}`, '--data-dir', join(work, 'sidecar-data')];
     if (o.longPollTimeoutMs) args.push('--long-poll-timeout', String(o.longPollTimeoutMs));
     if (o.sidecarArgs) args.push(...o.sidecarArgs);
     const logFd = openSync(sidecarLog, 'a');
@@ -164,6 +185,8 @@ export async function startStack(o = {}) {
 
     return {
       dbUrl,
+      sidecarDbUrl,
+      clusterLog: () => tail(join(clusterDir, 'log'), 100000),
       baseUrl,
       shapeUrl: `${baseUrl}/v1/shape`,
       psql,

@@ -228,12 +228,12 @@ TEST(SubsetSql, ShapeWhereAndSubsetWhereAndQuotedOrderBy) {
   p.limit = 10;
   p.offset = 20;
   EXPECT_EQ(subset_query_sql(t, {0, 2}, "(id > 1)", "(title = 'a'::text)", p),
-            R"(SELECT "id", "Mixed Case" FROM "public"."items" WHERE ((id > 1)) AND ((title = 'a'::text)))"
+            R"(SELECT "id", "Mixed Case" FROM ONLY "public"."items" WHERE ((id > 1)) AND ((title = 'a'::text)))"
             R"( ORDER BY "Mixed Case" DESC NULLS LAST, "id" LIMIT 10 OFFSET 20)");
   SubsetParams none;
-  EXPECT_EQ(subset_query_sql(t, {0}, "", "", none), R"(SELECT "id" FROM "public"."items")");
-  EXPECT_EQ(subset_query_sql(t, {0}, "", "x", none), R"(SELECT "id" FROM "public"."items" WHERE x)");
-  EXPECT_EQ(subset_query_sql(t, {0}, "y", "", none), R"(SELECT "id" FROM "public"."items" WHERE y)");
+  EXPECT_EQ(subset_query_sql(t, {0}, "", "", none), R"(SELECT "id" FROM ONLY "public"."items")");
+  EXPECT_EQ(subset_query_sql(t, {0}, "", "x", none), R"(SELECT "id" FROM ONLY "public"."items" WHERE x)");
+  EXPECT_EQ(subset_query_sql(t, {0}, "y", "", none), R"(SELECT "id" FROM ONLY "public"."items" WHERE y)");
 }
 
 TEST(SubsetEncoding, BodyAndRows) {

@@ -1,0 +1,975 @@
+-- shapesync: change capture, ticks, shape registry and sync health.
+-- Full install script of the current version (copied to shapesync--VERSION.sql).
+
+\echo Use "CREATE EXTENSION shapesync" to load this file. \quit
+
+------------------------------------------------------------------------
+-- Tracking
+------------------------------------------------------------------------
+
+CREATE TABLE shapesync.tracked (
+    relid      oid PRIMARY KEY,
+    tracked_at timestamptz NOT NULL DEFAULT now(),
+    shapes_gen bigint NOT NULL DEFAULT 0
+);
+SELECT pg_catalog.pg_extension_config_dump('shapesync.tracked', '');
+COMMENT ON TABLE shapesync.tracked IS
+    'Tables whose changes shapesync captures (maintained by shapesync.track/untrack).';
+COMMENT ON COLUMN shapesync.tracked.shapes_gen IS
+    'Bumped whenever an active shape of the table stops being active: backends then rebuild their shape cache of the table in full (otherwise they only load shapes added since).';
+
+CREATE VIEW shapesync.tracked_tables AS
+    SELECT t.relid::pg_catalog.regclass AS relid, t.tracked_at
+      FROM shapesync.tracked t;
+COMMENT ON VIEW shapesync.tracked_tables IS
+    'Tracked tables, by name.';
+
+CREATE FUNCTION shapesync.track(rel pg_catalog.regclass) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_track';
+COMMENT ON FUNCTION shapesync.track(pg_catalog.regclass) IS
+    'Start capturing the changes of a table (needs a primary key); idempotent.';
+
+CREATE FUNCTION shapesync.untrack(rel pg_catalog.regclass) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_untrack';
+COMMENT ON FUNCTION shapesync.untrack(pg_catalog.regclass) IS
+    'Stop capturing the changes of a tracked table and invalidate its shapes.';
+
+------------------------------------------------------------------------
+-- Change log
+------------------------------------------------------------------------
+
+CREATE SEQUENCE shapesync.change_seq AS bigint;
+COMMENT ON SEQUENCE shapesync.change_seq IS
+    'Order of changes, taken at write time.';
+
+CREATE TABLE shapesync.changes (
+    xid     pg_catalog.xid8   NOT NULL,
+    seq     bigint            NOT NULL,
+    relid   oid               NOT NULL,
+    op      "char"            NOT NULL,
+    layout  int4              NOT NULL,
+    new_row bytea,
+    old_row bytea,
+    shape_ops int4[],
+    error   text
+) USING heap;
+CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
+COMMENT ON TABLE shapesync.changes IS
+    'Change log: one row per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S); written only by the extension.';
+COMMENT ON COLUMN shapesync.changes.shape_ops IS
+    'Filtered shapes that see the change: shape_id * 4 + op (1 insert, 2 update, 3 delete); for X rows shape_id * 4.';
+COMMENT ON COLUMN shapesync.changes.error IS
+    'X rows: the error raised by the shape filter; S rows: the reason (e.g. ddl: ALTER TABLE).';
+COMMENT ON INDEX shapesync.changes_xid_idx IS
+    'Batches are restricted by xid range first.';
+
+-- The rows live in three child tables that take turns (PgQ's rotation):
+-- writers insert into the current one; shapesync.maintain() makes the
+-- oldest one current again after TRUNCATEing it, once every consumer has
+-- passed all of its rows and it has been out of use for the retention time.
+-- shapesync.changes itself stays empty and reads all three.
+CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes);
+CREATE INDEX changes_0_xid_idx ON shapesync.changes_0 USING btree (xid);
+CREATE INDEX changes_1_xid_idx ON shapesync.changes_1 USING btree (xid);
+CREATE INDEX changes_2_xid_idx ON shapesync.changes_2 USING btree (xid);
+COMMENT ON TABLE shapesync.changes_0 IS 'Change-log table 0 of 3 (see shapesync.log_tables).';
+COMMENT ON TABLE shapesync.changes_1 IS 'Change-log table 1 of 3 (see shapesync.log_tables).';
+COMMENT ON TABLE shapesync.changes_2 IS 'Change-log table 2 of 3 (see shapesync.log_tables).';
+
+CREATE TABLE shapesync.log_state (
+    one            boolean PRIMARY KEY DEFAULT true CHECK (one),
+    current_table  int NOT NULL CHECK (current_table BETWEEN 0 AND 2),
+    switched_at    timestamptz NOT NULL DEFAULT now(),
+    horizon_tick   bigint NOT NULL DEFAULT 0,
+    truncated_at   timestamptz
+);
+INSERT INTO shapesync.log_state (current_table) VALUES (0);
+COMMENT ON TABLE shapesync.log_state IS
+    'Rotation state of the change log: the table writers insert into, when it became current, and the horizon: every truncated change was visible in the snapshot of tick horizon_tick, so batch(N) is complete only for N > horizon_tick.';
+
+CREATE TABLE shapesync.consumers (
+    consumer_name text PRIMARY KEY,
+    last_tick     bigint NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    last_seen     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE shapesync.consumers IS
+    'Readers of the change log (sidecars): the last tick each has consumed. A table is truncated only once every consumer has passed all of its rows; a consumer not seen for shapesync.consumer_timeout is dropped and stops holding the log back.';
+
+CREATE FUNCTION shapesync.capture() RETURNS trigger
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_capture';
+COMMENT ON FUNCTION shapesync.capture() IS
+    'Row trigger of tracked tables: writes the change to shapesync.changes.';
+
+CREATE FUNCTION shapesync.capture_truncate() RETURNS trigger
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_capture_truncate';
+COMMENT ON FUNCTION shapesync.capture_truncate() IS
+    'TRUNCATE trigger of tracked tables: logs a T change and invalidates the table''s shapes.';
+
+CREATE FUNCTION shapesync.row_values(relid oid, layout int4, img bytea) RETURNS text[]
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_row_values';
+COMMENT ON FUNCTION shapesync.row_values(oid, int4, bytea) IS
+    'Decode a row image: output texts by attnum (NULL for NULL and dropped columns); error if the table layout changed.';
+
+CREATE FUNCTION shapesync.row_json(relid oid, layout int4, img bytea) RETURNS json
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_row_json';
+COMMENT ON FUNCTION shapesync.row_json(oid, int4, bytea) IS
+    'Decode a row image as a json object of output texts; error if the table layout changed.';
+
+CREATE FUNCTION shapesync.row_values_or_null(relid oid, layout int4, img bytea) RETURNS text[]
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_row_values_or_null';
+COMMENT ON FUNCTION shapesync.row_values_or_null(oid, int4, bytea) IS
+    'As row_values, but NULL when the table is gone or its layout changed.';
+
+CREATE FUNCTION shapesync.row_json_or_null(relid oid, layout int4, img bytea) RETURNS json
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_row_json_or_null';
+COMMENT ON FUNCTION shapesync.row_json_or_null(oid, int4, bytea) IS
+    'As row_json, but NULL when the table is gone or its layout changed.';
+
+CREATE VIEW shapesync.change_log AS
+    SELECT c.xid, c.seq,
+           c.relid::pg_catalog.regclass AS table_name,
+           CASE c.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update'
+                     WHEN 'D' THEN 'delete' WHEN 'T' THEN 'truncate'
+                     WHEN 'X' THEN 'shape_error' WHEN 'S' THEN 'schema' END AS op,
+           shapesync.row_json_or_null(c.relid, c.layout, c.new_row) AS new_row,
+           shapesync.row_json_or_null(c.relid, c.layout, c.old_row) AS old_row,
+           c.shape_ops, c.error
+      FROM shapesync.changes c;
+COMMENT ON VIEW shapesync.change_log IS
+    'The change log, decoded in the reader''s session (images whose table layout changed show as NULL).';
+
+------------------------------------------------------------------------
+-- Ticks (PgQ's snapshot method)
+------------------------------------------------------------------------
+
+CREATE TABLE shapesync.ticks (
+    tick_id   bigint PRIMARY KEY,
+    snap      pg_catalog.pg_snapshot NOT NULL,
+    max_seq   bigint NOT NULL,
+    tick_time timestamptz NOT NULL DEFAULT now(),
+    tick_xid  pg_catalog.xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+);
+COMMENT ON COLUMN shapesync.ticks.tick_xid IS
+    'The xid of the transaction that recorded the tick: every xid assigned before it and not visible in snap was still running then.';
+COMMENT ON TABLE shapesync.ticks IS
+    'Ticks: the batch of tick N is every change whose xid is visible in snap(N) and not in snap(N-1).';
+
+INSERT INTO shapesync.ticks (tick_id, snap, max_seq) VALUES (1, pg_catalog.pg_current_snapshot(), 0);
+
+CREATE FUNCTION shapesync.tick(force boolean DEFAULT false) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_id   bigint;
+    last_snap pg_snapshot;
+    last_seq  bigint;
+    last_xid  xid8;
+    cur_seq   bigint;
+    cur_snap  pg_snapshot;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'shapesync.tick() must run at isolation level READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'A tick needs a snapshot taken after the previous tick committed.';
+    END IF;
+
+    -- serialise tickers: the previous tick is committed when we get the lock
+    PERFORM pg_advisory_xact_lock(7303830626947563123);
+
+    SELECT t.tick_id, t.snap, t.max_seq, t.tick_xid INTO last_id, last_snap, last_seq, last_xid
+      FROM shapesync.ticks t ORDER BY t.tick_id DESC LIMIT 1;
+
+    -- read the high-water mark BEFORE taking the snapshot (next statement):
+    -- every change with seq <= cur_seq then has an xid below the snapshot's xmax
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END
+      INTO cur_seq FROM shapesync.change_seq s;
+
+    SELECT pg_current_snapshot() INTO cur_snap;
+
+    -- Nothing can be new when no change took a seq since the last tick and
+    -- every transaction that could hold one of its changes unseen is still
+    -- invisible. Those are the last snapshot's xip list and the xids from its
+    -- xmax up to the last tick's own xid: pg_current_snapshot()'s xmax is
+    -- latestCompletedXid + 1, so a writer above it was running without being
+    -- listed, and any writer that took a seq before the last tick read the
+    -- high-water mark got its xid before the tick's own. Aborted ones only
+    -- cost a needless tick.
+    IF NOT force AND last_id IS NOT NULL AND cur_seq <= last_seq
+       AND last_xid::text::bigint - pg_snapshot_xmax(last_snap)::text::bigint <= 10000
+       AND NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(last_snap) AS x(xid)
+                        WHERE pg_visible_in_snapshot(x.xid, cur_snap))
+       AND NOT EXISTS (SELECT 1 FROM generate_series(pg_snapshot_xmax(last_snap)::text::bigint,
+                                                     last_xid::text::bigint - 1) AS g(x)
+                        WHERE pg_visible_in_snapshot(g.x::text::xid8, cur_snap)) THEN
+        RETURN NULL;
+    END IF;
+
+    INSERT INTO shapesync.ticks (tick_id, snap, max_seq, tick_time)
+    VALUES (coalesce(last_id, 0) + 1, cur_snap, greatest(cur_seq, coalesce(last_seq, 0)), now());
+    RETURN coalesce(last_id, 0) + 1;
+END
+$$;
+COMMENT ON FUNCTION shapesync.tick(boolean) IS
+    'Record a tick (snapshot and seq high-water mark) and return its id, or NULL when nothing can be new (unless force); commit it with synchronous_commit = on, then NOTIFY shapesync.';
+
+CREATE FUNCTION shapesync.batch(tick_id bigint)
+    RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
+                   new_values text[], old_values text[], shape_ops int4[], error text)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur_snap  pg_snapshot;
+    prev_snap pg_snapshot;
+    horizon   bigint;
+BEGIN
+    SELECT s.horizon_tick INTO horizon FROM shapesync.log_state s;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'shapesync.batch() must run at isolation level READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'It checks after reading that no rotation truncated what it read, which needs a new snapshot per statement.';
+    END IF;
+    IF batch.tick_id > 0 AND batch.tick_id <= horizon THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = format('Changes visible in tick %s were truncated; batches are complete only after it.', horizon),
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
+    SELECT t.snap INTO cur_snap FROM shapesync.ticks t WHERE t.tick_id = batch.tick_id;
+    SELECT t.snap INTO prev_snap FROM shapesync.ticks t
+     WHERE t.tick_id < batch.tick_id ORDER BY t.tick_id DESC LIMIT 1;
+    IF cur_snap IS NULL OR prev_snap IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, c.relid, c.op,
+               shapesync.row_values_or_null(c.relid, c.layout, c.new_row),
+               shapesync.row_values_or_null(c.relid, c.layout, c.old_row),
+               c.shape_ops, c.error
+          FROM shapesync.changes c
+         WHERE c.xid >= pg_snapshot_xmin(prev_snap)
+           AND c.xid < pg_snapshot_xmax(cur_snap)
+           AND pg_visible_in_snapshot(c.xid, cur_snap)
+           AND NOT pg_visible_in_snapshot(c.xid, prev_snap)
+         ORDER BY 3, 2;
+    -- TRUNCATE is not MVCC-safe: a rotation that committed after this
+    -- function started may have emptied a table before the query above read
+    -- it. Every rotation moves the horizon in the same transaction, and this
+    -- statement sees it (VOLATILE: a new snapshot per statement).
+    IF batch.tick_id > 0 AND (SELECT s.horizon_tick FROM shapesync.log_state s) >= batch.tick_id THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = 'It was truncated while being read.',
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION shapesync.batch(bigint) IS
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq); SQLSTATE SS001 when the change log no longer holds them all.';
+
+------------------------------------------------------------------------
+-- Shapes registry (see docs/shape-membership.md)
+------------------------------------------------------------------------
+
+CREATE SEQUENCE shapesync.shape_id_seq AS int;
+COMMENT ON SEQUENCE shapesync.shape_id_seq IS
+    'Internal shape ids (shape_ops elements are shape_id * 4 + op).';
+
+CREATE TABLE shapesync.shape_templates (
+    template_id  int PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+    relid        oid NOT NULL,
+    template_key text NOT NULL,
+    template     text NOT NULL,
+    template_sql text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX shape_templates_key ON shapesync.shape_templates (relid, template_key);
+COMMENT ON TABLE shapesync.shape_templates IS
+    'Shape filters with their constants lifted out as parameters; shapes that differ only in constants share one template, compiled once per backend.';
+COMMENT ON COLUMN shapesync.shape_templates.template_key IS
+    'sha256 of template, hex.';
+COMMENT ON COLUMN shapesync.shape_templates.template IS
+    'The analysed filter with its constants replaced by PARAM_EXTERN params, as nodeToString() text (what the trigger compiles).';
+COMMENT ON COLUMN shapesync.shape_templates.template_sql IS
+    'The template deparsed, with $n for the constants (for people).';
+
+CREATE TABLE shapesync.shape_registry (
+    handle          text PRIMARY KEY,
+    shape_id        int NOT NULL UNIQUE DEFAULT nextval('shapesync.shape_id_seq'),
+    relid           oid NOT NULL,
+    definition      text NOT NULL,
+    definition_key  text NOT NULL,
+    where_clause    text,
+    params          text[],
+    canonical_where text,
+    columns         text[],
+    options         text NOT NULL DEFAULT '',
+    template_id     int,
+    consts          text[],
+    state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'invalid')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    invalidated_at  timestamptz,
+    reason          text,
+    snapshot_rows   bigint,
+    last_offset     text,
+    updated_at      timestamptz
+);
+ALTER SEQUENCE shapesync.shape_id_seq OWNED BY shapesync.shape_registry.shape_id;
+CREATE UNIQUE INDEX shape_registry_active_definition ON shapesync.shape_registry (definition_key)
+    WHERE state = 'active';
+CREATE INDEX shape_registry_active_relid ON shapesync.shape_registry (relid, shape_id)
+    WHERE state = 'active';
+COMMENT ON TABLE shapesync.shape_registry IS
+    'Shapes (table, canonical filter, columns, options); an invalid shape is never revived, its definition gets a new handle.';
+COMMENT ON COLUMN shapesync.shape_registry.where_clause IS
+    'The filter as the client sent it; canonical_where is what PostgreSQL made of it (the identity).';
+COMMENT ON COLUMN shapesync.shape_registry.consts IS
+    'The constants of the filter, in template parameter order, as output text (ISO dates, UTC, iso_8601 intervals).';
+COMMENT ON INDEX shapesync.shape_registry_active_definition IS
+    'At most one active shape per definition (sha256 of table, canonical where, columns, options).';
+COMMENT ON INDEX shapesync.shape_registry_active_relid IS
+    'Active shapes of a table, by shape_id: what the capture trigger''s cache loads (incrementally, by shape_id).';
+
+CREATE VIEW shapesync.shapes AS
+    SELECT s.handle, s.shape_id, s.relid::pg_catalog.regclass AS table_name,
+           s.canonical_where AS where_clause, s.columns, s.options, s.state, s.reason,
+           s.created_at, s.invalidated_at, s.snapshot_rows, s.last_offset
+      FROM shapesync.shape_registry s;
+COMMENT ON VIEW shapesync.shapes IS
+    'Shapes and their state, for people and the sidecar.';
+
+CREATE FUNCTION shapesync.invalidate_table_cache(relid oid) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_invalidate_table_cache';
+COMMENT ON FUNCTION shapesync.invalidate_table_cache(oid) IS
+    'Send a relcache invalidation of the table at commit: backends reload their shape cache of it before their next write.';
+
+CREATE FUNCTION shapesync.parse_where(rel pg_catalog.regclass, where_clause text, params text[] DEFAULT NULL,
+                                      OUT canonical_where text, OUT template text,
+                                      OUT template_sql text, OUT consts text[])
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_parse_where';
+COMMENT ON FUNCTION shapesync.parse_where(pg_catalog.regclass, text, text[]) IS
+    'Parse, analyse and validate a shape filter against its table: canonical form, template and constants; errors carry the position inside where_clause.';
+
+CREATE TABLE shapesync.shape_removals (
+    relid       oid NOT NULL,
+    gen         bigint NOT NULL,
+    shape_id    int,
+    template_id int,
+    consts      text[]
+);
+CREATE INDEX shape_removals_relid_gen ON shapesync.shape_removals (relid, gen);
+COMMENT ON TABLE shapesync.shape_removals IS
+    'Shapes that stopped being active, by generation of their table (tracked.shapes_gen), for the last 64 generations: backends take them out of their shape cache instead of rebuilding it; shape_id NULL means too many at once (rebuild).';
+
+-- Registry changes invalidate the table's backend shape caches: a shape that
+-- stops being active bumps the table's shapes_gen and is recorded in
+-- shape_removals; backends load new shapes and drop removed ones
+-- incrementally.
+CREATE FUNCTION shapesync.on_registry_update() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    g bigint;
+BEGIN
+    FOR r IN SELECT o.relid, count(*) AS n
+               FROM old_rows o JOIN new_rows n ON n.handle = o.handle
+              WHERE o.state = 'active' AND n.state <> 'active'
+              GROUP BY o.relid
+    LOOP
+        UPDATE shapesync.tracked t SET shapes_gen = t.shapes_gen + 1 WHERE t.relid = r.relid
+        RETURNING t.shapes_gen INTO g;
+        IF g IS NOT NULL THEN
+            IF r.n <= 1000 THEN
+                INSERT INTO shapesync.shape_removals (relid, gen, shape_id, template_id, consts)
+                SELECT o.relid, g, o.shape_id, o.template_id, o.consts
+                  FROM old_rows o JOIN new_rows n ON n.handle = o.handle
+                 WHERE o.relid = r.relid AND o.state = 'active' AND n.state <> 'active';
+            ELSE
+                INSERT INTO shapesync.shape_removals (relid, gen) VALUES (r.relid, g);
+            END IF;
+            DELETE FROM shapesync.shape_removals s WHERE s.relid = r.relid AND s.gen <= g - 64;
+        END IF;
+        PERFORM shapesync.invalidate_table_cache(r.relid);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_registry_update() IS
+    'Statement trigger of the registry: shapes leaving the active state are recorded and invalidate their table''s shape caches.';
+CREATE TRIGGER shape_registry_state AFTER UPDATE ON shapesync.shape_registry
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION shapesync.on_registry_update();
+
+CREATE FUNCTION shapesync.get_or_create_shape(rel pg_catalog.regclass, where_clause text, columns text[],
+                                              options text DEFAULT '', params text[] DEFAULT NULL)
+    RETURNS TABLE (handle text, created boolean, shape_id int, canonical_where text)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET DateStyle = 'ISO, DMY'
+    SET IntervalStyle = 'iso_8601'
+    SET TimeZone = 'UTC'
+    SET extra_float_digits = 1
+    -- point lookups only: never a seq scan, even with stale statistics
+    -- (a burst of registrations into a just-analysed registry would go quadratic)
+    SET enable_seqscan = off
+AS $$
+DECLARE
+    def  text;
+    dkey text;
+    h    text;
+    sid  int;
+    col  text;
+    us   bigint;
+    cw   text;
+    tmpl text;
+    tsql text;
+    cs   text[];
+    tid  int;
+    tkey text;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'shape table must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM shapesync.tracked t WHERE t.relid = rel::oid) THEN
+        RAISE EXCEPTION 'table "%" is not tracked', rel::text
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run shapesync.track() on the table first.';
+    END IF;
+    IF columns IS NOT NULL THEN
+        FOREACH col IN ARRAY columns LOOP
+            IF col IS NULL OR NOT EXISTS (SELECT 1 FROM pg_attribute a
+                            WHERE a.attrelid = rel::oid AND a.attname = col::name
+                              AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'column "%" of table "%" does not exist', col, rel::text
+                    USING ERRCODE = 'undefined_column';
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF where_clause IS NOT NULL AND btrim(where_clause, E' \t\r\n\f') <> '' THEN
+        SELECT p.canonical_where, p.template, p.template_sql, p.consts INTO cw, tmpl, tsql, cs
+          FROM shapesync.parse_where(rel, where_clause, params) p;
+        tkey := encode(sha256(convert_to(tmpl, 'UTF8')), 'hex');
+    END IF;
+
+    def := json_build_object('relid', rel::oid, 'where', cw, 'columns', columns,
+                             'options', coalesce(options, ''))::text;
+    dkey := encode(sha256(convert_to(def, 'UTF8')), 'hex');
+    LOOP
+        SELECT s.handle, s.shape_id INTO h, sid FROM shapesync.shape_registry s
+         WHERE s.definition_key = dkey AND s.definition = def AND s.state = 'active';
+        IF FOUND THEN
+            RETURN QUERY SELECT h, false, sid, cw;
+            RETURN;
+        END IF;
+
+        -- registrations of a table are serialised, so that its shape_ids are
+        -- taken in commit order (backends load new shapes by shape_id)
+        PERFORM 1 FROM shapesync.tracked t WHERE t.relid = rel::oid FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'table "%" is not tracked', rel::text
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Run shapesync.track() on the table first.';
+        END IF;
+
+        tid := NULL;
+        IF tmpl IS NOT NULL THEN
+            INSERT INTO shapesync.shape_templates (relid, template_key, template, template_sql)
+            VALUES (rel::oid, tkey, tmpl, tsql)
+            ON CONFLICT (relid, template_key) DO NOTHING
+            RETURNING template_id INTO tid;
+            IF tid IS NULL THEN
+                SELECT t.template_id INTO tid FROM shapesync.shape_templates t
+                 WHERE t.relid = rel::oid AND t.template_key = tkey;
+            END IF;
+        END IF;
+
+        us := floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+        h := left(dkey, 16) || '-' || us::text;
+        INSERT INTO shapesync.shape_registry AS s
+               (handle, relid, definition, definition_key, where_clause, params, canonical_where,
+                columns, options, template_id, consts)
+        VALUES (h, rel::oid, def, dkey, where_clause, params, cw,
+                columns, coalesce(options, ''), tid, cs)
+        ON CONFLICT DO NOTHING
+        RETURNING s.shape_id INTO sid;
+        IF FOUND THEN
+            PERFORM shapesync.invalidate_table_cache(rel::oid);
+            RETURN QUERY SELECT h, true, sid, cw;
+            RETURN;
+        END IF;
+        -- same definition created concurrently, or a handle collision: look again
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]) IS
+    'The active shape for (table, canonical where, columns, options), created if needed; the filter is parsed and validated by PostgreSQL, $n bound from params; handles are <hash>-<unix us> and never reused.';
+
+CREATE FUNCTION shapesync.wait_for_writers(rel pg_catalog.regclass) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_wait_for_writers';
+COMMENT ON FUNCTION shapesync.wait_for_writers(pg_catalog.regclass) IS
+    'Wait until every transaction holding a write lock on the table now has ended (new writers are not blocked); call after registering a shape, before its snapshot.';
+
+CREATE FUNCTION shapesync.report_shape(handle text, snapshot_rows bigint, last_offset text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE shapesync.shape_registry s
+       SET snapshot_rows = coalesce(report_shape.snapshot_rows, s.snapshot_rows),
+           last_offset = coalesce(report_shape.last_offset, s.last_offset),
+           updated_at = now()
+     WHERE s.handle = report_shape.handle;
+END
+$$;
+COMMENT ON FUNCTION shapesync.report_shape(text, bigint, text) IS
+    'The sidecar reports a shape''s snapshot size and latest offset (shown in shapesync.shapes).';
+
+CREATE FUNCTION shapesync.report_shapes(handles text[], last_offsets text[]) RETURNS void
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE shapesync.shape_registry s
+       SET last_offset = coalesce(u.last_offset, s.last_offset),
+           updated_at = now()
+      FROM unnest(handles, last_offsets) AS u(handle, last_offset)
+     WHERE s.handle = u.handle;
+$$;
+COMMENT ON FUNCTION shapesync.report_shapes(text[], text[]) IS
+    'The sidecar reports the latest offsets of many shapes at once (shown in shapesync.shapes).';
+
+CREATE FUNCTION shapesync.invalidate_shape(handle text, reason text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE shapesync.shape_registry s
+       SET state = 'invalid', invalidated_at = now(), reason = invalidate_shape.reason
+     WHERE s.handle = invalidate_shape.handle AND s.state = 'active';
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION shapesync.invalidate_shape(text, text) IS
+    'Mark an active shape invalid (its clients must refetch); false if it was not active.';
+
+CREATE FUNCTION shapesync.log_schema_change(relid oid, reason text) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'shapesync_log_schema_change';
+COMMENT ON FUNCTION shapesync.log_schema_change(oid, text) IS
+    'Log an S change for a table (its shapes are invalid from this point of the stream on).';
+
+CREATE FUNCTION shapesync.cache_stats(
+    OUT relid pg_catalog.regclass,
+    OUT valid boolean,
+    OUT whole_table_shapes int,
+    OUT filtered_shapes int,
+    OUT templates int,
+    OUT filters int,
+    OUT memory_bytes bigint,
+    OUT full_builds bigint,
+    OUT incremental_builds bigint,
+    OUT last_build_us bigint)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'shapesync_cache_stats';
+COMMENT ON FUNCTION shapesync.cache_stats() IS
+    'The shape caches of this backend, one row per tracked table it wrote to: shapes, templates, memory, rebuilds.';
+
+------------------------------------------------------------------------
+-- DDL on tracked tables: ALTER TABLE invalidates their shapes, DROP TABLE
+-- also unregisters them.  Never fails the DDL: errors become warnings.
+------------------------------------------------------------------------
+
+CREATE FUNCTION shapesync.on_ddl_command_end() RETURNS event_trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT c.objid, c.command_tag
+               FROM pg_event_trigger_ddl_commands() c
+               JOIN shapesync.tracked t ON t.relid = c.objid
+              WHERE c.classid = 'pg_class'::regclass AND c.object_type = 'table'
+    LOOP
+        UPDATE shapesync.shape_registry s
+           SET state = 'invalid', invalidated_at = now(), reason = 'ddl: ' || r.command_tag
+         WHERE s.relid = r.objid AND s.state = 'active';
+        PERFORM shapesync.log_schema_change(r.objid, 'ddl: ' || r.command_tag);
+    END LOOP;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'shapesync could not invalidate shapes after DDL: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_ddl_command_end() IS
+    'Event trigger: DDL on a tracked table invalidates its shapes and logs an S change.';
+
+CREATE FUNCTION shapesync.on_sql_drop() RETURNS event_trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT d.objid
+               FROM pg_event_trigger_dropped_objects() d
+               JOIN shapesync.tracked t ON t.relid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+    LOOP
+        DELETE FROM shapesync.tracked t WHERE t.relid = r.objid;
+        DELETE FROM shapesync.shape_removals s WHERE s.relid = r.objid;
+        UPDATE shapesync.shape_registry s
+           SET state = 'invalid', invalidated_at = now(), reason = 'drop'
+         WHERE s.relid = r.objid AND s.state = 'active';
+        PERFORM shapesync.log_schema_change(r.objid, 'drop');
+    END LOOP;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'shapesync could not unregister a dropped table: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION shapesync.on_sql_drop() IS
+    'Event trigger: a dropped tracked table is unregistered, its shapes invalidated and an S change logged.';
+
+CREATE EVENT TRIGGER shapesync_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION shapesync.on_ddl_command_end();
+COMMENT ON EVENT TRIGGER shapesync_ddl_command_end IS
+    'Invalidates the shapes of a tracked table after ALTER TABLE.';
+
+CREATE EVENT TRIGGER shapesync_sql_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION shapesync.on_sql_drop();
+COMMENT ON EVENT TRIGGER shapesync_sql_drop IS
+    'Unregisters a dropped tracked table and invalidates its shapes.';
+
+------------------------------------------------------------------------
+-- Doorbell, worker, monitoring
+------------------------------------------------------------------------
+
+CREATE FUNCTION shapesync.worker_pid() RETURNS int
+    LANGUAGE c VOLATILE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_worker_pid';
+COMMENT ON FUNCTION shapesync.worker_pid() IS
+    'Pid of the ticker background worker serving this database; NULL when none runs (then the sidecar ticks).';
+
+CREATE FUNCTION shapesync.status(
+    OUT worker_pid int,
+    OUT ticker_mode text,
+    OUT last_tick_id bigint,
+    OUT last_tick_time timestamptz,
+    OUT unticked_changes bigint,
+    OUT change_log_rows bigint,
+    OUT oldest_unticked_age interval)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_status';
+COMMENT ON FUNCTION shapesync.status() IS
+    'Sync health: ticker, last tick, changes written since it (estimate), log size, and an upper bound of the age of the oldest unticked change.';
+
+CREATE VIEW shapesync.sync_status AS
+    SELECT * FROM shapesync.status();
+COMMENT ON VIEW shapesync.sync_status IS
+    'Sync health (see shapesync.status()).';
+
+------------------------------------------------------------------------
+-- Privileges: everything is for the extension owner and roles it grants;
+-- only the monitoring objects are public.
+------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA shapesync FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA shapesync FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA shapesync FROM PUBLIC;
+GRANT USAGE ON SCHEMA shapesync TO PUBLIC;
+GRANT EXECUTE ON FUNCTION shapesync.worker_pid() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION shapesync.status() TO PUBLIC;
+GRANT SELECT ON shapesync.sync_status TO PUBLIC;
+GRANT SELECT ON shapesync.tracked_tables TO PUBLIC;
+------------------------------------------------------------------------
+-- Retention: rotation of the change log, consumers, old ticks.
+--
+-- shapesync.maintain() runs every shapesync.maintenance_interval in the
+-- ticker worker (or in the ticking sidecar when the worker is not
+-- preloaded). It
+--   1. drops consumers not seen for shapesync.consumer_timeout (and says so
+--      in the server log);
+--   2. when the current change-log table has been current for half of
+--      shapesync.log_retention, TRUNCATEs the oldest table, if every
+--      consumer has passed all of its rows and no writer holds it, and
+--      makes it current: a change is kept between log_retention and 1.5x
+--      that, longer while a consumer still needs it;
+--   3. deletes the ticks before the horizon, which no complete batch
+--      needs any more.
+------------------------------------------------------------------------
+
+CREATE FUNCTION shapesync.setting_interval(name text, fallback interval) RETURNS interval
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := current_setting(name, true);
+BEGIN
+    IF v IS NULL OR v = '' THEN
+        RETURN fallback;
+    END IF;
+    -- integer settings show with their unit ("6h", "30s", "1d", "500ms")
+    RETURN regexp_replace(v, '^([0-9]+)(ms|s|min|h|d)$', '\1 \2')::interval;
+END
+$$;
+COMMENT ON FUNCTION shapesync.setting_interval(text, interval) IS
+    'A time setting (e.g. shapesync.log_retention) as an interval, or fallback when unset.';
+
+CREATE VIEW shapesync.log_tables AS
+    SELECT n AS table_no,
+           format('shapesync.changes_%s', n)::pg_catalog.regclass AS table_name,
+           n = s.current_table AS is_current,
+           CASE WHEN n = s.current_table THEN s.switched_at END AS current_since,
+           pg_catalog.pg_total_relation_size(format('shapesync.changes_%s', n)::pg_catalog.regclass) AS bytes
+      FROM shapesync.log_state s, pg_catalog.generate_series(0, 2) AS n;
+COMMENT ON VIEW shapesync.log_tables IS
+    'The three change-log tables: which one writers insert into, and their size on disk.';
+
+CREATE VIEW shapesync.consumer_status AS
+    SELECT c.consumer_name, c.last_tick, t.tick_time AS last_tick_time,
+           (SELECT max(x.tick_id) FROM shapesync.ticks x) - c.last_tick AS ticks_behind,
+           c.registered_at, c.last_seen,
+           now() - c.last_seen AS unseen_for,
+           now() - c.last_seen > shapesync.setting_interval('shapesync.consumer_timeout', '1 hour') AS stale
+      FROM shapesync.consumers c
+      LEFT JOIN shapesync.ticks t ON t.tick_id = c.last_tick;
+COMMENT ON VIEW shapesync.consumer_status IS
+    'Readers of the change log (sidecars): how far each has read and when it was last seen.';
+
+CREATE FUNCTION shapesync.consumer_report(consumer text, last_tick bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF consumer = '' THEN
+        RAISE EXCEPTION 'consumer name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- shares the lock maintain() takes: a rotation sees this report or the
+    -- report sees the rotation's horizon
+    SELECT s.horizon_tick INTO horizon FROM shapesync.log_state s FOR SHARE;
+    INSERT INTO shapesync.consumers AS c (consumer_name, last_tick)
+    VALUES (consumer, last_tick)
+    ON CONFLICT (consumer_name) DO UPDATE
+       SET last_tick = excluded.last_tick, last_seen = now();
+    RETURN horizon;
+END
+$$;
+COMMENT ON FUNCTION shapesync.consumer_report(text, bigint) IS
+    'Register or refresh a consumer and the last tick it has consumed (it holds the change log from there on); returns the horizon: batches up to it are no longer complete. A consumer whose last tick is below the horizon has lost changes.';
+
+CREATE FUNCTION shapesync.consumer_drop(consumer text) RETURNS boolean
+    LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (DELETE FROM shapesync.consumers c WHERE c.consumer_name = consumer RETURNING 1)
+    SELECT count(*) > 0 FROM d;
+$$;
+COMMENT ON FUNCTION shapesync.consumer_drop(text) IS
+    'Forget a consumer (a sidecar that is gone for good): it stops holding the change log back.';
+
+-- Are all rows of change-log table `tab` visible in snapshot `snap`?
+CREATE FUNCTION shapesync.log_table_visible_in(tab pg_catalog.regclass, snap pg_catalog.pg_snapshot) RETURNS boolean
+    LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r boolean;
+BEGIN
+    EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM %s c WHERE c.xid >= pg_snapshot_xmin($1) '
+                   'AND NOT pg_visible_in_snapshot(c.xid, $1))', tab)
+       INTO r USING snap;
+    RETURN r;
+END
+$$;
+
+CREATE FUNCTION shapesync.maintain(retention interval DEFAULT NULL, consumer_timeout interval DEFAULT NULL,
+                                   OUT dropped_consumers int, OUT rotated boolean,
+                                   OUT truncated_table pg_catalog.regclass, OUT horizon_tick bigint,
+                                   OUT deleted_ticks bigint, OUT waiting_for text)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st        shapesync.log_state;
+    nxt       int;
+    nxt_rel   regclass;
+    safe_tick bigint;
+    safe_snap pg_snapshot;
+    lo        bigint;
+    hi        bigint;
+    mid       bigint;
+    msnap     pg_snapshot;
+    gone      record;
+BEGIN
+    retention := coalesce(retention, shapesync.setting_interval('shapesync.log_retention', '1 day'));
+    consumer_timeout := coalesce(consumer_timeout, shapesync.setting_interval('shapesync.consumer_timeout', '1 hour'));
+    dropped_consumers := 0;
+    rotated := false;
+    deleted_ticks := 0;
+
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'shapesync.maintain() must run at isolation level READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction';
+    END IF;
+
+    -- one maintainer at a time; consumer_report() waits for a rotation
+    SELECT * INTO st FROM shapesync.log_state FOR UPDATE;
+
+    -- 1. stale consumers
+    FOR gone IN
+        DELETE FROM shapesync.consumers c
+         WHERE c.last_seen < now() - consumer_timeout
+        RETURNING c.consumer_name, c.last_tick, c.last_seen
+    LOOP
+        dropped_consumers := dropped_consumers + 1;
+        RAISE LOG 'shapesync: dropped consumer "%": last seen % (more than shapesync.consumer_timeout = % ago) at tick %; it no longer holds the change log back',
+            gone.consumer_name, gone.last_seen, consumer_timeout, gone.last_tick;
+    END LOOP;
+
+    -- 2. rotation
+    horizon_tick := st.horizon_tick;
+    IF now() - st.switched_at >= retention / 2 THEN
+        nxt := (st.current_table + 1) % 3;
+        nxt_rel := format('shapesync.changes_%s', nxt)::regclass;
+
+        -- the oldest tick any consumer still needs; without consumers, the last tick
+        SELECT min(c.last_tick) INTO safe_tick FROM shapesync.consumers c;
+        IF safe_tick IS NULL THEN
+            SELECT max(t.tick_id) INTO safe_tick FROM shapesync.ticks t;
+        END IF;
+        SELECT t.snap INTO safe_snap FROM shapesync.ticks t WHERE t.tick_id = safe_tick;
+
+        BEGIN
+            -- a writer that still inserts into it (it read the current table
+            -- before the last switch) holds a lock until it commits, and so
+            -- does a reader: never wait (writers would queue behind us), try
+            -- again next time
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', nxt_rel);
+        EXCEPTION WHEN lock_not_available THEN
+            waiting_for := format('a writer or reader holds %s', nxt_rel);
+            RETURN;
+        END;
+
+        IF safe_snap IS NULL OR NOT shapesync.log_table_visible_in(nxt_rel, safe_snap) THEN
+            SELECT string_agg(format('"%s" (tick %s)', c.consumer_name, c.last_tick), ', ' ORDER BY c.last_tick)
+              INTO waiting_for FROM shapesync.consumers c
+             WHERE NOT shapesync.log_table_visible_in(nxt_rel,
+                       (SELECT t.snap FROM shapesync.ticks t WHERE t.tick_id = c.last_tick));
+            waiting_for := coalesce('consumers ' || waiting_for, 'a tick that covers ' || nxt_rel::text);
+        ELSE
+            -- the new horizon: the first tick whose snapshot sees every row of
+            -- the table (snapshots only grow, so search)
+            lo := st.horizon_tick;
+            hi := safe_tick;
+            WHILE lo < hi LOOP
+                mid := lo + (hi - lo) / 2;
+                SELECT t.snap INTO msnap FROM shapesync.ticks t
+                 WHERE t.tick_id >= mid ORDER BY t.tick_id LIMIT 1;
+                IF shapesync.log_table_visible_in(nxt_rel, msnap) THEN
+                    hi := mid;
+                ELSE
+                    lo := mid + 1;
+                END IF;
+            END LOOP;
+            horizon_tick := greatest(st.horizon_tick, hi);
+
+            EXECUTE format('TRUNCATE %s', nxt_rel);
+            UPDATE shapesync.log_state s
+               SET current_table = nxt, switched_at = now(), horizon_tick = maintain.horizon_tick,
+                   truncated_at = now();
+            -- writers look the current table up again before their next write
+            PERFORM shapesync.invalidate_table_cache('shapesync.log_state'::regclass);
+            rotated := true;
+            truncated_table := nxt_rel;
+            RAISE LOG 'shapesync: change log rotated: % truncated and current, horizon tick %', nxt_rel, horizon_tick;
+        END IF;
+    END IF;
+
+    -- 3. ticks before the horizon serve no batch
+    WITH d AS (DELETE FROM shapesync.ticks t WHERE t.tick_id < maintain.horizon_tick RETURNING 1)
+    SELECT count(*) INTO deleted_ticks FROM d;
+END
+$$;
+COMMENT ON FUNCTION shapesync.maintain(interval, interval) IS
+    'Change-log retention (run by the ticker every shapesync.maintenance_interval): drop stale consumers, rotate and TRUNCATE the oldest log table once every consumer has passed it, delete ticks before the horizon. Arguments override shapesync.log_retention and shapesync.consumer_timeout.';
+
+REVOKE ALL ON shapesync.log_state, shapesync.consumers, shapesync.changes_0,
+              shapesync.changes_1, shapesync.changes_2 FROM PUBLIC;
+REVOKE ALL ON FUNCTION shapesync.consumer_report(text, bigint), shapesync.consumer_drop(text),
+                       shapesync.maintain(interval, interval),
+                       shapesync.log_table_visible_in(pg_catalog.regclass, pg_catalog.pg_snapshot) FROM PUBLIC;
+GRANT SELECT ON shapesync.log_tables, shapesync.consumer_status TO PUBLIC;
+
+------------------------------------------------------------------------
+-- Shape snapshots: the truth every sidecar serves a shape from.
+--
+-- The first sidecar to build a shape (under an advisory lock on its
+-- shape_id) stores the snapshot's pg_snapshot, the last tick it contains
+-- and its chunks here; every other sidecar, and the same one after a
+-- restart, loads them and rebuilds the log from the change log, so
+-- handles, offsets and bodies are the same everywhere.
+------------------------------------------------------------------------
+
+CREATE TABLE shapesync.shape_snapshots (
+    handle      text PRIMARY KEY,
+    snap        pg_catalog.pg_snapshot NOT NULL,
+    start_tick  bigint NOT NULL,
+    chunk_count int CHECK (chunk_count > 0),
+    row_count   bigint,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE shapesync.shape_snapshots IS
+    'One row per built shape: the snapshot it was taken at and the last tick it contains.';
+COMMENT ON COLUMN shapesync.shape_snapshots.chunk_count IS
+    'NULL while its builder (holding advisory lock (21320, shape_id)) streams it to clients and stores it; a NULL row whose lock is free was abandoned: the shape is retired, never rebuilt under the same handle.';
+
+CREATE TABLE shapesync.shape_snapshot_chunks (
+    handle   text NOT NULL REFERENCES shapesync.shape_snapshots ON DELETE CASCADE,
+    chunk_no int NOT NULL,
+    body     text NOT NULL,
+    PRIMARY KEY (handle, chunk_no)
+);
+ALTER TABLE shapesync.shape_snapshot_chunks ALTER COLUMN body SET COMPRESSION lz4;
+COMMENT ON TABLE shapesync.shape_snapshot_chunks IS
+    'The wire bodies (JSON arrays) of each shape''s snapshot chunks, byte for byte.';
+
+CREATE FUNCTION shapesync.gc_snapshots() RETURNS bigint
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM shapesync.shape_snapshots s
+         WHERE NOT EXISTS (SELECT 1 FROM shapesync.shapes r
+                            WHERE r.handle = s.handle AND r.state = 'active')
+        RETURNING 1)
+    SELECT count(*) FROM gone;
+$$;
+COMMENT ON FUNCTION shapesync.gc_snapshots() IS
+    'Drop the stored snapshots of shapes that are no longer active; returns how many.';
+
+REVOKE ALL ON shapesync.shape_snapshots, shapesync.shape_snapshot_chunks FROM PUBLIC;
+REVOKE ALL ON FUNCTION shapesync.gc_snapshots() FROM PUBLIC;
