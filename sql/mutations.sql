@@ -690,7 +690,7 @@ BEGIN
                                           'row', NULL, 'server_version', NULL);
             END IF;
             -- the row changed under us: read it again; unchanged, a policy hides it from this write
-            EXECUTE sel_sql INTO new_xmin USING key, readable;
+            EXECUTE sel_sql INTO new_xmin, fn_result USING key, readable;
             IF new_xmin IS NOT NULL AND new_xmin = cur_xmin THEN
                 RAISE EXCEPTION 'row-level security policy for table "%" does not allow this %', rel::text, op
                     USING ERRCODE = 'insufficient_privilege', COLUMN = 'key';
@@ -938,6 +938,7 @@ BEGIN
                    'shapesync.mutation_record(jsonb, text, jsonb), '
                    'shapesync.mutation_principal(), '
                    'shapesync.purge_mutations(interval, int) FROM %I', revoke_writer.role);
+    EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_writer.role);
 END
 $$;
 COMMENT ON FUNCTION shapesync.revoke_writer(name) IS
