@@ -384,6 +384,22 @@ SELECT set_config('request.jwt.claims', '{"sub": "u2"}', true);
 SELECT * FROM public.mres(shapesync.apply_mutations(jsonb_build_array(
     jsonb_build_object('id', public.mid(400), 'table', 'mut_rls', 'op', 'insert', 'key', '{"id": 3}'::jsonb, 'values', '{"owner": "u1", "title": "ok"}'::jsonb))));
 COMMIT;
+-- a row the writer may read but not update (UPDATE's USING hides it: no error from PostgreSQL)
+CREATE TABLE mut_rls2 (id int PRIMARY KEY, owner text NOT NULL, title text);
+INSERT INTO mut_rls2 VALUES (1, 'u2', 'public');
+SELECT shapesync.track('mut_rls2');
+ALTER TABLE mut_rls2 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mut_rls2_read ON mut_rls2 FOR SELECT USING (true);
+CREATE POLICY mut_rls2_write ON mut_rls2 FOR UPDATE
+    USING (owner = current_setting('request.jwt.claims', true)::jsonb ->> 'sub');
+GRANT SELECT, UPDATE ON mut_rls2 TO mut_writer;
+BEGIN;
+SET LOCAL ROLE mut_writer;
+SELECT set_config('request.jwt.claims', '{"sub": "u1"}', true);
+SELECT * FROM public.mres(shapesync.apply_mutations(jsonb_build_array(
+    jsonb_build_object('id', public.mid(405), 'table', 'mut_rls2', 'op', 'update', 'key', '{"id": 1}'::jsonb, 'values', '{"title": "defaced"}'::jsonb))));
+COMMIT;
+SELECT * FROM mut_rls2;
 -- a role without INSERT
 BEGIN;
 SET LOCAL ROLE mut_noinsert;
@@ -415,7 +431,7 @@ SELECT count(*) FROM shapesync.mutation_log;
 -- a forgotten id applies again
 SELECT * FROM public.mres(shapesync.apply_mutations(format('[{"id": "%s", "table": "mut_items", "op": "update", "key": {"id": 2}, "values": {"n": 6}}]', public.mid(500))::jsonb));
 
-DROP TABLE mut_items, mut_pol, mut_off, mut_rls, mut_untracked, "mut we""ird; DROP TABLE mut_items; --";
+DROP TABLE mut_items, mut_pol, mut_off, mut_rls, mut_rls2, mut_untracked, "mut we""ird; DROP TABLE mut_items; --";
 SELECT count(*) AS policies_left FROM shapesync.write_policies;
 DROP PROCEDURE public.mut_case(text, int, text, text, text);
 DROP FUNCTION public.mut_resolve(jsonb, jsonb, jsonb), public.mut_bad_resolver(jsonb, jsonb, jsonb);
