@@ -9,7 +9,7 @@
  * worker.c (doorbell shared state and the background worker), shapes.c
  * (filter parsing and validation, registry helpers used from C),
  * membership.c (per-backend shape caches, classification of changed rows),
- * monitor.c (status reporting).
+ * monitor.c (status reporting), versions.c (row versions).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +17,7 @@
 #define SHAPESYNC_H
 
 #include "access/htup.h"
+#include "access/transam.h"
 #include "access/tupdesc.h"
 #include "executor/tuptable.h"
 #include "utils/array.h"
@@ -36,6 +37,7 @@ extern int	shapesync_consumer_timeout_s;
 extern int	shapesync_maintenance_interval_s;
 extern int	shapesync_filter_fold_timeout_ms;
 extern int	shapesync_filter_max_constant_bytes;
+extern int	shapesync_mutation_retention_s;
 
 /* row-level security applies to the caller on a shape's table */
 #define ERRCODE_SHAPESYNC_ROW_SECURITY MAKE_SQLSTATE('S','S','0','0','2')
@@ -73,6 +75,9 @@ extern void ShapesyncDoorbellArm(void);
 extern int	ShapesyncWorkerPid(Oid dboid);
 extern PGDLLEXPORT void shapesync_worker_main(Datum main_arg);
 extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
+
+/* versions.c: row versions */
+extern FullTransactionId ShapesyncWidenXid(TransactionId xid);
 
 /* ticks.c */
 extern int64 ShapesyncRunTick(bool *installed, bool force);
