@@ -83,7 +83,7 @@ std::string definition_key(const ShapeParams& p) {
   return k;
 }
 
-App::App(ShapeService& shapes) : shapes_(shapes), store_(shapes.store()), cfg_(shapes.config()) {}
+App::App(ShapeSource& shapes) : shapes_(shapes), store_(shapes.store()), cfg_(shapes.config()) {}
 
 void App::stop() { shapes_.stop(); }
 

@@ -86,7 +86,7 @@ struct LiveAnswer {
 
 class App {
  public:
-  explicit App(ShapeService& shapes);
+  explicit App(ShapeSource& shapes);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
   // response itself through `out`, or when the request must wait for changes
@@ -173,7 +173,7 @@ class App {
   Response error_503(const Request& req, std::string body, int retry_after) const;
   Response must_refetch(const Request& req, const std::string& new_handle) const;
 
-  ShapeService& shapes_;
+  ShapeSource& shapes_;
   ShapeStore& store_;
   const Config& cfg_;
   std::atomic<int> initial_requests_{0};

@@ -34,30 +34,17 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   std::string canonical;
   {
     ValidationErrors v;
-    std::optional<PgError> failed;
-    try {
-      auto lease = co_await shapes_.connection();
-      TableLookup lookup = co_await lookup_table(*lease, p.table);
-      if (!lookup.table) {
-        v.add("table", lookup.error);
-      } else {
-        if (std::string err = check_order_by_columns(sp.order_by, *lookup.table); !err.empty())
-          add_subset_error(v, "order_by", err);
-        if (sp.where) {
-          // check_shape() returns a rejected filter as data: nothing in the server log
-          ShapeCheck chk = co_await check_shape(*lease, lookup.table->relid, sp.where, sp.params);
-          if (chk.rejection) add_subset_error(v, "where", chk.rejection->message);
-          canonical = chk.canonical_where;
-        }
-      }
-    } catch (const PgError& e) {
-      failed = e;
+    SubsetCheck chk = co_await shapes_.check_subset(p.table, sp);
+    if (chk.failure) {
+      if (classify_pg_error(*chk.failure) != PgFailure::kRequest)
+        co_return pg_failure_response(req, *chk.failure, "validating a subset", "SELECT");
+      add_subset_error(v, "where", request_error_message(*chk.failure));
     }
-    if (failed) {
-      if (classify_pg_error(*failed) != PgFailure::kRequest)
-        co_return pg_failure_response(req, *failed, "validating a subset", "SELECT");
-      add_subset_error(v, "where", request_error_message(*failed));
+    for (auto& [field, msg] : chk.errors) {
+      if (field == "table") v.add(field, msg);
+      else add_subset_error(v, field, msg);
     }
+    canonical = chk.canonical_where;
     if (!v.empty()) co_return error_400(req, v);
   }
 
@@ -80,13 +67,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp);
 
   SubsetRows result;
-  std::optional<PgError> failed;
-  try {
-    auto lease = co_await shapes_.connection();
-    result = co_await run_subset(*lease, sql);
-  } catch (const PgError& e) {
-    failed = e;
-  }
+  std::optional<PgError> failed = co_await shapes_.run_subset(sql, result);
   if (failed) {
     // The subset WHERE raised for a row (division by zero, a failed cast, ...).
     if (classify_pg_error(*failed) == PgFailure::kRequest) {

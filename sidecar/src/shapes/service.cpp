@@ -49,6 +49,45 @@ void ShapeService::log_configuration_error(const PgError& e, std::string_view do
             ". Shared state (shapes other sidecars serve) is left alone.");
 }
 
+asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& table, const SubsetParams& sp) {
+  SubsetCheck out;
+  try {
+    auto lease = co_await pool_.acquire();
+    TableLookup lookup = co_await lookup_table(*lease, table);
+    if (!lookup.table) {
+      out.errors.emplace_back("table", lookup.error);
+      co_return out;
+    }
+    std::string unknown;
+    for (auto& o : sp.order_by) {
+      bool found = std::any_of(lookup.table->columns.begin(), lookup.table->columns.end(),
+                               [&](const ColumnInfo& c) { return c.name == o.column; });
+      if (!found) unknown += (unknown.empty() ? "" : ", ") + o.column;
+    }
+    if (!unknown.empty()) out.errors.emplace_back("order_by", "Unknown column in ORDER BY: " + unknown);
+    if (sp.where) {
+      // check_shape() returns a rejected filter as data: nothing in the server log
+      ShapeCheck chk = co_await check_shape(*lease, lookup.table->relid, sp.where, sp.params);
+      if (chk.rejection) out.errors.emplace_back("where", chk.rejection->message);
+      out.canonical_where = chk.canonical_where;
+    }
+  } catch (const PgError& e) {
+    out.failure = e;
+  }
+  co_return out;
+}
+
+asio::awaitable<std::optional<PgError>> ShapeService::run_subset(const std::string& sql, SubsetRows& out) {
+  std::optional<PgError> failed;
+  try {
+    auto lease = co_await pool_.acquire();
+    out = co_await shapesync::run_subset(*lease, sql);
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  co_return failed;
+}
+
 asio::awaitable<bool> ShapeService::delete_shape(const std::optional<std::string>& handle,
                                                  const std::optional<std::string>& def_key) {
   std::shared_ptr<Shape> s;

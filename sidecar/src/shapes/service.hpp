@@ -24,6 +24,7 @@
 #include "db/errors.hpp"
 #include "db/pool.hpp"
 #include "db/snapshots.hpp"
+#include "db/subset.hpp"
 #include "model/shape_request.hpp"
 #include "shapes/store.hpp"
 
@@ -79,37 +80,69 @@ enum class FillResult {
   kUnreachable,  // the database could not be reached to rebuild the file
 };
 
-class ShapeService {
+// What checking a subset found: errors by parameter ("table", or a subset
+// field: "order_by", "where"), the canonical subset WHERE, or the database's failure.
+struct SubsetCheck {
+  std::vector<std::pair<std::string, std::string>> errors;
+  std::string canonical_where;
+  std::optional<PgError> failure;
+};
+
+// What the HTTP layer needs from the shapes layer. ShapeService is the real
+// one; the HTTP layer's unit tests use a fake over a real ShapeStore.
+class ShapeSource {
+ public:
+  virtual ~ShapeSource() = default;
+  virtual ShapeStore& store() = 0;
+  virtual const Config& config() const = 0;
+  virtual bool db_ready() const = 0;
+  virtual bool stopping() const = 0;
+  // Shutdown: waiters are woken (live requests answer at once), no new waits.
+  virtual void stop() = 0;
+  // The ready (or snapshot-streaming) active shape for a request, created
+  // when needed. `def_key` is definition_key(p).
+  virtual asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) = 0;
+  // Waits while a shape is being created until `p` can be served (a snapshot
+  // chunk already streamed, or the shape ready); false when it failed or timed out.
+  virtual asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) = 0;
+  // Why a shape that could not be served cannot be: the table is gone (400),
+  // or nothing better than "retry" (503).
+  virtual asio::awaitable<ShapeError> not_servable(const ShapeParams& p) = 0;
+  // Fills r.entries from r.segment's file, rebuilding a missing or damaged
+  // file from the change log.
+  virtual asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) = 0;
+  // Retires a shape (DELETE /v1/shape): by handle, or the active shape of a
+  // request definition. False when there is no such shape.
+  virtual asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
+                                             const std::optional<std::string>& def_key) = 0;
+  // Checks a subset request against its table (columns, the subset WHERE).
+  virtual asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) = 0;
+  // Runs a subset query; the database's failure, if any.
+  virtual asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) = 0;
+  // Logs a configuration error (a grant this sidecar's role lacks) with the
+  // GRANT that fixes it, at most once per 10 s.
+  virtual void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const = 0;
+};
+
+class ShapeService : public ShapeSource {
  public:
   ShapeService(asio::io_context& io, const Config& cfg);
 
-  ShapeStore& store() { return store_; }
-  const Config& config() const { return cfg_; }
-  bool db_ready() const { return db_ready_.load(); }
-  bool stopping() const { return stopping_.load(); }
-  // Shutdown: waiters are woken (live requests answer at once), no new waits.
-  void stop();
+  ShapeStore& store() override { return store_; }
+  const Config& config() const override { return cfg_; }
+  bool db_ready() const override { return db_ready_.load(); }
+  bool stopping() const override { return stopping_.load(); }
+  void stop() override;
 
-  // The ready (or snapshot-streaming) active shape for a request, created
-  // when needed. `def_key` is definition_key(p).
-  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key);
-  // Waits while a shape is being created until `p` can be served (a snapshot
-  // chunk already streamed, or the shape ready); false when it failed or timed out.
-  asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p);
-  // Why a shape that could not be served cannot be: the table is gone (400),
-  // or nothing better than "retry" (503).
-  asio::awaitable<ShapeError> not_servable(const ShapeParams& p);
-  // Fills r.entries from r.segment's file, rebuilding a missing or damaged
-  // file from the change log.
-  asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r);
-  // Retires a shape (DELETE /v1/shape): by handle, or the active shape of a
-  // request definition. False when there is no such shape.
-  asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle, const std::optional<std::string>& def_key);
-  // A database connection from the snapshot pool (subset snapshots).
-  asio::awaitable<PgPool::Lease> connection() { co_return co_await pool_.acquire(); }
-  // Logs a configuration error (a grant this sidecar's role lacks) with the
-  // GRANT that fixes it, at most once per 10 s.
-  void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const;
+  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) override;
+  asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) override;
+  asio::awaitable<ShapeError> not_servable(const ShapeParams& p) override;
+  asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) override;
+  asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
+                                     const std::optional<std::string>& def_key) override;
+  asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) override;
+  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override;
+  void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
 
   // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
   // extension's worker); reconnects after losing the database.
