@@ -115,6 +115,9 @@ typedef struct BindContext
 	ValidateContext *vcxt;
 } BindContext;
 
+/* error_field that check_shape() reports for the error being raised, if set */
+const char *shapesync_error_field = NULL;
+
 /* set by the folding timer; the timeout it belongs to, once registered */
 static volatile sig_atomic_t fold_timed_out = false;
 static bool fold_timeout_registered = false;
@@ -126,7 +129,7 @@ FilterPosition(ValidateContext *cxt, int location)
 {
 	int			pos;
 
-	if (location < 0)
+	if (location < 0 || cxt->query == NULL)
 		return 0;
 	pos = pg_mbstrlen_with_len(cxt->query, location) + 1 - cxt->prefix_chars;
 	return pos > 0 ? pos : 0;
@@ -678,6 +681,13 @@ CheckConstantSize(Node *node, void *context)
 	return expression_tree_walker(node, CheckConstantSize, context);
 }
 
+/* Fold function of FoldConstants(): PostgreSQL's own constant folding. */
+static Node *
+EvalConstExpressions(Node *expr, void *arg)
+{
+	return eval_const_expressions(NULL, expr);
+}
+
 /*
  * Fold the constant sub-expressions of a validated filter, bounded in time
  * (shapesync.filter_fold_timeout) and in the size of what it leaves.  The
@@ -685,6 +695,17 @@ CheckConstantSize(Node *node, void *context)
  */
 static Node *
 FoldConstants(Node *expr)
+{
+	return ShapesyncFoldBounded(expr, EvalConstExpressions, NULL);
+}
+
+/*
+ * Run fold(expr, arg) under the folding time limit and check the size of
+ * the constants it leaves; the result is copied out of the context the
+ * folding ran in.
+ */
+Node *
+ShapesyncFoldBounded(Node *expr, ShapesyncFoldFunc fold, void *arg)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	MemoryContext foldcxt;
@@ -701,7 +722,7 @@ FoldConstants(Node *expr)
 	PG_TRY();
 	{
 		MemoryContextSwitchTo(foldcxt);
-		folded = eval_const_expressions(NULL, expr);
+		folded = fold(expr, arg);
 		disable_timeout(fold_timeout_id, false);
 	}
 	PG_CATCH();
@@ -744,8 +765,8 @@ FoldConstants(Node *expr)
  * The current user as the caller of a SECURITY DEFINER function saw it: the
  * role of SET ROLE, else the session user.
  */
-static Oid
-CallerUserId(void)
+Oid
+ShapesyncCallerUserId(void)
 {
 	const char *role = GetConfigOption("role", false, false);
 
@@ -755,8 +776,8 @@ CallerUserId(void)
 }
 
 /* Raise SS002 when row-level security applies to role userid on relid. */
-static void
-CheckRowSecurity(Oid relid, Oid userid)
+void
+ShapesyncCheckRowSecurity(Oid relid, Oid userid)
 {
 	if (check_enable_rls(relid, userid, true) == RLS_ENABLED)
 		ereport(ERROR,
@@ -775,8 +796,71 @@ static void
 ParseWhere(Oid relid, const char *where, ArrayType *params, Datum *values)
 {
 	Relation	rel;
+
+	rel = ShapesyncOpenShapeTable(relid);
+	ShapesyncFinishWhere(rel, ShapesyncAnalyseWhere(rel, where, params), values);
+	relation_close(rel, NoLock);
+}
+
+/* Open the table of a shape (AccessShareLock); refuse anything but a table. */
+Relation
+ShapesyncOpenShapeTable(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+	return rel;
+}
+
+/* Parse, analyse and validate filter where of rel; $n bound from params. */
+Node *
+ShapesyncAnalyseWhere(Relation rel, const char *where, ArrayType *params)
+{
 	ValidateContext vcxt;
 	Node	   *expr;
+
+	memset(&vcxt, 0, sizeof(vcxt));
+	expr = AnalyseFilter(rel, where, params, &vcxt);
+	(void) ValidateWalker(expr, &vcxt);
+	return expr;
+}
+
+/* Walker: strip the location of every node (they point into another text). */
+static bool
+StripLocationsWalker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	StripLocation(node);
+	return expression_tree_walker(node, StripLocationsWalker, context);
+}
+
+/*
+ * Validate an expression that does not come from the client's filter (a
+ * folded row-level security policy) with the rules of a shape filter;
+ * errors carry no position.
+ */
+void
+ShapesyncValidateExpr(Node *expr)
+{
+	ValidateContext vcxt;
+
+	(void) StripLocationsWalker(expr, NULL);
+	memset(&vcxt, 0, sizeof(vcxt));
+	(void) ValidateWalker(expr, &vcxt);
+}
+
+/*
+ * Fold a validated filter expr of rel and fill values[0..3] with
+ * (canonical_where, template, template_sql, consts).
+ */
+void
+ShapesyncFinishWhere(Relation rel, Node *expr, Datum *values)
+{
+	Oid			relid = RelationGetRelid(rel);
 	Node	   *lifted;
 	LiftContext lcxt;
 	List	   *dpcontext;
@@ -784,16 +868,6 @@ ParseWhere(Oid relid, const char *where, ArrayType *params, Datum *values)
 	bool	   *cnulls;
 	int			i;
 	ListCell   *lc;
-
-	rel = relation_open(relid, AccessShareLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
-
-	memset(&vcxt, 0, sizeof(vcxt));
-	expr = AnalyseFilter(rel, where, params, &vcxt);
-	(void) ValidateWalker(expr, &vcxt);
 
 	/* fold constants: "x = 2 + 3" and "x = 5" are the same shape */
 	expr = FoldConstants(expr);
@@ -852,8 +926,6 @@ ParseWhere(Oid relid, const char *where, ArrayType *params, Datum *values)
 		values[3] = PointerGetDatum(construct_md_array(cvalues, cnulls, 1, dims, lbs,
 													   TEXTOID, -1, false, TYPALIGN_INT));
 	}
-
-	relation_close(rel, NoLock);
 }
 
 /* parse_where(rel, where_clause, params) → (canonical_where, template, template_sql, consts) */
@@ -887,56 +959,60 @@ shapesync_parse_where(PG_FUNCTION_ARGS)
 Datum
 shapesync_check_row_security(PG_FUNCTION_ARGS)
 {
-	CheckRowSecurity(PG_GETARG_OID(0), CallerUserId());
+	ShapesyncCheckRowSecurity(PG_GETARG_OID(0), ShapesyncCallerUserId());
 	PG_RETURN_VOID();
 }
 
-/*
- * check_shape(rel, where_clause, params) → (canonical_where, error_field,
- * error_code, error_message, error_detail, error_hint, error_position):
- * the checks of get_or_create_shape() that a client's request can fail, in a
- * subtransaction, with the error returned as data instead of raised (so it
- * reaches no server log).  Cancels and internal errors are raised.
- */
-Datum
-shapesync_check_shape(PG_FUNCTION_ARGS)
+/* what check_shape() checks, and what it found */
+typedef struct CheckShapeArgs
 {
 	Oid			relid;
-	char	   *volatile where = NULL;
-	ArrayType  *params = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
-	TupleDesc	tupdesc;
-	Datum		values[7];
-	bool		nulls[7] = {true, true, true, true, true, true, true};
+	char	   *where;
+	ArrayType  *params;
+	Datum		canonical;
+	bool		canonical_null;
+} CheckShapeArgs;
+
+/* The checks of check_shape(): row-level security, then the filter. */
+static void
+CheckShape(void *arg)
+{
+	CheckShapeArgs *a = (CheckShapeArgs *) arg;
+	Datum		parsed[4];
+
+	ShapesyncCheckRowSecurity(a->relid, GetUserId());
+	if (a->where != NULL)
+	{
+		ParseWhere(a->relid, a->where, a->params, parsed);
+		a->canonical = parsed[0];
+		a->canonical_null = false;
+	}
+}
+
+/*
+ * Run check(arg) in a subtransaction.  An error a request can cause is
+ * returned in err_values/err_nulls[0..5] (error_field, error_code,
+ * error_message, error_detail, error_hint, error_position) instead of
+ * raised, and false is returned; cancels and internal errors are raised.
+ * error_field is shapesync_error_field when the failing code set it, else
+ * "table" for SS002 and "where" for the rest.
+ */
+bool
+ShapesyncRunChecked(void (*check) (void *arg), void *arg, Datum *err_values, bool *err_nulls)
+{
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+	int			i;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("shape table must not be NULL")));
-	relid = PG_GETARG_OID(0);
-	if (!PG_ARGISNULL(1))
-	{
-		where = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		if (where[strspn(where, " \t\r\n\f")] == '\0')
-			where = NULL;
-	}
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
+	for (i = 0; i < 6; i++)
+		err_nulls[i] = true;
+	shapesync_error_field = NULL;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		Datum		parsed[4];
-
-		CheckRowSecurity(relid, GetUserId());
-		if (where != NULL)
-		{
-			ParseWhere(relid, where, params, parsed);
-			values[0] = parsed[0];
-			nulls[0] = false;
-		}
+		check(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -945,6 +1021,7 @@ shapesync_check_shape(PG_FUNCTION_ARGS)
 	{
 		ErrorData  *edata;
 		int			cls;
+		const char *field = shapesync_error_field;
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
@@ -959,31 +1036,74 @@ shapesync_check_shape(PG_FUNCTION_ARGS)
 			cls == ERRCODE_INTERNAL_ERROR || cls == ERRCODE_INSUFFICIENT_RESOURCES)
 			ReThrowError(edata);
 
-		values[1] = CStringGetTextDatum(edata->sqlerrcode == ERRCODE_SHAPESYNC_ROW_SECURITY ? "table" : "where");
-		nulls[1] = false;
-		values[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-		nulls[2] = false;
-		values[3] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-		nulls[3] = false;
+		ok = false;
+		if (field == NULL)
+			field = edata->sqlerrcode == ERRCODE_SHAPESYNC_ROW_SECURITY ? "table" : "where";
+		err_values[0] = CStringGetTextDatum(field);
+		err_nulls[0] = false;
+		err_values[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		err_nulls[1] = false;
+		err_values[2] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+		err_nulls[2] = false;
 		if (edata->detail)
 		{
-			values[4] = CStringGetTextDatum(edata->detail);
-			nulls[4] = false;
+			err_values[3] = CStringGetTextDatum(edata->detail);
+			err_nulls[3] = false;
 		}
 		if (edata->hint)
 		{
-			values[5] = CStringGetTextDatum(edata->hint);
-			nulls[5] = false;
+			err_values[4] = CStringGetTextDatum(edata->hint);
+			err_nulls[4] = false;
 		}
 		if (edata->internalpos > 0 || edata->cursorpos > 0)
 		{
-			values[6] = Int32GetDatum(edata->internalpos > 0 ? edata->internalpos : edata->cursorpos);
-			nulls[6] = false;
+			err_values[5] = Int32GetDatum(edata->internalpos > 0 ? edata->internalpos : edata->cursorpos);
+			err_nulls[5] = false;
 		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	shapesync_error_field = NULL;
+	return ok;
+}
 
+/*
+ * check_shape(rel, where_clause, params) → (canonical_where, error_field,
+ * error_code, error_message, error_detail, error_hint, error_position):
+ * the checks of get_or_create_shape() that a client's request can fail, in a
+ * subtransaction, with the error returned as data instead of raised (so it
+ * reaches no server log).  Cancels and internal errors are raised.
+ */
+Datum
+shapesync_check_shape(PG_FUNCTION_ARGS)
+{
+	CheckShapeArgs args;
+	TupleDesc	tupdesc;
+	Datum		values[7];
+	bool		nulls[7] = {true, true, true, true, true, true, true};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("shape table must not be NULL")));
+	memset(&args, 0, sizeof(args));
+	args.relid = PG_GETARG_OID(0);
+	args.params = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	args.canonical_null = true;
+	if (!PG_ARGISNULL(1))
+	{
+		args.where = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (args.where[strspn(args.where, " \t\r\n\f")] == '\0')
+			args.where = NULL;
+	}
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (ShapesyncRunChecked(CheckShape, &args, &values[1], &nulls[1]))
+	{
+		values[0] = args.canonical;
+		nulls[0] = args.canonical_null;
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 

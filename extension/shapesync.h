@@ -9,7 +9,9 @@
  * worker.c (doorbell shared state and the background worker), shapes.c
  * (filter parsing and validation, registry helpers used from C),
  * membership.c (per-backend shape caches, classification of changed rows),
- * monitor.c (status reporting), versions.c (row versions).
+ * monitor.c (status reporting), versions.c (row versions), auth.c (row-level
+ * security policies folded into effective shapes, column privileges,
+ * policy/grant DDL).
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +22,7 @@
 #include "access/transam.h"
 #include "access/tupdesc.h"
 #include "executor/tuptable.h"
+#include "nodes/nodes.h"
 #include "utils/array.h"
 #include "utils/relcache.h"
 
@@ -41,6 +44,13 @@ extern int	shapesync_mutation_retention_s;
 
 /* row-level security applies to the caller on a shape's table */
 #define ERRCODE_SHAPESYNC_ROW_SECURITY MAKE_SQLSTATE('S','S','0','0','2')
+
+/* issue 11 (docs/auth.md): a policy cannot become part of a shape (subquery, ...) */
+#define ERRCODE_SHAPESYNC_POLICY_NOT_SUPPORTED MAKE_SQLSTATE('S','S','0','1','1')
+/* the role asked for is not one the calling role may act as */
+#define ERRCODE_SHAPESYNC_ROLE_NOT_PERMITTED MAKE_SQLSTATE('S','S','0','1','2')
+/* a column (or the table) the role may not SELECT */
+#define ERRCODE_SHAPESYNC_COLUMN_NOT_PERMITTED MAKE_SQLSTATE('S','S','0','1','3')
 
 /* shape ops in shapesync.changes.shape_ops: shape_id * 4 + op */
 #define SHAPESYNC_OP_INSERT 1
@@ -84,6 +94,18 @@ extern int64 ShapesyncRunTick(bool *installed, bool force);
 extern void ShapesyncRunMaintenance(void);
 
 /* shapes.c */
+typedef Node *(*ShapesyncFoldFunc) (Node *expr, void *arg);
+
+extern const char *shapesync_error_field;
 extern void ShapesyncInvalidateTableShapes(Oid relid, const char *reason);
+extern Oid	ShapesyncCallerUserId(void);
+extern void ShapesyncCheckRowSecurity(Oid relid, Oid userid);
+extern Relation ShapesyncOpenShapeTable(Oid relid);
+extern Node *ShapesyncAnalyseWhere(Relation rel, const char *where, ArrayType *params);
+extern void ShapesyncValidateExpr(Node *expr);
+extern Node *ShapesyncFoldBounded(Node *expr, ShapesyncFoldFunc fold, void *arg);
+extern void ShapesyncFinishWhere(Relation rel, Node *expr, Datum *values);
+extern bool ShapesyncRunChecked(void (*check) (void *arg), void *arg,
+								Datum *err_values, bool *err_nulls);
 
 #endif							/* SHAPESYNC_H */
