@@ -38,6 +38,9 @@ CREATE UNLOGGED TABLE shapesync.shape_reports (
     last_used           timestamptz,
     PRIMARY KEY (consumer_name, handle)
 );
+CREATE INDEX shape_reports_handle ON shapesync.shape_reports (handle);
+COMMENT ON INDEX shapesync.shape_reports_handle IS
+    'shapesync.shapes looks a shape''s reports up by handle.';
 COMMENT ON TABLE shapesync.shape_reports IS
     'Per shape, what each sidecar last reported about it (shapesync.consumer_report_stats()); replaced by each report.';
 
@@ -323,6 +326,8 @@ CREATE FUNCTION shapesync.check(
     RETURNS SETOF record
     LANGUAGE c VOLATILE PARALLEL RESTRICTED SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    -- messages read the same whatever the caller's settings
+    SET IntervalStyle = 'postgres'
     AS 'MODULE_PATHNAME', 'shapesync_check';
 COMMENT ON FUNCTION shapesync.check() IS
     'One row per problem worth an alert (severity critical or warning), none when all is well: SELECT count(*) FROM shapesync.check() is a health probe. Problems: ticker_not_running, ticks_stalled, consumer_lost_changes, consumer_stale, consumer_lagging, change_log_large, shape_build_failed, filter_error; thresholds are the shapesync.alert_* settings.';
