@@ -10,7 +10,9 @@
  * shape sees the change): the writer's top-level xid8, a seq from
  * shapesync.change_seq, the table, the operation, the table's layout hash,
  * the old/new heap tuple images (composite datums, external TOAST
- * flattened) as bytea, and shape_ops.  shapesync.capture_truncate() is the
+ * flattened) as bytea, shape_ops, and the new row's version (its xmin as
+ * an xid8) when a subtransaction wrote it (versions.c).
+ * shapesync.capture_truncate() is the
  * AFTER TRUNCATE statement trigger: one 'T' row, and the table's shapes
  * become invalid.  'X' rows (a shape filter raised) are written by
  * membership.c, 'S' rows (DDL) by shapesync.log_schema_change().
@@ -57,7 +59,9 @@ PG_FUNCTION_INFO_V1(shapesync_capture);
 PG_FUNCTION_INFO_V1(shapesync_capture_truncate);
 PG_FUNCTION_INFO_V1(shapesync_log_schema_change);
 
-#define Natts_changes 9
+#define Natts_changes 10
+/* the 0.1.0 layout of shapesync.changes, without the version column */
+#define Natts_changes_0_1 9
 
 /*
  * per-backend cache of the log's oids: changes_relid is the current child
@@ -292,6 +296,24 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 
 	memset(nulls, false, sizeof(nulls));
 	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	/*
+	 * The new row's version, when it differs from the top-level xid: the
+	 * tuple was written inside a subtransaction (savepoint, plpgsql
+	 * exception block, shapesync.apply_mutations()), so its xmin is the
+	 * subtransaction's xid.
+	 */
+	nulls[9] = true;
+	if (newtup != NULL && newtup->t_data != NULL)
+	{
+		TransactionId xmin = HeapTupleHeaderGetRawXmin(newtup->t_data);
+
+		if (TransactionIdIsNormal(xmin) &&
+			xmin != XidFromFullTransactionId(GetTopFullTransactionId()))
+		{
+			values[9] = FullTransactionIdGetDatum(ShapesyncWidenXid(xmin));
+			nulls[9] = false;
+		}
+	}
 	values[1] = Int64GetDatum(nextval_internal(seqrelid, false));
 	values[2] = ObjectIdGetDatum(relid);
 	values[3] = CharGetDatum(op);
@@ -314,7 +336,9 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 		nulls[8] = true;
 
 	logrel = table_open(logrelid, RowExclusiveLock);
-	if (RelationGetDescr(logrel)->natts != Natts_changes)
+	/* a 0.1.0 schema not yet updated (ALTER EXTENSION shapesync UPDATE) has no version */
+	if (RelationGetDescr(logrel)->natts != Natts_changes &&
+		RelationGetDescr(logrel)->natts != Natts_changes_0_1)
 		elog(ERROR, "%s has an unexpected layout", RelationGetRelationName(logrel));
 	logtup = heap_form_tuple(RelationGetDescr(logrel), values, nulls);
 	ShapesyncLogInsert(logrel, logtup);

@@ -30,6 +30,7 @@ int			shapesync_consumer_timeout_s = 3600;
 int			shapesync_maintenance_interval_s = 10;
 int			shapesync_filter_fold_timeout_ms = 100;
 int			shapesync_filter_max_constant_bytes = 1048576;
+int			shapesync_mutation_retention_s = 7 * 86400;
 int			shapesync_alert_tick_delay_ms = 10000;
 int			shapesync_alert_lag_ms = 30000;
 int			shapesync_alert_consumer_stale_s = 60;
@@ -128,6 +129,18 @@ _PG_init(void)
 							1024, 256 * 1024 * 1024,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.mutation_retention",
+							"How long the outcome of an applied mutation id is kept for replays.",
+							"shapesync.apply_mutations() returns the stored outcome when a mutation "
+							"id or idempotency key comes again within this time; older ids are "
+							"deleted (shapesync.purge_mutations()) and would be applied again.",
+							&shapesync_mutation_retention_s,
+							7 * 86400,
+							60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	/* thresholds of shapesync.check() (sql/monitor.sql, docs/monitoring.md) */

@@ -9,7 +9,7 @@
  * worker.c (doorbell shared state and the background worker), shapes.c
  * (filter parsing and validation, registry helpers used from C),
  * membership.c (per-backend shape caches, classification of changed rows),
- * monitor.c (status reporting).
+ * monitor.c (status reporting), versions.c (row versions).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +17,7 @@
 #define SHAPESYNC_H
 
 #include "access/htup.h"
+#include "access/transam.h"
 #include "access/tupdesc.h"
 #include "executor/tuptable.h"
 #include "utils/array.h"
@@ -36,6 +37,7 @@ extern int	shapesync_consumer_timeout_s;
 extern int	shapesync_maintenance_interval_s;
 extern int	shapesync_filter_fold_timeout_ms;
 extern int	shapesync_filter_max_constant_bytes;
+extern int	shapesync_mutation_retention_s;
 extern int	shapesync_alert_tick_delay_ms;
 extern int	shapesync_alert_lag_ms;
 extern int	shapesync_alert_consumer_stale_s;
@@ -80,6 +82,9 @@ extern bool ShapesyncPreloaded(void);
 extern bool ShapesyncDatabaseListed(const char *dbname);
 extern PGDLLEXPORT void shapesync_worker_main(Datum main_arg);
 extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
+
+/* versions.c: row versions */
+extern FullTransactionId ShapesyncWidenXid(TransactionId xid);
 
 /* ticks.c */
 extern int64 ShapesyncRunTick(bool *installed, bool force);

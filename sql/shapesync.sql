@@ -53,7 +53,8 @@ CREATE TABLE shapesync.changes (
     new_row bytea,
     old_row bytea,
     shape_ops int4[],
-    error   text
+    error   text,
+    version pg_catalog.xid8
 ) USING heap;
 CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
 COMMENT ON TABLE shapesync.changes IS
@@ -62,6 +63,8 @@ COMMENT ON COLUMN shapesync.changes.shape_ops IS
     'Filtered shapes that see the change: shape_id * 4 + op (1 insert, 2 update, 3 delete); for X rows shape_id * 4.';
 COMMENT ON COLUMN shapesync.changes.error IS
     'X rows: the error raised by the shape filter; S rows: the reason (e.g. ddl: ALTER TABLE).';
+COMMENT ON COLUMN shapesync.changes.version IS
+    'I/U rows: the new row''s version (its xmin as an xid8) when it differs from xid, i.e. when a subtransaction wrote the row; NULL means the version is xid.';
 COMMENT ON INDEX shapesync.changes_xid_idx IS
     'Batches are restricted by xid range first.';
 
@@ -226,7 +229,8 @@ COMMENT ON FUNCTION shapesync.tick(boolean) IS
 
 CREATE FUNCTION shapesync.batch(tick_id bigint)
     RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
-                   new_values text[], old_values text[], shape_ops int4[], error text)
+                   new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -257,7 +261,8 @@ BEGIN
         SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, c.relid, c.op,
                shapesync.row_values_or_null(c.relid, c.layout, c.new_row),
                shapesync.row_values_or_null(c.relid, c.layout, c.old_row),
-               c.shape_ops, c.error
+               c.shape_ops, c.error,
+               CASE WHEN c.op IN ('I', 'U') THEN coalesce(c.version, c.xid) END
           FROM shapesync.changes c
          WHERE c.xid >= pg_snapshot_xmin(prev_snap)
            AND c.xid < pg_snapshot_xmax(cur_snap)
@@ -277,7 +282,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
-    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq); SQLSTATE SS001 when the change log no longer holds them all.';
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq), with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
 
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)

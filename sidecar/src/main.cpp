@@ -17,7 +17,7 @@
 #include "config.hpp"
 #include "http/app.hpp"
 #include "net/server.hpp"
-#include "shapes/store.hpp"
+#include "shapes/service.hpp"
 #include "util/log.hpp"
 
 int main(int argc, char** argv) {
@@ -39,8 +39,9 @@ int main(int argc, char** argv) {
   }
 
   asio::io_context io(threads);
-  App app(io, cfg);
-  app.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
+  ShapeService shapes(io, cfg);
+  shapes.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
+  App app(shapes);
   Server server(io, app, descriptors);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
   try {
@@ -54,8 +55,8 @@ int main(int argc, char** argv) {
            server.limits().max_total(), " connection(s), ",
            server.limits().max_per_address() ? std::to_string(server.limits().max_per_address()) : std::string("any number"),
            " per client address");
-  asio::co_spawn(asio::make_strand(io), app.run_ticker(), asio::detached);
-  asio::co_spawn(asio::make_strand(io), app.run_reporter(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), shapes.run_ticker(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), shapes.run_reporter(), asio::detached);
   asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);
 
   // Graceful shutdown: stop accepting, let open requests finish (deadline), exit;

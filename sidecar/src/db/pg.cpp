@@ -14,6 +14,10 @@ namespace shapesync {
 
 using namespace asio::experimental::awaitable_operators;
 
+asio::awaitable<void> PgConn::rollback_if_open() {
+  if (ok() && in_transaction()) co_await exec("ROLLBACK");
+}
+
 void PgConn::close() {
   if (conn_) {
     PQfinish(conn_);

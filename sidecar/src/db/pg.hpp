@@ -46,6 +46,12 @@ class PgResult {
     return std::string(get(row, col));
   }
   long long get_int(int row, int col) const { return std::stoll(std::string(get(row, col))); }
+  // The named column of a row, nullopt when NULL or absent.
+  std::optional<std::string> opt(int row, const char* name) const {
+    int col = r_ ? PQfnumber(r_.get(), name) : -1;
+    if (col < 0 || row >= rows()) return std::nullopt;
+    return opt(row, col);
+  }
   PGresult* raw() const { return r_.get(); }
 
  private:
@@ -85,6 +91,11 @@ class PgConn {
 
   // Notifications received so far (channel, payload); clears the list.
   std::vector<std::pair<std::string, std::string>> take_notifications();
+
+  // Inside a transaction block (or a failed one)?
+  bool in_transaction() const { return conn_ && PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+  // Rolls back an open transaction, if the connection is usable and has one.
+  asio::awaitable<void> rollback_if_open();
 
   PGconn* raw() const { return conn_; }
 

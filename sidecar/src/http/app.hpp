@@ -14,9 +14,8 @@
 #include <boost/beast/http.hpp>
 
 #include "config.hpp"
-#include "db/pool.hpp"
 #include "http/params.hpp"
-#include "shapes/store.hpp"
+#include "shapes/service.hpp"
 
 namespace shapesync {
 
@@ -87,7 +86,7 @@ struct LiveAnswer {
 
 class App {
  public:
-  App(asio::io_context& io, Config cfg);
+  explicit App(ShapeSource& shapes);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
   // response itself through `out`, or when the request must wait for changes
@@ -125,20 +124,8 @@ class App {
   // Open client connections, for /metrics (set by the server's owner).
   void set_connection_gauge(std::function<size_t()> f) { connections_ = std::move(f); }
 
-  // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
-  // extension's worker); reconnects after losing the database.
-  asio::awaitable<void> run_ticker();
-
-  // Reports the shapes' latest offsets to the database (shapesync.shapes) on its
-  // own connection, at most once per second, in one statement for every shape
-  // that grew since the last report; never on the tick follower's connection.
-  asio::awaitable<void> run_reporter();
-
-  bool db_ready() const { return db_ready_.load(); }
   // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
   void stop();
-  bool stopping() const { return stopping_.load(); }
-  ShapeStore& store() { return store_; }
   const Config& config() const { return cfg_; }
 
  private:
@@ -149,7 +136,9 @@ class App {
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
                                       std::optional<LiveWait>& wait, LogRead& unread);
   // The answer to a parked request, built from what it kept.
-  Response parked_response(const LiveWait& w, const LogRead& r, bool rotated, const std::shared_ptr<Shape>& next);
+  Response parked_response(const LiveWait& w, const ShapeRead& sr);
+  // The answer to a shape that could not be had.
+  Response error_response(const Request& req, const ShapeError& e) const;
   // The head of a live 200 with data, serialized directly (what shape_headers
   // and shape_response would produce for it).
   std::string live_head(const LiveWait& w, const Shape& s, const LogRead& r, const std::string& etag,
@@ -159,65 +148,12 @@ class App {
   // Sends the head of an SSE stream and sets `sse`, or answers at once.
   // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset.cpp.
   asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
-  // Waits while a shape is being created until `p` can be served (a snapshot
-  // chunk already streamed, or the shape ready); false when it failed or timed out.
-  asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p);
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
                                                      std::shared_ptr<Shape> s, StreamWriter& out,
                                                      std::optional<SseStream>& sse);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
-  // The 400 message for a table that does not exist (or is not tracked) now;
-  // nullopt when it does, or when the database cannot tell.
-  asio::awaitable<std::optional<std::string>> missing_table(const QualifiedName& name);
-  // The answer when a shape could not be served: 400 for a table that is gone
-  // (dropped while the shape was created), else a retryable 503.
-  asio::awaitable<Response> not_servable(const Request& req, const ShapeParams& p);
-  // Returns the ready active shape for the definition, creating it if needed;
-  // null with `err` set on failure.
-  asio::awaitable<std::shared_ptr<Shape>> get_shape(const ShapeParams& p, const std::string& def_key,
-                                                    std::shared_ptr<const TableInfo>& table, Response& err,
-                                                    const Request& req);
-  // Registers the shape in the database (validating and canonicalising its
-  // WHERE) and begins it in the store; null with `err` set on failure.
-  asio::awaitable<std::shared_ptr<Shape>> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key,
-                                                         Response& err, const Request& req);
-  // Loads (or takes and stores) the shape's snapshot and catches the shape up.
-  asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
-  // build_shape in the background; on failure fails the shape (and retires it
-  // in the database when nobody can ever serve it).
-  asio::awaitable<void> build_and_settle(std::shared_ptr<Shape> s);
-  struct SnapshotData {
-    bool building = false;  // claimed by a builder, not stored yet (nothing else is set)
-    PgSnapshot snap;
-    std::string snap_text;
-    uint64_t start_tick = 0;
-    long long rows = 0;
-    std::vector<std::shared_ptr<const std::string>> chunks;
-  };
-  // Takes the snapshot (caller holds the shape's build lock), publishing each
-  // chunk to the store as soon as it is complete.
-  asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const std::shared_ptr<Shape>& s);
-  asio::awaitable<void> store_snapshot(PgConn& c, const Shape& s, const SnapshotData& d);
-  asio::awaitable<std::optional<SnapshotData>> load_snapshot(PgConn& c, const std::string& handle);
+  // DELETE /v1/shape (--allow-shape-deletion): by handle, or the shape a request definition names.
   asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
-  // Applies every tick after the last one applied; `notified` is the newest
-  // tick id a NOTIFY named (0: ask the database).
-  asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
-  asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
-  asio::awaitable<void> poll_invalidations(PgConn& c);
-  // One report; false when there was nothing to report.
-  asio::awaitable<bool> report_progress(PgConn& c);
-  // Tells the database how far this sidecar has read (it holds the change log
-  // from there on); starts over when the log was truncated past it.
-  asio::awaitable<void> report_consumer(PgConn& c);
-  // Writes due segment files and drops their entries from memory; deletes the
-  // segment directories of shapes that are gone.
-  asio::awaitable<void> spill_segments();
-  // Fills r.entries from r.segment's file, rebuilding a missing or damaged
-  // file from the change log. 0 when done; 409 when the shape had to be
-  // retired (the log no longer holds it); 503 when the database is unreachable.
-  asio::awaitable<int> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r);
-  asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
 
   // Hostile input and least privilege (http/app_guard.cpp).
   // The answer to a database error that is not the client's: 503 naming the
@@ -226,7 +162,6 @@ class App {
   Response pg_failure_response(const Request& req, const PgError& e, std::string_view doing,
                                std::string_view privilege) const;
   static constexpr int kConfigurationRetryAfter = 30;
-  void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const;
   // /metrics: open, or only with --metrics-token (else --secret) as a Bearer
   // token or ?token= / ?secret=.
   bool metrics_authorized(const Request& req, std::string_view query) const;
@@ -238,20 +173,10 @@ class App {
   Response error_503(const Request& req, std::string body, int retry_after) const;
   Response must_refetch(const Request& req, const std::string& new_handle) const;
 
-  asio::io_context& io_;
-  Config cfg_;
-  ShapeStore store_;
-  PgPool pool_;
-  PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
-  std::map<std::string, std::string> aliases_;  // request definition → canonical key (under store mutex)
-  std::string inval_cursor_;                    // invalidated_at of the last invalidation seen
-  std::atomic<bool> db_ready_{false};
-  std::atomic<bool> own_ticking_{false};
-  std::atomic<bool> stopping_{false};
+  ShapeSource& shapes_;
+  ShapeStore& store_;
+  const Config& cfg_;
   std::atomic<int> initial_requests_{0};
-  std::atomic<bool> reporting_{true};  // the extension has report_shape()
-  std::atomic<bool> consumer_reporting_{true};  // the extension has consumer_report()
-  bool report_set_based_ = true;       // the extension has report_shapes() (only run_reporter uses it)
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
   std::function<size_t()> connections_;

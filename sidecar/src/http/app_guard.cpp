@@ -1,11 +1,12 @@
 // App's answers to database errors that are not the client's, and the
 // protection of /metrics (docs/security.md).
-#include <libpq-fe.h>
-
 #include <memory>
 
 #include "http/app.hpp"
-#include "http/pg_errors.hpp"
+#include <nlohmann/json.hpp>
+
+#include "db/errors.hpp"
+#include "http/db_errors.hpp"
 #include "util/log.hpp"
 #include "util/log_limit.hpp"
 
@@ -13,18 +14,6 @@ namespace shapesync {
 
 namespace {
 
-// The role named in the connection string, for GRANT hints ("" when it names none).
-std::string role_of(const std::string& conninfo) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-  if (err) PQfreemem(err);
-  if (!opts) return "";
-  std::string user;
-  for (PQconninfoOption* o = opts; o->keyword; ++o)
-    if (std::string_view(o->keyword) == "user" && o->val) user = o->val;
-  PQconninfoFree(opts);
-  return user;
-}
 
 // Compares without stopping at the first difference (a token is not guessed byte by byte).
 bool same_secret(std::string_view given, std::string_view want) {
@@ -36,22 +25,22 @@ bool same_secret(std::string_view given, std::string_view want) {
 
 }  // namespace
 
-void App::log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const {
-  static LogLimit limit;
-  size_t suppressed = 0;
-  if (!limit.allow(suppressed)) return;
-  std::string hint = grant_hint(e, privilege, role_of(cfg_.database_url));
-  log_error("configuration: the sidecar's database role cannot go on ", doing, ": ", e.sqlstate, " ", e.what(),
-            hint.empty() ? std::string() : "; run as an owner: " + hint,
-            suppressed ? " (" + std::to_string(suppressed) + " more like it not logged)" : std::string(),
-            ". Shared state (shapes other sidecars serve) is left alone.");
+std::string configuration_error_body(const PgError& e) {
+  bool privilege = e.sqlstate == "42501";
+  nlohmann::json j = {
+      {"code", privilege ? "insufficient_privilege" : "database_configuration_error"},
+      {"message", std::string(privilege ? "The sidecar's database role lacks a privilege it needs: "
+                                        : "The sidecar's database configuration is wrong: ") +
+                      e.what() + ". An operator must fix it (see docs/security.md); retrying will not help until then."}};
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+
 
 Response App::pg_failure_response(const Request& req, const PgError& e, std::string_view doing,
                                   std::string_view privilege) const {
   switch (classify_pg_error(e)) {
     case PgFailure::kConfiguration:
-      log_configuration_error(e, doing, privilege);
+      shapes_.log_configuration_error(e, doing, privilege);
       return error_503(req, configuration_error_body(e), kConfigurationRetryAfter);
     case PgFailure::kUnreachable:
       log_warn("database unreachable while ", doing, ": ", e.what());

@@ -13,6 +13,7 @@
 
 #include "protocol/encode.hpp"
 #include "http/params.hpp"
+#include "model/subset.hpp"
 
 namespace shapesync {
 
@@ -36,27 +37,10 @@ struct BodyError {
 // their JSON text. An empty body counts as {}.
 std::variant<QueryMap, BodyError> merge_post_body(QueryMap q, std::string_view body);
 
-// One ORDER BY item: a column and its direction and null placement.
-struct OrderItem {
-  std::string column;  // identifier as written (quoted: exact; unquoted: down-cased)
-  bool desc = false;
-  std::optional<bool> nulls_first;  // nullopt: PostgreSQL's default
-  bool operator==(const OrderItem&) const = default;
-};
-
 // Tokenizes an ORDER BY list: column references (plain or double-quoted
 // identifiers), each optionally ASC|DESC and NULLS FIRST|LAST, comma-separated.
 // Anything else is an error message ("Function calls are not allowed in ORDER BY", ...).
 std::variant<std::vector<OrderItem>, std::string> parse_order_by(std::string_view s);
-
-// The validated subset parameters (column names not checked yet).
-struct SubsetParams {
-  std::optional<std::string> where;
-  std::vector<std::string> params;  // $1..$n, in order
-  std::vector<OrderItem> order_by;
-  std::optional<long long> limit;
-  std::optional<long long> offset;
-};
 
 // Reads the `subset__*` parameters. Errors are nested under "subset":
 // {"subset":{"order_by":["..."]}}.
@@ -68,12 +52,6 @@ void add_subset_error(ValidationErrors& e, const std::string& field, const std::
 // Checks the ORDER BY columns against the shape's table; returns an error
 // message naming the unknown columns, or "".
 std::string check_order_by_columns(const std::vector<OrderItem>& order_by, const TableInfo& t);
-
-// SELECT <columns> FROM <table> WHERE (<shape where>) AND (<subset where>)
-// ORDER BY ... LIMIT ... OFFSET ...; both WHEREs must be canonical
-// (PostgreSQL's deparse), ORDER BY is built from quoted identifiers only.
-std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& selected, const std::string& shape_where,
-                             const std::string& subset_where, const SubsetParams& p);
 
 // A subset row: {"key":…,"value":{…},"headers":{"operation":"insert","relation":[…],"snapshot_mark":N}}
 std::string subset_row_message(const std::string& key, const std::string& value_object, std::string_view relation,

@@ -61,17 +61,17 @@ std::string LogRead::events() const {
   return text;
 }
 
-std::shared_ptr<Shape> ShapeStore::active(const std::string& def_key) const {
+std::shared_ptr<Shape> ShapeStore::active_locked(const std::string& def_key) const {
   auto it = active_.find(def_key);
   return it == active_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Shape> ShapeStore::by_handle(const std::string& handle) const {
+std::shared_ptr<Shape> ShapeStore::by_handle_locked(const std::string& handle) const {
   auto it = by_handle_.find(handle);
   return it == by_handle_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def) {
+std::shared_ptr<Shape> ShapeStore::begin_create_locked(ShapeDef def) {
   auto s = std::make_shared<Shape>();
   s->def = std::move(def);
   s->key_prefix = key_prefix(*s->def.table);
@@ -85,7 +85,7 @@ void TimerWaiter::wake() {
   asio::post(timer.get_executor(), [self = shared_from_this()] { self->timer.cancel(); });
 }
 
-void ShapeStore::add_waiter(Shape& s, Waiter& w) {
+void ShapeStore::add_waiter_locked(Shape& s, Waiter& w) {
   w.waiting_on = &s;
   w.prev = nullptr;
   w.next = s.waiters;
@@ -94,7 +94,7 @@ void ShapeStore::add_waiter(Shape& s, Waiter& w) {
   ++waiting_;
 }
 
-void ShapeStore::remove_waiter(Waiter& w) {
+void ShapeStore::remove_waiter_locked(Waiter& w) {
   if (!w.waiting_on) return;
   if (w.prev) w.prev->next = w.next;
   else w.waiting_on->waiters = w.next;
@@ -117,7 +117,7 @@ void ShapeStore::wake(Shape& s) {
   }
 }
 
-std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
+std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress_locked() {
   std::vector<std::pair<std::string, std::string>> out;
   for (Shape* s : grown_)
     if (!s->invalid) out.emplace_back(s->handle, s->last_offset().to_string());
@@ -125,17 +125,17 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
   return out;
 }
 
-void ShapeStore::restore_progress(const std::vector<std::pair<std::string, std::string>>& progress) {
+void ShapeStore::restore_progress_locked(const std::vector<std::pair<std::string, std::string>>& progress) {
   for (auto& [h, o] : progress)
     if (auto it = by_handle_.find(h); it != by_handle_.end()) grown_.insert(it->second.get());
 }
 
-void ShapeStore::wake_all() {
+void ShapeStore::wake_all_locked() {
   for (auto& [k, s] : active_) wake(*s);
   for (auto& [h, s] : by_handle_) wake(*s);
 }
 
-bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t extra_upto) {
+bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t extra_upto) {
   std::vector<std::pair<std::string, std::string>> inv;
   uint64_t covered = std::max(s->start_tick, extra_upto);
   if (covered < window_floor_ && last_tick_ > covered) return false;  // a gap: the caller fetches more
@@ -145,10 +145,10 @@ bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batc
     if (b.tick_id > covered && b.tick_id <= last_tick_) apply_batch(b, s.get(), inv);
   if (!inv.empty()) {  // truncated, altered or its filter raised while it was being created
     auto sp = s;
-    // apply_batch only flagged it (s->invalid): invalidate() must still take
+    // apply_batch only flagged it (s->invalid): invalidate_locked() must still take
     // it out of the active map, or every later request would find it there
     s->invalid = false;
-    invalidate(sp, inv.front().second);
+    invalidate_locked(sp, inv.front().second);
     return false;
   }
   s->ready = true;
@@ -163,7 +163,7 @@ bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batc
   return true;
 }
 
-void ShapeStore::publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
+void ShapeStore::publish_snapshot_chunk_locked(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
   s->snapshot_chunks.push_back(std::move(chunk));
   wake(*s);
 }
@@ -175,14 +175,14 @@ bool ShapeStore::can_read(const Shape& s, const RequestOffset& ro) {
   return ro.kind == RequestOffset::Kind::kAt && ro.at.is_snapshot_region() && ro.at.op + 1 < s.snapshot_chunks.size();
 }
 
-void ShapeStore::fail_create(const std::shared_ptr<Shape>& s) {
+void ShapeStore::fail_create_locked(const std::shared_ptr<Shape>& s) {
   s->failed = true;
   auto it = active_.find(s->def.key);
   if (it != active_.end() && it->second == s) active_.erase(it);
   wake(*s);
 }
 
-void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& reason) {
+void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::string& reason) {
   if (s->invalid) return;
   grown_.erase(s.get());
   spill_due_.erase(s.get());
@@ -201,22 +201,17 @@ void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& 
   wake(*s);
 }
 
-void ShapeStore::restart_from(uint64_t t, const std::string& reason) {
+void ShapeStore::restart_from_locked(uint64_t t, const std::string& reason) {
   std::vector<std::shared_ptr<Shape>> ready;
   for (auto& [h, s] : by_handle_) ready.push_back(s);
-  for (auto& s : ready) invalidate(s, reason);
+  for (auto& s : ready) invalidate_locked(s, reason);
   window_.clear();
   window_sizes_.clear();
   window_bytes_ = 0;
-  set_last_tick(t);
+  last_tick_ = t;
+  window_floor_ = t;
 }
 
-void ShapeStore::invalidate_table(uint32_t relid, const std::string& reason) {
-  auto it = by_relid_.find(relid);
-  if (it == by_relid_.end()) return;
-  auto shapes = it->second;
-  for (auto& s : shapes) invalidate(s, reason);
-}
 
 void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   size_t n = json.size();
@@ -237,10 +232,10 @@ std::string ShapeStore::shape_dir(const Shape& s) const {
   return spill_dir_ + "/" + name;
 }
 
-std::vector<SpillJob> ShapeStore::take_spills() {
+std::vector<SpillJob> ShapeStore::take_spills_locked() {
   std::vector<SpillJob> jobs;
   for (Shape* raw : spill_due_) {
-    auto sp = by_handle(raw->handle);
+    auto sp = by_handle_locked(raw->handle);
     if (!sp || sp.get() != raw || sp->invalid) continue;
     Shape& sh = *sp;
     // closed chunks still in memory, oldest first
@@ -264,7 +259,7 @@ std::vector<SpillJob> ShapeStore::take_spills() {
   return jobs;
 }
 
-bool ShapeStore::commit_spill(const SpillJob& job) {
+bool ShapeStore::commit_spill_locked(const SpillJob& job) {
   Shape& sh = *job.shape;
   if (sh.invalid || sh.log_base != job.first_index || sh.entry_count() <= job.end_index || job.entries.empty())
     return false;
@@ -278,19 +273,19 @@ bool ShapeStore::commit_spill(const SpillJob& job) {
   return true;
 }
 
-std::vector<std::string> ShapeStore::take_dead_dirs() {
+std::vector<std::string> ShapeStore::take_dead_dirs_locked() {
   std::vector<std::string> out;
   out.swap(dead_dirs_);
   return out;
 }
 
-size_t ShapeStore::log_memory_bytes() const {
+size_t ShapeStore::log_memory_bytes_locked() const {
   size_t n = 0;
   for (auto& [h, sh] : by_handle_) n += sh->log_memory_bytes;
   return n;
 }
 
-std::vector<LogEntry> ShapeStore::replay(const Shape& s, const std::vector<Batch>& batches) {
+std::vector<LogEntry> ShapeStore::replay_locked(const Shape& s, const std::vector<Batch>& batches) {
   Shape scratch;
   scratch.def = s.def;
   scratch.handle = s.handle;
@@ -555,8 +550,8 @@ void ShapeStore::apply_batch(const Batch& b, Shape* only,
       s.invalid = true;  // finish_create turns this into a proper invalidation
       return;
     }
-    auto sp = by_handle(s.handle);
-    if (sp) invalidate(sp, reason);
+    auto sp = by_handle_locked(s.handle);
+    if (sp) invalidate_locked(sp, reason);
   };
   // Per transaction: the messages of each shape, in log order.
   std::vector<Shape*> order;
@@ -643,7 +638,7 @@ void ShapeStore::apply_batch(const Batch& b, Shape* only,
   }
 }
 
-std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) {
+std::vector<std::pair<std::string, std::string>> ShapeStore::apply_locked(Batch batch) {
   std::vector<std::pair<std::string, std::string>> invalidated;
   apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
@@ -666,7 +661,7 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) 
   return invalidated;
 }
 
-void ShapeStore::trim_window(size_t max_batches, size_t max_bytes) {
+void ShapeStore::trim_window_locked(size_t max_batches, size_t max_bytes) {
   while (!window_.empty() && (window_.size() > max_batches || window_bytes_ > max_bytes)) {
     window_floor_ = window_.front().tick_id;
     window_.pop_front();
@@ -688,9 +683,9 @@ bool ShapeStore::reads_segment(const Shape& s, const RequestOffset& ro) {
   return after && *after < s.spilled.back().last;
 }
 
-LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
+LogRead ShapeStore::read_locked(const Shape& s, const RequestOffset& ro) const {
   LogRead r;
-  r.global_last_seen = global_position();
+  r.global_last_seen = global_position_locked();
   LogOffset after;
   if (ro.kind == RequestOffset::Kind::kBeforeAll) {
     r.snapshot_chunk = s.snapshot_chunks.front();
@@ -750,10 +745,10 @@ LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::
     r.built = c.body;
     r.end = c.end;
     r.up_to_date = c.up_to_date;
-    r.global_last_seen = std::max(global_position(), c.end.tx);
+    r.global_last_seen = std::max(global_position_locked(), c.end.tx);
     return r;
   }
-  LogRead r = read(s, ro);
+  LogRead r = read_locked(s, ro);
   if (!cacheable || r.out_of_bounds || !r.has_data() || r.segment) return r;  // a segment: the caller reads it
   r.built = std::make_shared<const std::string>(format(r));
   r.entries.clear();
@@ -766,12 +761,296 @@ LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::
   return r;
 }
 
-LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
+LogRead ShapeStore::read_live_locked(const Shape& s, const RequestOffset& ro) const {
   return read_cached(s, ro, s.live_cache, [](const LogRead& r) { return r.body(); });
 }
 
-LogRead ShapeStore::read_events(const Shape& s, const RequestOffset& ro) const {
+LogRead ShapeStore::read_events_locked(const Shape& s, const RequestOffset& ro) const {
   return read_cached(s, ro, s.event_cache, [](const LogRead& r) { return r.events(); });
+}
+
+}  // namespace shapesync
+
+// ---------------------------------------------------------------------------
+// The public face: each method takes the lock, then does its work.
+
+namespace shapesync {
+
+std::shared_ptr<Shape> ShapeStore::active(const std::string& def_key) const {
+  std::lock_guard lk(mu_);
+  return active_locked(def_key);
+}
+
+std::shared_ptr<Shape> ShapeStore::by_handle(const std::string& handle) const {
+  std::lock_guard lk(mu_);
+  return by_handle_locked(handle);
+}
+
+std::shared_ptr<Shape> ShapeStore::resolve(const std::string& request_key) const {
+  std::lock_guard lk(mu_);
+  auto a = aliases_.find(request_key);
+  return a == aliases_.end() ? nullptr : active_locked(a->second);
+}
+
+std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def, const std::string& request_key, std::string handle,
+                                                int32_t shape_id, std::string where, bool& created) {
+  std::lock_guard lk(mu_);
+  // one lock: concurrent registrations of one definition make one shape
+  aliases_[request_key] = def.key;
+  created = false;
+  if (auto existing = active_locked(def.key)) return existing;
+  auto s = begin_create_locked(std::move(def));
+  s->handle = std::move(handle);
+  s->shape_id = shape_id;
+  s->filtered = !where.empty();
+  s->where = std::move(where);
+  created = true;
+  return s;
+}
+
+std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def) {
+  std::lock_guard lk(mu_);
+  return begin_create_locked(std::move(def));
+}
+
+ShapeStatus ShapeStore::status(const Shape& s) const {
+  std::lock_guard lk(mu_);
+  return {s.ready, s.invalid, s.failed, !s.snapshot_chunks.empty(), s.build_error, s.config_failure};
+}
+
+void ShapeStore::set_snapshot(Shape& s, const PgSnapshot& snap, uint64_t start_tick,
+                              const std::vector<std::shared_ptr<const std::string>>* chunks) {
+  std::lock_guard lk(mu_);
+  s.snap = snap;
+  s.start_tick = start_tick;
+  if (chunks) s.snapshot_chunks = *chunks;
+}
+
+void ShapeStore::publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
+  std::lock_guard lk(mu_);
+  publish_snapshot_chunk_locked(s, std::move(chunk));
+}
+
+bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches, uint64_t extra_upto) {
+  std::lock_guard lk(mu_);
+  return finish_create_locked(s, std::move(extra_batches), extra_upto);
+}
+
+std::optional<uint64_t> ShapeStore::finish_or_floor(const std::shared_ptr<Shape>& s, uint64_t start_tick) {
+  std::lock_guard lk(mu_);
+  if (start_tick >= window_floor_ || last_tick_ <= start_tick) {
+    finish_create_locked(s, {}, 0);
+    return std::nullopt;
+  }
+  return window_floor_;
+}
+
+bool ShapeStore::finish_with(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t upto) {
+  std::lock_guard lk(mu_);
+  if (window_floor_ > upto) return false;
+  finish_create_locked(s, std::move(extra), upto);
+  return true;
+}
+
+void ShapeStore::fail_create(const std::shared_ptr<Shape>& s, std::string build_error,
+                             std::shared_ptr<const PgError> config_failure) {
+  std::lock_guard lk(mu_);
+  if (s->ready || s->invalid) return;
+  if (!build_error.empty()) s->build_error = std::move(build_error);
+  if (config_failure) s->config_failure = std::move(config_failure);
+  fail_create_locked(s);
+}
+
+void ShapeStore::invalidate(const std::shared_ptr<Shape>& s, const std::string& reason) {
+  std::lock_guard lk(mu_);
+  invalidate_locked(s, reason);
+}
+
+uint64_t ShapeStore::restart_from(uint64_t t, const std::string& reason) {
+  std::lock_guard lk(mu_);
+  uint64_t was = last_tick_;
+  restart_from_locked(t, reason);
+  return was;
+}
+
+std::vector<std::pair<std::string, std::string>> ShapeStore::apply(Batch batch) {
+  std::lock_guard lk(mu_);
+  return apply_locked(std::move(batch));
+}
+
+std::vector<std::pair<std::string, std::string>> ShapeStore::apply_all(std::vector<Batch> batches, uint64_t upto,
+                                                                       size_t max_batches, size_t max_bytes) {
+  std::lock_guard lk(mu_);
+  std::vector<std::pair<std::string, std::string>> invalidated;
+  for (auto& b : batches) {
+    auto inv = apply_locked(std::move(b));
+    invalidated.insert(invalidated.end(), inv.begin(), inv.end());
+  }
+  last_tick_ = std::max(last_tick_, upto);
+  trim_window_locked(max_batches, max_bytes);
+  return invalidated;
+}
+
+uint64_t ShapeStore::last_tick() const {
+  std::lock_guard lk(mu_);
+  return last_tick_;
+}
+
+void ShapeStore::set_last_tick(uint64_t t) {
+  std::lock_guard lk(mu_);
+  last_tick_ = t;
+  window_floor_ = t;
+}
+
+void ShapeStore::advance(uint64_t t) {
+  std::lock_guard lk(mu_);
+  last_tick_ = std::max(last_tick_, t);
+}
+
+uint64_t ShapeStore::window_floor() const {
+  std::lock_guard lk(mu_);
+  return window_floor_;
+}
+
+void ShapeStore::trim_window(size_t max_batches, size_t max_bytes) {
+  std::lock_guard lk(mu_);
+  trim_window_locked(max_batches, max_bytes);
+}
+
+StoreStats ShapeStore::stats() const {
+  std::lock_guard lk(mu_);
+  StoreStats st;
+  st.shapes = by_handle_.size();
+  st.waiting = waiting_;
+  st.log_memory_bytes = log_memory_bytes_locked();
+  st.window_bytes = window_bytes_;
+  st.window_batches = window_.size();
+  st.last_tick = last_tick_;
+  st.applied_changes = applied_changes_;
+  st.appended_entries = appended_entries_;
+  return st;
+}
+
+std::vector<SpillJob> ShapeStore::take_spills() {
+  std::lock_guard lk(mu_);
+  return take_spills_locked();
+}
+
+bool ShapeStore::commit_spill(const SpillJob& job) {
+  std::lock_guard lk(mu_);
+  return commit_spill_locked(job);
+}
+
+std::vector<std::string> ShapeStore::take_dead_dirs() {
+  std::lock_guard lk(mu_);
+  return take_dead_dirs_locked();
+}
+
+std::vector<LogEntry> ShapeStore::replay(const Shape& s, const std::vector<Batch>& batches) {
+  std::lock_guard lk(mu_);
+  return replay_locked(s, batches);
+}
+
+LogRead ShapeStore::read(const Shape& s, const RequestOffset& ro) const {
+  std::lock_guard lk(mu_);
+  return read_locked(s, ro);
+}
+
+LogRead ShapeStore::read_live(const Shape& s, const RequestOffset& ro) const {
+  std::lock_guard lk(mu_);
+  return read_live_locked(s, ro);
+}
+
+LogRead ShapeStore::read_events(const Shape& s, const RequestOffset& ro) const {
+  std::lock_guard lk(mu_);
+  return read_events_locked(s, ro);
+}
+
+ShapeRead ShapeStore::rotated_locked(const Shape& s) const {
+  ShapeRead out;
+  out.rotated = true;
+  auto next = active_locked(s.def.key);
+  if (next && next->ready) out.next_handle = next->handle;
+  return out;
+}
+
+ShapeRead ShapeStore::read_request(const std::shared_ptr<Shape>& s, const RequestOffset& ro, bool live) const {
+  std::lock_guard lk(mu_);
+  if (s->invalid) return rotated_locked(*s);
+  ShapeRead out;
+  out.r = live ? read_live_locked(*s, ro) : read_locked(*s, ro);
+  return out;
+}
+
+std::optional<ShapeRead> ShapeStore::read_or_wait(const std::shared_ptr<Shape>& s, const RequestOffset& ro, bool live,
+                                                  Waiter& w, const std::function<bool(const LogRead&)>& keep_waiting) {
+  std::lock_guard lk(mu_);
+  remove_waiter_locked(w);  // still linked when its deadline woke it
+  if (s->invalid) return rotated_locked(*s);
+  ShapeRead out;
+  out.r = live ? read_live_locked(*s, ro) : read_locked(*s, ro);
+  if (!out.r.needs_segment() && keep_waiting(out.r)) {
+    add_waiter_locked(*s, w);
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::optional<ShapeRead> ShapeStore::read_events_or_wait(const std::shared_ptr<Shape>& s, const RequestOffset& ro,
+                                                         Waiter& w,
+                                                         const std::function<bool(const LogRead&)>& keep_waiting) {
+  std::lock_guard lk(mu_);
+  remove_waiter_locked(w);
+  if (s->invalid) return rotated_locked(*s);
+  ShapeRead out;
+  out.r = read_events_locked(*s, ro);
+  if (!out.r.needs_segment() && keep_waiting(out.r)) {
+    add_waiter_locked(*s, w);
+    return std::nullopt;
+  }
+  return out;
+}
+
+uint64_t ShapeStore::global_position() const {
+  std::lock_guard lk(mu_);
+  return global_position_locked();
+}
+
+bool ShapeStore::holds(const Shape& s, const std::function<bool(const Shape&)>& pred) const {
+  std::lock_guard lk(mu_);
+  return pred(s);
+}
+
+bool ShapeStore::wait_unless(Shape& s, Waiter& w, const std::function<bool(const Shape&)>& done) {
+  std::lock_guard lk(mu_);
+  if (done(s)) return false;
+  add_waiter_locked(s, w);
+  return true;
+}
+
+void ShapeStore::add_waiter(Shape& s, Waiter& w) {
+  std::lock_guard lk(mu_);
+  add_waiter_locked(s, w);
+}
+
+void ShapeStore::remove_waiter(Waiter& w) {
+  std::lock_guard lk(mu_);
+  remove_waiter_locked(w);
+}
+
+void ShapeStore::wake_all() {
+  std::lock_guard lk(mu_);
+  wake_all_locked();
+}
+
+std::vector<std::pair<std::string, std::string>> ShapeStore::take_progress() {
+  std::lock_guard lk(mu_);
+  return take_progress_locked();
+}
+
+void ShapeStore::restore_progress(const std::vector<std::pair<std::string, std::string>>& progress) {
+  std::lock_guard lk(mu_);
+  restore_progress_locked(progress);
 }
 
 }  // namespace shapesync

@@ -2,8 +2,11 @@
 // log, and the clients waiting on it.
 //
 // Locking: one mutex guards the whole store (shapes, logs, waiters, the batch
-// window and the processed position). Every operation under it is short: no
-// I/O, no database call, no JSON parsing. Messages are serialized once when a
+// window and the processed position), and the store owns it: every public
+// method takes it itself, no caller is handed it (Beast's chat-multi
+// shared_state). Operations that must see and change state at once (read or
+// wait, finish a creation against the window) are single methods. Every
+// operation under it is short: no I/O, no database call, no JSON parsing. Messages are serialized once when a
 // batch is applied and shared (shared_ptr<const std::string>) by every response.
 // Waiters are woken by posting a cancel of their timer to their own executor.
 #pragma once
@@ -11,6 +14,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +29,7 @@
 #include "protocol/encode.hpp"
 #include "model/offset.hpp"
 #include "model/shape_request.hpp"
+#include "db/pg.hpp"
 #include "model/batch.hpp"
 
 namespace shapesync {
@@ -86,6 +91,9 @@ struct ShapeDef {
   std::string key;  // canonical definition, the identity of the shape
 };
 
+// One shape. Its identity (def, handle, shape_id, filtered, where,
+// schema_header, key_prefix, relation) is set once, when the store creates it,
+// and read without the lock; everything else belongs to the store's lock.
 struct Shape {
   ShapeDef def;
   std::string handle;
@@ -113,7 +121,7 @@ struct Shape {
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
   std::string build_error;  // failed because its filter raised on a row: 400 for its waiters
-  std::string config_error;  // failed for want of a grant (this sidecar's): the 503 body for its waiters
+  std::shared_ptr<const PgError> config_failure;  // failed for want of a grant (this sidecar's): 503 for its waiters
   bool invalid = false;  // rotated: clients must refetch
   std::string invalid_reason;
   Waiter* waiters = nullptr;  // intrusive list (under the store mutex)
@@ -170,69 +178,108 @@ struct LogRead {
   std::string events() const;
 };
 
+// A shape's state as a request sees it, copied under the lock.
+struct ShapeStatus {
+  bool ready = false, invalid = false, failed = false;
+  bool streaming = false;  // snapshot chunks are being served while it is built
+  std::string build_error;
+  std::shared_ptr<const PgError> config_failure;
+};
+
+// A read of a shape's log for a request: the log read, or "rotated" with the
+// handle of its ready replacement (when there is one).
+struct ShapeRead {
+  bool rotated = false;
+  std::string next_handle;
+  LogRead r;
+};
+
+// Figures for /metrics.
+struct StoreStats {
+  size_t shapes = 0, waiting = 0, log_memory_bytes = 0, window_bytes = 0, window_batches = 0;
+  uint64_t last_tick = 0, applied_changes = 0, appended_entries = 0;
+};
+
 class ShapeStore {
  public:
   explicit ShapeStore(size_t chunk_bytes) : chunk_bytes_(chunk_bytes) {}
 
   // Spill closed log chunks to segment files under `dir` ("" = keep every
   // entry in memory), keeping the newest `keep_chunks` closed chunks of each
-  // shape in memory.
+  // shape in memory. Set before use.
   void set_spill(std::string dir, size_t keep_chunks) {
     spill_dir_ = std::move(dir);
     keep_chunks_ = keep_chunks;
   }
   const std::string& spill_dir() const { return spill_dir_; }
 
-  std::mutex& mutex() { return mu_; }
-
-  // --- all below: caller holds mutex() ---
-
+  // --- shapes ---
   std::shared_ptr<Shape> active(const std::string& def_key) const;
   std::shared_ptr<Shape> by_handle(const std::string& handle) const;
-  // Inserts a not-yet-ready shape as the active one for its definition.
+  // The active shape a request's definition key was last registered as.
+  std::shared_ptr<Shape> resolve(const std::string& request_key) const;
+  // Begins a not-yet-ready shape as the active one for its definition, with
+  // the registry's identity; or returns the active shape already there
+  // (`created` false). Remembers request_key → def.key for resolve().
+  std::shared_ptr<Shape> begin_create(ShapeDef def, const std::string& request_key, std::string handle,
+                                      int32_t shape_id, std::string where, bool& created);
+  // The same with no identity (tests).
   std::shared_ptr<Shape> begin_create(ShapeDef def);
+  ShapeStatus status(const Shape& s) const;
+  // The snapshot a shape is built from (and its chunks, when loaded whole).
+  void set_snapshot(Shape& s, const PgSnapshot& snap, uint64_t start_tick,
+                    const std::vector<std::shared_ptr<const std::string>>* chunks = nullptr);
+  // A snapshot chunk of a shape being created is complete: it can be served
+  // (offset -1 and 0_k) before the shape is ready.
+  void publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
   // Completes creation: applies retained batches after start_tick. Returns
   // false (and fails the shape) when batches it needs are no longer retained.
   // `extra` holds the batches in (start_tick, extra_upto] read from the database;
   // the window must hold every later one (extra_upto >= window_floor()).
-  bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches = {},
-                     uint64_t extra_upto = 0);
-  void fail_create(const std::shared_ptr<Shape>& s);
-  // A snapshot chunk of a shape being created is complete: it can be served
-  // (offset -1 and 0_k) before the shape is ready.
-  void publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
-  // Can `ro` be read now? Always once ready; before, only published snapshot chunks.
+  bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches = {}, uint64_t extra_upto = 0);
+  // Completes creation from the window alone when it reaches back to
+  // start_tick (nullopt); otherwise the window's floor: read the batches in
+  // (start_tick, floor] and call finish_with().
+  std::optional<uint64_t> finish_or_floor(const std::shared_ptr<Shape>& s, uint64_t start_tick);
+  // Completes creation with `extra` = the batches in (start_tick, upto]; false
+  // when the window moved past upto meanwhile (read again).
+  bool finish_with(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t upto);
+  // A creation failed (no-op for a ready or rotated shape): its waiters learn
+  // the filter error (a 400) or this sidecar's configuration failure (a 503).
+  void fail_create(const std::shared_ptr<Shape>& s, std::string build_error = {},
+                   std::shared_ptr<const PgError> config_failure = nullptr);
+  // Can `ro` be read now? Always once ready; before, only published snapshot
+  // chunks. Pure: callers pass a shape they read under the lock.
   static bool can_read(const Shape& s, const RequestOffset& ro);
   // Does reading `ro` land in a segment file (read() then returns LogRead::segment)?
   static bool reads_segment(const Shape& s, const RequestOffset& ro);
   // Marks a shape invalid, drops it from the active map and wakes its waiters.
   void invalidate(const std::shared_ptr<Shape>& s, const std::string& reason);
-  void invalidate_table(uint32_t relid, const std::string& reason);
   // Starts over from tick t after changes were lost (the change log was
   // truncated past this process): every ready shape is invalidated here (its
   // clients refetch; it is rebuilt from the database) and the window emptied.
-  void restart_from(uint64_t t, const std::string& reason);
+  // Returns the last tick applied before.
+  uint64_t restart_from(uint64_t t, const std::string& reason);
 
+  // --- following the change log ---
   // Applies a batch to every ready shape; remembers it in the window.
   // Returns (handle, reason) of shapes invalidated by it (the caller records that in the database).
   std::vector<std::pair<std::string, std::string>> apply(Batch batch);
-  uint64_t last_tick() const { return last_tick_; }
+  // Applies batches, then marks every tick up to `upto` applied and trims the
+  // window to `max_batches` / `max_bytes`. Returns the invalidations.
+  std::vector<std::pair<std::string, std::string>> apply_all(std::vector<Batch> batches, uint64_t upto,
+                                                             size_t max_batches, size_t max_bytes);
+  uint64_t last_tick() const;
   // Starting point: nothing before t will be applied or retained.
-  void set_last_tick(uint64_t t) {
-    last_tick_ = t;
-    window_floor_ = t;
-  }
+  void set_last_tick(uint64_t t);
   // Every tick up to t has been applied (empty ticks carry no batch).
-  void advance(uint64_t t) { last_tick_ = std::max(last_tick_, t); }
+  void advance(uint64_t t);
   // Every non-empty batch with tick in (window_floor(), last_tick()] is retained.
-  uint64_t window_floor() const { return window_floor_; }
-  // Oldest retained batch's tick (0 when none).
+  uint64_t window_floor() const;
   void trim_window(size_t max_batches, size_t max_bytes = SIZE_MAX);
-  size_t window_bytes() const { return window_bytes_; }
-  uint64_t applied_changes() const { return applied_changes_; }
-  uint64_t appended_entries() const { return appended_entries_; }
-  size_t window_batches() const { return window_.size(); }
+  StoreStats stats() const;
 
+  // --- segment files ---
   // Closed chunks due to be spilled (ready shapes only); see SpillJob.
   std::vector<SpillJob> take_spills();
   // The job's file is written: drop its entries from memory (no-op when the
@@ -245,9 +292,8 @@ class ShapeStore {
   // The entries a shape's log would have for `batches` (a scratch replay, for
   // rebuilding a lost segment file); the shape itself is not touched.
   std::vector<LogEntry> replay(const Shape& s, const std::vector<Batch>& batches);
-  // In-memory log bytes of every ready shape (for metrics and tests).
-  size_t log_memory_bytes() const;
 
+  // --- reads ---
   // Reads after `after` (a real or snapshot offset) for a ready shape.
   LogRead read(const Shape& s, const RequestOffset& ro) const;
   // The same, with the body built (`built`) and shared by every reader of the
@@ -256,28 +302,70 @@ class ShapeStore {
   // The same as SSE event text ("data: <message>\n\n" per message, then the
   // up-to-date), shared likewise.
   LogRead read_events(const Shape& s, const RequestOffset& ro) const;
+  // A request's read: rotated (and its replacement), or read()/read_live().
+  ShapeRead read_request(const std::shared_ptr<Shape>& s, const RequestOffset& ro, bool live) const;
+  // A parked request's read: unlinks `w` if it is linked, then reads as
+  // read_request(); when the shape is not rotated and keep_waiting(read) says
+  // so, links `w` to the shape instead and returns nullopt. keep_waiting runs
+  // under the lock: it may only look at the read.
+  std::optional<ShapeRead> read_or_wait(const std::shared_ptr<Shape>& s, const RequestOffset& ro, bool live,
+                                        Waiter& w, const std::function<bool(const LogRead&)>& keep_waiting);
+  // The same for an SSE stream (read_events()).
+  std::optional<ShapeRead> read_events_or_wait(const std::shared_ptr<Shape>& s, const RequestOffset& ro, Waiter& w,
+                                               const std::function<bool(const LogRead&)>& keep_waiting);
   // The position up to which every batch has been applied, as a tx value.
-  uint64_t global_position() const { return (last_tick_ << 32) | 0xffffffffULL; }
+  uint64_t global_position() const;
 
+  // --- waiting ---
+  // Evaluates pred(s) under the lock.
+  bool holds(const Shape& s, const std::function<bool(const Shape&)>& pred) const;
+  // Links w to s unless done(s) (evaluated under the lock) is already true;
+  // returns whether it linked. It is unlinked when woken.
+  bool wait_unless(Shape& s, Waiter& w, const std::function<bool(const Shape&)>& done);
   // Links w to s (w must not be waiting); it is unlinked when woken.
   void add_waiter(Shape& s, Waiter& w);
   // Unlinks w if it is still waiting.
   void remove_waiter(Waiter& w);
-  // Requests waiting on a shape now.
-  size_t waiting() const { return waiting_; }
-
-  size_t shape_count() const { return by_handle_.size(); }
   // Wakes every waiting request (shutdown).
   void wake_all();
+
+  // --- progress reports ---
   // (handle, last offset) of shapes whose log grew since the last call.
   std::vector<std::pair<std::string, std::string>> take_progress();
   // Puts back what take_progress() returned when reporting it failed.
   void restore_progress(const std::vector<std::pair<std::string, std::string>>& progress);
 
  private:
-  // Applies b to every registered shape, or only to `only` (a shape being created).
+  // The methods below expect mu_ held (the public ones above take it and call them).
+  std::shared_ptr<Shape> active_locked(const std::string& def_key) const;
+  std::shared_ptr<Shape> by_handle_locked(const std::string& handle) const;
+  std::shared_ptr<Shape> begin_create_locked(ShapeDef def);
+  bool finish_create_locked(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches, uint64_t extra_upto);
+  void fail_create_locked(const std::shared_ptr<Shape>& s);
+  void publish_snapshot_chunk_locked(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
+  void invalidate_locked(const std::shared_ptr<Shape>& s, const std::string& reason);
+  void restart_from_locked(uint64_t t, const std::string& reason);
+  std::vector<std::pair<std::string, std::string>> apply_locked(Batch batch);
+  void trim_window_locked(size_t max_batches, size_t max_bytes);
+  std::vector<SpillJob> take_spills_locked();
+  bool commit_spill_locked(const SpillJob& job);
+  std::vector<std::string> take_dead_dirs_locked();
+  std::vector<LogEntry> replay_locked(const Shape& s, const std::vector<Batch>& batches);
+  size_t log_memory_bytes_locked() const;
+  LogRead read_locked(const Shape& s, const RequestOffset& ro) const;
+  LogRead read_live_locked(const Shape& s, const RequestOffset& ro) const;
+  LogRead read_events_locked(const Shape& s, const RequestOffset& ro) const;
+  void add_waiter_locked(Shape& s, Waiter& w);
+  void remove_waiter_locked(Waiter& w);
+  void wake_all_locked();
+  std::vector<std::pair<std::string, std::string>> take_progress_locked();
+  void restore_progress_locked(const std::vector<std::pair<std::string, std::string>>& progress);
+  ShapeRead rotated_locked(const Shape& s) const;
+  uint64_t global_position_locked() const { return (last_tick_ << 32) | 0xffffffffULL; }
+
   // Where in the log a read of `ro` starts, or nullopt when it reads a snapshot chunk.
   static std::optional<LogOffset> log_after(const Shape& s, const RequestOffset& ro);
+  // Applies b to every registered shape, or only to `only` (a shape being created).
   void apply_batch(const Batch& b, Shape* only, std::vector<std::pair<std::string, std::string>>& invalidated);
   std::vector<std::shared_ptr<Shape>> shapes_of(uint32_t relid) const;
   void append(Shape& s, LogOffset off, std::string json);
@@ -286,8 +374,9 @@ class ShapeStore {
   LogRead read_cached(const Shape& s, const RequestOffset& ro, Shape::LiveCache& c, Format format) const;
 
   size_t chunk_bytes_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Shape>> active_;     // definition key → shape
+  std::map<std::string, std::string> aliases_;               // request definition key → definition key
   std::map<std::string, std::shared_ptr<Shape>> by_handle_;  // handle → shape (ready ones)
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> by_relid_;        // every ready shape
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes

@@ -40,7 +40,6 @@ struct Fixture : ::testing::Test {
   ShapeStore store{1 << 20};
   std::shared_ptr<Shape> shape(Replica replica = Replica::kDefault, std::string snap = "100:100:",
                                uint64_t start_tick = 1, std::vector<size_t> sel = {0, 1, 2}) {
-    std::lock_guard lk(store.mutex());
     ShapeDef d;
     d.table = table();
     d.selected = sel;
@@ -55,13 +54,11 @@ struct Fixture : ::testing::Test {
     return s;
   }
   json read(const std::shared_ptr<Shape>& s, std::string offset) {
-    std::lock_guard lk(store.mutex());
     auto r = store.read(*s, *parse_offset(offset));
     last = r;
     return json::parse(r.body());
   }
   void apply(Batch b) {
-    std::lock_guard lk(store.mutex());
     store.apply(std::move(b));
   }
   LogRead last;
@@ -146,7 +143,6 @@ TEST_F(Fixture, OtherTablesAreIgnored) {
   other.relid = 7;
   apply({2, {tx(200, 2, 1, {other})}});
   EXPECT_EQ(read(s, "0_inf").size(), 1u);
-  std::lock_guard lk(store.mutex());
   EXPECT_TRUE(s->log.empty());
 }
 
@@ -154,7 +150,6 @@ TEST_F(Fixture, TruncateInvalidatesTheShape) {
   auto s = shape();
   Change t{42, 'T', false, std::nullopt, std::nullopt};
   apply({2, {tx(200, 2, 1, {t})}});
-  std::lock_guard lk(store.mutex());
   EXPECT_TRUE(s->invalid);
   EXPECT_EQ(store.active(s->def.key), nullptr);
 }
@@ -164,14 +159,12 @@ TEST_F(Fixture, UndecodableChangeInvalidatesTheShape) {
   Change c = ins(row("1", "a"));
   c.undecodable = true;
   apply({2, {tx(200, 2, 1, {c})}});
-  std::lock_guard lk(store.mutex());
   EXPECT_TRUE(s->invalid);
 }
 
 TEST_F(Fixture, ReadsFollowOffsetsAndUpToDateRule) {
   auto s = shape();
   {
-    std::lock_guard lk(store.mutex());
     s->snapshot_chunks = {std::make_shared<const std::string>("[1]"), std::make_shared<const std::string>("[2]")};
   }
   EXPECT_EQ(read(s, "-1"), json::parse("[1]"));
@@ -212,7 +205,6 @@ TEST_F(Fixture, LogChunksHaveFixedBoundaries) {
   d.key = "c";
   std::shared_ptr<Shape> s;
   {
-    std::lock_guard lk(small.mutex());
     s = small.begin_create(d);
     s->handle = "h";
     s->snap = *PgSnapshot::parse("1:1:");
@@ -222,7 +214,6 @@ TEST_F(Fixture, LogChunksHaveFixedBoundaries) {
     for (int i = 0; i < 10; ++i) many.push_back(ins(row(std::to_string(i), "title")));
     small.apply({2, {tx(200, 2, 1, many)}});
   }
-  std::lock_guard lk(small.mutex());
   ASSERT_GE(s->chunk_ends.size(), 2u);
   auto r1 = small.read(*s, *parse_offset("0_inf"));
   EXPECT_FALSE(r1.up_to_date);  // a chunk end inside the transaction: no up-to-date
@@ -253,7 +244,6 @@ Change with_ops(Change c, std::vector<int32_t> ops) {
 TEST_F(Fixture, FilteredShapesSeeOnlyTheirShapeOps) {
   auto s = shape();
   {
-    std::lock_guard lk(store.mutex());
     // Re-register as a filtered shape with id 7.
     store.invalidate(s, "test");
     ShapeDef d;
@@ -292,7 +282,6 @@ TEST_F(Fixture, FilterErrorInvalidatesOnlyThatShape) {
   auto whole = shape();
   std::shared_ptr<Shape> f;
   {
-    std::lock_guard lk(store.mutex());
     ShapeDef d;
     d.table = table();
     d.selected = {0, 1, 2};
@@ -310,7 +299,6 @@ TEST_F(Fixture, FilterErrorInvalidatesOnlyThatShape) {
   x.shape_ops = {9 * 4};
   x.error = "division by zero";
   apply({2, {tx(200, 2, 1, {x, ins(row("1", "a"))})}});
-  std::lock_guard lk(store.mutex());
   EXPECT_TRUE(f->invalid);
   EXPECT_EQ(f->invalid_reason, "division by zero");
   EXPECT_FALSE(whole->invalid);
@@ -319,13 +307,11 @@ TEST_F(Fixture, FilterErrorInvalidatesOnlyThatShape) {
 
 TEST_F(Fixture, CatchUpNeedsBatchesOlderThanTheWindowFromTheDatabase) {
   {
-    std::lock_guard lk(store.mutex());
     store.set_last_tick(1);
     for (uint64_t t = 2; t <= 5; ++t) store.apply({t, {tx(200 + t, t, 1, {ins(row(std::to_string(t), "x"))})}});
     store.trim_window(2);  // keeps ticks 4 and 5; 2 and 3 are gone
     EXPECT_EQ(store.window_floor(), 3u);
   }
-  std::lock_guard lk(store.mutex());
   ShapeDef d;
   d.table = table();
   d.selected = {0, 1, 2};
@@ -364,7 +350,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
     for (int guard = 0; guard < 100; ++guard) {
       LogRead r;
       {
-        std::lock_guard lk(small.mutex());
         r = small.read(*s, RequestOffset{RequestOffset::Kind::kAt, at});
       }
       if (r.segment) {
@@ -380,7 +365,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
     return false;
   };
   {
-    std::lock_guard lk(small.mutex());
     s = small.begin_create(d);
     s->handle = "h/../x";  // never a path
     s->snap = *PgSnapshot::parse("1:1:");
@@ -396,7 +380,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
   size_t mem_before;
   std::vector<SpillJob> jobs;
   {
-    std::lock_guard lk(small.mutex());
     mem_before = s->log_memory_bytes;
     jobs = small.take_spills();
   }
@@ -405,11 +388,9 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
     EXPECT_EQ(j.path.find(".."), std::string::npos);
     std::filesystem::create_directories(std::filesystem::path(j.path).parent_path());
     ASSERT_TRUE(write_segment(j.path, j.entries, err)) << err;
-    std::lock_guard lk(small.mutex());
     ASSERT_TRUE(small.commit_spill(j));
   }
   {
-    std::lock_guard lk(small.mutex());
     EXPECT_EQ(s->spilled.size(), jobs.size());
     EXPECT_LT(s->log_memory_bytes, mem_before / 2);
     EXPECT_EQ(s->last_offset(), s->log.back().offset);
@@ -420,7 +401,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
   // a read from the middle of a spilled chunk starts after that offset
   {
     LogRead r;
-    std::lock_guard lk(small.mutex());
     r = small.read(*s, RequestOffset{RequestOffset::Kind::kAt, jobs[0].entries[0].offset});
     ASSERT_TRUE(r.segment.has_value());
     std::vector<std::shared_ptr<const std::string>> got;
@@ -440,7 +420,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
   }
   // the scratch replay gives the same entries as the log had
   {
-    std::lock_guard lk(small.mutex());
     std::vector<Change> many;
     for (int i = 0; i < 30; ++i) many.push_back(ins(row(std::to_string(i), "title " + std::to_string(i))));
     std::vector<Batch> bs{{2, {tx(200, 2, 1, many)}}};
@@ -453,7 +432,6 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
   }
   // gone: its directory is handed back for deletion
   {
-    std::lock_guard lk(small.mutex());
     small.invalidate(s, "test");
     auto dead = small.take_dead_dirs();
     ASSERT_EQ(dead.size(), 1u);
@@ -470,14 +448,13 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
 
 TEST_F(Fixture, WindowIsBoundedByBytes) {
   {
-    std::lock_guard lk(store.mutex());
     for (uint64_t t = 2; t < 50; ++t) store.apply({t, {tx(100 + t, t, 1, {ins(row(std::to_string(t), std::string(1000, 'x')))})}});
     store.advance(49);
-    EXPECT_EQ(store.window_batches(), 48u);
+    EXPECT_EQ(store.stats().window_batches, 48u);
     store.trim_window(1000, 10'000);
-    EXPECT_LE(store.window_bytes(), 10'000u);
-    EXPECT_GT(store.window_batches(), 0u);
-    EXPECT_LT(store.window_batches(), 48u);
+    EXPECT_LE(store.stats().window_bytes, 10'000u);
+    EXPECT_GT(store.stats().window_batches, 0u);
+    EXPECT_LT(store.stats().window_batches, 48u);
     EXPECT_GT(store.window_floor(), 2u);
   }
 }
@@ -496,31 +473,28 @@ TEST_F(Fixture, AChangeWakesEveryWaiterOfItsShapeOnce) {
   auto other = shape();
   CountingWaiter a, b, c, gone;
   {
-    std::lock_guard lk(store.mutex());
     store.add_waiter(*s, a);
     store.add_waiter(*s, b);
     store.add_waiter(*s, gone);
     store.add_waiter(*other, c);
     store.remove_waiter(gone);  // its client went away
     store.remove_waiter(gone);  // unlinking twice is harmless
-    EXPECT_EQ(store.waiting(), 3u);
+    EXPECT_EQ(store.stats().waiting, 3u);
   }
   apply({2, {tx(200, 2, 1, {ins(row("1", "a"))})}});
-  std::lock_guard lk(store.mutex());
   EXPECT_EQ(a.woken, 1);
   EXPECT_EQ(b.woken, 1);
   EXPECT_EQ(gone.woken, 0);
   EXPECT_EQ(c.woken, 1);  // same table: a whole-table shape sees the change too
-  EXPECT_EQ(store.waiting(), 0u);
+  EXPECT_EQ(store.stats().waiting, 0u);
   EXPECT_EQ(a.waiting_on, nullptr);
   store.remove_waiter(a);  // woken waiters are no longer linked
-  EXPECT_EQ(store.waiting(), 0u);
+  EXPECT_EQ(store.stats().waiting, 0u);
 }
 
 TEST_F(Fixture, LiveReadsShareOneBodyPerChange) {
   auto s = shape();
   apply({2, {tx(200, 2, 1, {ins(row("1", "a"))})}});
-  std::lock_guard lk(store.mutex());
   auto at = *parse_offset("0_inf");
   LogRead r1 = store.read_live(*s, at);
   LogRead r2 = store.read_live(*s, at);
@@ -540,7 +514,6 @@ TEST_F(Fixture, LiveReadsShareOneBodyPerChange) {
 // longer the active shape of its definition (else every later request would
 // be handed the dead shape; found by the filter-errors e2e test).
 TEST_F(Fixture, RotatedDuringCreationLeavesTheActiveMap) {
-  std::lock_guard lk(store.mutex());
   store.set_last_tick(1);
   store.apply({2, {tx(202, 2, 1, {Change{42, 'T', false, std::nullopt, std::nullopt}})}});
   store.advance(2);
@@ -584,7 +557,6 @@ TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
   std::shared_ptr<Shape> s;
   LogOffset waiting_at;
   {
-    std::lock_guard lk(small.mutex());
     s = small.begin_create(d);
     s->handle = "h-live";
     s->snap = *PgSnapshot::parse("1:1:");
@@ -599,7 +571,6 @@ TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
   const int kRows = 40;
   std::vector<SpillJob> jobs;
   {
-    std::lock_guard lk(small.mutex());
     std::vector<Change> many;
     for (int i = 1; i <= kRows; ++i) many.push_back(ins(row(std::to_string(i), std::string(30, 'a' + i % 26))));
     small.apply({3, {tx(201, 3, 1, many)}});
@@ -609,12 +580,10 @@ TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
   for (auto& j : jobs) {
     std::filesystem::create_directories(std::filesystem::path(j.path).parent_path());
     ASSERT_TRUE(write_segment(j.path, j.entries, err)) << err;
-    std::lock_guard lk(small.mutex());
     ASSERT_TRUE(small.commit_spill(j));
   }
   RequestOffset ro{RequestOffset::Kind::kAt, waiting_at};
   {
-    std::lock_guard lk(small.mutex());
     for (LogRead r : {small.read_live(*s, ro), small.read_events(*s, ro), small.read(*s, ro)}) {
       EXPECT_TRUE(r.has_data());
       ASSERT_TRUE(r.needs_segment()) << "the waiter's next entry is in a segment file";
@@ -630,7 +599,6 @@ TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
   for (int guard = 0; guard < 100 && !up_to_date; ++guard) {
     LogRead r;
     {
-      std::lock_guard lk(small.mutex());
       r = guard % 2 ? small.read_live(*s, RequestOffset{RequestOffset::Kind::kAt, at})
                     : small.read_events(*s, RequestOffset{RequestOffset::Kind::kAt, at});
     }
@@ -663,3 +631,20 @@ TEST_P(SpillWhileWaiting, LiveReadWhoseNextEntryIsInASegmentLosesNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(KeptChunks, SpillWhileWaiting, ::testing::Values(0, 1, 3));
+
+// The store owns its lock: an operation that restarts the store (and so
+// invalidates shapes and resets the window under that lock) must not take it
+// again; it returns, hands back the previous position, and the store works on.
+TEST_F(Fixture, RestartFromTakesTheLockOnceAndStartsOver) {
+  auto s = shape();
+  apply({2, {tx(200, 2, 1, {ins(row("1", "a"))})}});
+  store.advance(5);
+  EXPECT_EQ(store.restart_from(9, "fell behind"), 5u);
+  EXPECT_TRUE(store.status(*s).invalid);
+  EXPECT_EQ(store.last_tick(), 9u);
+  EXPECT_EQ(store.window_floor(), 9u);
+  EXPECT_EQ(store.stats().window_batches, 0u);
+  auto s2 = shape(Replica::kDefault, "100:100:", 9);  // a snapshot taken after the restart
+  apply({10, {tx(300, 10, 1, {ins(row("2", "b"))})}});
+  EXPECT_EQ(read(s2, "0_inf").size(), 2u);  // the insert and up-to-date
+}

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "http/subset.hpp"
+#include "db/subset.hpp"
 
 using namespace shapesync;
 using nlohmann::json;

@@ -9,7 +9,7 @@
 
 #include "db/changes.hpp"
 #include "http/params.hpp"
-#include "http/pg_errors.hpp"
+#include "http/db_errors.hpp"
 #include "http/subset.hpp"
 #include "http/validate.hpp"
 #include "net/limits.hpp"

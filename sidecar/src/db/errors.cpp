@@ -1,7 +1,5 @@
-// SQLSTATE classification (see pg_errors.hpp).
-#include "http/pg_errors.hpp"
-
-#include <nlohmann/json.hpp>
+// SQLSTATE classification (see errors.hpp).
+#include "db/errors.hpp"
 
 #include "db/changes.hpp"
 
@@ -39,15 +37,6 @@ bool retires_shape(const PgError& e) {
   return starts(e.sqlstate, "22") || starts(e.sqlstate, "42");
 }
 
-std::string configuration_error_body(const PgError& e) {
-  bool privilege = e.sqlstate == "42501";
-  nlohmann::json j = {
-      {"code", privilege ? "insufficient_privilege" : "database_configuration_error"},
-      {"message", std::string(privilege ? "The sidecar's database role lacks a privilege it needs: "
-                                        : "The sidecar's database configuration is wrong: ") +
-                      e.what() + ". An operator must fix it (see docs/security.md); retrying will not help until then."}};
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 
 std::string grant_hint(const PgError& e, std::string_view privilege, std::string_view role) {
   std::string_view m = e.what();
@@ -67,6 +56,22 @@ std::string grant_hint(const PgError& e, std::string_view privilege, std::string
   std::string k(kind);
   for (auto& c : k) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return "GRANT " + priv + " ON " + k + " " + std::string(object) + " TO " + who;
+}
+
+std::string pg_why(const PgError& e) {
+  return e.sqlstate == "42501" && !e.hint.empty() ? std::string(e.what()) + ": " + e.hint : std::string(e.what());
+}
+
+std::string conninfo_user(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (err) PQfreemem(err);
+  if (!opts) return "";
+  std::string user;
+  for (PQconninfoOption* o = opts; o->keyword; ++o)
+    if (std::string_view(o->keyword) == "user" && o->val) user = o->val;
+  PQconninfoFree(opts);
+  return user;
 }
 
 }  // namespace shapesync

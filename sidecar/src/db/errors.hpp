@@ -1,6 +1,6 @@
 // What a PostgreSQL error means for the request that met it: the one place
 // that maps SQLSTATEs to client errors (400), configuration errors of this
-// sidecar (a missing grant: 503 naming it, never retried into shared state),
+// sidecar (a missing grant, never retried into shared state),
 // an unreachable database (503) and the rest. Pure, unit-tested.
 #pragma once
 #include <optional>
@@ -30,12 +30,16 @@ std::string request_error_message(const PgError& e);
 // for an error about this sidecar (privileges, connection, resources).
 bool retires_shape(const PgError& e);
 
-// The 503 body of a kConfiguration error; names the missing privilege.
-std::string configuration_error_body(const PgError& e);
 
 // What an operator should run for a kConfiguration error, as far as the
 // message tells ("GRANT SELECT ON TABLE shapesync.shape_snapshots TO <role>"),
 // `privilege` being what the failed statement needed ("" when unknown).
 std::string grant_hint(const PgError& e, std::string_view privilege, std::string_view role);
+
+// The error text to log: a missing privilege also says which role and how to grant it.
+std::string pg_why(const PgError& e);
+
+// The role a connection string names ("" when it names none), for GRANT hints.
+std::string conninfo_user(const std::string& conninfo);
 
 }  // namespace shapesync

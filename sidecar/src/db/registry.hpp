@@ -1,0 +1,44 @@
+// The extension's shape registry: validating a shape and registering it
+// (shapesync.check_shape, get_or_create_shape), and retiring one.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "db/pg.hpp"
+
+namespace shapesync {
+
+// What check_shape() found wrong with a shape, as data (nothing in the server log).
+struct ShapeRejection {
+  std::string code;     // SQLSTATE (SS002: row-level security applies to the caller)
+  std::string field;    // the parameter at fault: "where", "table", ...
+  std::string message;  // "At location N: <message>. <detail>"
+  std::string hint;
+};
+struct ShapeCheck {
+  std::optional<ShapeRejection> rejection;  // nullopt when the database accepts it
+  std::string canonical_where;              // the filter as PostgreSQL deparses it ("" for none)
+};
+// Validates a shape's (or a subset's) table and WHERE for the calling role.
+asio::awaitable<ShapeCheck> check_shape(PgConn& c, uint32_t relid, const std::optional<std::string>& where,
+                                        const std::vector<std::string>& params);
+
+struct RegisteredShape {
+  std::string handle;
+  int32_t shape_id = 0;
+  std::string canonical_where;  // PostgreSQL's deparse of the validated filter ("" for none)
+};
+// The active shape for (table, where, columns, options), created if needed.
+// Throws PgError.
+asio::awaitable<RegisteredShape> get_or_create_shape(PgConn& c, uint32_t relid, const std::optional<std::string>& where,
+                                                     const std::vector<std::string>& columns,
+                                                     const std::string& options,
+                                                     const std::vector<std::string>& params);
+
+// Retires a shape for every sidecar (its clients refetch). Throws PgError.
+asio::awaitable<void> invalidate_shape(PgConn& c, const std::string& handle, const std::string& reason);
+
+}  // namespace shapesync

@@ -1,0 +1,57 @@
+// Shape snapshots in the database: taking one (after every writer that could
+// miss the shape has ended, in a REPEATABLE READ transaction that records its
+// pg_snapshot and the last tick), the claim that makes a handle's snapshot
+// unique, storing the chunks for every sidecar, loading them, and the
+// per-shape build lock.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "db/pg.hpp"
+#include "model/batch.hpp"
+#include "model/table.hpp"
+
+namespace shapesync {
+
+// A shape's snapshot: where it stands in the change log and its chunks.
+struct SnapshotData {
+  bool building = false;  // claimed by a builder, not stored yet (nothing else is set)
+  PgSnapshot snap;
+  std::string snap_text;
+  uint64_t start_tick = 0;
+  long long rows = 0;
+  std::vector<std::shared_ptr<const std::string>> chunks;
+};
+
+// Waits until every transaction that could have missed a new shape of the table has ended.
+asio::awaitable<void> wait_for_writers(PgConn& c, uint32_t relid);
+// Claims the handle's snapshot before anything of it is served (a row without a chunk count).
+asio::awaitable<void> claim_snapshot(PgConn& c, const std::string& handle);
+// Drops a claim nothing was served from, so the next attempt starts afresh.
+asio::awaitable<void> forget_claim(PgConn& c, const std::string& handle);
+// Opens the snapshot's REPEATABLE READ READ ONLY transaction (statement_timeout
+// `timeout_ms`) and returns its pg_snapshot and the newest tick it sees
+// (`snap`, `snap_text`, `start_tick` set). The caller ends it (COMMIT, or rollback_if_open).
+asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms);
+// Streams the shape's rows (`selected` columns of ONLY the table, filtered by
+// the canonical WHERE) to `on_row`: values indexed like the selected columns.
+asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
+                                         const std::string& where,
+                                         const std::function<void(std::vector<std::optional<std::string>>&)>& on_row);
+// Stores a taken snapshot's chunks; the claim becomes the stored snapshot in the same transaction.
+asio::awaitable<void> store_snapshot(PgConn& c, const std::string& handle, const SnapshotData& d);
+// The stored snapshot of a handle (building = claimed, not stored yet), or nullopt.
+asio::awaitable<std::optional<SnapshotData>> load_snapshot(PgConn& c, const std::string& handle);
+// The shape's build lock (session advisory lock): the first sidecar to hold it takes the snapshot.
+asio::awaitable<bool> try_build_lock(PgConn& c, int32_t shape_id);
+asio::awaitable<void> build_unlock(PgConn& c, int32_t shape_id);
+// Records a built shape's snapshot rows for the monitoring views.
+asio::awaitable<void> report_shape_built(PgConn& c, const std::string& handle, long long rows);
+
+}  // namespace shapesync

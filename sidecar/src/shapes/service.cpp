@@ -1,0 +1,800 @@
+// The shapes this sidecar serves, kept in step with the database (see service.hpp).
+#include "shapes/service.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "db/changes.hpp"
+#include "db/follow.hpp"
+#include "db/registry.hpp"
+#include "db/snapshots.hpp"
+#include "protocol/encode.hpp"
+#include "util/log.hpp"
+#include "util/log_limit.hpp"
+
+namespace shapesync {
+
+ShapeService::ShapeService(asio::io_context& io, const Config& cfg)
+    : io_(io),
+      cfg_(cfg),
+      store_(cfg_.chunk_bytes_threshold),
+      pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
+      reg_pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.registration_pool_size),
+                "SET statement_timeout = " + std::to_string(cfg_.registration_timeout_ms)) {}
+
+void ShapeService::stop() {
+  stopping_ = true;
+  store_.wake_all();
+}
+
+void ShapeService::log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const {
+  static LogLimit limit;
+  size_t suppressed = 0;
+  if (!limit.allow(suppressed)) return;
+  std::string role = conninfo_user(cfg_.database_url);
+  std::string hint = grant_hint(e, privilege, role);
+  std::string all = "SELECT shapesync.grant_sidecar('" + (role.empty() ? std::string("<the sidecar's role>") : role) +
+                    "') grants everything shapesyncd needs";
+  log_error("configuration: the sidecar's database role cannot go on ", doing, ": ", e.sqlstate, " ", e.what(),
+            hint.empty() ? "; as an owner: " + all : "; run as an owner: " + hint + " (or " + all + ")",
+            suppressed ? " (" + std::to_string(suppressed) + " more like it not logged)" : std::string(),
+            ". Shared state (shapes other sidecars serve) is left alone.");
+}
+
+asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& table, const SubsetParams& sp) {
+  SubsetCheck out;
+  try {
+    auto lease = co_await pool_.acquire();
+    TableLookup lookup = co_await lookup_table(*lease, table);
+    if (!lookup.table) {
+      out.errors.emplace_back("table", lookup.error);
+      co_return out;
+    }
+    std::string unknown;
+    for (auto& o : sp.order_by) {
+      bool found = std::any_of(lookup.table->columns.begin(), lookup.table->columns.end(),
+                               [&](const ColumnInfo& c) { return c.name == o.column; });
+      if (!found) unknown += (unknown.empty() ? "" : ", ") + o.column;
+    }
+    if (!unknown.empty()) out.errors.emplace_back("order_by", "Unknown column in ORDER BY: " + unknown);
+    if (sp.where) {
+      // check_shape() returns a rejected filter as data: nothing in the server log
+      ShapeCheck chk = co_await check_shape(*lease, lookup.table->relid, sp.where, sp.params);
+      if (chk.rejection) out.errors.emplace_back("where", chk.rejection->message);
+      out.canonical_where = chk.canonical_where;
+    }
+  } catch (const PgError& e) {
+    out.failure = e;
+  }
+  co_return out;
+}
+
+asio::awaitable<std::optional<PgError>> ShapeService::run_subset(const std::string& sql, SubsetRows& out) {
+  std::optional<PgError> failed;
+  try {
+    auto lease = co_await pool_.acquire();
+    out = co_await shapesync::run_subset(*lease, sql);
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  co_return failed;
+}
+
+asio::awaitable<bool> ShapeService::delete_shape(const std::optional<std::string>& handle,
+                                                 const std::optional<std::string>& def_key) {
+  std::shared_ptr<Shape> s;
+  if (handle) s = store_.by_handle(*handle);
+  if (!s && def_key) s = store_.resolve(*def_key);
+  if (!s) co_return false;
+  store_.invalidate(s, "deleted");
+  auto lease = co_await pool_.acquire();
+  co_await invalidate_shape(*lease, s->handle, "deleted through DELETE /v1/shape");
+  co_return true;
+}
+
+asio::awaitable<std::optional<std::string>> ShapeService::missing_table(const QualifiedName& name) {
+  std::optional<std::string> gone;
+  try {
+    auto lease = co_await pool_.acquire();
+    TableLookup lookup = co_await lookup_table(*lease, name);
+    if (!lookup.table) gone = lookup.error;
+  } catch (const PgError& e) {
+    log_warn("cannot verify table: ", e.what());
+  }
+  co_return gone;
+}
+
+asio::awaitable<bool> ShapeService::wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) {
+  // SSE serves the log: it waits for the shape to be ready
+  auto servable = [&](const Shape& sh) {
+    return sh.ready || sh.invalid || (!p.live_sse && ShapeStore::can_read(sh, p.offset));
+  };
+  if (store_.holds(*s, servable)) co_return true;  // the usual case: no waiter, no timer
+  auto ex = co_await asio::this_coro::executor;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  auto done = [&](const Shape& sh) {
+    return servable(sh) || sh.failed || stopping_ || std::chrono::steady_clock::now() >= deadline;
+  };
+  for (;;) {
+    auto w = std::make_shared<TimerWaiter>(ex);
+    w->timer.expires_at(deadline);
+    if (!store_.wait_unless(*s, *w, done)) co_return store_.holds(*s, servable);
+    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    store_.remove_waiter(*w);
+  }
+}
+
+asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, const std::string& def_key) {
+  auto ex = co_await asio::this_coro::executor;
+  std::string where_error;
+  auto fail = [](ShapeError e) { return ShapeOutcome{nullptr, std::move(e)}; };
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::shared_ptr<Shape> s = store_.resolve(def_key);
+    if (!s) {
+      TableLookup lookup;
+      std::optional<PgError> failed;
+      try {
+        auto lease = co_await pool_.acquire();
+        lookup = co_await lookup_table(*lease, p.table);
+      } catch (const PgError& e) {
+        failed = e;
+      }
+      if (failed) {
+        if (classify_pg_error(*failed) == PgFailure::kUnreachable) {
+          log_warn("cannot verify shape: ", failed->what());
+          co_return fail(ShapeError::unavailable(
+              R"({"message":"Cannot connect to the database to verify the shape. Please try again later."})", 1));
+        }
+        co_return fail(ShapeError::database(*failed, "looking up the shape's table", "SELECT"));
+      }
+      if (!lookup.table) co_return fail(ShapeError::invalid("table", lookup.error));
+      ShapeDef def;
+      def.table = lookup.table;
+      def.replica = p.replica;
+      def.log_mode = p.log;
+      def.key = def_key;
+      const TableInfo& t = *lookup.table;
+      if (p.columns) {
+        std::vector<std::string> missing_cols;
+        for (auto& name : *p.columns) {
+          bool found = false;
+          for (size_t i = 0; i < t.columns.size(); ++i)
+            if (t.columns[i].name == name) {
+              found = true;
+              if (std::find(def.selected.begin(), def.selected.end(), i) == def.selected.end())
+                def.selected.push_back(i);
+            }
+          if (!found) missing_cols.push_back(name);
+        }
+        ShapeError e;
+        if (!missing_cols.empty()) {
+          std::string m = "The following columns are not found on the table: ";
+          for (size_t i = 0; i < missing_cols.size(); ++i) m += (i ? ", " : "") + missing_cols[i];
+          e.fields.emplace_back("columns", m);
+        }
+        std::string missing_pk;
+        for (size_t pk : t.pk)
+          if (std::find(def.selected.begin(), def.selected.end(), pk) == def.selected.end())
+            missing_pk += (missing_pk.empty() ? "" : ", ") + t.columns[pk].name;
+        if (!missing_pk.empty())
+          e.fields.emplace_back("columns", "The list of columns must include all primary key columns, missing: " +
+                                               missing_pk);
+        if (!e.fields.empty()) co_return fail(std::move(e));
+        std::sort(def.selected.begin(), def.selected.end());
+      } else {
+        for (size_t i = 0; i < t.columns.size(); ++i) def.selected.push_back(i);
+      }
+      ShapeOutcome reg = co_await register_shape(p, std::move(def), def_key);
+      if (!reg.shape) co_return reg;
+      s = std::move(reg.shape);
+    }
+    // Wait for a shape being created (by this or another request): ready, or
+    // streaming its snapshot (served chunk by chunk while it is taken).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    auto settled = [this](const Shape& sh) {
+      return sh.ready || sh.failed || sh.invalid || stopping_ || !sh.snapshot_chunks.empty();
+    };
+    for (;;) {
+      auto w = std::make_shared<TimerWaiter>(ex);
+      w->timer.expires_at(deadline);
+      if (!store_.wait_unless(*s, *w, settled)) break;
+      co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+      store_.remove_waiter(*w);
+      if (std::chrono::steady_clock::now() >= deadline) break;
+    }
+    ShapeStatus st = store_.status(*s);
+    if (!st.invalid && !st.failed && (st.ready || st.streaming)) co_return ShapeOutcome{s, {}};
+    if (!st.build_error.empty()) where_error = st.build_error;
+    if (st.config_failure)  // this sidecar cannot build it: say why
+      co_return fail(ShapeError::database(*st.config_failure, "taking the shape's snapshot", "SELECT"));
+    // Failed or rotated while being created: a table dropped meanwhile is
+    // answered like any missing table (its DDL also rotated the shape).
+    if (auto gone = co_await missing_table(p.table)) co_return fail(ShapeError::invalid("table", *gone));
+    if (!where_error.empty()) co_return fail(ShapeError::invalid("where", where_error));
+    // Rotated while it was being created (its catch-up met a TRUNCATE, DDL or
+    // a filter error): the invalidation is on its way to the registry, which
+    // would otherwise hand out the same handle again. Give it a moment.
+    asio::steady_timer pause(ex, std::chrono::milliseconds(50 * (attempt + 1)));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_return fail(co_await not_servable(p));
+}
+
+asio::awaitable<ShapeError> ShapeService::not_servable(const ShapeParams& p) {
+  if (auto gone = co_await missing_table(p.table)) co_return ShapeError::invalid("table", *gone);
+  co_return ShapeError::unavailable(R"({"message":"Failed to create shape, please retry"})", 1);
+}
+
+asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p, ShapeDef def,
+                                                           const std::string& raw_key) {
+  const TableInfo& t = *def.table;
+  std::vector<std::string> names;
+  for (size_t idx : def.selected) names.push_back(t.columns[idx].name);
+  std::string options = std::string(def.replica == Replica::kFull ? "replica=full" : "replica=default") +
+                        (def.log_mode == LogMode::kChangesOnly ? " log=changes_only" : " log=full");
+  std::vector<std::string> param_values;
+  for (auto& [n, v] : p.params) param_values.push_back(v);
+  auto fail = [](ShapeError e) { return ShapeOutcome{nullptr, std::move(e)}; };
+  std::optional<RegisteredShape> reg;
+  std::optional<ShapeRejection> rejected;
+  std::optional<PgError> failed;
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    // What a request can get wrong is checked first by check_shape(), which
+    // returns the error as data: a rejected WHERE writes nothing to the
+    // server log (an ERROR would log the whole statement, every time).
+    rejected = (co_await check_shape(*lease, t.relid, p.where, param_values)).rejection;
+    if (!rejected) reg = co_await get_or_create_shape(*lease, t.relid, p.where, names, options, param_values);
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (rejected) {
+    if (rejected->code == "SS002") {
+      // row-level security applies to this sidecar's role: the snapshot would
+      // be filtered and the live changes not
+      log_warn("shape refused: ", rejected->message);
+      ShapeError e = ShapeError::invalid("table", rejected->message + (rejected->hint.empty() ? "" : " " + rejected->hint));
+      e.kind = ShapeError::Kind::kForbidden;
+      co_return fail(std::move(e));
+    }
+    co_return fail(ShapeError::invalid(rejected->field, rejected->message));
+  }
+  if (failed) {
+    const PgError& e = *failed;
+    if (e.sqlstate == "57014" && p.where)  // statement_timeout: the WHERE is what takes long, a retry would too
+      co_return fail(ShapeError::invalid("where", "The WHERE clause took longer than the registration timeout (" +
+                                                      std::to_string(cfg_.registration_timeout_ms) +
+                                                      " ms) to validate"));
+    PgFailure kind = classify_pg_error(e);
+    // Dropped (or untracked) since it was looked up: say so, as for any
+    // missing table, not as a WHERE error or a retryable 503.
+    if (kind != PgFailure::kUnreachable)
+      if (auto gone = co_await missing_table(p.table)) co_return fail(ShapeError::invalid("table", *gone));
+    if (kind == PgFailure::kRequest) co_return fail(ShapeError::invalid(p.where ? "where" : "table", request_error_message(e)));
+    co_return fail(ShapeError::database(e, "registering the shape", "EXECUTE"));
+  }
+  std::string cols_key;
+  for (auto& n : names) cols_key += quote_ident(n) + ",";
+  def.key = std::to_string(t.relid) + "|" + reg->canonical_where + "|" + cols_key + "|" + options;
+  bool created = false;
+  auto s = store_.begin_create(std::move(def), raw_key, reg->handle, reg->shape_id, reg->canonical_where, created);
+  // Built in the background: the requests waiting on it (this one included)
+  // are served its snapshot chunks as they are taken.
+  if (created) asio::co_spawn(io_, build_and_settle(s), asio::detached);
+  co_return ShapeOutcome{s, {}};
+}
+
+asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {
+  std::optional<PgError> failed;
+  std::string other_failure;
+  try {
+    co_await build_shape(s);
+  } catch (const PgError& e) {
+    failed = e;
+  } catch (const std::exception& e) {
+    other_failure = e.what();
+  }
+  if (!other_failure.empty()) {
+    log_error("shape ", s->handle, " build failed: ", other_failure);
+    store_.fail_create(s);
+    co_return;
+  }
+  if (!failed) co_return;
+  const PgError& e = *failed;
+  log_warn("shape ", s->handle, " snapshot failed: ", e.sqlstate, " ", e.what());
+  // The filter raises for a row of the table (division by zero, a failed
+  // cast, ...): the client's request is what is wrong. The changes since the
+  // shape's snapshot are no longer all in the change log, or its snapshot was
+  // abandoned by a sidecar that died: nobody can serve it. Either way retire
+  // the shape, so writers stop evaluating it and the next request starts anew.
+  // Only an error about the shape itself retires it (http/pg_errors.cpp): a
+  // grant this sidecar lacks, or its connection, is this sidecar's problem,
+  // and other sidecars may be serving the shape.
+  bool retire = retires_shape(e);
+  bool unservable = e.sqlstate == kLogTruncated || e.sqlstate == kSnapshotAbandoned;
+  bool bad_filter = retire && !unservable;
+  bool config = classify_pg_error(e) == PgFailure::kConfiguration;
+  if (config) log_configuration_error(e, "taking or storing the shape's snapshot", "SELECT, INSERT, UPDATE, DELETE");
+  // fail it here first: the retirement below reaches this store again
+  // through poll_invalidations, and its waiters must learn why from this
+  store_.fail_create(s, bad_filter ? std::string(e.what()) : std::string(),
+                     config ? std::make_shared<const PgError>(e) : nullptr);
+  if (bad_filter || unservable) {
+    std::string reason = bad_filter ? std::string("snapshot failed: ") + e.what()
+                         : e.sqlstate == kLogTruncated ? std::string("change log retention: ") + e.what()
+                                                       : std::string(e.what());
+    try {
+      auto lease = co_await pool_.acquire();
+      co_await invalidate_shape(*lease, s->handle, reason);
+      log_info("shape ", s->handle, " retired: ", reason);
+    } catch (const PgError& e2) {
+      log_warn("cannot retire shape ", s->handle, ": ", e2.what());
+    }
+  }
+}
+
+// Takes the shape's snapshot (after every writer that could miss the shape has
+// ended) and stores it for every sidecar. Caller holds the shape's build lock.
+asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::shared_ptr<Shape>& sp) {
+  const Shape* s = sp.get();
+  const TableInfo& t = *s->def.table;
+  co_await wait_for_writers(c, t.relid);
+  // Claim the handle before anything is served: a snapshot row without a
+  // chunk count is one being built. Should this process die before storing
+  // the chunks, the next sidecar finds it abandoned and retires the handle
+  // (clients that saw part of it re-sync) instead of taking another snapshot
+  // under the same handle.
+  co_await claim_snapshot(c, s->handle);
+  auto t0 = std::chrono::steady_clock::now();
+  SnapshotData d;
+  std::exception_ptr failure;
+  std::vector<std::shared_ptr<const std::string>> chunks;
+  std::string cur = "[";
+  bool first = true;
+  long long rows = 0;
+  // A chunk is served as soon as it is complete, while the rows stream in
+  // (COPY): PostgreSQL produces, this encodes, clients download, at once.
+  auto publish = [&](std::string body) {
+    auto chunk = std::make_shared<const std::string>(std::move(body));
+    chunks.push_back(chunk);
+    store_.publish_snapshot_chunk(sp, std::move(chunk));
+  };
+  try {
+    d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms);
+    store_.set_snapshot(*sp, d.snap, d.start_tick);
+    if (s->def.log_mode == LogMode::kFull) {
+      RowValues row(t.columns.size());
+      std::string value;
+      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, [&](std::vector<std::optional<std::string>>& fields) {
+        for (size_t k = 0; k < fields.size(); ++k) row[s->def.selected[k]] = std::move(fields[k]);
+        value.clear();
+        append_value_object(value, t, row, s->def.selected);
+        if (!first) cur += ',';
+        first = false;
+        cur += snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation);
+        ++rows;
+        if (cur.size() >= cfg_.chunk_bytes_threshold) {
+          cur += ']';
+          publish(std::move(cur));
+          cur = "[";
+          first = true;
+        }
+      });
+    }
+    co_await c.exec("COMMIT");
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (c.ok()) {
+      co_await c.rollback_if_open();
+      // Nothing served yet (rows stream before any chunk is complete only for
+      // small shapes): forget the claim so the next attempt starts afresh.
+      if (!store_.status(*sp).streaming) co_await forget_claim(c, s->handle);
+    }
+    std::rethrow_exception(failure);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  if (!first) cur += ',';
+  cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
+  cur += ']';
+  publish(std::move(cur));
+  d.rows = rows;
+  d.chunks = std::move(chunks);
+  auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
+  log_info("shape ", s->handle, " snapshot: ", d.rows, " rows, ", d.chunks.size(), " chunk(s) streamed in ", ms(t0, t1),
+           " ms");
+  co_return d;
+}
+
+asio::awaitable<void> ShapeService::build_shape(std::shared_ptr<Shape> s) {
+  auto ex = co_await asio::this_coro::executor;
+  {
+    auto lease = co_await pool_.acquire();
+    PgConn& c = *lease;
+    const TableInfo& t = *s->def.table;
+    // The first sidecar to hold the shape's build lock takes the snapshot,
+    // serves it while it streams, and stores it; everyone else (and this one
+    // after a restart) loads the stored one.
+    std::optional<SnapshotData> data;
+    bool own = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    for (;;) {
+      data = co_await load_snapshot(c, s->handle);
+      if (data && !data->building) break;
+      if (co_await try_build_lock(c, s->shape_id)) {
+        std::exception_ptr failure;
+        bool abandoned = false;
+        try {
+          data = co_await load_snapshot(c, s->handle);
+          if (data && data->building) {
+            abandoned = true;  // we hold the lock: its builder is gone
+          } else if (!data) {
+            own = true;
+            data = co_await take_snapshot(c, s);
+          }
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        if (c.ok() && (failure || !own || abandoned)) {
+          co_await c.rollback_if_open();
+          co_await build_unlock(c, s->shape_id);
+        }
+        if (failure) std::rethrow_exception(failure);
+        if (abandoned)
+          throw PgError("the snapshot of shape " + s->handle +
+                            " was abandoned by the sidecar that took it before it was stored",
+                        kSnapshotAbandoned, false);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) throw PgError("timed out waiting for another sidecar's snapshot", "", false);
+      asio::steady_timer pause(ex, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    uint64_t start_tick = data->start_tick;
+    store_.set_snapshot(*s, data->snap, start_tick, &data->chunks);
+    // Catch up: batches after start_tick that the window no longer holds come
+    // from the database.
+    std::exception_ptr failure;
+    try {
+      for (int round = 0; round < 5; ++round) {
+        auto floor_or_done = store_.finish_or_floor(s, start_tick);
+        if (!floor_or_done) break;
+        uint64_t floor = *floor_or_done;
+        std::vector<Batch> extra;
+        for (uint64_t after = start_tick; after < floor;) {
+          uint64_t upto = std::min(floor, after + 2000);
+          auto part = co_await fetch_batches(c, after, upto);
+          for (auto& b : part) extra.push_back(std::move(b));
+          after = upto;
+        }
+        if (store_.finish_with(s, std::move(extra), floor)) break;
+      }
+      if (own) {
+        auto t0 = std::chrono::steady_clock::now();
+        co_await store_snapshot(c, s->handle, *data);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+        log_info("shape ", s->handle, " snapshot stored: ", data->chunks.size(), " chunk(s) in ", ms, " ms");
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (own && c.ok()) co_await build_unlock(c, s->shape_id);
+    if (failure) std::rethrow_exception(failure);
+    co_await report_shape_built(c, s->handle, data->rows);
+    log_info("shape ", s->handle, " ready for ", quote_ident(t.schema), ".", quote_ident(t.name), ": ", data->rows,
+             " rows, ", data->chunks.size(), " chunk(s), from tick ", start_tick);
+  }
+  store_.fail_create(s);  // no-op once ready
+}
+
+asio::awaitable<void> ShapeService::record_invalidations(PgConn& c,
+                                                const std::vector<std::pair<std::string, std::string>>& inv) {
+  for (auto& [h, reason] : inv) {
+    co_await invalidate_shape(c, h, reason);
+    log_info("shape ", h, " invalidated: ", reason);
+  }
+}
+
+asio::awaitable<bool> ShapeService::report_progress(PgConn& c) {
+  std::vector<std::pair<std::string, std::string>> progress = store_.take_progress();
+  if (progress.empty()) co_return false;
+  std::vector<std::string> handles, offsets;
+  handles.reserve(progress.size());
+  offsets.reserve(progress.size());
+  for (auto& [h, o] : progress) {
+    handles.push_back(h);
+    offsets.push_back(o);
+  }
+  std::optional<PgError> failed;
+  try {
+    co_await report_shapes(c, handles, offsets);  // one statement for all of them
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) {
+    store_.restore_progress(progress);  // reported by the next round
+    throw *failed;
+  }
+  co_return true;
+}
+
+asio::awaitable<void> ShapeService::run_reporter() {
+  auto ex = co_await asio::this_coro::executor;
+  PgConn c(ex);
+  asio::steady_timer pause(ex);
+  auto interval = std::chrono::milliseconds(1000);
+  int backoff_ms = 1000;
+  for (;;) {
+    try {
+      co_await c.connect(cfg_.database_url);
+      co_await c.exec(kSessionSetup);
+      backoff_ms = 1000;
+      for (;;) {
+        pause.expires_after(interval);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (stopping_) co_return;
+        if (!c.healthy()) throw PgError("reporting connection lost", "", true);
+        auto started = std::chrono::steady_clock::now();
+        bool reported = co_await report_progress(c);
+        // At most once per second, and with many shapes the database spends at
+        // most about a tenth of a backend's time on reports (report_shape() costs
+        // ~60 µs a shape: 5 000 shapes that all changed take ~0.3 s), which on a
+        // small machine is CPU taken from delivering changes.
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        interval = std::max(std::chrono::milliseconds(1000), reported ? 10 * took : std::chrono::milliseconds(0));
+      }
+    } catch (const PgError& e) {
+      if (db_ready_) log_warn("progress reports: ", pg_why(e));
+    }
+    c.close();
+    if (stopping_) co_return;
+    pause.expires_after(std::chrono::milliseconds(backoff_ms));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    backoff_ms = std::min(backoff_ms * 2, 10000);
+  }
+}
+
+asio::awaitable<void> ShapeService::report_consumer(PgConn& c) {
+  uint64_t last = store_.last_tick();
+  uint64_t horizon = co_await consumer_report(c, cfg_.consumer_name, last);
+  if (horizon > last) co_await restart_after_truncation(c, horizon);
+}
+
+asio::awaitable<void> ShapeService::restart_after_truncation(PgConn& c, uint64_t horizon) {
+  uint64_t now_tick = co_await newest_tick(c);
+  uint64_t was = store_.restart_from(now_tick, "this sidecar fell behind the change log");
+  log_error("this sidecar (consumer \"", cfg_.consumer_name, "\") had read up to tick ", was,
+            " but the change log now starts after tick ", horizon,
+            ": it was not seen for longer than shapesync.consumer_timeout and the log was truncated since. "
+            "Every shape it held is dropped and rebuilt from PostgreSQL on its next request (its clients refetch); "
+            "shapes older than shapesync.log_retention get new handles. Following ticks from ", now_tick);
+  co_await consumer_report(c, cfg_.consumer_name, now_tick);
+}
+
+asio::awaitable<void> ShapeService::spill_segments() {
+  if (store_.spill_dir().empty()) co_return;
+  std::vector<SpillJob> jobs = store_.take_spills();
+  std::vector<std::string> dead = store_.take_dead_dirs();
+  std::error_code ec;
+  for (auto& d : dead) std::filesystem::remove_all(d, ec);
+  for (auto& j : jobs) {
+    std::string err;
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
+    if (!write_segment(j.path, j.entries, err)) {
+      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
+      continue;
+    }
+    if (!store_.commit_spill(j)) std::filesystem::remove(j.path, ec);
+  }
+  co_return;
+}
+
+asio::awaitable<FillResult> ShapeService::fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) {
+  SpilledChunk seg = *r.segment;
+  std::vector<std::shared_ptr<const std::string>> got;
+  if (read_segment(seg, r.segment_after, got)) {
+    r.entries = std::move(got);
+    r.segment.reset();
+    co_return FillResult::kFilled;
+  }
+  // Missing or damaged: the disk is a cache; rebuild the chunk from the change log.
+  log_warn("shape ", s->handle, ": segment ", seg.path, " is missing or damaged; rebuilding it from the change log");
+  uint64_t from_tick = seg.first.tx >> 32, to_tick = seg.last.tx >> 32;
+  std::vector<Batch> batches;
+  std::optional<PgError> failed;
+  try {
+    auto lease = co_await pool_.acquire();
+    for (uint64_t after = from_tick - 1; after < to_tick;) {
+      uint64_t upto = std::min(to_tick, after + 2000);
+      auto part = co_await fetch_batches(*lease, after, upto);
+      for (auto& b : part) batches.push_back(std::move(b));
+      after = upto;
+    }
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) {
+    if (failed->sqlstate != kLogTruncated) {
+      log_warn("shape ", s->handle, ": cannot rebuild ", seg.path, ": ", failed->what());
+      co_return FillResult::kUnreachable;
+    }
+    std::string reason = std::string("change log retention: ") + failed->what();
+    try {
+      auto lease = co_await pool_.acquire();
+      co_await invalidate_shape(*lease, s->handle, reason);
+    } catch (const PgError& e2) {
+      log_warn("cannot retire shape ", s->handle, ": ", e2.what());
+    }
+    store_.invalidate(s, reason);
+    co_return FillResult::kRetired;
+  }
+  std::vector<LogEntry> entries;
+  for (auto& e : store_.replay(*s, batches))
+    if (!(e.offset < seg.first) && !(seg.last < e.offset)) entries.push_back(std::move(e));
+  std::string err;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(seg.path).parent_path(), ec);
+  if (!write_segment(seg.path, entries, err)) log_warn("shape ", s->handle, ": ", err);
+  got.clear();
+  if (!read_segment(seg, r.segment_after, got)) {
+    log_error("shape ", s->handle, ": rebuilt segment ", seg.path, " does not match the chunk (", entries.size(),
+              " entries); serving it from the rebuild");
+    for (auto& e : entries)
+      if (r.segment_after < e.offset) got.push_back(e.json);
+  }
+  r.entries = std::move(got);
+  r.segment.reset();
+  co_return FillResult::kFilled;
+}
+
+asio::awaitable<void> ShapeService::poll_invalidations(PgConn& c) {
+  // Safety net for invalidations recorded in the database but not seen in the
+  // stream (another sidecar's, an administrator's invalidate_shape(), DDL).
+  if (inval_cursor_.empty()) {
+    inval_cursor_ = co_await database_now(c);
+    co_return;
+  }
+  for (auto& inv : co_await invalidations_since(c, inval_cursor_)) {
+    inval_cursor_ = inv.at;
+    if (auto s = store_.by_handle(inv.handle)) {
+      store_.invalidate(s, inv.reason);
+      log_info("shape ", s->handle, " invalidated in the database: ", inv.reason);
+    }
+  }
+}
+
+asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notified) {
+  for (;;) {
+    uint64_t last = store_.last_tick();
+    uint64_t hi = notified;  // a NOTIFY names the newest tick: no need to ask
+    notified = 0;
+    if (hi <= last) hi = co_await newest_tick(c);
+    if (hi <= last) co_return;
+    uint64_t upto = std::min(hi, last + 500);
+    std::vector<Batch> batches;
+    std::optional<PgError> truncated;
+    try {
+      batches = co_await fetch_batches(c, last, upto);
+    } catch (const PgError& e) {
+      if (e.sqlstate != kLogTruncated) throw;
+      truncated = e;
+    }
+    if (truncated) {
+      co_await restart_after_truncation(c, co_await log_horizon(c));
+      continue;
+    }
+    auto invalidated = store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks),
+                                        cfg_.window_bytes);
+    if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
+    co_await spill_segments();
+    if (upto == hi) co_return;
+  }
+}
+
+asio::awaitable<void> ShapeService::run_ticker() {
+  auto ex = co_await asio::this_coro::executor;
+  PgConn c(ex);
+  bool first = true;
+  int backoff_ms = 100;
+  for (;;) {
+    try {
+      co_await c.connect(cfg_.database_url);
+      co_await c.exec(kSessionSetup);
+      std::string version = co_await start_following(c);
+      if (version != kCurrentExtension)
+        log_warn("the shapesync extension is at version ", version, "; this shapesyncd is built for ",
+                 kCurrentExtension, ": as its owner, run ALTER EXTENSION shapesync UPDATE (in place, under live "
+                 "clients; nothing is lost)");
+      if (first) {
+        store_.set_last_tick(co_await newest_tick(c));
+        first = false;
+      }
+      // hold the change log from where this sidecar reads on (before reading)
+      co_await report_consumer(c);
+      auto check_worker = [&]() -> asio::awaitable<void> {
+        bool own = !co_await worker_running(c);
+        if (own != own_ticking_.load())
+          log_info(own ? "the extension's ticker is not running (shapesync not in shared_preload_libraries?): "
+                         "ticking every " + std::to_string(cfg_.tick_interval_ms) + " ms from the sidecar"
+                       : "the extension's background worker ticks; following its notifications");
+        own_ticking_ = own;
+      };
+      co_await check_worker();
+      db_ready_ = true;
+      backoff_ms = 100;
+      log_info("connected to the database; following ticks from ", store_.last_tick());
+      co_await process_new_ticks(c);
+      bool ticker_lock_held = false;
+      auto last_worker_check = std::chrono::steady_clock::now();
+      auto last_maintenance = last_worker_check - std::chrono::seconds(10);
+      auto last_inval_check = last_worker_check;
+      co_await poll_invalidations(c);
+      for (;;) {
+        bool own = own_ticking_.load();
+        co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
+        uint64_t notified = 0;
+        for (auto& [channel, payload] : c.take_notifications()) {
+          try {
+            notified = std::max<uint64_t>(notified, std::stoull(payload));
+          } catch (...) {
+          }
+        }
+        if (own) {
+          // Without the extension's worker, one sidecar at a time ticks: the one
+          // holding this session lock (released if it dies, then another takes over).
+          if (!ticker_lock_held) {
+            ticker_lock_held = co_await try_ticker_lock(c);
+            if (ticker_lock_held) log_info("this sidecar ticks for the database (no ticker worker)");
+          }
+          if (ticker_lock_held) {
+            if (auto t = co_await tick_and_notify(c)) notified = std::max(notified, *t);
+            // and, as the worker would, keeps the change log bounded
+            if (std::chrono::steady_clock::now() - last_maintenance > std::chrono::seconds(10)) {
+              last_maintenance = std::chrono::steady_clock::now();
+              std::string failed;
+              try {
+                co_await maintain(c);
+              } catch (const PgError& e) {
+                if (e.connection_lost) throw;
+                failed = e.sqlstate + " " + pg_why(e);
+              }
+              if (!failed.empty()) log_warn("shapesync.maintain() failed: ", failed);
+            }
+          }
+        } else if (ticker_lock_held) {
+          co_await ticker_unlock(c);
+          ticker_lock_held = false;
+        }
+        co_await process_new_ticks(c, notified);
+        if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
+          co_await poll_invalidations(c);
+          co_await report_consumer(c);
+          last_inval_check = std::chrono::steady_clock::now();
+        }
+        if (std::chrono::steady_clock::now() - last_worker_check > std::chrono::seconds(5)) {
+          co_await check_worker();
+          last_worker_check = std::chrono::steady_clock::now();
+        }
+      }
+    } catch (const PgError& e) {
+      if (db_ready_) log_warn("lost the database: ", pg_why(e));
+      else log_warn("cannot reach the database: ", pg_why(e));
+      db_ready_ = false;
+    }
+    c.close();
+    asio::steady_timer t(ex, std::chrono::milliseconds(backoff_ms));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    backoff_ms = std::min(backoff_ms * 2, 5000);
+  }
+}
+
+}  // namespace shapesync

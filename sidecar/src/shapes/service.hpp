@@ -1,0 +1,196 @@
+// The shapes this sidecar serves, kept in step with the database: creating a
+// shape (registration, snapshot, catch-up), following ticks into the store,
+// segment files, and reporting progress and retention state. Everything the
+// HTTP layer needs from "shapes" goes through this object; it speaks SQL only
+// through db/.
+//
+// Error convention of the layer: operations a request asks for return a
+// ShapeError value (what went wrong, in terms the HTTP layer can answer: an
+// invalid request, a forbidden table, the database's own failure); db/ below
+// throws PgError, and nothing above sees an exception from here.
+#pragma once
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "config.hpp"
+#include "db/errors.hpp"
+#include "db/pool.hpp"
+#include "db/snapshots.hpp"
+#include "db/subset.hpp"
+#include "model/shape_request.hpp"
+#include "shapes/store.hpp"
+
+namespace shapesync {
+
+// Why a shape could not be had.
+struct ShapeError {
+  enum class Kind {
+    kInvalid,      // the request is wrong: `fields` say where (400)
+    kForbidden,    // the table may not be served to this sidecar's role: `fields` (403)
+    kUnavailable,  // try again later: `body` (a JSON object) and `retry_after` (503)
+    kDatabase,     // the database failed in a way that is not the client's: `db`, while `doing`
+  } kind = Kind::kInvalid;
+  std::vector<std::pair<std::string, std::string>> fields;  // (parameter, message)
+  std::string body;
+  int retry_after = 1;
+  std::optional<PgError> db;
+  std::string doing;      // "registering the shape"
+  std::string privilege;  // what the failed statement needed ("SELECT"), for the GRANT hint
+
+  static ShapeError invalid(std::string field, std::string message) {
+    ShapeError e;
+    e.fields.emplace_back(std::move(field), std::move(message));
+    return e;
+  }
+  static ShapeError unavailable(std::string body, int retry_after) {
+    ShapeError e;
+    e.kind = Kind::kUnavailable;
+    e.body = std::move(body);
+    e.retry_after = retry_after;
+    return e;
+  }
+  static ShapeError database(const PgError& pg, std::string doing, std::string privilege) {
+    ShapeError e;
+    e.kind = Kind::kDatabase;
+    e.db = pg;
+    e.doing = std::move(doing);
+    e.privilege = std::move(privilege);
+    return e;
+  }
+};
+
+// A shape, or why there is none.
+struct ShapeOutcome {
+  std::shared_ptr<Shape> shape;
+  ShapeError error;  // when shape is null
+};
+
+// What fill_segment() did.
+enum class FillResult {
+  kFilled,       // r.entries hold the segment's entries
+  kRetired,      // the change log no longer holds them: the shape was retired (clients refetch)
+  kUnreachable,  // the database could not be reached to rebuild the file
+};
+
+// What checking a subset found: errors by parameter ("table", or a subset
+// field: "order_by", "where"), the canonical subset WHERE, or the database's failure.
+struct SubsetCheck {
+  std::vector<std::pair<std::string, std::string>> errors;
+  std::string canonical_where;
+  std::optional<PgError> failure;
+};
+
+// What the HTTP layer needs from the shapes layer. ShapeService is the real
+// one; the HTTP layer's unit tests use a fake over a real ShapeStore.
+class ShapeSource {
+ public:
+  virtual ~ShapeSource() = default;
+  virtual ShapeStore& store() = 0;
+  virtual const Config& config() const = 0;
+  virtual bool db_ready() const = 0;
+  virtual bool stopping() const = 0;
+  // Shutdown: waiters are woken (live requests answer at once), no new waits.
+  virtual void stop() = 0;
+  // The ready (or snapshot-streaming) active shape for a request, created
+  // when needed. `def_key` is definition_key(p).
+  virtual asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) = 0;
+  // Waits while a shape is being created until `p` can be served (a snapshot
+  // chunk already streamed, or the shape ready); false when it failed or timed out.
+  virtual asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) = 0;
+  // Why a shape that could not be served cannot be: the table is gone (400),
+  // or nothing better than "retry" (503).
+  virtual asio::awaitable<ShapeError> not_servable(const ShapeParams& p) = 0;
+  // Fills r.entries from r.segment's file, rebuilding a missing or damaged
+  // file from the change log.
+  virtual asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) = 0;
+  // Retires a shape (DELETE /v1/shape): by handle, or the active shape of a
+  // request definition. False when there is no such shape.
+  virtual asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
+                                             const std::optional<std::string>& def_key) = 0;
+  // Checks a subset request against its table (columns, the subset WHERE).
+  virtual asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) = 0;
+  // Runs a subset query; the database's failure, if any.
+  virtual asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) = 0;
+  // Logs a configuration error (a grant this sidecar's role lacks) with the
+  // GRANT that fixes it, at most once per 10 s.
+  virtual void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const = 0;
+};
+
+class ShapeService : public ShapeSource {
+ public:
+  ShapeService(asio::io_context& io, const Config& cfg);
+
+  ShapeStore& store() override { return store_; }
+  const Config& config() const override { return cfg_; }
+  bool db_ready() const override { return db_ready_.load(); }
+  bool stopping() const override { return stopping_.load(); }
+  void stop() override;
+
+  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) override;
+  asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) override;
+  asio::awaitable<ShapeError> not_servable(const ShapeParams& p) override;
+  asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) override;
+  asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
+                                     const std::optional<std::string>& def_key) override;
+  asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) override;
+  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override;
+  void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
+
+  // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
+  // extension's worker); reconnects after losing the database.
+  asio::awaitable<void> run_ticker();
+  // Reports the shapes' latest offsets to the database (shapesync.shapes) on its
+  // own connection, at most once per second, in one statement for every shape
+  // that grew since the last report; never on the tick follower's connection.
+  asio::awaitable<void> run_reporter();
+
+ private:
+  // Registers the shape in the database (validating and canonicalising its
+  // WHERE) and begins it in the store.
+  asio::awaitable<ShapeOutcome> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key);
+  // The 400 message for a table that does not exist (or is not tracked) now;
+  // nullopt when it does, or when the database cannot tell.
+  asio::awaitable<std::optional<std::string>> missing_table(const QualifiedName& name);
+  // Loads (or takes and stores) the shape's snapshot and catches the shape up.
+  asio::awaitable<void> build_shape(std::shared_ptr<Shape> s);
+  // build_shape in the background; on failure fails the shape (and retires it
+  // in the database when nobody can ever serve it).
+  asio::awaitable<void> build_and_settle(std::shared_ptr<Shape> s);
+  // Takes the snapshot (caller holds the shape's build lock), publishing each
+  // chunk to the store as soon as it is complete.
+  asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const std::shared_ptr<Shape>& s);
+  // Applies every tick after the last one applied; `notified` is the newest
+  // tick id a NOTIFY named (0: ask the database).
+  asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
+  asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
+  asio::awaitable<void> poll_invalidations(PgConn& c);
+  // One report; false when there was nothing to report.
+  asio::awaitable<bool> report_progress(PgConn& c);
+  // Tells the database how far this sidecar has read (it holds the change log
+  // from there on); starts over when the log was truncated past it.
+  asio::awaitable<void> report_consumer(PgConn& c);
+  // Writes due segment files and drops their entries from memory; deletes the
+  // segment directories of shapes that are gone.
+  asio::awaitable<void> spill_segments();
+  asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
+
+  asio::io_context& io_;
+  const Config& cfg_;
+  ShapeStore store_;
+  PgPool pool_;
+  PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
+  std::string inval_cursor_;  // invalidated_at of the last invalidation seen
+  std::atomic<bool> db_ready_{false};
+  std::atomic<bool> own_ticking_{false};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace shapesync
