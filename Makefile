@@ -43,7 +43,7 @@ else
 include $(PGXS)
 endif
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/retention.sql sql/snapshots.sql sql/security.sql sql/mutations.sql sql/auth.sql
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql sql/retention.sql sql/snapshots.sql sql/security.sql sql/mutations.sql sql/auth.sql sql/monitor.sql
 	cat $^ > $@
 
 BUILD_DIR ?= build

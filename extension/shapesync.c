@@ -31,6 +31,11 @@ int			shapesync_maintenance_interval_s = 10;
 int			shapesync_filter_fold_timeout_ms = 100;
 int			shapesync_filter_max_constant_bytes = 1048576;
 int			shapesync_mutation_retention_s = 7 * 86400;
+int			shapesync_alert_tick_delay_ms = 10000;
+int			shapesync_alert_lag_ms = 30000;
+int			shapesync_alert_consumer_stale_s = 60;
+int			shapesync_alert_log_kb = 1024 * 1024;
+int			shapesync_alert_window_s = 3600;
 
 void		_PG_init(void);
 
@@ -135,6 +140,57 @@ _PG_init(void)
 							7 * 86400,
 							60, INT_MAX,
 							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/* thresholds of shapesync.check() (sql/monitor.sql, docs/monitoring.md) */
+	DefineCustomIntVariable("shapesync.alert_tick_delay",
+							"Age of an unticked change past which shapesync.check() reports that ticks stalled.",
+							NULL,
+							&shapesync_alert_tick_delay_ms,
+							10000,
+							1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.alert_lag",
+							"Lag of a consumer past which shapesync.check() reports it.",
+							"The lag is the age of the oldest ticked change the consumer has not read.",
+							&shapesync_alert_lag_ms,
+							30000,
+							1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.alert_consumer_stale",
+							"Time without news from a consumer after which shapesync.check() reports it.",
+							"Shorter than shapesync.consumer_timeout, after which it is dropped.",
+							&shapesync_alert_consumer_stale_s,
+							60,
+							1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.alert_log_bytes",
+							"Size of the change log past which shapesync.check() reports it.",
+							NULL,
+							&shapesync_alert_log_kb,
+							1024 * 1024,
+							1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.alert_window",
+							"How far back shapesync.check() looks for shapes that failed.",
+							"Shapes that failed to build or whose filter raised are reported for this long.",
+							&shapesync_alert_window_s,
+							3600,
+							1, INT_MAX,
+							PGC_SUSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 

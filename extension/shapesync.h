@@ -41,6 +41,11 @@ extern int	shapesync_maintenance_interval_s;
 extern int	shapesync_filter_fold_timeout_ms;
 extern int	shapesync_filter_max_constant_bytes;
 extern int	shapesync_mutation_retention_s;
+extern int	shapesync_alert_tick_delay_ms;
+extern int	shapesync_alert_lag_ms;
+extern int	shapesync_alert_consumer_stale_s;
+extern int	shapesync_alert_log_kb;
+extern int	shapesync_alert_window_s;
 
 /* row-level security applies to the caller on a shape's table */
 #define ERRCODE_SHAPESYNC_ROW_SECURITY MAKE_SQLSTATE('S','S','0','0','2')
@@ -83,6 +88,8 @@ extern void ShapesyncRegisterWorkers(void);
 extern void ShapesyncRegisterXactCallback(void);
 extern void ShapesyncDoorbellArm(void);
 extern int	ShapesyncWorkerPid(Oid dboid);
+extern bool ShapesyncPreloaded(void);
+extern bool ShapesyncDatabaseListed(const char *dbname);
 extern PGDLLEXPORT void shapesync_worker_main(Datum main_arg);
 extern PGDLLEXPORT void shapesync_launcher_main(Datum main_arg);
 

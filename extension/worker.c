@@ -153,6 +153,31 @@ ShapesyncDatabaseList(void)
 	return names;
 }
 
+/* Is the library preloaded (shared memory, doorbell and tickers exist)? */
+bool
+ShapesyncPreloaded(void)
+{
+	return shared != NULL;
+}
+
+/* Is dbname among the databases shapesync.database gives a ticker? */
+bool
+ShapesyncDatabaseListed(const char *dbname)
+{
+	List	   *names = ShapesyncDatabaseList();
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, names)
+	{
+		if (i++ >= SHAPESYNC_MAX_DATABASES)
+			break;
+		if (strcmp((const char *) lfirst(lc), dbname) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Register the launcher (called from _PG_init with the preload). */
 void
 ShapesyncRegisterWorkers(void)

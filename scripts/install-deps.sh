@@ -24,6 +24,8 @@ PACKAGES=(
 	libboost1.81-dev nlohmann-json3-dev libssl-dev
 	# sidecar tests; the request fuzzer (clang with its libFuzzer runtime)
 	libgtest-dev libgmock-dev googletest clang libclang-rt-14-dev
+	# metrics_test checks /metrics text with the Prometheus client's own parser
+	python3 python3-prometheus-client
 	# used by the scripts: ps/pkill-free process checks, ss, runuser, realpath
 	procps iproute2 util-linux coreutils
 	# e2e scale-out test: round-robin proxy in front of two sidecars (Debian 12's

@@ -114,7 +114,7 @@ else
 	node --test-force-exit -e 0 >/dev/null 2>&1 && node_flags+=(--test-force-exit)
 	(
 		cd tests/e2e &&
-			run_suite "$LOGDIR/e2e.log" 240 node "${node_flags[@]}" test/
+			run_suite "$LOGDIR/e2e.log" 900 node "${node_flags[@]}" test/
 	)
 	rc=$?
 	p=$(grep -E '^# pass [0-9]+' "$LOGDIR/e2e.log" | tail -n 1 | awk '{print $3}')
