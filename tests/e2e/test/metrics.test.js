@@ -223,3 +223,14 @@ test('GET /dashboard/data answers from the SQL views as the least-privilege side
   assert.match(html, /<canvas|getContext/);
   assert.doesNotMatch(html, /<(script|link|img)[^>]+(src|href)=["']?(https?:)?\/\//i, 'no external asset');
 });
+
+test('a lost database connection counts as a reconnect once the follower is back', async () => {
+  const before = (await metricsNow()).value('shapesync_db_reconnects_total');
+  assert.equal(before, 0);
+  // cut every connection of the sidecar's role (the tick follower among them)
+  await stack.psql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'shapesync_sidecar'`);
+  await waitFor(async () => {
+    const m = await metricsNow();
+    return m.value('shapesync_db_reconnects_total') === 1 && m.value('shapesync_db_ready') === 1;
+  }, { timeoutMs: 15_000, what: 'shapesync_db_reconnects_total = 1 and the follower back' });
+});
