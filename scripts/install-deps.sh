@@ -31,6 +31,8 @@ PACKAGES=(
 	# e2e scale-out test: round-robin proxy in front of two sidecars (Debian 12's
 	# nginx-light is only a transitional package for nginx + an extra module)
 	nginx
+	# e2e dashboard test: headless Chromium, driven by npm playwright-core
+	chromium
 )
 
 if [ "$(id -u)" -eq 0 ]; then

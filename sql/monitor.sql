@@ -333,6 +333,44 @@ COMMENT ON FUNCTION shapesync.check() IS
     'One row per problem worth an alert (severity critical or warning), none when all is well: SELECT count(*) FROM shapesync.check() is a health probe. Problems: ticker_not_running, ticks_stalled, consumer_lost_changes, consumer_stale, consumer_lagging, change_log_large, shape_build_failed, filter_error; thresholds are the shapesync.alert_* settings.';
 
 ------------------------------------------------------------------------
+-- dashboard_data(): what the sidecar's GET /dashboard/data answers, in one
+-- call (docs/monitoring.md, "Dashboard"). SECURITY DEFINER, so the sidecar's
+-- role needs EXECUTE on this one function (grant_sidecar() gives it), not
+-- the monitoring views and functions it reads.
+------------------------------------------------------------------------
+
+CREATE FUNCTION shapesync.dashboard_data() RETURNS json
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.json_build_object(
+  'sync', (SELECT pg_catalog.json_build_object(
+                    'lag_seconds', EXTRACT(epoch FROM st.lag),
+                    'ticks_per_second', st.ticks_per_second,
+                    'changes_per_second', st.changes_per_second,
+                    'ticker_running', st.ticker_running,
+                    'change_log_bytes', st.change_log_bytes,
+                    'last_tick', st.last_tick_id)
+             FROM shapesync.sync_status st),
+  'problems', coalesce((SELECT pg_catalog.json_agg(c) FROM shapesync.check() c), '[]'::json),
+  'shapes', coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'handle', s.handle, 'table', s.table_name::text, 'where', s.where_clause, 'state', s.state,
+      'rows', s.snapshot_rows, 'log_bytes', s.log_bytes, 'last_offset', s.last_offset,
+      'live_clients', s.live_clients, 'requests_per_second', s.requests_per_second,
+      'created_at', s.created_at, 'last_used', s.last_used) ORDER BY s.created_at)
+    FROM shapesync.shapes s WHERE s.state = 'active'), '[]'::json),
+  'consumers', coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', d.consumer_name, 'address', d.address, 'version', d.version, 'last_seen', d.last_seen,
+      'last_tick', d.last_tick, 'lag_ticks', d.lag_ticks, 'lag_seconds', EXTRACT(epoch FROM d.lag),
+      'live_clients', d.live_clients, 'requests_per_second', d.requests_per_second,
+      'latency_p50_seconds', EXTRACT(epoch FROM d.latency_p50),
+      'latency_p99_seconds', EXTRACT(epoch FROM d.latency_p99)) ORDER BY d.consumer_name)
+    FROM shapesync.sidecars d), '[]'::json))
+$$;
+COMMENT ON FUNCTION shapesync.dashboard_data() IS
+    'The sidecar dashboard''s data as one JSON object: sync (lag, ticks/s, changes/s from sync_status), problems (check()), shapes (active shapes), consumers (sidecars).';
+
+------------------------------------------------------------------------
 -- A monitoring role: reads every monitoring view, writes nothing.
 --
 -- Roles are cluster-wide and outlive DROP EXTENSION, so the extension
@@ -356,7 +394,7 @@ BEGIN
                    grant_monitor.role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
                    'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
-                   'shapesync.cache_stats() TO %I', grant_monitor.role);
+                   'shapesync.cache_stats(), shapesync.dashboard_data() TO %I', grant_monitor.role);
 END
 $$;
 COMMENT ON FUNCTION shapesync.grant_monitor(name) IS
@@ -376,7 +414,7 @@ BEGIN
                    revoke_monitor.role);
     EXECUTE format('REVOKE EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
                    'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
-                   'shapesync.cache_stats() FROM %I', revoke_monitor.role);
+                   'shapesync.cache_stats(), shapesync.dashboard_data() FROM %I', revoke_monitor.role);
 END
 $$;
 COMMENT ON FUNCTION shapesync.revoke_monitor(name) IS
@@ -389,5 +427,6 @@ REVOKE ALL ON shapesync.sidecars, shapesync.tables FROM PUBLIC;
 REVOKE ALL ON FUNCTION shapesync.consumer_report_stats(text, jsonb), shapesync.tick_at(timestamptz),
                        shapesync.shape_filter_error(text), shapesync.sync_stats(),
                        shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(),
-                       shapesync.grant_monitor(name), shapesync.revoke_monitor(name) FROM PUBLIC;
+                       shapesync.grant_monitor(name), shapesync.revoke_monitor(name),
+                       shapesync.dashboard_data() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION shapesync.sync_stats() TO PUBLIC;

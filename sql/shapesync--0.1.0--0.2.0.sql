@@ -2067,3 +2067,168 @@ BEGIN
 END
 $$;
 -- ==== end monitor (issue 13) ====
+
+-- ==== monitor wiring ====
+-- The sidecar serves GET /dashboard/data from shapesync.dashboard_data()
+-- (SECURITY DEFINER), which grant_sidecar() and grant_monitor() now grant.
+-- Roles granted before this upgrade: run grant_sidecar() again.
+
+CREATE FUNCTION shapesync.dashboard_data() RETURNS json
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.json_build_object(
+  'sync', (SELECT pg_catalog.json_build_object(
+                    'lag_seconds', EXTRACT(epoch FROM st.lag),
+                    'ticks_per_second', st.ticks_per_second,
+                    'changes_per_second', st.changes_per_second,
+                    'ticker_running', st.ticker_running,
+                    'change_log_bytes', st.change_log_bytes,
+                    'last_tick', st.last_tick_id)
+             FROM shapesync.sync_status st),
+  'problems', coalesce((SELECT pg_catalog.json_agg(c) FROM shapesync.check() c), '[]'::json),
+  'shapes', coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'handle', s.handle, 'table', s.table_name::text, 'where', s.where_clause, 'state', s.state,
+      'rows', s.snapshot_rows, 'log_bytes', s.log_bytes, 'last_offset', s.last_offset,
+      'live_clients', s.live_clients, 'requests_per_second', s.requests_per_second,
+      'created_at', s.created_at, 'last_used', s.last_used) ORDER BY s.created_at)
+    FROM shapesync.shapes s WHERE s.state = 'active'), '[]'::json),
+  'consumers', coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', d.consumer_name, 'address', d.address, 'version', d.version, 'last_seen', d.last_seen,
+      'last_tick', d.last_tick, 'lag_ticks', d.lag_ticks, 'lag_seconds', EXTRACT(epoch FROM d.lag),
+      'live_clients', d.live_clients, 'requests_per_second', d.requests_per_second,
+      'latency_p50_seconds', EXTRACT(epoch FROM d.latency_p50),
+      'latency_p99_seconds', EXTRACT(epoch FROM d.latency_p99)) ORDER BY d.consumer_name)
+    FROM shapesync.sidecars d), '[]'::json))
+$$;
+COMMENT ON FUNCTION shapesync.dashboard_data() IS
+    'The sidecar dashboard''s data as one JSON object: sync (lag, ticks/s, changes/s from sync_status), problems (check()), shapes (active shapes), consumers (sidecars).';
+
+REVOKE ALL ON FUNCTION shapesync.dashboard_data() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION shapesync.grant_sidecar(role name) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rid oid;
+    t   record;
+BEGIN
+    SELECT r.oid INTO rid FROM pg_catalog.pg_roles r WHERE r.rolname = grant_sidecar.role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role "%" does not exist', grant_sidecar.role
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it first, e.g. CREATE ROLE shapesync_sidecar LOGIN PASSWORD ''...''.';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA shapesync TO %I', grant_sidecar.role);
+    EXECUTE format('GRANT SELECT ON shapesync.tracked, shapesync.ticks, shapesync.log_state, '
+                   'shapesync.changes, shapesync.shapes TO %I', grant_sidecar.role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON shapesync.shape_snapshots TO %I', grant_sidecar.role);
+    EXECUTE format('GRANT SELECT, INSERT ON shapesync.shape_snapshot_chunks TO %I', grant_sidecar.role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION '
+                   'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
+                   'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
+                   'shapesync.check_row_security(pg_catalog.regclass), '
+                   'shapesync.parse_where(pg_catalog.regclass, text, text[]), '
+                   'shapesync.wait_for_writers(pg_catalog.regclass), '
+                   'shapesync.invalidate_shape(text, text), '
+                   'shapesync.report_shape(text, bigint, text), '
+                   'shapesync.report_shapes(text[], text[]), '
+                   'shapesync.consumer_report(text, bigint), '
+                   'shapesync.consumer_report_stats(text, jsonb), '
+                   'shapesync.dashboard_data(), '
+                   'shapesync.batch(bigint), '
+                   'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.tick(boolean), '
+                   'shapesync.maintain(interval, interval) TO %I', grant_sidecar.role);
+    INSERT INTO shapesync.sidecar_roles (roleid) VALUES (rid) ON CONFLICT (roleid) DO NOTHING;
+    FOR t IN SELECT c.oid::pg_catalog.regclass AS rel, n.nspname
+               FROM shapesync.tracked k
+               JOIN pg_catalog.pg_class c ON c.oid = k.relid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LOOP
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', t.nspname, grant_sidecar.role);
+        EXECUTE format('GRANT SELECT ON %s TO %I', t.rel, grant_sidecar.role);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION shapesync.revoke_sidecar(role name) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = revoke_sidecar.role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', revoke_sidecar.role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('REVOKE SELECT ON shapesync.tracked, shapesync.ticks, shapesync.log_state, '
+                   'shapesync.changes, shapesync.shapes FROM %I', revoke_sidecar.role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON shapesync.shape_snapshots FROM %I', revoke_sidecar.role);
+    EXECUTE format('REVOKE SELECT, INSERT ON shapesync.shape_snapshot_chunks FROM %I', revoke_sidecar.role);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION '
+                   'shapesync.get_or_create_shape(pg_catalog.regclass, text, text[], text, text[]), '
+                   'shapesync.check_shape(pg_catalog.regclass, text, text[]), '
+                   'shapesync.check_row_security(pg_catalog.regclass), '
+                   'shapesync.parse_where(pg_catalog.regclass, text, text[]), '
+                   'shapesync.wait_for_writers(pg_catalog.regclass), '
+                   'shapesync.invalidate_shape(text, text), '
+                   'shapesync.report_shape(text, bigint, text), '
+                   'shapesync.report_shapes(text[], text[]), '
+                   'shapesync.consumer_report(text, bigint), '
+                   'shapesync.consumer_report_stats(text, jsonb), '
+                   'shapesync.dashboard_data(), '
+                   'shapesync.batch(bigint), '
+                   'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.tick(boolean), '
+                   'shapesync.maintain(interval, interval) FROM %I', revoke_sidecar.role);
+    EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_sidecar.role);
+    FOR t IN SELECT k.relid::pg_catalog.regclass AS rel FROM shapesync.tracked k LOOP
+        EXECUTE format('REVOKE SELECT ON %s FROM %I', t.rel, revoke_sidecar.role);
+    END LOOP;
+    DELETE FROM shapesync.sidecar_roles s
+     WHERE s.roleid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = revoke_sidecar.role);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION shapesync.grant_monitor(role name DEFAULT 'shapesync_monitor') RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = grant_monitor.role) THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', grant_monitor.role);
+        RAISE NOTICE 'created role "%" (NOLOGIN)', grant_monitor.role
+            USING HINT = format('Grant it to the roles that monitor sync: GRANT %I TO ...', grant_monitor.role);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA shapesync TO %I', grant_monitor.role);
+    EXECUTE format('GRANT SELECT ON shapesync.sync_status, shapesync.shapes, shapesync.sidecars, shapesync.tables, '
+                   'shapesync.consumer_status, shapesync.log_tables, shapesync.tracked_tables TO %I',
+                   grant_monitor.role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
+                   'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
+                   'shapesync.cache_stats(), shapesync.dashboard_data() TO %I', grant_monitor.role);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION shapesync.revoke_monitor(role name DEFAULT 'shapesync_monitor') RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = revoke_monitor.role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', revoke_monitor.role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('REVOKE SELECT ON shapesync.sync_status, shapesync.shapes, shapesync.sidecars, shapesync.tables, '
+                   'shapesync.consumer_status, shapesync.log_tables, shapesync.tracked_tables FROM %I',
+                   revoke_monitor.role);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
+                   'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
+                   'shapesync.cache_stats(), shapesync.dashboard_data() FROM %I', revoke_monitor.role);
+END
+$$;
+
+-- ==== end monitor wiring ====

@@ -88,6 +88,10 @@ std::vector<Setting> settings() {
       {"--sse-keepalive", "SHAPESYNC_SSE_KEEPALIVE", nullptr,
        "ms of silence after which SSE sends a keep-alive comment (default 21000)",
        int_setting(&Config::sse_keepalive_ms, 100, 3600000)},
+      {"--report-interval", "SHAPESYNC_REPORT_INTERVAL", nullptr,
+       "ms between this sidecar's live reports to the database (shapesync.consumer_report_stats: "
+       "clients, requests/s, latency; docs/monitoring.md) (default 3000)",
+       int_setting(&Config::report_interval_ms, 500, 60000)},
       {"--allow-shape-deletion", "SHAPESYNC_ALLOW_SHAPE_DELETION", "ELECTRIC_ENABLE_INTEGRATION_TESTING",
        "true to enable DELETE /v1/shape (default false)",
        [](Config& c, const std::string& v) {

@@ -39,6 +39,7 @@ struct Config {
   long long max_connections = 0;         // open client connections, at most; 0: descriptor limit - reserve
   long long max_connections_per_address = 1024;  // from one client address, at most; 0: unlimited
   std::string metrics_token;             // required as Bearer token on /metrics (else --secret, if set)
+  int report_interval_ms = 3000;         // live reports to shapesync.consumer_report_stats()
 };
 
 // Parses argv then environment (flag wins). Returns the config, or a message to

@@ -16,6 +16,8 @@
 
 #include "config.hpp"
 #include "http/app.hpp"
+#include "metrics/monitor.hpp"
+#include "metrics/sidecar.hpp"
 #include "net/server.hpp"
 #include "shapes/service.hpp"
 #include "util/log.hpp"
@@ -44,6 +46,12 @@ int main(int argc, char** argv) {
   App app(shapes);
   Server server(io, app, descriptors);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
+  // Monitoring (docs/monitoring.md): the shapes layer's events into the
+  // process metrics, live reports to the database, the dashboard's data.
+  metrics::ProcessMetrics& pm = metrics::process_metrics();
+  shapes.set_events({[&pm](double s) { pm.snapshot_duration.observe(s); }, [&pm] { pm.db_reconnects.inc(); }});
+  metrics::Monitor monitor(io, shapes);
+  app.set_monitor(&monitor);
   try {
     server.listen(cfg.listen_host, cfg.listen_port);
   } catch (const std::exception& e) {
@@ -57,6 +65,7 @@ int main(int argc, char** argv) {
            " per client address");
   asio::co_spawn(asio::make_strand(io), shapes.run_ticker(), asio::detached);
   asio::co_spawn(asio::make_strand(io), shapes.run_reporter(), asio::detached);
+  asio::co_spawn(asio::make_strand(io), monitor.run_reporter(), asio::detached);
   asio::co_spawn(asio::make_strand(io), server.accept_loop(), asio::detached);
 
   // Graceful shutdown: stop accepting, let open requests finish (deadline), exit;

@@ -13,7 +13,7 @@ namespace {
 // several ticks are read at once) to batches, one Batch per tick.
 void decode_batches(const PgResult& r, uint64_t single_tick, std::vector<Batch>& out) {
   auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
-  int c_tick = col("tick_id"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
+  int c_tick = col("tick_id"), c_time = col("tick_time_us"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
       c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error");
   if (r.rows() == 0) return;
   if (c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
@@ -23,6 +23,7 @@ void decode_batches(const PgResult& r, uint64_t single_tick, std::vector<Batch>&
     uint64_t tick = c_tick >= 0 ? std::stoull(std::string(r.get(i, c_tick))) : single_tick;
     if (out.empty() || out.back().tick_id != tick) {
       out.push_back(Batch{tick, {}});
+      if (c_time >= 0 && !r.is_null(i, c_time)) out.back().tick_time_us = std::stoll(std::string(r.get(i, c_time)));
       rank = 0;
     }
     Batch& b = out.back();
@@ -74,7 +75,11 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
       // every tick id in the range, not just the rows of shapesync.ticks:
       // ticks before the change log's horizon are deleted, and batch() of
       // one of them raises SS001 where a join would skip it without a word
-      "SELECT t.tick_id, b.* FROM generate_series($1::bigint + 1, $2::bigint) AS t(tick_id) "
+      "SELECT t.tick_id, b.*, k.tick_time_us "
+      "FROM generate_series($1::bigint + 1, $2::bigint) AS t(tick_id) "
+      // the tick's time (once per tick), for the commit-to-send latency (docs/monitoring.md)
+      "LEFT JOIN LATERAL (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint AS tick_time_us "
+      "                   FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true "
       "CROSS JOIN LATERAL shapesync.batch(t.tick_id) WITH ORDINALITY AS b "
       "ORDER BY t.tick_id, b.ordinality",
       args);

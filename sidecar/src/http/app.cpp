@@ -83,7 +83,8 @@ std::string definition_key(const ShapeParams& p) {
   return k;
 }
 
-App::App(ShapeSource& shapes) : shapes_(shapes), store_(shapes.store()), cfg_(shapes.config()) {}
+App::App(ShapeSource& shapes)
+    : shapes_(shapes), store_(shapes.store()), cfg_(shapes.config()), pm_(metrics::process_metrics()) {}
 
 void App::stop() { shapes_.stop(); }
 
@@ -156,6 +157,16 @@ Response App::error_response(const Request& req, const ShapeError& e) const {
 }
 
 asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& out, Deferred& later) {
+  std::optional<Response> res = co_await route(std::move(req), out, later);
+  // A parked request is counted when it is answered (answer_live, answer_read).
+  if (res)
+    pm_.count_request(later.route, res->result_int(), later.mode);
+  else if (!later.wait)
+    pm_.count_request(later.route, 200, later.sse ? metrics::Mode::kLive : later.mode);  // SSE, streamed
+  co_return res;
+}
+
+asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& out, Deferred& later) {
   std::string_view target = req.target();
   auto qpos = target.find('?');
   std::string path = url_decode(target.substr(0, qpos));
@@ -165,6 +176,12 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
   for (char c : path)
     if (!(c == '/' && !norm.empty() && norm.back() == '/')) norm += c;
   if (norm.size() > 1 && norm.back() == '/') norm.pop_back();
+  later.route = norm == "/v1/shape"         ? metrics::Route::kShape
+                : norm == "/v1/health"      ? metrics::Route::kHealth
+                : norm == "/metrics"        ? metrics::Route::kMetrics
+                : norm == "/dashboard"      ? metrics::Route::kDashboard
+                : norm == "/dashboard/data" ? metrics::Route::kDashboardData
+                                            : metrics::Route::kOther;
 
   try {
     if (norm == "/v1/shape") {
@@ -189,6 +206,7 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
         auto it = q.find("secret");
         if (it == q.end()) it = q.find("api_secret");
         if (it == q.end() || it->second != cfg_.secret) {
+          metrics::count_auth_failure(it == q.end() ? "secret_missing" : "secret_wrong");
           Response res = json_response(req, http::status::unauthorized,
                                        R"({"message":"Unauthorized - Invalid API secret"})");
           res.set(http::field::cache_control, "no-store");
@@ -228,9 +246,14 @@ asio::awaitable<std::optional<Response>> App::handle(Request req, StreamWriter& 
       res.set(http::field::cache_control, "no-cache, no-store, must-revalidate");
       co_return res;
     }
-    if (norm == "/metrics") {
-      if (!metrics_authorized(req, query)) co_return unauthorized_metrics(req);
-      co_return metrics(req);
+    if (norm == "/metrics" || norm == "/dashboard" || norm == "/dashboard/data") {
+      if (!metrics_authorized(req, query)) {
+        metrics::count_auth_failure("metrics_token");
+        co_return unauthorized_metrics(req);
+      }
+      if (norm == "/metrics") co_return metrics(req);
+      if (norm == "/dashboard") co_return dashboard(req);
+      co_return co_await dashboard_data(req);
     }
     if (norm == "/" || norm.empty()) {
       Response res{http::status::ok, req.version()};
@@ -264,6 +287,9 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   ShapeParams p = std::get<ShapeParams>(std::move(parsed));
   // Admission control (Electric's ELECTRIC_MAX_CONCURRENT_REQUESTS).
   bool initial = p.offset.kind == RequestOffset::Kind::kBeforeAll;
+  later.mode = initial ? metrics::Mode::kInitial
+               : (p.live || p.live_sse) ? metrics::Mode::kLive
+                                        : metrics::Mode::kCatchup;
   auto& counter = initial ? initial_requests_ : existing_requests_;
   int limit = initial ? cfg_.max_initial_requests : cfg_.max_existing_requests;
   if (counter.fetch_add(1) >= limit) {
@@ -286,17 +312,27 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   ShapeOutcome got = co_await shapes_.get_shape(p, def_key);
   if (!got.shape) co_return error_response(req, got.error);
   std::shared_ptr<Shape> shape = std::move(got.shape);
+  shape->requests.fetch_add(1, std::memory_order_relaxed);
+  shape->last_used_us.store(metrics::unix_now_us(), std::memory_order_relaxed);
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
   if (p.live_sse) {
     if (!co_await shapes_.wait_servable(shape, p)) co_return error_response(req, co_await shapes_.not_servable(p));
     auto res = co_await serve_sse(req, p, shape, out, later.sse);
-    if (later.sse) release.c = nullptr;  // end_sse() releases it
+    if (later.sse) {
+      release.c = nullptr;  // end_sse() releases it
+      live_begin(*later.sse->shape, metrics::LiveKind::kSse);
+    }
     co_return res;
   }
   if (!co_await shapes_.wait_servable(shape, p)) co_return error_response(req, co_await shapes_.not_servable(p));
   LogRead unread;
-  auto res = serve_shape(req, p, shape, later.wait, unread);
-  if (later.wait) release.c = nullptr;  // answer_live() or abandon_live() releases it
+  auto res = serve_shape(req, p, shape, later.wait, unread, later.commit_us);
+  if (later.wait) {
+    release.c = nullptr;  // answer_live() or abandon_live() releases it
+    live_begin(*later.wait->shape, metrics::LiveKind::kLongPoll);
+  }
+  // changes for a live request, answered at once: a live delivery
+  if (res && p.live && res->result() == http::status::ok && req.method() != http::verb::head) later.delivery = true;
   if (res || later.wait) co_return res;
   // The entries to send are in a segment file: read outside the lock (rebuilt
   // from the change log when the file is gone). It has data: never parks.
@@ -304,6 +340,10 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   if (st == FillResult::kRetired) co_return must_refetch(req, "");
   if (st == FillResult::kUnreachable)
     co_return error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+  if (p.live && req.method() != http::verb::head) {
+    later.delivery = true;
+    later.commit_us = store_.commit_time_us(unread.first);
+  }
   Response filled = shape_response(req, p, *shape, unread);
   if (req.method() == http::verb::head) {
     filled.body().clear();
@@ -313,7 +353,7 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
 }
 
 std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
-                                         std::optional<LiveWait>& wait, LogRead& unread) {
+                                         std::optional<LiveWait>& wait, LogRead& unread, int64_t& commit_us) {
   ShapeRead sr = store_.read_request(s, p.offset, p.live);
   // Rotated (TRUNCATE, DDL, DELETE, a filter error): point the client at the
   // replacement when one is ready; it re-syncs from offset -1 either way.
@@ -352,6 +392,7 @@ std::optional<Response> App::serve_shape(const Request& req, const ShapeParams& 
     e.add("offset", "out of bounds for this shape");
     return error_400(req, e);
   }
+  commit_us = r.commit_us;
   return shape_response(req, p, *s, r);
 }
 
@@ -418,10 +459,12 @@ App::LiveStep App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
   if (!sr) return LiveStep::kWait;
   // The change that woke it went past a chunk that is already in a segment
   // file (a transaction larger than a chunk): read it from there.
+  live_end(*w.shape, metrics::LiveKind::kLongPoll);
   if (!sr->rotated && sr->r.needs_segment()) return LiveStep::kRead;
   existing_requests_.fetch_sub(1);
   out.keep_alive = w.keep_alive;
   const LogRead& r = sr->r;
+  auto mode = w.live ? metrics::Mode::kLive : metrics::Mode::kCatchup;
   if (!sr->rotated && w.live && !w.head && r.built && !stopping) {
     // The hot path: a change for a waiting client. Its body is shared, its
     // head is written here in one string.
@@ -429,10 +472,19 @@ App::LiveStep App::answer_live(LiveWait& w, Waiter& waiter, LiveAnswer& out) {
     if (w.if_none_match.empty() || !etag_matches(w.if_none_match, etag)) {
       out.head = live_head(w, *w.shape, r, etag, r.built->size());
       out.body = r.built;
+      out.body_bytes = r.built->size();
+      out.delivery = true;
+      out.commit_us = r.commit_us;
+      pm_.count_request(metrics::Route::kShape, 200, mode);
       return LiveStep::kAnswer;
     }
   }
   out.res = parked_response(w, *sr);
+  if (w.live && !w.head && !sr->rotated && r.has_data() && out.res.result() == http::status::ok) {
+    out.delivery = true;
+    out.commit_us = r.commit_us;
+  }
+  pm_.count_request(metrics::Route::kShape, out.res.result_int(), mode);
   return LiveStep::kAnswer;
 }
 
@@ -450,9 +502,15 @@ asio::awaitable<void> App::answer_read(LiveWait& w, LiveAnswer& out) {
     if (w.has_origin) req.set(http::field::origin, w.origin);
     req.keep_alive(w.keep_alive);
     out.res = error_503(req, R"({"message":"Cannot reach the database to rebuild this part of the shape log"})", 5);
+    pm_.count_request(metrics::Route::kShape, out.res.result_int(), w.live ? metrics::Mode::kLive : metrics::Mode::kCatchup);
     co_return;
   }
   out.res = parked_response(w, sr);
+  if (w.live && !w.head && !sr.rotated && out.res.result() == http::status::ok) {
+    out.delivery = true;
+    out.commit_us = store_.commit_time_us(sr.r.first);
+  }
+  pm_.count_request(metrics::Route::kShape, out.res.result_int(), w.live ? metrics::Mode::kLive : metrics::Mode::kCatchup);
 }
 
 Response App::parked_response(const LiveWait& w, const ShapeRead& sr) {
@@ -494,56 +552,9 @@ Response App::parked_response(const LiveWait& w, const ShapeRead& sr) {
 
 void App::abandon_live(LiveWait& w, Waiter& waiter) {
   store_.remove_waiter(waiter);
+  live_end(*w.shape, metrics::LiveKind::kLongPoll);
   existing_requests_.fetch_sub(1);
   w.shape.reset();
-}
-
-Response App::metrics(const Request& req) {
-  StoreStats st = store_.stats();
-  size_t shapes = st.shapes, waiting = st.waiting, log_bytes = st.log_memory_bytes, window_bytes = st.window_bytes,
-         window_batches = st.window_batches;
-  uint64_t last_tick = st.last_tick, changes = st.applied_changes, entries = st.appended_entries;
-  std::string body;
-  auto gauge = [&](const char* name, const char* help, double v) {
-    body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " ";
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-    body += buf;
-    body += '\n';
-  };
-  gauge("shapesync_shapes", "Shapes served by this sidecar.", static_cast<double>(shapes));
-  gauge("shapesync_waiting_requests", "Requests waiting for a change of their shape (long-poll, SSE between events).",
-        static_cast<double>(waiting));
-  gauge("shapesync_initial_requests", "Initial-sync requests in progress (offset=-1).", initial_requests_.load());
-  gauge("shapesync_existing_requests", "Other shape requests in progress, parked long-polls included.",
-        existing_requests_.load());
-  if (connections_) gauge("shapesync_open_connections", "Open client connections.", static_cast<double>(connections_()));
-  gauge("shapesync_db_ready", "1 when the sidecar follows the database.", shapes_.db_ready() ? 1 : 0);
-  gauge("shapesync_last_tick", "The last tick applied to the shapes.", static_cast<double>(last_tick));
-  gauge("shapesync_log_memory_bytes", "Shape log entries held in memory (older chunks are in segment files).",
-        static_cast<double>(log_bytes));
-  gauge("shapesync_window_bytes", "Recent decoded batches kept for new shapes to catch up from.",
-        static_cast<double>(window_bytes));
-  gauge("shapesync_window_batches", "Batches in that window.", static_cast<double>(window_batches));
-  auto counter = [&](const char* name, const char* help, double v) {
-    body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name + " ";
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-    body += buf;
-    body += '\n';
-  };
-  counter("shapesync_changes_applied_total", "Row changes read from the change log and applied.",
-          static_cast<double>(changes));
-  counter("shapesync_log_entries_total", "Messages appended to shape logs (a change in k shapes counts k).",
-          static_cast<double>(entries));
-  Response res{http::status::ok, req.version()};
-  res.set(http::field::server, "shapesyncd/" SHAPESYNC_VERSION);
-  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-  res.set(http::field::cache_control, "no-store");
-  res.body() = std::move(body);
-  res.keep_alive(req.keep_alive());
-  res.prepare_payload();
-  return res;
 }
 
 void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r,
@@ -645,6 +656,8 @@ SseStep App::sse_next(SseStream& st, Waiter& waiter) {
   if (r.has_data()) {
     step.kind = SseStep::Kind::kSend;
     step.text = r.built ? r.built : std::make_shared<const std::string>(r.events());
+    step.delivery = true;
+    step.commit_us = r.commit_us;
     st.at = RequestOffset{RequestOffset::Kind::kAt, r.end};
     return step;
   }
@@ -674,8 +687,9 @@ asio::awaitable<std::optional<std::string>> App::sse_read(SseStream& st) {
   co_return text;
 }
 
-void App::end_sse(Waiter& waiter) {
+void App::end_sse(SseStream& st, Waiter& waiter) {
   store_.remove_waiter(waiter);
+  if (st.shape) live_end(*st.shape, metrics::LiveKind::kSse);
   existing_requests_.fetch_sub(1);  // taken by handle_shape()
 }
 

@@ -15,9 +15,14 @@
 
 #include "config.hpp"
 #include "http/params.hpp"
+#include "metrics/sidecar.hpp"
 #include "shapes/service.hpp"
 
 namespace shapesync {
+
+namespace metrics {
+class Monitor;
+}
 
 namespace http = boost::beast::http;
 using Request = http::request<http::string_body>;
@@ -67,12 +72,23 @@ struct SseStep {
   enum class Kind { kWait, kSend, kEnd, kRead } kind = Kind::kWait;
   // kSend: event text (or a keep-alive comment), shared by every client at the same offset
   std::shared_ptr<const std::string> text;
+  // kSend of changes (not a keep-alive): a live delivery; the tick time of its
+  // oldest change (metrics::ProcessMetrics::delivered, once written)
+  bool delivery = false;
+  int64_t commit_us = 0;
 };
 
 // What a request leaves to do once handle() has returned without a response.
 struct Deferred {
   std::optional<LiveWait> wait;  // park it: App::answer_live answers it
   std::optional<SseStream> sse;  // send its events: App::sse_next
+  // The response is a live delivery (changes for a live request answered at
+  // once): once written, metrics::ProcessMetrics::delivered(commit_us).
+  bool delivery = false;
+  int64_t commit_us = 0;
+  // For shapesync_http_requests_total (set by App::handle).
+  metrics::Route route = metrics::Route::kOther;
+  metrics::Mode mode = metrics::Mode::kNone;
 };
 
 // The answer to a parked request: a Response or, in the common live case, a
@@ -82,6 +98,10 @@ struct LiveAnswer {
   std::string head;  // non-empty: send head + body instead of res
   std::shared_ptr<const std::string> body;
   bool keep_alive = true;
+  // A live delivery: once written, metrics::ProcessMetrics::delivered(commit_us).
+  bool delivery = false;
+  int64_t commit_us = 0;
+  size_t body_bytes = 0;  // of `body` (head + body are sent), for shapesync_sent_bytes_total
 };
 
 class App {
@@ -99,7 +119,7 @@ class App {
   // The caller sets st.last_sent after sending. Never throws.
   SseStep sse_next(SseStream& st, Waiter& waiter);
   // An SSE stream ended (or its client is gone): unlinks `waiter`, forgets it.
-  void end_sse(Waiter& waiter);
+  void end_sse(SseStream& st, Waiter& waiter);
 
   // An SSE stream whose next events are in a segment file (sse_next said
   // kRead): their event text, with st.at moved past them; nullopt when the
@@ -123,18 +143,22 @@ class App {
   void abandon_live(LiveWait& w, Waiter& waiter);
   // Open client connections, for /metrics (set by the server's owner).
   void set_connection_gauge(std::function<size_t()> f) { connections_ = std::move(f); }
+  // Reports and dashboard data (GET /dashboard/data answers 503 without one).
+  void set_monitor(metrics::Monitor* m) { monitor_ = m; }
 
   // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
   void stop();
   const Config& config() const { return cfg_; }
 
  private:
+  // handle() without the request counting.
+  asio::awaitable<std::optional<Response>> route(Request req, StreamWriter& out, Deferred& later);
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
                                                        StreamWriter& out, Deferred& later);
   // Answers at once, or sets `wait` and returns nullopt, or (when the entries
   // to send are in a segment file) sets `unread` and returns nullopt.
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
-                                      std::optional<LiveWait>& wait, LogRead& unread);
+                                      std::optional<LiveWait>& wait, LogRead& unread, int64_t& commit_us);
   // The answer to a parked request, built from what it kept.
   Response parked_response(const LiveWait& w, const ShapeRead& sr);
   // The answer to a shape that could not be had.
@@ -145,6 +169,12 @@ class App {
                         size_t body_size) const;
   Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
   Response metrics(const Request& req);
+  // GET /dashboard, /dashboard/data (http/monitoring.cpp).
+  Response dashboard(const Request& req) const;
+  asio::awaitable<Response> dashboard_data(const Request& req);
+  // A parked request or SSE stream begins or ends waiting on `s`.
+  void live_begin(Shape& s, metrics::LiveKind k);
+  void live_end(Shape& s, metrics::LiveKind k);
   // Sends the head of an SSE stream and sets `sse`, or answers at once.
   // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset.cpp.
   asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
@@ -180,6 +210,8 @@ class App {
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};
   std::function<size_t()> connections_;
+  metrics::ProcessMetrics& pm_;
+  metrics::Monitor* monitor_ = nullptr;
 };
 
 std::string definition_key(const ShapeParams& p);

@@ -44,6 +44,10 @@ struct Tx {
 struct Batch {
   uint64_t tick_id = 0;
   std::vector<Tx> txs;
+  // shapesync.ticks.tick_time of the tick, in microseconds since the Unix
+  // epoch (0: not read): the latest its changes can have committed, give or
+  // take the tick interval (docs/monitoring.md, "commit time").
+  int64_t tick_time_us = 0;
 };
 
 }  // namespace shapesync

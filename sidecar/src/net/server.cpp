@@ -58,6 +58,7 @@ class ChunkedWriter : public StreamWriter {
     auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk(asio::buffer(data)),
                                               asio::as_tuple(asio::use_awaitable));
     stream_.expires_never();
+    if (!ec) metrics::process_metrics().sent(data.size());
     co_return !ec;
   }
 
@@ -209,6 +210,8 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
     size_t total = a.head.size() + a.body->size();
     if (n >= 0 && static_cast<size_t>(n) == total) {
       --srv_.in_flight_;
+      srv_.pm_.sent(a.body_bytes);
+      if (a.delivery) srv_.pm_.delivered(a.commit_us);
       return true;
     }
     if (n > 0) {  // the rest goes through the session (head = what is left)
@@ -313,6 +316,8 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
       size_t total = static_cast<size_t>(len) + next.text->size() + 2;
       if (n >= 0 && static_cast<size_t>(n) == total) {
         st_.last_sent = std::chrono::steady_clock::now();
+        srv_.pm_.sent(next.text->size());
+        if (next.delivery) srv_.pm_.delivered(next.commit_us);
         continue;
       }
       if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -323,7 +328,9 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
       std::string rest = std::string(size, static_cast<size_t>(len)) + *next.text + "\r\n";
       rest.erase(0, n > 0 ? static_cast<size_t>(n) : 0);
       flushing_ = true;
-      asio::co_spawn(sock_.get_executor(), flush(shared_from_this(), std::move(rest)), asio::detached);
+      asio::co_spawn(sock_.get_executor(),
+                     flush(shared_from_this(), std::move(rest), next.text->size(), next.delivery, next.commit_us),
+                     asio::detached);
       return;
     }
   }
@@ -343,10 +350,13 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
     }
     char size[24];
     int len = std::snprintf(size, sizeof size, "%zx\r\n", text->size());
-    co_await flush(self, std::string(size, static_cast<size_t>(len)) + *text + "\r\n");
+    co_await flush(self, std::string(size, static_cast<size_t>(len)) + *text + "\r\n", text->size(), false, 0);
   }
 
-  static asio::awaitable<void> flush(std::shared_ptr<SseParked> self, std::string rest) {
+  // Writes the rest of an event chunk (`text_bytes` of event text; a live
+  // delivery when `delivery`, whose oldest change's tick time is commit_us).
+  static asio::awaitable<void> flush(std::shared_ptr<SseParked> self, std::string rest, size_t text_bytes,
+                                     bool delivery, int64_t commit_us) {
     boost::system::error_code ec;
     ++self->watch_gen_;
     self->sock_.cancel(ec);  // the peer watch: it is set again after
@@ -361,6 +371,8 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
       co_return;
     }
     self->st_.last_sent = std::chrono::steady_clock::now();
+    self->srv_.pm_.sent(text_bytes);
+    if (delivery) self->srv_.pm_.delivered(commit_us);
     self->watch_peer();
     self->step();
   }
@@ -368,7 +380,7 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
   // The end of the stream: the last chunk, then the connection closes.
   void end() {
     done_ = true;
-    srv_.app_.end_sse(*this);
+    srv_.app_.end_sse(st_, *this);
     srv_.deadlines_->remove(*this);
     ++watch_gen_;
     boost::system::error_code ec;
@@ -400,7 +412,7 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
   // The client is gone (closed, reset, or too slow): forget the stream.
   void gone() {
     done_ = true;
-    srv_.app_.end_sse(*this);
+    srv_.app_.end_sse(st_, *this);
     srv_.deadlines_->remove(*this);
     ++watch_gen_;
     boost::system::error_code ignored;
@@ -499,6 +511,7 @@ Server::Server(asio::io_context& io, App& app, size_t descriptor_limit)
       app_(app),
       acceptor_(io),
       deadlines_(std::make_unique<Deadlines>(io)),
+      pm_(metrics::process_metrics()),
       limits_(std::make_unique<ConnectionLimits>(
           app.config().max_connections > 0 ? static_cast<size_t>(app.config().max_connections)
                                            : default_max_connections(descriptor_limit),
@@ -598,20 +611,30 @@ asio::awaitable<void> Server::accept_loop() {
   }
 }
 
-asio::awaitable<bool> Server::write_response(beast::tcp_stream& stream, Response& res) {
+asio::awaitable<bool> Server::write_response(beast::tcp_stream& stream, Response& res, bool delivery,
+                                             int64_t commit_us) {
   if (stopping_) res.keep_alive(false);
   stream.expires_after(std::chrono::seconds(60));
+  size_t body = res.body().size();
   auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
   --in_flight_;
+  if (!wec) {
+    pm_.sent(body);
+    if (delivery) pm_.delivered(commit_us);
+  }
   co_return !wec && res.keep_alive();
 }
 
 asio::awaitable<bool> Server::write_answer(beast::tcp_stream& stream, LiveAnswer& a) {
-  if (a.head.empty()) co_return co_await write_response(stream, a.res);
+  if (a.head.empty()) co_return co_await write_response(stream, a.res, a.delivery, a.commit_us);
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.head), asio::buffer(*a.body)};
   stream.expires_after(std::chrono::seconds(60));
   auto [wec, wn] = co_await asio::async_write(stream, bufs, asio::as_tuple(asio::use_awaitable));
   --in_flight_;
+  if (!wec) {
+    pm_.sent(a.body_bytes);
+    if (a.delivery) pm_.delivered(a.commit_us);
+  }
   co_return !wec && a.keep_alive && !stopping_;
 }
 
@@ -695,7 +718,7 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
       --in_flight_;
       break;
     }
-    open = co_await write_response(stream, *res);
+    open = co_await write_response(stream, *res, later.delivery, later.commit_us);
   }
   boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

@@ -44,7 +44,9 @@ class Server {
   asio::awaitable<void> session(asio::ip::tcp::socket sock, boost::beast::flat_buffer buffer, Counted counted,
                                 std::optional<LiveAnswer> pending);
   // Writes a response to a request in flight; false when the connection ends.
-  asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res);
+  // A live delivery (Deferred::delivery) is counted once written.
+  asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res, bool delivery = false,
+                                       int64_t commit_us = 0);
   asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
   // Answers a connection over a limit with a 503 and closes it.
   void refuse(asio::ip::tcp::socket sock, ConnectionLimits::Refusal why, const asio::ip::tcp::endpoint& peer);
@@ -56,6 +58,7 @@ class Server {
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> stopping_{false};
   std::unique_ptr<Deadlines> deadlines_;
+  metrics::ProcessMetrics& pm_;
   std::unique_ptr<ConnectionLimits> limits_;
 };
 

@@ -410,6 +410,7 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
   d.rows = rows;
   d.chunks = std::move(chunks);
   auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
+  if (events_.snapshot_taken) events_.snapshot_taken(std::chrono::duration<double>(t1 - t0).count());
   log_info("shape ", s->handle, " snapshot: ", d.rows, " rows, ", d.chunks.size(), " chunk(s) streamed in ", ms(t0, t1),
            " ms");
   co_return d;
@@ -593,6 +594,8 @@ asio::awaitable<void> ShapeService::spill_segments() {
       log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
       continue;
     }
+    auto size = std::filesystem::file_size(j.path, ec);
+    j.file_bytes = ec ? 0 : static_cast<size_t>(size);
     if (!store_.commit_spill(j)) std::filesystem::remove(j.path, ec);
   }
   co_return;
@@ -704,6 +707,7 @@ asio::awaitable<void> ShapeService::run_ticker() {
   auto ex = co_await asio::this_coro::executor;
   PgConn c(ex);
   bool first = true;
+  bool connected_before = false;
   int backoff_ms = 100;
   for (;;) {
     try {
@@ -729,6 +733,8 @@ asio::awaitable<void> ShapeService::run_ticker() {
         own_ticking_ = own;
       };
       co_await check_worker();
+      if (connected_before && events_.reconnected) events_.reconnected();
+      connected_before = true;
       db_ready_ = true;
       backoff_ms = 100;
       log_info("connected to the database; following ticks from ", store_.last_tick());

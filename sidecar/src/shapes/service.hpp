@@ -10,6 +10,7 @@
 // throws PgError, and nothing above sees an exception from here.
 #pragma once
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -144,6 +145,14 @@ class ShapeService : public ShapeSource {
   asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override;
   void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
 
+  // What monitoring wants to hear of (metrics/ sits above this layer: it
+  // installs these before run_ticker). Called on the service's threads.
+  struct Events {
+    std::function<void(double seconds)> snapshot_taken;  // a snapshot was taken (its duration)
+    std::function<void()> reconnected;                   // the follower reached the database again
+  };
+  void set_events(Events e) { events_ = std::move(e); }
+
   // Follows ticks forever (LISTEN, safety-net polling, own ticking without the
   // extension's worker); reconnects after losing the database.
   asio::awaitable<void> run_ticker();
@@ -191,6 +200,7 @@ class ShapeService : public ShapeSource {
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
   std::atomic<bool> stopping_{false};
+  Events events_;
 };
 
 }  // namespace shapesync

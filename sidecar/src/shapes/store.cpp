@@ -187,6 +187,7 @@ void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::s
   grown_.erase(s.get());
   spill_due_.erase(s.get());
   if (!spill_dir_.empty() && !s->handle.empty()) dead_dirs_.push_back(shape_dir(*s));
+  for (auto& c : s->spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
   s->invalid = true;
   s->invalid_reason = reason;
   auto it = active_.find(s->def.key);
@@ -269,7 +270,8 @@ bool ShapeStore::commit_spill_locked(const SpillJob& job) {
     sh.log.pop_front();
   }
   sh.log_base = job.end_index + 1;
-  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.path});
+  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.path, job.file_bytes});
+  disk_bytes_ += job.file_bytes;
   return true;
 }
 
@@ -277,6 +279,15 @@ std::vector<std::string> ShapeStore::take_dead_dirs_locked() {
   std::vector<std::string> out;
   out.swap(dead_dirs_);
   return out;
+}
+
+int64_t ShapeStore::commit_time_locked(LogOffset first) const {
+  if (tick_times_.empty()) return 0;
+  uint64_t tick = first.tx >> 32;
+  auto it = std::lower_bound(tick_times_.begin(), tick_times_.end(), tick,
+                             [](const std::pair<uint64_t, int64_t>& e, uint64_t t) { return e.first < t; });
+  if (it == tick_times_.end()) return tick_times_.back().second;
+  return it->second;  // its tick, or (older than every tick remembered) the oldest
 }
 
 size_t ShapeStore::log_memory_bytes_locked() const {
@@ -643,6 +654,10 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply_locked(Batch 
   apply_batch(batch, nullptr, invalidated);
   last_tick_ = std::max(last_tick_, batch.tick_id);
   for (auto& tx : batch.txs) applied_changes_ += tx.changes.size();
+  if (batch.tick_time_us && !batch.txs.empty() && (tick_times_.empty() || tick_times_.back().first < batch.tick_id)) {
+    tick_times_.emplace_back(batch.tick_id, batch.tick_time_us);
+    if (tick_times_.size() > kTickTimes) tick_times_.pop_front();
+  }
   if (!batch.txs.empty()) {
     size_t bytes = sizeof(Batch);
     for (auto& tx : batch.txs) {
@@ -711,6 +726,7 @@ LogRead ShapeStore::read_locked(const Shape& s, const RequestOffset& ro) const {
                                [](const LogOffset& o, const SpilledChunk& c) { return o < c.last; });
     r.segment = *sc;
     r.segment_after = after;
+    r.first = after < sc->first ? sc->first : after;
     r.end = sc->last;
     r.global_last_seen = std::max(r.global_last_seen, r.end.tx);
     return r;
@@ -731,6 +747,7 @@ LogRead ShapeStore::read_locked(const Shape& s, const RequestOffset& ro) const {
   size_t j = ce == s.chunk_ends.end() ? s.entry_count() - 1 : *ce;
   r.entries.reserve(j - i + 1);
   for (size_t k = i; k <= j; ++k) r.entries.push_back(s.log[k - s.log_base].json);
+  r.first = s.log[i - s.log_base].offset;
   r.end = s.log[j - s.log_base].offset;
   r.up_to_date = j + 1 == s.entry_count();
   r.global_last_seen = std::max(r.global_last_seen, r.end.tx);
@@ -744,11 +761,13 @@ LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::
     LogRead r;
     r.built = c.body;
     r.end = c.end;
+    r.commit_us = c.commit_us;
     r.up_to_date = c.up_to_date;
     r.global_last_seen = std::max(global_position_locked(), c.end.tx);
     return r;
   }
   LogRead r = read_locked(s, ro);
+  if (r.has_data() && !r.snapshot_chunk) r.commit_us = commit_time_locked(r.first);
   if (!cacheable || r.out_of_bounds || !r.has_data() || r.segment) return r;  // a segment: the caller reads it
   r.built = std::make_shared<const std::string>(format(r));
   r.entries.clear();
@@ -757,6 +776,7 @@ LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::
   c.global = last_tick_;
   c.end = r.end;
   c.up_to_date = r.up_to_date;
+  c.commit_us = r.commit_us;
   c.body = r.built;
   return r;
 }
@@ -923,12 +943,27 @@ StoreStats ShapeStore::stats() const {
   st.shapes = by_handle_.size();
   st.waiting = waiting_;
   st.log_memory_bytes = log_memory_bytes_locked();
+  st.log_disk_bytes = disk_bytes_;
   st.window_bytes = window_bytes_;
   st.window_batches = window_.size();
   st.last_tick = last_tick_;
   st.applied_changes = applied_changes_;
   st.appended_entries = appended_entries_;
   return st;
+}
+
+std::vector<ShapeStore::ShapeUsage> ShapeStore::usage() const {
+  std::lock_guard lk(mu_);
+  std::vector<ShapeUsage> out;
+  out.reserve(by_handle_.size());
+  for (auto& [h, sh] : by_handle_)
+    if (!sh->invalid) out.push_back({sh, sh->log_memory_bytes});
+  return out;
+}
+
+int64_t ShapeStore::commit_time_us(LogOffset first) const {
+  std::lock_guard lk(mu_);
+  return commit_time_locked(first);
 }
 
 std::vector<SpillJob> ShapeStore::take_spills() {

@@ -10,6 +10,7 @@
 // batch is applied and shared (shared_ptr<const std::string>) by every response.
 // Waiters are woken by posting a cancel of their timer to their own executor.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <algorithm>
@@ -48,6 +49,7 @@ struct SpilledChunk {
   LogOffset first, last;  // offsets of its first and last entries
   size_t end_index = 0;   // global index of its last entry
   std::string path;
+  size_t bytes = 0;       // size of the file
 };
 
 // Segment file I/O (no store lock needed; the file is immutable once written).
@@ -134,9 +136,16 @@ struct Shape {
     LogOffset end;
     bool up_to_date = false;
     std::shared_ptr<const std::string> body;
+    int64_t commit_us = 0;
   };
   mutable LiveCache live_cache;
   mutable LiveCache event_cache;  // the same for SSE event text
+
+  // Usage, for monitoring (docs/monitoring.md): updated by the HTTP layer with
+  // relaxed atomics, read by the stats reporter without the store lock.
+  std::atomic<int32_t> live_clients{0};   // parked long-polls and SSE streams on it
+  std::atomic<uint64_t> requests{0};      // requests for it
+  std::atomic<int64_t> last_used_us{0};   // last request, µs since the Unix epoch
 
   LogOffset last_offset() const {
     if (!log.empty()) return log.back().offset;
@@ -152,6 +161,7 @@ struct SpillJob {
   size_t first_index = 0, end_index = 0;
   std::vector<LogEntry> entries;
   std::string path;
+  size_t file_bytes = 0;  // set by the writer (disk usage, for monitoring)
 };
 
 // What a read of the log returns.
@@ -164,6 +174,12 @@ struct LogRead {
   LogOffset segment_after;
   std::shared_ptr<const std::string> built;           // set by read_live: the whole body, already built
   LogOffset end;
+  // Offset of the first (oldest) message it holds (or of where its segment
+  // read starts), and, for live reads (read_live, read_events), the recorded
+  // time of that message's tick in µs since the Unix epoch (its commit time
+  // for the commit-to-send latency; 0 when unknown).
+  LogOffset first;
+  int64_t commit_us = 0;
   bool up_to_date = false;
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
@@ -196,7 +212,7 @@ struct ShapeRead {
 
 // Figures for /metrics.
 struct StoreStats {
-  size_t shapes = 0, waiting = 0, log_memory_bytes = 0, window_bytes = 0, window_batches = 0;
+  size_t shapes = 0, waiting = 0, log_memory_bytes = 0, log_disk_bytes = 0, window_bytes = 0, window_batches = 0;
   uint64_t last_tick = 0, applied_changes = 0, appended_entries = 0;
 };
 
@@ -278,6 +294,16 @@ class ShapeStore {
   uint64_t window_floor() const;
   void trim_window(size_t max_batches, size_t max_bytes = SIZE_MAX);
   StoreStats stats() const;
+  // A ready shape and its log's bytes in memory, for the stats reporter.
+  struct ShapeUsage {
+    std::shared_ptr<Shape> shape;
+    size_t log_bytes = 0;
+  };
+  std::vector<ShapeUsage> usage() const;
+  // The recorded time (µs since the Unix epoch) of the tick of the message at
+  // `first` (LogRead::first), or of the oldest tick remembered when that one
+  // is older; 0 when no tick time is known.
+  int64_t commit_time_us(LogOffset first) const;
 
   // --- segment files ---
   // Closed chunks due to be spilled (ready shapes only); see SpillJob.
@@ -352,6 +378,7 @@ class ShapeStore {
   std::vector<std::string> take_dead_dirs_locked();
   std::vector<LogEntry> replay_locked(const Shape& s, const std::vector<Batch>& batches);
   size_t log_memory_bytes_locked() const;
+  int64_t commit_time_locked(LogOffset first) const;
   LogRead read_locked(const Shape& s, const RequestOffset& ro) const;
   LogRead read_live_locked(const Shape& s, const RequestOffset& ro) const;
   LogRead read_events_locked(const Shape& s, const RequestOffset& ro) const;
@@ -386,6 +413,11 @@ class ShapeStore {
   size_t window_bytes_ = 0;
   uint64_t applied_changes_ = 0;   // changes of batches applied (apply())
   uint64_t appended_entries_ = 0;  // entries appended to ready shapes' logs
+  size_t disk_bytes_ = 0;          // segment files of live shapes
+  // (tick id, tick time in µs) of the latest non-empty ticks applied, for
+  // commit_time_locked(); ascending, at most kTickTimes.
+  static constexpr size_t kTickTimes = 65536;
+  std::deque<std::pair<uint64_t, int64_t>> tick_times_;
   std::string spill_dir_;
   size_t keep_chunks_ = 1;
   std::unordered_set<Shape*> spill_due_;
