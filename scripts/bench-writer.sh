@@ -170,7 +170,7 @@ SHAPESYNC_VERSION=$(q "SELECT extversion FROM pg_extension WHERE extname = 'shap
 WORKER_PID=$(q "SELECT shapesync.worker_pid()")
 [ -n "$WORKER_PID" ] || log "warning: no shapesync ticker worker running (its CPU is not reported)"
 q "ALTER TABLE shapesync.changes SET (autovacuum_enabled = off)" >/dev/null
-HAVE_WHERE=$(q "SELECT count(*) FROM pg_proc WHERE oid = 'shapesync.get_or_create_shape'::regproc AND 'shape_id' = ANY (proargnames)")
+HAVE_WHERE=$(q "SELECT (count(*) > 0)::int FROM pg_proc WHERE proname = 'get_or_create_shape' AND pronamespace = 'shapesync'::regnamespace AND 'shape_id' = ANY (proargnames)")
 HAVE_PGQ=0
 PGQ_VERSION=""
 if [ -n "$(q "SELECT 1 FROM pg_available_extensions WHERE name = 'pgq'")" ]; then
