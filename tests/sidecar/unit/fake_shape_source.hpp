@@ -37,6 +37,8 @@ class FakeShapeSource : public ShapeSource {
   ShapeError not_servable_error = ShapeError::unavailable(R"({"message":"not servable"})", 7);
   std::optional<FillResult> fill_override;  // fill_segment answers this instead of reading the file
   bool delete_finds = true;
+  SubsetCheck subset_check;                 // check_subset's answer
+  SubsetRows subset_rows = {"100:100:", 1, {}};  // run_subset's rows
   // Snapshot chunks of the shapes made from now on (each a JSON array body).
   std::vector<std::string> snapshot_chunks = {R"([{"headers":{"control":"snapshot-end","xmin":"100","xmax":"100","xip_list":[]}}])"};
 
@@ -45,6 +47,7 @@ class FakeShapeSource : public ShapeSource {
   int fill_calls = 0;
   mutable int config_errors_logged = 0;
   std::vector<std::pair<std::optional<std::string>, std::optional<std::string>>> deletions;
+  std::vector<std::string> subset_queries;  // SQL given to run_subset
   bool database_ready = true;
 
   ShapeStore& store() override { return store_; }
@@ -103,9 +106,11 @@ class FakeShapeSource : public ShapeSource {
     co_return delete_finds;
   }
   asio::awaitable<SubsetCheck> check_subset(const QualifiedName&, const SubsetParams&) override {
-    co_return SubsetCheck{};
+    co_return subset_check;
   }
-  asio::awaitable<std::optional<PgError>> run_subset(const std::string&, SubsetRows&) override {
+  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override {
+    subset_queries.push_back(sql);
+    out = subset_rows;
     co_return std::nullopt;
   }
   void log_configuration_error(const PgError&, std::string_view, std::string_view) const override {

@@ -603,6 +603,51 @@ TEST_F(Http, SseSendsItsHeadThenHandsTheStreamOver) {
   the_app().end_sse(waiter);
 }
 
+// --- subset snapshots (PROTOCOL.md §4.8) -------------------------------------
+
+TEST_F(Http, SubsetSnapshotIsNotCachedAndUsesTheCanonicalWhere) {
+  auto& s = source();
+  s.subset_check.canonical_where = "(id > 1)";
+  s.subset_rows.rows = {{"2", "b", "t"}};
+  Response r = request("/v1/shape?table=items&offset=-1&subset__where=id%3E1&subset__order_by=id&subset__limit=5");
+  ASSERT_EQ(r.result(), http::status::ok) << r.body();
+  EXPECT_EQ(header(r, "cache-control"), "no-cache");
+  EXPECT_EQ(header(r, "electric-snapshot"), "true");
+  EXPECT_EQ(header(r, "electric-offset"), "-1");
+  EXPECT_FALSE(has(r, "etag"));
+  EXPECT_FALSE(has(r, "electric-up-to-date"));
+  json b = body(r);
+  ASSERT_EQ(b["data"].size(), 1u);
+  EXPECT_EQ(b["data"][0]["value"]["title"], "b");
+  EXPECT_EQ(b["metadata"]["xmin"], "100");
+  ASSERT_EQ(s.subset_queries.size(), 1u);
+  EXPECT_NE(s.subset_queries[0].find("(id > 1)"), std::string::npos) << s.subset_queries[0];
+  EXPECT_NE(s.subset_queries[0].find("LIMIT 5"), std::string::npos) << s.subset_queries[0];
+
+  // the same as a POST body
+  Request post = get("/v1/shape?table=items&offset=-1", http::verb::post);
+  post.body() = R"({"where":"id > 1","order_by":"id","limit":5})";
+  post.prepare_payload();
+  Response p = request(std::move(post));
+  EXPECT_EQ(p.result(), http::status::ok) << p.body();
+  EXPECT_EQ(header(p, "cache-control"), "no-cache");
+  EXPECT_EQ(s.subset_queries.size(), 2u);
+}
+
+TEST_F(Http, SubsetErrorsAreNestedUnderSubset) {
+  source().subset_check.errors = {{"where", "Subqueries are not allowed in subsets"}};
+  Response r = request("/v1/shape?table=items&offset=-1&subset__where=id%20IN%20(SELECT%201)");
+  EXPECT_EQ(r.result(), http::status::bad_request);
+  EXPECT_EQ(errors(r)["subset"]["where"], json::array({"Subqueries are not allowed in subsets"}));
+  EXPECT_TRUE(source().subset_queries.empty());
+  Request post = get("/v1/shape?table=items&offset=-1", http::verb::post);
+  post.body() = "[1]";
+  post.prepare_payload();
+  Response p = request(std::move(post));
+  EXPECT_EQ(p.result(), http::status::bad_request);
+  EXPECT_EQ(body(p)["error"], "Request body must be a JSON object");
+}
+
 // --- routes -----------------------------------------------------------------
 
 TEST_F(Http, OptionsIsACorsPreflight) {
