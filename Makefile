@@ -62,7 +62,7 @@ sidecar:
 
 # shapesyncd alone: what `make run` needs (CMake prints its progress).
 shapesyncd:
-	@echo "make: building shapesyncd in $(BUILD_DIR)/ (the first build compiles Asio and Beast: a few minutes)"
+	@echo "make: building shapesyncd in $(BUILD_DIR)/ (the first build compiles Asio and Beast: about 2 minutes on 2 cores)"
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD_DIR) --target shapesyncd -j$$(nproc)
 
