@@ -52,10 +52,13 @@ cleanup() {
 		log "stopping PostgreSQL"
 		scripts/pgcluster.sh stop "$CLUSTER_DIR" 2>/dev/null || true
 	fi
+	log "stopped"
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Ctrl-C is how `make run` is meant to end, not a failure: exit 0, so make
+# reports no error.
+trap 'exit 0' INT
 trap 'exit 143' TERM
 
 # The cluster outlives builds of the extension. Its sync state (shapes, change
@@ -129,7 +132,8 @@ sidecar_url=${sidecar_url:-$url}
 # Own process group, so a terminal's Ctrl-C reaches shapesyncd only through us.
 set -m
 mkdir -p "$ROOT/.shapesync"
-log "starting shapesyncd on $HTTP (database $sidecar_url)"
+# (a password in the URL is not printed)
+log "starting shapesyncd on $HTTP (database $(printf '%s' "$sidecar_url" | sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#'))"
 "$SIDECAR" --database-url "$sidecar_url" --listen "127.0.0.1:$HTTP_PORT" --data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
 sidecar_pid=$!
 set +m
@@ -143,12 +147,13 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$HTTP/v1/health" 2>/dev/null | grep -q '"active"' || die "shapesyncd not healthy after 30 s"
 
-cat <<EOF
+if [ "$own_cluster" = 1 ]; then
+	cat <<EOF
 
   shapesync is running.
 
   database   $url
-${sidecar_note:-}
+$sidecar_note
   shape API  $HTTP/v1/shape?table=items&offset=-1
 
   Try it:
@@ -158,9 +163,30 @@ ${sidecar_note:-}
   Follow changes live: take electric-handle and electric-offset from a response, then
     curl -i '$HTTP/v1/shape?table=items&handle=HANDLE&offset=OFFSET&live=true'
 
-  Ctrl-C stops shapesyncd$([ "$own_cluster" = 1 ] && echo " and PostgreSQL").
+  Ctrl-C stops shapesyncd and PostgreSQL.
 
 EOF
+else
+	# No demo table in someone else's database: offer the tables it tracks.
+	tracked=$(psql -X -q -tA -d "$url" \
+		-c "SELECT string_agg(relid::regclass::text, ', ' ORDER BY relid::regclass::text) FROM shapesync.tracked" \
+		2>/dev/null || true)
+	first=${tracked%%,*}
+	cat <<EOF
+
+  shapesync is running.
+
+  database   (DATABASE_URL)
+  tracked    ${tracked:-no table yet: run SELECT shapesync.track('schema.table') in that database}
+  shape API  $HTTP/v1/shape?table=${first:-TABLE}&offset=-1
+
+  Follow changes live: take electric-handle and electric-offset from a response, then
+    curl -i '$HTTP/v1/shape?table=${first:-TABLE}&handle=HANDLE&offset=OFFSET&live=true'
+
+  Ctrl-C stops shapesyncd.
+
+EOF
+fi
 
 set +e
 wait "$sidecar_pid"

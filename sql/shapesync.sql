@@ -1,5 +1,6 @@
 -- shapesync: change capture, ticks, shape registry and sync health.
--- Full install script of the current version (copied to shapesync--VERSION.sql).
+-- The first part of the current version's install script: the Makefile concatenates it with
+-- retention.sql, snapshots.sql, security.sql, mutations.sql and auth.sql into shapesync--VERSION.sql.
 
 \echo Use "CREATE EXTENSION shapesync" to load this file. \quit
 

@@ -1,4 +1,4 @@
-// shapesyncd: wiring only. See http/app.hpp and net/server.hpp.
+// shapesyncd: wiring only. See shapes/service.hpp, http/app.hpp and net/server.hpp.
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -22,6 +22,24 @@
 #include "shapes/service.hpp"
 #include "util/log.hpp"
 
+namespace {
+
+// An io_context whose pending handlers can be destroyed before the objects
+// they refer to. Suspended coroutines (sessions waiting for a request, the
+// tick follower, parked writes) are handlers: destroying one runs the
+// destructors of its locals, which release connections into the Server and
+// waiters from the ShapeStore. io_context does this in its destructor, which
+// runs last (it was made first, because everything else is built on it), so
+// main calls it while Server, App and ShapeService are still alive.
+class IoContext : public boost::asio::io_context {
+ public:
+  using boost::asio::io_context::io_context;
+  // After run() has returned on every thread: destroys every pending handler.
+  void destroy_pending_handlers() { shutdown(); }
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace shapesync;
   auto parsed = parse_config(argc, argv);
@@ -40,7 +58,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  asio::io_context io(threads);
+  IoContext io(threads);
   ShapeService shapes(io, cfg);
   shapes.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
   App app(shapes);
@@ -103,7 +121,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });
   io.run();
   for (auto& t : pool) t.join();
-  // Suspended coroutines still hold references into App; skip their teardown.
-  std::fflush(stderr);
-  std::_Exit(0);
+  // Coroutines still suspended (idle keep-alive sessions, the tick follower,
+  // the reporter) refer to Server, App and ShapeService: destroy them first,
+  // then everything else in reverse order of construction.
+  io.destroy_pending_handlers();
+  return 0;
 }

@@ -9,18 +9,18 @@ namespace shapesync {
 
 namespace {
 
-// Appends the rows of `r` (columns of shapesync.batch(), plus tick_id when
-// several ticks are read at once) to batches, one Batch per tick.
-void decode_batches(const PgResult& r, uint64_t single_tick, std::vector<Batch>& out) {
+// Appends the rows of `r` (tick_id, then the columns of shapesync.batch()) to
+// batches, one Batch per tick.
+void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
   int c_tick = col("tick_id"), c_time = col("tick_time_us"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
       c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error");
   if (r.rows() == 0) return;
-  if (c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
+  if (c_tick < 0 || c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
     throw PgError("shapesync.batch() lacks expected columns: extension version mismatch", "", false);
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i) {
-    uint64_t tick = c_tick >= 0 ? std::stoull(std::string(r.get(i, c_tick))) : single_tick;
+    uint64_t tick = std::stoull(std::string(r.get(i, c_tick)));
     if (out.empty() || out.back().tick_id != tick) {
       out.push_back(Batch{tick, {}});
       if (c_time >= 0 && !r.is_null(i, c_time)) out.back().tick_time_us = std::stoll(std::string(r.get(i, c_time)));
@@ -60,15 +60,6 @@ void decode_batches(const PgResult& r, uint64_t single_tick, std::vector<Batch>&
 
 }  // namespace
 
-asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id) {
-  PgParams args{std::to_string(tick_id)};
-  PgResult r = co_await c.exec("SELECT * FROM shapesync.batch($1::bigint)", args);
-  std::vector<Batch> out;
-  decode_batches(r, tick_id, out);
-  if (out.empty()) out.push_back(Batch{tick_id, {}});
-  co_return std::move(out.front());
-}
-
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto) {
   PgParams args{std::to_string(after), std::to_string(upto)};
   PgResult r = co_await c.exec(
@@ -84,18 +75,8 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
       "ORDER BY t.tick_id, b.ordinality",
       args);
   std::vector<Batch> out;
-  decode_batches(r, 0, out);
+  decode_batches(r, out);
   co_return out;
-}
-
-asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit) {
-  PgParams args2{std::to_string(after), std::to_string(before), std::to_string(limit)};
-  PgResult r = co_await c.exec(
-      "SELECT tick_id FROM shapesync.ticks WHERE tick_id > $1::bigint AND ($2::bigint = 0 OR tick_id < $2::bigint) "
-      "ORDER BY tick_id LIMIT $3::int", args2);
-  std::vector<uint64_t> ids;
-  for (int i = 0; i < r.rows(); ++i) ids.push_back(std::stoull(std::string(r.get(i, 0))));
-  co_return ids;
 }
 
 asio::awaitable<TableLookup> lookup_table(PgConn& c, const QualifiedName& name) {

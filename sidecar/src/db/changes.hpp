@@ -13,10 +13,8 @@
 
 namespace shapesync {
 
-// Reads the batch of one tick, decoded and ordered, with transaction positions.
-asio::awaitable<Batch> fetch_batch(PgConn& c, uint64_t tick_id);
-// Reads the batches of every tick in (after, upto] in one query; ticks without
-// changes have no entry.
+// Reads the batches of every tick in (after, upto] in one query, decoded and
+// ordered, with transaction positions; ticks without changes have no entry.
 // Throws PgError with sqlstate kLogTruncated when the change log no longer
 // holds every change of (after, upto] (see shapesync.maintain()).
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto);
@@ -26,8 +24,6 @@ inline constexpr const char* kLogTruncated = "SS001";
 // Raised by the sidecar itself (never by PostgreSQL): a shape's snapshot was
 // claimed by a sidecar that stopped before storing it; the shape is retired.
 inline constexpr const char* kSnapshotAbandoned = "SS901";  // not a code the extension uses (SS002 is its RLS refusal)
-// Tick ids after `after` (ascending, at most `limit`), and before `before` when non-zero.
-asio::awaitable<std::vector<uint64_t>> fetch_tick_ids(PgConn& c, uint64_t after, uint64_t before, int limit);
 
 // A table looked up for a shape: its info, or the error message for `table`.
 struct TableLookup {

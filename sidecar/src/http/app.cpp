@@ -1,4 +1,4 @@
-// Routes, the shape endpoint, and the tick follower.
+// Routes, the shape endpoint, live answers (parked long-polls, SSE events).
 #include "http/app.hpp"
 
 #include <filesystem>

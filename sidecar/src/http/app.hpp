@@ -1,5 +1,6 @@
-// The application: routes HTTP requests to responses (no socket in sight),
-// and follows the extension's ticks into the shape store.
+// The application: routes HTTP requests to responses (no socket in sight).
+// Shapes come from a ShapeSource (shapes/service.hpp), which also follows the
+// extension's ticks; the session code in net/ parks what handle() defers.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -35,7 +36,6 @@ class StreamWriter {
   virtual ~StreamWriter() = default;
   virtual asio::awaitable<bool> write_head(Response& head) = 0;
   virtual asio::awaitable<bool> write_chunk(std::string data) = 0;
-  virtual asio::awaitable<void> finish() = 0;
 };
 
 // A long-poll (or a request for an offset not reached yet) that has nothing to
@@ -175,9 +175,10 @@ class App {
   // A parked request or SSE stream begins or ends waiting on `s`.
   void live_begin(Shape& s, metrics::LiveKind k);
   void live_end(Shape& s, metrics::LiveKind k);
-  // Sends the head of an SSE stream and sets `sse`, or answers at once.
-  // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset.cpp.
+  // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset_serve.cpp.
   asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
+  // Sends the head of an SSE stream and sets `sse` (after sending what is in
+  // segment files), or answers at once (409, 400), or nullopt when the client is gone.
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
                                                      std::shared_ptr<Shape> s, StreamWriter& out,
                                                      std::optional<SseStream>& sse);

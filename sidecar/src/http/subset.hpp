@@ -1,7 +1,7 @@
 // Subset snapshots (PROTOCOL.md §2.2 `subset__*`, POST /v1/shape, §4.8):
 // request parsing and validation that needs no database (the POST body, the
 // ORDER BY tokenizer, limit/offset/params), and the response encoding. The
-// database part (App::serve_subset) is in subset.cpp too.
+// part that asks the database (App::serve_subset) is in subset_serve.cpp.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -18,7 +18,6 @@ struct LogOffset {
 
   auto operator<=>(const LogOffset&) const = default;
 
-  static constexpr LogOffset before_all() { return {0, 0}; }
   // End of the snapshot region / start of the real log.
   static constexpr LogOffset snapshot_end() { return {0, kInf}; }
   bool is_snapshot_region() const { return tx == 0 && op != kInf; }

@@ -37,10 +37,8 @@ namespace {
 class ChunkedWriter : public StreamWriter {
  public:
   explicit ChunkedWriter(beast::tcp_stream& s) : stream_(s) {}
-  bool used() const { return used_; }
 
   asio::awaitable<bool> write_head(Response& head) override {
-    used_ = true;
     http::response<http::empty_body> res{head.result(), head.version()};
     for (auto& f : head) res.set(f.name_string(), f.value());
     res.chunked(true);
@@ -62,14 +60,8 @@ class ChunkedWriter : public StreamWriter {
     co_return !ec;
   }
 
-  asio::awaitable<void> finish() override {
-    stream_.expires_after(std::chrono::seconds(10));
-    co_await asio::async_write(stream_, http::make_chunk_last(), asio::as_tuple(asio::use_awaitable));
-  }
-
  private:
   beast::tcp_stream& stream_;
-  bool used_ = false;
 };
 
 }  // namespace

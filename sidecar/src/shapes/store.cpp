@@ -1046,11 +1046,6 @@ std::optional<ShapeRead> ShapeStore::read_events_or_wait(const std::shared_ptr<S
   return out;
 }
 
-uint64_t ShapeStore::global_position() const {
-  std::lock_guard lk(mu_);
-  return global_position_locked();
-}
-
 bool ShapeStore::holds(const Shape& s, const std::function<bool(const Shape&)>& pred) const {
   std::lock_guard lk(mu_);
   return pred(s);

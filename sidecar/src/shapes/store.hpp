@@ -44,7 +44,7 @@ struct LogEntry {
 
 // A closed log chunk moved out of memory into a segment file under the data
 // directory. The file is a cache: when it is missing or damaged the chunk is
-// rebuilt from the change log (App::rebuild_segment).
+// rebuilt from the change log (ShapeService::fill_segment).
 struct SpilledChunk {
   LogOffset first, last;  // offsets of its first and last entries
   size_t end_index = 0;   // global index of its last entry
@@ -184,7 +184,7 @@ struct LogRead {
   bool out_of_bounds = false;
   uint64_t global_last_seen = 0;
   bool has_data() const { return snapshot_chunk || segment || built || !entries.empty(); }
-  // The next entries are in a segment file not read yet (see App::fill_segment):
+  // The next entries are in a segment file not read yet (see ShapeSource::fill_segment):
   // such a read has data but no body until it is filled.
   bool needs_segment() const { return segment.has_value(); }
   // The JSON array body. Throws std::logic_error for a read that needs_segment().
@@ -339,8 +339,6 @@ class ShapeStore {
   // The same for an SSE stream (read_events()).
   std::optional<ShapeRead> read_events_or_wait(const std::shared_ptr<Shape>& s, const RequestOffset& ro, Waiter& w,
                                                const std::function<bool(const LogRead&)>& keep_waiting);
-  // The position up to which every batch has been applied, as a tx value.
-  uint64_t global_position() const;
 
   // --- waiting ---
   // Evaluates pred(s) under the lock.

@@ -2,7 +2,7 @@
 // with the official client, raw protocol requests, SSE parsing, table contents.
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
-import { ShapeStream, Shape } from '@electric-sql/client';
+import { ShapeStream, Shape } from './electric.js';
 import { waitFor } from './stack.js';
 import { getRaw } from './procs.js';
 

@@ -41,7 +41,7 @@ before(async () => {
 after(async () => {
   if (sidecar && sidecar.exitCode === null) {
     sidecar.kill('SIGTERM');
-    await new Promise((r) => { sidecar.once('exit', r); setTimeout(r, 5000); });
+    await new Promise((r) => { const t = setTimeout(r, 5000); sidecar.once('exit', () => { clearTimeout(t); r(); }); });
   }
   await cluster?.destroy();
   cleanupAll();
@@ -98,7 +98,7 @@ test('the soft descriptor limit is raised to the hard one; the default connectio
     assert.ok(Number(m[1]) < 200, `default --max-connections ${m[1]} is not below the descriptor limit`);
   } finally {
     child.kill('SIGTERM');
-    await new Promise((r) => { child.once('exit', r); setTimeout(r, 5000); });
+    await new Promise((r) => { const t = setTimeout(r, 5000); child.once('exit', () => { clearTimeout(t); r(); }); });
   }
 });
 

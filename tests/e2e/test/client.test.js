@@ -2,8 +2,9 @@
 // initial snapshot parsed to the right JS types, then live INSERT/UPDATE/DELETE.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ShapeStream, Shape } from '@electric-sql/client';
+import { ShapeStream, Shape } from '../lib/electric.js';
 import { startStack, waitFor } from '../lib/stack.js';
+import { within } from '../lib/shape-helpers.js';
 
 const SETUP = String.raw`
 CREATE TABLE kitchen (
@@ -59,11 +60,8 @@ after(async () => {
 const byId = (rows) => new Map(rows.map((r) => [String(r.id), r]));
 
 test('snapshot arrives with values parsed to JS types', async () => {
-  const rows = await Promise.race([
-    shape.rows,
-    new Promise((_, rej) => setTimeout(() => rej(new Error(
-      `no snapshot within 15 s (stream error: ${stream.error ?? shape.error})\n${stack.sidecarLog()}`)), 15_000)),
-  ]);
+  const rows = await within(shape.rows, 15_000,
+    () => `no snapshot (stream error: ${stream.error ?? shape.error})\n${stack.sidecarLog()}`);
   assert.equal(rows.length, 4);
   const m = byId(rows);
 
@@ -175,10 +173,7 @@ test('a shape with a where clause and columns', async () => {
   });
   const sh = new Shape(s);
   try {
-    const rows = await Promise.race([
-      sh.rows,
-      new Promise((_, rej) => setTimeout(() => rej(new Error(`no snapshot (error: ${s.error})`)), 15_000)),
-    ]);
+    const rows = await within(sh.rows, 15_000, () => `no snapshot (error: ${s.error})`);
     assert.deepEqual(
       rows.map((r) => r.id).sort(),
       [1n, 10n],
@@ -213,10 +208,7 @@ test('live updates over SSE (liveSse: true)', async () => {
   const sh = new Shape(s);
   const unsubscribe = s.subscribe(() => {}, () => {});
   try {
-    await Promise.race([
-      sh.rows,
-      new Promise((_, rej) => setTimeout(() => rej(new Error(`no snapshot (error: ${s.error})`)), 15_000)),
-    ]);
+    await within(sh.rows, 15_000, () => `no snapshot (error: ${s.error})`);
     const before = sh.currentRows.length;
     // let the stream settle into its live SSE request
     await new Promise((r) => setTimeout(r, 300));

@@ -7,7 +7,7 @@
 // logged with the fix and retires nothing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ShapeStream } from '@electric-sql/client';
+import { ShapeStream } from '../lib/electric.js';
 import { startStack, waitFor, SIDECAR_ROLE } from '../lib/stack.js';
 import { getShape, describe, rawShape, changes, select } from '../lib/shape-helpers.js';
 

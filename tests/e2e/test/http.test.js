@@ -175,10 +175,11 @@ test('SSE: live_sse=true streams data: events ending with up-to-date', async () 
     let buf = '';
     const deadline = Date.now() + 5000;
     while (!messages.some((m) => isControl(m, 'up-to-date')) && Date.now() < deadline) {
+      let timer;
       const chunk = await Promise.race([
         reader.read(),
-        new Promise((res) => setTimeout(() => res({ timeout: true }), Math.max(1, deadline - Date.now()))),
-      ]);
+        new Promise((res) => { timer = setTimeout(() => res({ timeout: true }), Math.max(1, deadline - Date.now())); }),
+      ]).finally(() => clearTimeout(timer));
       if (chunk.timeout || chunk.done) break;
       buf += dec.decode(chunk.value, { stream: true });
       let i;

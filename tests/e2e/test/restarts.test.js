@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect } from 'node:net';
 import { waitFor } from '../lib/stack.js';
 import {
   startCluster, startSidecar, psqlSession, recordingFetch, canConnect, cleanupAll, workDir, FAST_BACKOFF,
@@ -237,9 +238,26 @@ test('database unreachable: 503 + retry-after for a new shape, health waiting, r
     `250 ms apart, until 200:\n${attempts.join('\n')}\nsidecar log:\n${sidecar.log(12)}`);
 });
 
+/** A keep-alive connection that asked for /v1/health once and now sits idle (its session waits for a request). */
+function idleConnection(port) {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port });
+    let got = '';
+    sock.once('error', reject);
+    sock.on('data', (d) => {
+      got += d;
+      if (got.includes('"active"')) resolve(sock);
+    });
+    sock.write('GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+}
+
 test('SIGTERM drains: the pending long-poll is answered, exit 0 within seconds, new connections refused', async () => {
   const s = await startSidecar({ dbUrl: cluster.dbUrl, longPollTimeoutMs: 20_000, work, name: 'draining' });
+  // idle keep-alive sessions are still open at exit: their coroutines are torn down, not skipped
+  const idle = [];
   try {
+    for (let i = 0; i < 3; i++) idle.push(await idleConnection(s.port));
     const raw = await syncRaw(s.shapeUrl, 'table=items');
     const url = `${s.shapeUrl}?table=items&handle=${encodeURIComponent(raw.handle)}&offset=${raw.offset}&live=true&cursor=1`;
     let answeredAt = null;
@@ -271,6 +289,7 @@ test('SIGTERM drains: the pending long-poll is answered, exit 0 within seconds, 
       `exit status (answered after ${answerMs.toFixed(0)} ms, exited after ${exitMs.toFixed(0)} ms)\n${s.log(20)}`);
     console.log(`# SIGTERM: long-poll answered after ${answerMs.toFixed(0)} ms, exit 0 after ${exitMs.toFixed(0)} ms`);
   } finally {
+    for (const sock of idle) sock.destroy();
     s.kill('SIGKILL');
   }
 });

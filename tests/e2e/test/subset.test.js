@@ -4,7 +4,7 @@
 // the 400s (nested under "subset") that must change nothing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ShapeStream, Shape } from '@electric-sql/client';
+import { ShapeStream, Shape } from '../lib/electric.js';
 import { startStack, waitFor } from '../lib/stack.js';
 import { getShape, describe, rawShape, select, within } from '../lib/shape-helpers.js';
 

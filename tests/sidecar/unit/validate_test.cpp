@@ -89,6 +89,13 @@ TEST(ParamText, NulAnywhereIsA400NamingTheParameter) {
   EXPECT_FALSE(check_param_text(parse_query("table=items&offset=-1&where=title%3D%27x%27")));
 }
 
+TEST(ParamText, AParameterNamedSubsetNestsWithTheSubsetErrors) {
+  // Either order: `subset` stays an object (it was an array, then indexing it threw).
+  json want = json::parse(R"j({"subset":{"subset":["must be valid UTF-8"],"where":["must be valid UTF-8"]}})j");
+  EXPECT_EQ(errors_of(check_param_text(parse_query("subset=%FF&subset__where=%FF"))), want);
+  EXPECT_EQ(errors_of(check_param_text(parse_query("subset__where=%FF&subset=%FF"))), want);
+}
+
 TEST(ParamText, InvalidUtf8IsA400NamingTheParameter) {
   EXPECT_EQ(errors_of(check_param_text(parse_query("table=%FF&offset=-1"))),
             json::parse(R"j({"table":["must be valid UTF-8"]})j"));

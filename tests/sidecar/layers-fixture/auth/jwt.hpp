@@ -1,0 +1,2 @@
+// siblings on one floor
+#include "metrics/registry.hpp"

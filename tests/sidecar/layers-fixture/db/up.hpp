@@ -1,0 +1,3 @@
+// includes a higher layer
+#include "model/table.hpp"
+#include "http/app.hpp"

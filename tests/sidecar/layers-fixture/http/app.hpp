@@ -1,0 +1,3 @@
+// fine: its own layer and lower ones
+#include "model/table.hpp"
+#include "util/log.hpp"
