@@ -40,9 +40,12 @@ RoleChoice role_from_claims(const nlohmann::json& claims, std::string_view claim
 }
 
 std::string sha256_hex(std::string_view bytes) {
+  // fetched once: EVP_sha256() in EVP_Digest fetches the implementation on
+  // every call (OpenSSL 3), under a lock every request thread would share
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &n, EVP_sha256(), nullptr);
+  EVP_Digest(bytes.data(), bytes.size(), md, &n, kSha256 ? kSha256 : EVP_sha256(), nullptr);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(n * 2);

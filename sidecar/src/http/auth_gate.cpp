@@ -82,6 +82,7 @@ bool AuthGate::reload(std::string* error, std::string* warning) {
   retired_verifications_ += keys_->cache.verifications();
   retired_hits_ += keys_->cache.hits();
   keys_ = std::move(fresh);
+  decided_.clear();
   return true;
 }
 
@@ -129,7 +130,17 @@ AuthDecision AuthGate::authenticate(const http::fields& headers) const {
       d.refusal = unauthorized("invalid_request", "the Authorization header is not 'Bearer <token>'");
       return d;
     }
-    auth::JwtResult r = keys()->cache.verify(*token);
+    std::string key(*token);
+    auto now = std::chrono::system_clock::now();
+    {
+      std::lock_guard lk(mu_);
+      if (auto it = decided_.find(key); it != decided_.end()) {
+        if (now < it->second.expires) return it->second.d;
+        decided_.erase(it);
+      }
+    }
+    auto keys_now = keys();
+    auth::JwtResult r = keys_now->cache.verify(*token, now);
     if (!r.ok) {
       d.refusal = unauthorized("invalid_token", auth::to_string(r.error));
       return d;
@@ -143,6 +154,15 @@ AuthDecision AuthGate::authenticate(const http::fields& headers) const {
     d.caller.claims = json_text(r.claims);
     d.caller.key = auth::caller_key(*d.caller.role, d.caller.claims);
     if (auto s = r.claims.find("shape"); s != r.claims.end() && !s->is_null()) d.shape_claim = *s;
+    auto expires = now + std::chrono::minutes(5);
+    if (auto e = r.claims.find("exp"); e != r.claims.end() && e->is_number())
+      expires = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                    std::chrono::duration<double>(e->get<double>()))) +
+                keys_now->verifier.options().leeway;
+    std::lock_guard lk(mu_);
+    if (keys_ != keys_now) return d;  // the keys changed meanwhile: do not remember it
+    if (decided_.size() >= kMaxDecided) decided_.clear();
+    decided_.emplace(std::move(key), Decided{d, expires});
   } catch (const std::exception& e) {  // never let a token turn into a 500
     d.refusal = unauthorized("invalid_token", "malformed");
   }

@@ -5,11 +5,13 @@
 // or 403 (no usable role, a request outside the token's `shape` claim).
 // Never throws; owns its lock (the keys, swapped on SIGHUP).
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -66,6 +68,16 @@ class AuthGate {
   bool enabled_ = false;
   mutable std::mutex mu_;
   std::shared_ptr<Keys> keys_;
+  // What a verified token decides (its caller and shape claim), by token, until
+  // the token expires (exp + leeway, or 5 minutes without exp, as JwtCache):
+  // a token is verified and its claims turned into a role and a key once, not
+  // per request. Cleared when full or when the keys change.
+  struct Decided {
+    AuthDecision d;
+    std::chrono::system_clock::time_point expires;
+  };
+  mutable std::unordered_map<std::string, Decided> decided_;
+  static constexpr size_t kMaxDecided = 10000;
   std::uint64_t retired_verifications_ = 0, retired_hits_ = 0;  // of keys replaced by reload()
 };
 
