@@ -70,6 +70,5 @@ FRESH=${SHAPESYNC_BENCH_AUTH_FRESH:-1}
 # requests each served: open 2 per round (+50 warm-up), auth 1 (+1 fresh) per round (+50)
 echo
 echo "CPU per request, whole process (user+system, ${HZ} Hz ticks): no key $(awk -v t=$((o1 - o0)) -v n=$((2 * COUNT + 50)) -v hz="$HZ" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') µs;" \
-	"--jwt-secret $(awk -v t=$((a1 - a0)) -v n=$(((1 + (FRESH != 0)) * COUNT + 50)) -v hz="$HZ" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') µs" \
-	"$([ "$FRESH" != 0 ] && echo '(half of its requests register a new token)')."
+	"--jwt-secret $(awk -v t=$((a1 - a0)) -v n=$(((1 + (FRESH != 0)) * COUNT + 50)) -v hz="$HZ" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') µs$([ "$FRESH" != 0 ] && echo ' (half of its requests register a new token)')."
 
