@@ -14,9 +14,10 @@ import { tmpdir } from 'node:os';
 import { isDeepStrictEqual } from 'node:util';
 import { ShapeStream, Shape } from '@electric-sql/client';
 import { startStack, waitFor } from '../lib/stack.js';
-import { startNginx, nginxBinary, getRaw, FAST_BACKOFF } from '../lib/procs.js';
+import { startNginx, nginxBinary, getRaw, startSidecar, FAST_BACKOFF } from '../lib/procs.js';
 import { readSse, isControl } from '../lib/shape-helpers.js';
 import { signHS256, signRS256, rsaKeyPair, unsigned, now } from '../lib/jwt.js';
+import { writeFile } from 'node:fs/promises';
 
 const SECRET = 'e2e-secret-that-is-at-least-32-bytes-long!';
 const AUD = 'shapesync-e2e';
@@ -375,4 +376,38 @@ test('DELETE needs a token and retires only the caller\'s own shape', async () =
   assert.equal(r.status, 403);
   const still = await get(`table=todos&handle=${before.headers.get('electric-handle')}&offset=${before.headers.get('electric-offset')}`, tokenOf(B));
   assert.equal(still.status, 200, still.text);
+});
+
+test('a JWKS file is read again on SIGHUP; --anonymous-role serves requests without a token', async (t) => {
+  const k1 = rsaKeyPair();
+  const k2 = rsaKeyPair();
+  const jwk = (k, kid) => ({ ...k.publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' });
+  const jwks = join(tmpdir(), `shapesync-auth-jwks-${process.pid}.json`);
+  await writeFile(jwks, JSON.stringify({ keys: [jwk(k1, 'k1')] }));
+  const sc = await startSidecar({
+    dbUrl: stack.sidecarDbUrl,
+    insecure: false,
+    args: ['--jwks-file', jwks, '--anonymous-role', 'authenticated'],
+  });
+  t.after(() => sc.stop());
+  const at = (token) => getRaw(sc.shapeUrl, 'table=todos&offset=-1', token ? bearer(token) : undefined);
+  const t1 = signRS256(claimsOf(A), k1.privateKey, { alg: 'RS256', kid: 'k1' });
+  const t2 = signRS256(claimsOf(A), k2.privateKey, { alg: 'RS256', kid: 'k2' });
+  assert.equal((await at(t1)).status, 200);
+  assert.equal((await at(t2)).status, 401);
+  // anonymous: the role with no claims; auth.uid() is NULL, the policy admits no row
+  const anon = await at(null);
+  assert.equal(anon.status, 200, anon.text);
+  assert.equal(anon.body.filter((m) => m.key).length, 0, anon.text);
+  // rotate: k2 replaces k1
+  await writeFile(jwks, JSON.stringify({ keys: [jwk(k2, 'k2')] }));
+  process.kill(sc.pid, 'SIGHUP');
+  await waitFor(async () => (await at(t2)).status === 200, { what: 'the rotated key to be accepted', timeoutMs: 5000 });
+  assert.equal((await at(t1)).status, 401, 'the old key is gone, its token with it (even though it was seen before)');
+  // a broken JWKS on SIGHUP keeps the keys that work
+  await writeFile(jwks, '{"keys": []}');
+  process.kill(sc.pid, 'SIGHUP');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await at(t2)).status, 200);
+  assert.match(sc.log(), /SIGHUP: JWT keys not reloaded/);
 });
