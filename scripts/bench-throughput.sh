@@ -83,7 +83,7 @@ WORKER=$(psql_q -c 'SELECT shapesync.worker_pid()')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 HTTPPORT=$(scripts/pgcluster.sh free-port)
-SIDECAR_ARGS=(--data-dir "$WORK/sidecar-data")
+SIDECAR_ARGS=(--data-dir "$WORK/sidecar-data" --insecure)
 "$BIN/shapesyncd" --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" "${SIDECAR_ARGS[@]}" \
 	>"$WORK/shapesyncd.log" 2>&1 &
 SIDECAR_PID=$!

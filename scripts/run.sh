@@ -8,6 +8,11 @@
 # connects as the non-superuser role shapesync_sidecar. With DATABASE_URL:
 # uses that database (which must have `CREATE EXTENSION shapesync`) and its
 # role as given, and starts no cluster.
+# Authorization (docs/auth.md): a demo HS256 secret is generated once into
+# .shapesync/jwt-secret (or taken from SHAPESYNC_JWT_SECRET); shapesyncd
+# verifies bearer tokens with it, and a ready token for the role
+# `authenticated` (created in our own cluster, granted to the sidecar's role,
+# SELECT on the demo table) is printed with a curl line and a JS snippet.
 # Then runs build/shapesyncd in the foreground on 127.0.0.1:${SHAPESYNC_HTTP_PORT:-3000}.
 # Ctrl-C (or SIGTERM) stops shapesyncd, then the cluster.
 set -euo pipefail
@@ -95,6 +100,42 @@ setup_sidecar_role() {
 	SQL
 }
 
+# The demo token's role: what the token's "role" claim selects (PostgREST's
+# convention). The sidecar's role must be a member of it to act as it.
+DEMO_ROLE=authenticated
+setup_demo_role() {
+	local url=$1
+	log "role $DEMO_ROLE for the demo token (granted to $SIDECAR_ROLE; SELECT on items)"
+	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" -v role="$DEMO_ROLE" \
+		-v sidecar="$SIDECAR_ROLE" >/dev/null <<-'SQL'
+		SELECT format('CREATE ROLE %I NOLOGIN', :'role')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+		SELECT format('GRANT %I TO %I', :'role', :'sidecar') \gexec
+		SELECT format('GRANT SELECT ON public.items TO %I', :'role') \gexec
+	SQL
+}
+
+# base64url without padding, and an HS256 token of a JSON payload (openssl).
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+hs256_token() {
+	local secret=$1 payload=$2 head body sig
+	head=$(printf '%s' '{"alg":"HS256","typ":"JWT"}' | b64url)
+	body=$(printf '%s' "$payload" | b64url)
+	sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -hmac "$secret" -binary | b64url)
+	printf '%s.%s.%s' "$head" "$body" "$sig"
+}
+
+mkdir -p "$ROOT/.shapesync"
+if [ -n "${SHAPESYNC_JWT_SECRET:-}" ]; then
+	jwt_secret=$SHAPESYNC_JWT_SECRET
+else
+	if [ ! -s "$ROOT/.shapesync/jwt-secret" ]; then
+		log "generating a demo JWT secret in .shapesync/jwt-secret"
+		(umask 077 && openssl rand -hex 32 >"$ROOT/.shapesync/jwt-secret")
+	fi
+	jwt_secret=$(cat "$ROOT/.shapesync/jwt-secret")
+fi
+
 if [ -n "${DATABASE_URL:-}" ]; then
 	url=$DATABASE_URL
 	log "using DATABASE_URL (no cluster started, its extension and roles left as they are)"
@@ -123,6 +164,7 @@ else
 		 WHERE NOT EXISTS (SELECT 1 FROM public.items);
 	SQL
 	setup_sidecar_role "$url"
+	setup_demo_role "$url"
 	# postgresql://postgres@host:port/db -> postgresql://ROLE@host:port/db
 	sidecar_url=$(printf '%s' "$url" | sed -E "s#^(postgres(ql)?://)([^@/]*@)?#\1$SIDECAR_ROLE@#")
 	sidecar_note="  sidecar    connects as $sidecar_url (role $SIDECAR_ROLE, not a superuser)"
@@ -134,7 +176,8 @@ set -m
 mkdir -p "$ROOT/.shapesync"
 # (a password in the URL is not printed)
 log "starting shapesyncd on $HTTP (database $(printf '%s' "$sidecar_url" | sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#'))"
-"$SIDECAR" --database-url "$sidecar_url" --listen "127.0.0.1:$HTTP_PORT" --data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
+SHAPESYNC_JWT_SECRET=$jwt_secret "$SIDECAR" --database-url "$sidecar_url" --listen "127.0.0.1:$HTTP_PORT" \
+	--data-dir "$ROOT/.shapesync/sidecar-data" </dev/null &
 sidecar_pid=$!
 set +m
 
@@ -147,6 +190,9 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$HTTP/v1/health" 2>/dev/null | grep -q '"active"' || die "shapesyncd not healthy after 30 s"
 
+exp=$(( $(date +%s) + 86400 ))
+token=$(hs256_token "$jwt_secret" "{\"sub\":\"demo-user\",\"role\":\"$DEMO_ROLE\",\"exp\":$exp}")
+
 if [ "$own_cluster" = 1 ]; then
 	cat <<EOF
 
@@ -156,12 +202,26 @@ if [ "$own_cluster" = 1 ]; then
 $sidecar_note
   shape API  $HTTP/v1/shape?table=items&offset=-1
 
+  Every shape request needs a bearer token (HS256, secret in .shapesync/jwt-secret;
+  docs/auth.md). A demo token for role $DEMO_ROLE, valid 24 h:
+
+    TOKEN=$token
+
   Try it:
-    curl -i '$HTTP/v1/shape?table=items&offset=-1'
+    curl -i -H "Authorization: Bearer \$TOKEN" '$HTTP/v1/shape?table=items&offset=-1'
     psql '$url' -c "INSERT INTO items (title) VALUES ('hello')"
 
   Follow changes live: take electric-handle and electric-offset from a response, then
-    curl -i '$HTTP/v1/shape?table=items&handle=HANDLE&offset=OFFSET&live=true'
+    curl -i -H "Authorization: Bearer \$TOKEN" '$HTTP/v1/shape?table=items&handle=HANDLE&offset=OFFSET&live=true'
+
+  From JavaScript (@electric-sql/client):
+    import { ShapeStream, Shape } from '@electric-sql/client'
+    const stream = new ShapeStream({
+      url: '$HTTP/v1/shape',
+      params: { table: 'items' },
+      headers: { Authorization: () => 'Bearer $token' },
+    })
+    new Shape(stream).subscribe(({ rows }) => console.log(rows))
 
   Ctrl-C stops shapesyncd and PostgreSQL.
 
@@ -180,8 +240,16 @@ else
   tracked    ${tracked:-no table yet: run SELECT shapesync.track('schema.table') in that database}
   shape API  $HTTP/v1/shape?table=${first:-TABLE}&offset=-1
 
+  Every shape request needs a bearer token (HS256, secret in .shapesync/jwt-secret;
+  docs/auth.md). A token for role $DEMO_ROLE, valid 24 h (that role must exist, be
+  granted to the sidecar's role and may SELECT the table:
+  CREATE ROLE $DEMO_ROLE NOLOGIN; GRANT $DEMO_ROLE TO <sidecar role>;):
+
+    TOKEN=$token
+
+
   Follow changes live: take electric-handle and electric-offset from a response, then
-    curl -i '$HTTP/v1/shape?table=${first:-TABLE}&handle=HANDLE&offset=OFFSET&live=true'
+    curl -i -H "Authorization: Bearer \$TOKEN" '$HTTP/v1/shape?table=${first:-TABLE}&handle=HANDLE&offset=OFFSET&live=true'
 
   Ctrl-C stops shapesyncd.
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <functional>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include <unistd.h>
@@ -156,6 +157,61 @@ std::vector<Setting> settings() {
          c.metrics_token = v;
          return std::string();
        }},
+      {"--jwt-secret", "SHAPESYNC_JWT_SECRET", nullptr,
+       "HMAC secret (at least 32 bytes) verifying HS256/384/512 tokens in 'Authorization: Bearer <JWT>' on "
+       "/v1/shape (default: none; see docs/auth.md)",
+       [](Config& c, const std::string& v) {
+         c.jwt_secret = v;
+         return std::string();
+       }},
+      {"--jwt-public-key", "SHAPESYNC_JWT_PUBLIC_KEY", nullptr,
+       "PEM file with a public key (RSA >= 2048 bits, or EC P-256/P-384) verifying RS*/ES* tokens (default: none)",
+       [](Config& c, const std::string& v) {
+         c.jwt_public_key_file = v;
+         return std::string();
+       }},
+      {"--jwks-file", "SHAPESYNC_JWKS_FILE", nullptr,
+       "JWKS file ({\"keys\":[...]}) verifying tokens by kid; read again on SIGHUP (default: none)",
+       [](Config& c, const std::string& v) {
+         c.jwks_file = v;
+         return std::string();
+       }},
+      {"--jwt-issuer", "SHAPESYNC_JWT_ISSUER", nullptr, "required iss of tokens (default: not checked)",
+       [](Config& c, const std::string& v) {
+         c.jwt_issuer = v;
+         return std::string();
+       }},
+      {"--jwt-audience", "SHAPESYNC_JWT_AUDIENCE", nullptr,
+       "required aud of tokens (a string, or an array containing it) (default: not checked)",
+       [](Config& c, const std::string& v) {
+         c.jwt_audience = v;
+         return std::string();
+       }},
+      {"--jwt-leeway", "SHAPESYNC_JWT_LEEWAY", nullptr, "seconds of clock skew allowed for exp and nbf (default 30)",
+       int_setting(&Config::jwt_leeway_s, 0, 86400)},
+      {"--jwt-role-claim", "SHAPESYNC_JWT_ROLE_CLAIM", nullptr,
+       "claim naming the PostgreSQL role of a token, or a path such as .app_metadata.role (default role); "
+       "a token without it gets --anonymous-role, or 403",
+       [](Config& c, const std::string& v) -> std::string {
+         if (v.empty() || v == ".") return "must name a claim";
+         c.jwt_role_claim = v;
+         return "";
+       }},
+      {"--anonymous-role", "SHAPESYNC_ANONYMOUS_ROLE", nullptr,
+       "PostgreSQL role for requests without a token, or tokens without a role claim (default: none, 401)",
+       [](Config& c, const std::string& v) -> std::string {
+         if (v.size() > 63) return "a role name has at most 63 bytes";
+         c.anonymous_role = v;
+         return "";
+       }},
+      {"--insecure", "SHAPESYNC_INSECURE", "ELECTRIC_INSECURE",
+       "run without a JWT key: every caller reads what the sidecar's role may read (a switch; "
+       "or --insecure=true/false). Without a key and without it, shapesyncd refuses to start",
+       [](Config& c, const std::string& v) {
+         if (v != "true" && v != "false") return std::string("expected true or false, got ") + v;
+         c.insecure = v == "true";
+         return std::string();
+       }},
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},
@@ -179,7 +235,7 @@ std::string help_text() {
        "usage: shapesyncd [--flag value]...\n\n"
        "Every setting is a flag and an environment variable (the flag wins):\n\n";
   for (auto& s : settings()) {
-    o << "  " << s.flag << " <value>\n      env " << s.env;
+    o << "  " << s.flag << (std::string_view(s.flag) == "--insecure" ? "" : " <value>") << "\n      env " << s.env;
     if (s.alt_env) o << " (or " << s.alt_env << ")";
     o << "\n      " << s.help << "\n";
   }
@@ -212,6 +268,8 @@ std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
     if (!found) return ConfigExit{"shapesyncd: unknown flag " + name + " (see --help)\n", 2};
     if (eq != std::string::npos) {
       value = a.substr(eq + 1);
+    } else if (name == "--insecure") {  // a switch
+      value = "true";
     } else {
       if (i + 1 >= argc) return ConfigExit{"shapesyncd: " + name + " needs a value\n", 2};
       value = argv[++i];
@@ -223,6 +281,14 @@ std::variant<Config, ConfigExit> parse_config(int argc, char** argv) {
     return ConfigExit{"shapesyncd: --max-url-bytes must be below --max-header-bytes\n", 2};
   if (c.database_url.empty())
     return ConfigExit{"shapesyncd: no database: set --database-url or DATABASE_URL (see --help)\n", 2};
+  if (!c.auth_enabled() && !c.insecure)
+    return ConfigExit{"shapesyncd: no JWT key: set --jwt-secret, --jwt-public-key or --jwks-file so that each "
+                      "request's 'Authorization: Bearer <JWT>' decides what it may read (docs/auth.md), or pass "
+                      "--insecure to let every caller read what the sidecar's own role may read\n",
+                      2};
+  if (!c.anonymous_role.empty() && !c.auth_enabled())
+    return ConfigExit{"shapesyncd: --anonymous-role needs a JWT key (--jwt-secret, --jwt-public-key or --jwks-file)\n",
+                      2};
   if (c.data_dir.empty()) {
     const char* t = std::getenv("TMPDIR");
     c.data_dir = std::string(t && *t ? t : "/tmp") + "/shapesyncd-" + std::to_string(c.listen_port);

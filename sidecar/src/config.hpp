@@ -40,6 +40,17 @@ struct Config {
   long long max_connections_per_address = 1024;  // from one client address, at most; 0: unlimited
   std::string metrics_token;             // required as Bearer token on /metrics (else --secret, if set)
   int report_interval_ms = 3000;         // live reports to shapesync.consumer_report_stats()
+  // Authorization (docs/auth.md): JWT keys (any of them; at least one unless --insecure).
+  std::string jwt_secret;                // HS256/384/512 shared secret
+  std::string jwt_public_key_file;       // PEM public key (RS*/ES*)
+  std::string jwks_file;                 // JWKS document, reloaded on SIGHUP
+  std::string jwt_issuer;                // iss must equal it ("" = not checked)
+  std::string jwt_audience;              // aud must contain it ("" = not checked)
+  int jwt_leeway_s = 30;                 // for exp and nbf
+  std::string jwt_role_claim = "role";   // claim (or .dotted.path) naming the PostgreSQL role
+  std::string anonymous_role;            // role for requests without a token ("" = 401)
+  bool insecure = false;                 // run without a JWT key: every caller has the sidecar's rights
+  bool auth_enabled() const { return !jwt_secret.empty() || !jwt_public_key_file.empty() || !jwks_file.empty(); }
 };
 
 // Parses argv then environment (flag wins). Returns the config, or a message to

@@ -18,6 +18,7 @@
 #include "http/app.hpp"
 #include "metrics/monitor.hpp"
 #include "metrics/sidecar.hpp"
+#include "http/auth_gate.hpp"
 #include "net/server.hpp"
 #include "shapes/service.hpp"
 #include "util/log.hpp"
@@ -58,10 +59,26 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Authorization (docs/auth.md): the JWT keys, or --insecure.
+  std::string auth_error, auth_warning;
+  std::shared_ptr<AuthGate> gate = AuthGate::create(cfg, &auth_error, &auth_warning);
+  if (!gate) {
+    log_error(auth_error);
+    return 2;
+  }
+  if (!auth_warning.empty()) log_warn(auth_warning);
+  if (!gate->enabled())
+    log_warn("*** INSECURE: no JWT key (--insecure): every caller reads whatever the sidecar's database role may "
+             "read, with no authorization. Set --jwt-secret, --jwt-public-key or --jwks-file in production. ***");
+  else
+    log_info("authorization: bearer JWTs required on /v1/shape; role claim \"", cfg.jwt_role_claim, "\"",
+             cfg.anonymous_role.empty() ? std::string(", no anonymous role")
+                                        : ", anonymous role \"" + cfg.anonymous_role + "\"");
+
   IoContext io(threads);
   ShapeService shapes(io, cfg);
   shapes.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
-  App app(shapes);
+  App app(shapes, gate);
   Server server(io, app, descriptors);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
   // Monitoring (docs/monitoring.md): the shapes layer's events into the
@@ -116,6 +133,17 @@ int main(int argc, char** argv) {
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
+
+  // SIGHUP: read the JWT keys again (a rotated JWKS file); on failure the old ones stay.
+  asio::signal_set hup(io, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_hup = [&](auto ec, int) {
+    if (ec) return;
+    std::string err, warn;
+    if (gate->reload(&err, &warn)) log_info("SIGHUP: JWT keys reloaded", warn.empty() ? "" : "; " + warn);
+    else log_error("SIGHUP: JWT keys not reloaded (the old ones stay): ", err);
+    hup.async_wait(on_hup);
+  };
+  hup.async_wait(on_hup);
 
   std::vector<std::thread> pool;
   for (int i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });

@@ -63,6 +63,74 @@ asio::awaitable<RegisteredShape> get_or_create_shape(PgConn& c, uint32_t relid, 
   co_return out;
 }
 
+namespace {
+
+std::optional<std::vector<std::string>> columns_of(const PgResult& r, const char* field) {
+  auto text = r.opt(0, field);
+  if (!text) return std::nullopt;
+  auto parsed = parse_text_array(*text);
+  if (!parsed) throw PgError(std::string("unexpected ") + field + " from the extension", "", false);
+  std::vector<std::string> out;
+  for (auto& v : *parsed)
+    if (v) out.push_back(*v);
+  return out;
+}
+
+std::optional<std::string> array_or_null(const std::optional<std::vector<std::string>>& v) {
+  if (!v) return std::nullopt;
+  return text_array_literal(*v);
+}
+
+}  // namespace
+
+asio::awaitable<ShapeCheck> check_shape_as(PgConn& c, uint32_t relid, const std::optional<std::string>& where,
+                                           const std::vector<std::string>& params, const std::string& role,
+                                           const std::string& claims,
+                                           const std::optional<std::vector<std::string>>& columns) {
+  PgParams args{std::to_string(relid), where, text_array_literal(params), role, claims, array_or_null(columns)};
+  PgResult r = co_await c.exec(
+      "SELECT * FROM shapesync.check_shape($1::oid::regclass, $2, $3::text[], $4::name, $5::jsonb, $6::text[])", args);
+  ShapeCheck out;
+  out.canonical_where = r.opt(0, "canonical_where").value_or("");
+  out.policy_applied = r.opt(0, "policy_applied").value_or("f") == "t";
+  auto code = r.opt(0, "error_code");
+  if (!code) {
+    out.shape_columns = columns_of(r, "shape_columns");
+    co_return out;
+  }
+  ShapeRejection rej;
+  rej.code = *code;
+  rej.field = r.opt(0, "error_field").value_or("where");
+  rej.message = r.opt(0, "error_message").value_or("invalid shape");
+  if (auto pos = r.opt(0, "error_position")) rej.message = "At location " + *pos + ": " + rej.message;
+  if (auto d = r.opt(0, "error_detail")) rej.message += ". " + *d;
+  rej.hint = r.opt(0, "error_hint").value_or("");
+  out.rejection = std::move(rej);
+  co_return out;
+}
+
+asio::awaitable<RegisteredShape> get_or_create_shape_as(PgConn& c, uint32_t relid,
+                                                        const std::optional<std::string>& where,
+                                                        const std::optional<std::vector<std::string>>& columns,
+                                                        const std::string& options,
+                                                        const std::vector<std::string>& params,
+                                                        const std::string& role, const std::string& claims) {
+  PgParams args{std::to_string(relid), where, array_or_null(columns), options, text_array_literal(params), role, claims};
+  PgResult r = co_await c.exec(
+      "SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, $2, $3::text[], $4, $5::text[], $6::name, "
+      "$7::jsonb)",
+      args);
+  RegisteredShape out;
+  auto handle = r.opt(0, "handle");
+  if (!handle) throw PgError("get_or_create_shape() returned no handle", "", false);
+  out.handle = *handle;
+  out.shape_id = static_cast<int32_t>(std::stol(r.opt(0, "shape_id").value_or("0")));
+  out.canonical_where = r.opt(0, "canonical_where").value_or("");
+  out.policy_applied = r.opt(0, "policy_applied").value_or("f") == "t";
+  out.shape_columns = columns_of(r, "shape_columns");
+  co_return out;
+}
+
 asio::awaitable<void> invalidate_shape(PgConn& c, const std::string& handle, const std::string& reason) {
   PgParams args{handle, reason};
   co_await c.exec("SELECT shapesync.invalidate_shape($1, $2)", args);

@@ -21,15 +21,29 @@ struct ShapeRejection {
 struct ShapeCheck {
   std::optional<ShapeRejection> rejection;  // nullopt when the database accepts it
   std::string canonical_where;              // the filter as PostgreSQL deparses it ("" for none)
+  bool policy_applied = false;              // role-aware check: row-level security applied to the role
+  std::optional<std::vector<std::string>> shape_columns;  // role-aware check: the shape's columns (nullopt: all)
 };
 // Validates a shape's (or a subset's) table and WHERE for the calling role.
 asio::awaitable<ShapeCheck> check_shape(PgConn& c, uint32_t relid, const std::optional<std::string>& where,
                                         const std::vector<std::string>& params);
 
+// On behalf of `role` with `claims` (JSON text), the extension's role-aware
+// overload (docs/auth.md): the effective filter (the filter AND the role's
+// folded SELECT policies) and the columns the role may read. `columns`
+// nullopt: the permitted ones. Refusals come back as data: SS011 (policy),
+// SS012 (role), SS013 (column/table) among them.
+asio::awaitable<ShapeCheck> check_shape_as(PgConn& c, uint32_t relid, const std::optional<std::string>& where,
+                                           const std::vector<std::string>& params, const std::string& role,
+                                           const std::string& claims,
+                                           const std::optional<std::vector<std::string>>& columns);
+
 struct RegisteredShape {
   std::string handle;
   int32_t shape_id = 0;
   std::string canonical_where;  // PostgreSQL's deparse of the validated filter ("" for none)
+  bool policy_applied = false;  // role-aware registration only
+  std::optional<std::vector<std::string>> shape_columns;  // role-aware: the shape's columns (nullopt: all)
 };
 // The active shape for (table, where, columns, options), created if needed.
 // Throws PgError.
@@ -37,6 +51,16 @@ asio::awaitable<RegisteredShape> get_or_create_shape(PgConn& c, uint32_t relid, 
                                                      const std::vector<std::string>& columns,
                                                      const std::string& options,
                                                      const std::vector<std::string>& params);
+
+// The same on behalf of `role` with `claims` (the role-aware overload): the
+// shape's definition is the effective filter and columns. Throws PgError
+// (SS011/SS012/SS013 when the role may not have it).
+asio::awaitable<RegisteredShape> get_or_create_shape_as(PgConn& c, uint32_t relid,
+                                                        const std::optional<std::string>& where,
+                                                        const std::optional<std::vector<std::string>>& columns,
+                                                        const std::string& options,
+                                                        const std::vector<std::string>& params,
+                                                        const std::string& role, const std::string& claims);
 
 // Retires a shape for every sidecar (its clients refetch). Throws PgError.
 asio::awaitable<void> invalidate_shape(PgConn& c, const std::string& handle, const std::string& reason);

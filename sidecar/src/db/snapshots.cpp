@@ -1,6 +1,7 @@
 // Shape snapshots in the database.
 #include "db/snapshots.hpp"
 
+#include "db/act_as.hpp"
 #include "db/copy_text.hpp"
 
 namespace shapesync {
@@ -28,7 +29,8 @@ asio::awaitable<void> forget_claim(PgConn& c, const std::string& handle) {
   co_await c.exec("DELETE FROM shapesync.shape_snapshots WHERE handle = $1 AND chunk_count IS NULL", args);
 }
 
-asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms) {
+asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const std::optional<std::string>& role,
+                                             const std::string& claims) {
   co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   co_await c.exec("SET LOCAL statement_timeout = " + std::to_string(timeout_ms));
   PgResult snap =
@@ -39,6 +41,8 @@ asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms) {
   d.snap = *ps;
   d.snap_text = std::string(snap.get(0, 0));
   d.start_tick = std::stoull(std::string(snap.get(0, 1)));
+  // after reading shapesync.ticks, which the caller's role need not see
+  co_await act_as(c, role, claims);
   co_return d;
 }
 

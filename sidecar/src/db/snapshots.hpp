@@ -37,8 +37,12 @@ asio::awaitable<void> claim_snapshot(PgConn& c, const std::string& handle);
 asio::awaitable<void> forget_claim(PgConn& c, const std::string& handle);
 // Opens the snapshot's REPEATABLE READ READ ONLY transaction (statement_timeout
 // `timeout_ms`) and returns its pg_snapshot and the newest tick it sees
-// (`snap`, `snap_text`, `start_tick` set). The caller ends it (COMMIT, or rollback_if_open).
-asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms);
+// (`snap`, `snap_text`, `start_tick` set). The rest of the transaction runs
+// as `role` with `claims` (db/act_as.hpp; nullopt: the sidecar's own rights), so
+// the role's row-level security and column grants apply to the rows copied.
+// The caller ends it (COMMIT, or rollback_if_open).
+asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const std::optional<std::string>& role = {},
+                                             const std::string& claims = "{}");
 // Streams the shape's rows (`selected` columns of ONLY the table, filtered by
 // the canonical WHERE) to `on_row`: values indexed like the selected columns.
 asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,

@@ -1,6 +1,8 @@
 // Subset snapshots in the database.
 #include "db/subset.hpp"
 
+#include "db/act_as.hpp"
+
 namespace shapesync {
 
 std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& selected, const std::string& shape_where,
@@ -32,13 +34,15 @@ std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& sele
   return sql;
 }
 
-asio::awaitable<SubsetRows> run_subset(PgConn& c, const std::string& sql) {
+asio::awaitable<SubsetRows> run_subset(PgConn& c, const std::string& sql, const std::optional<std::string>& role,
+                                       const std::string& claims) {
   SubsetRows out;
   std::exception_ptr failure;
   try {
     co_await c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     PgResult snap =
         co_await c.exec("SELECT pg_current_snapshot()::text, coalesce((SELECT max(tick_id) FROM shapesync.ticks), 0)");
+    co_await act_as(c, role, claims);
     PgResult rows = co_await c.exec(sql);
     co_await c.exec("COMMIT");
     out.snap = std::string(snap.get(0, 0));

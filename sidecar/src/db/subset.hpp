@@ -25,7 +25,10 @@ struct SubsetRows {
   uint64_t tick = 0;    // the newest tick it sees
   std::vector<std::vector<std::optional<std::string>>> rows;  // values of the selected columns
 };
-// Runs a subset query (subset_query_sql) in its own read-only snapshot. Throws PgError.
-asio::awaitable<SubsetRows> run_subset(PgConn& c, const std::string& sql);
+// Runs a subset query (subset_query_sql) in its own read-only snapshot, as
+// `role` with `claims` (db/act_as.hpp; nullopt: the sidecar's own rights).
+// Throws PgError.
+asio::awaitable<SubsetRows> run_subset(PgConn& c, const std::string& sql, const std::optional<std::string>& role = {},
+                                       const std::string& claims = "{}");
 
 }  // namespace shapesync

@@ -83,8 +83,35 @@ std::string definition_key(const ShapeParams& p) {
   return k;
 }
 
-App::App(ShapeSource& shapes)
-    : shapes_(shapes), store_(shapes.store()), cfg_(shapes.config()), pm_(metrics::process_metrics()) {}
+App::App(ShapeSource& shapes, std::shared_ptr<AuthGate> gate)
+    : shapes_(shapes),
+      store_(shapes.store()),
+      cfg_(shapes.config()),
+      gate_(std::move(gate)),
+      auth_on_(gate_ && gate_->enabled()),
+      pm_(metrics::process_metrics()) {}
+
+Response App::auth_refusal(const Request& req, const AuthRefusal& r) const {
+  Response res = json_response(req, static_cast<http::status>(r.status), r.body);
+  if (!r.www_authenticate.empty()) res.set(http::field::www_authenticate, r.www_authenticate);
+  res.set(http::field::cache_control, "no-store");
+  res.set("surrogate-control", "no-store");
+  return res;
+}
+
+std::string App::cache_control(const Shape& s, std::string value) const {
+  // Another user's rows must never come out of a shared cache: with auth on,
+  // every response varies by Authorization (common_headers), and those of a
+  // shape under row-level security are private to the user's own cache.
+  if (auth_on_ && s.def.policy_applied && value.compare(0, 6, "public") == 0) {
+    value.replace(0, 6, "private");
+    if (auto sm = value.find(", s-maxage="); sm != std::string::npos) {
+      auto end = value.find(',', sm + 2);
+      value.erase(sm, end == std::string::npos ? std::string::npos : end - sm);
+    }
+  }
+  return value;
+}
 
 void App::stop() { shapes_.stop(); }
 
@@ -97,7 +124,8 @@ void App::common_headers(const Request& req, Response& res) const {
           origin != req.end() ? std::string(origin->value()) : std::string("*"));
   res.set(http::field::access_control_expose_headers, kExposeHeaders);
   res.set(http::field::access_control_allow_methods, "GET, POST, HEAD, DELETE, OPTIONS");
-  if (origin != req.end()) res.set(http::field::vary, "Origin");
+  if (origin != req.end()) res.set(http::field::vary, auth_on_ ? "Origin, Authorization" : "Origin");
+  else if (auth_on_) res.set(http::field::vary, "Authorization");
 }
 
 Response App::json_response(const Request& req, http::status st, std::string body) const {
@@ -193,7 +221,7 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
         auto rh = req.find(http::field::access_control_request_headers);
         if (rh != req.end()) {
           std::string v(rh->value());
-          for (auto h : {"if-none-match", "traceparent"})
+          for (auto h : {"if-none-match", "traceparent", "authorization", "content-type"})
             if (v.find(h) != std::string::npos) allowed += allowed.empty() ? h : std::string(",") + h;
         }
         if (!allowed.empty()) res.set(http::field::access_control_allow_headers, allowed);
@@ -214,8 +242,15 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
           co_return res;
         }
       }
+      // Who asks (docs/auth.md): a verified bearer token and the role it
+      // selects, checked on every request, live ones and SSE included.
+      AuthDecision who;
+      if (auth_on_) {
+        who = gate_->authenticate(req.base());
+        if (who.refusal) co_return auth_refusal(req, *who.refusal);
+      }
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
-        auto res = co_await handle_shape(req, query, out, later);
+        auto res = co_await handle_shape(req, query, out, later, who);
         if (res && req.method() == http::verb::head) {
           res->body().clear();
           res->prepare_payload();
@@ -230,12 +265,12 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
           co_return res;
         }
         std::string merged_query = encode_query(std::get<QueryMap>(merged));
-        co_return co_await handle_shape(req, merged_query, out, later);
+        co_return co_await handle_shape(req, merged_query, out, later, who);
       }
       if (req.method() == http::verb::delete_) {
         if (!cfg_.allow_shape_deletion)
           co_return json_response(req, http::status::method_not_allowed, R"({"message":"DELETE not allowed"})");
-        co_return co_await delete_shape(req, query);
+        co_return co_await delete_shape(req, query, who);
       }
       co_return json_response(req, http::status::method_not_allowed, R"({"message":"Method not allowed"})");
     }
@@ -247,7 +282,11 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
       co_return res;
     }
     if (norm == "/metrics" || norm == "/dashboard" || norm == "/dashboard/data") {
-      if (!metrics_authorized(req, query)) {
+      bool allowed = metrics_authorized(req, query);
+      // With auth on and no token of its own, these take a valid JWT (any role).
+      if (allowed && auth_on_ && cfg_.metrics_token.empty() && cfg_.secret.empty())
+        allowed = gate_->has_valid_token(req.base());
+      if (!allowed) {
         metrics::count_auth_failure("metrics_token");
         co_return unauthorized_metrics(req);
       }
@@ -278,13 +317,21 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
 }
 
 asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, std::string_view query,
-                                                           StreamWriter& out, Deferred& later) {
+                                                           StreamWriter& out, Deferred& later,
+                                                           const AuthDecision& who) {
   QueryMap q = parse_query(query);
   // Nothing with a NUL byte or invalid UTF-8 goes further (libpq takes C strings).
   if (auto bad = check_param_text(q)) co_return error_400(req, *bad);
   auto parsed = parse_shape_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
   ShapeParams p = std::get<ShapeParams>(std::move(parsed));
+  // A shape-scoped token serves exactly its shape (subsets of it included).
+  if (who.shape_claim)
+    if (std::string why = shape_claim_mismatch(*who.shape_claim, p); !why.empty())
+      co_return auth_refusal(req, AuthRefusal{403, "", nlohmann::json({{"message", "Forbidden"},
+                                                                        {"errors", {{"shape", {why}}}}})
+                                                           .dump(-1, ' ', false,
+                                                                 nlohmann::json::error_handler_t::replace)});
   // Admission control (Electric's ELECTRIC_MAX_CONCURRENT_REQUESTS).
   bool initial = p.offset.kind == RequestOffset::Kind::kBeforeAll;
   later.mode = initial ? metrics::Mode::kInitial
@@ -307,9 +354,9 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
       if (c) c->fetch_sub(1);
     }
   } release{&counter};
-  if (req.method() == http::verb::post || is_subset_request(q)) co_return co_await serve_subset(req, q, p);
-  std::string def_key = definition_key(p);
-  ShapeOutcome got = co_await shapes_.get_shape(p, def_key);
+  if (req.method() == http::verb::post || is_subset_request(q)) co_return co_await serve_subset(req, q, p, who.caller);
+  std::string def_key = definition_key(p) + who.caller.key;
+  ShapeOutcome got = co_await shapes_.get_shape(p, def_key, who.caller);
   if (!got.shape) co_return error_response(req, got.error);
   std::shared_ptr<Shape> shape = std::move(got.shape);
   shape->requests.fetch_add(1, std::memory_order_relaxed);
@@ -427,7 +474,8 @@ std::string App::live_head(const LiveWait& w, const Shape& s, const LogRead& r, 
   h += "\r\nAccess-Control-Expose-Headers: ";
   h += kExposeHeaders;
   h += "\r\nAccess-Control-Allow-Methods: GET, POST, HEAD, DELETE, OPTIONS\r\n";
-  if (w.has_origin) h += "Vary: Origin\r\n";
+  if (w.has_origin) h += auth_on_ ? "Vary: Origin, Authorization\r\n" : "Vary: Origin\r\n";
+  else if (auth_on_) h += "Vary: Authorization\r\n";
   h += "Content-Type: application/json; charset=utf-8\r\nelectric-handle: ";
   h += s.handle;
   h += "\r\nelectric-offset: ";
@@ -437,7 +485,9 @@ std::string App::live_head(const LiveWait& w, const Shape& s, const LogRead& r, 
   h += std::to_string(next_cursor(unix_now(), cfg_.long_poll_timeout_ms / 1000, w.cursor, random_int(1, 3600)));
   h += "\r\nelectric-has-data: true\r\nETag: \"";
   h += etag;
-  h += "\"\r\nCache-Control: public, max-age=5, stale-while-revalidate=5\r\n";
+  h += "\"\r\nCache-Control: ";
+  h += auth_on_ && s.def.policy_applied ? "private" : "public";
+  h += ", max-age=5, stale-while-revalidate=5\r\n";
   if (w.version == 10 && w.keep_alive) h += "Connection: keep-alive\r\n";
   if (w.version != 10 && !w.keep_alive) h += "Connection: close\r\n";
   h += "Content-Length: ";
@@ -583,14 +633,17 @@ void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s
   if (no_news) etag += ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   res.set(http::field::etag, "\"" + etag + "\"");
   if (p.offset.kind == RequestOffset::Kind::kBeforeAll)
-    res.set(http::field::cache_control, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
+    res.set(http::field::cache_control,
+            cache_control(s, "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"));
   else if (p.live && p.live_sse)
-    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.sse_timeout_ms / 1000 - 1));
+    res.set(http::field::cache_control,
+            cache_control(s, "public, max-age=" + std::to_string(cfg_.sse_timeout_ms / 1000 - 1)));
   else if (p.live)
-    res.set(http::field::cache_control, "public, max-age=5, stale-while-revalidate=5");
+    res.set(http::field::cache_control, cache_control(s, "public, max-age=5, stale-while-revalidate=5"));
   else
-    res.set(http::field::cache_control, "public, max-age=" + std::to_string(cfg_.cache_max_age_s) +
-                                            ", stale-while-revalidate=" + std::to_string(cfg_.cache_stale_age_s));
+    res.set(http::field::cache_control,
+            cache_control(s, "public, max-age=" + std::to_string(cfg_.cache_max_age_s) +
+                                 ", stale-while-revalidate=" + std::to_string(cfg_.cache_stale_age_s)));
 }
 
 asio::awaitable<std::optional<Response>> App::serve_sse(const Request& req, const ShapeParams& p,
@@ -693,13 +746,26 @@ void App::end_sse(SseStream& st, Waiter& waiter) {
   existing_requests_.fetch_sub(1);  // taken by handle_shape()
 }
 
-asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query) {
+asio::awaitable<Response> App::delete_shape(const Request& req, std::string_view query, const AuthDecision& who) {
   QueryMap q = parse_query(query);
   std::optional<std::string> handle, def_key;
   if (auto h = q.find("handle"); h != q.end()) handle = h->second;
   if (!q.count("offset")) q.emplace("offset", "-1");
   auto parsed = parse_shape_params(q);
-  if (auto* p = std::get_if<ShapeParams>(&parsed)) def_key = definition_key(*p);
+  if (auto* p = std::get_if<ShapeParams>(&parsed)) {
+    if (who.shape_claim && !shape_claim_mismatch(*who.shape_claim, *p).empty())
+      co_return auth_refusal(req, AuthRefusal{403, "", R"({"message":"Forbidden","errors":{"shape":["the request differs from the token's shape"]}})"});
+    def_key = definition_key(*p) + who.caller.key;
+  } else if (who.shape_claim) {
+    co_return auth_refusal(req, AuthRefusal{403, "", R"({"message":"Forbidden","errors":{"shape":["the request differs from the token's shape"]}})"});
+  }
+  // With auth on, a caller retires only a shape it asked for itself (its own
+  // request key), never one named by a handle alone.
+  if (auth_on_) {
+    if (!def_key)
+      co_return auth_refusal(req, AuthRefusal{403, "", R"({"message":"Forbidden","errors":{"table":["with authorization on, DELETE names the shape (table, where, columns) it retires"]}})"});
+    handle.reset();
+  }
   if (!co_await shapes_.delete_shape(handle, def_key))
     co_return json_response(req, http::status::not_found, R"({"message":"No existing shape found"})");
   Response res{http::status::accepted, req.version()};

@@ -15,6 +15,7 @@
 #include <boost/beast/http.hpp>
 
 #include "config.hpp"
+#include "http/auth_gate.hpp"
 #include "http/params.hpp"
 #include "metrics/sidecar.hpp"
 #include "shapes/service.hpp"
@@ -106,7 +107,9 @@ struct LiveAnswer {
 
 class App {
  public:
-  explicit App(ShapeSource& shapes);
+  // `gate`: the auth gate (null, or one without keys: every request has the
+  // sidecar's own rights).
+  explicit App(ShapeSource& shapes, std::shared_ptr<AuthGate> gate = nullptr);
 
   // Answers one request. Never throws. Returns nullopt when it streamed the
   // response itself through `out`, or when the request must wait for changes
@@ -154,7 +157,12 @@ class App {
   // handle() without the request counting.
   asio::awaitable<std::optional<Response>> route(Request req, StreamWriter& out, Deferred& later);
   asio::awaitable<std::optional<Response>> handle_shape(const Request& req, std::string_view query,
-                                                       StreamWriter& out, Deferred& later);
+                                                       StreamWriter& out, Deferred& later, const AuthDecision& who);
+  // The answer to a request the auth gate stopped (401 or 403).
+  Response auth_refusal(const Request& req, const AuthRefusal& r) const;
+  // Cache-Control for a shape response: "public, …", or "private, …" when auth
+  // is on and row-level security applied to the shape (its rows are per user).
+  std::string cache_control(const Shape& s, std::string value) const;
   // Answers at once, or sets `wait` and returns nullopt, or (when the entries
   // to send are in a segment file) sets `unread` and returns nullopt.
   std::optional<Response> serve_shape(const Request& req, const ShapeParams& p, std::shared_ptr<Shape> s,
@@ -176,7 +184,8 @@ class App {
   void live_begin(Shape& s, metrics::LiveKind k);
   void live_end(Shape& s, metrics::LiveKind k);
   // A subset snapshot (subset__* parameters or POST /v1/shape); in http/subset_serve.cpp.
-  asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p);
+  asio::awaitable<Response> serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p,
+                                         const Caller& who);
   // Sends the head of an SSE stream and sets `sse` (after sending what is in
   // segment files), or answers at once (409, 400), or nullopt when the client is gone.
   asio::awaitable<std::optional<Response>> serve_sse(const Request& req, const ShapeParams& p,
@@ -184,7 +193,7 @@ class App {
                                                      std::optional<SseStream>& sse);
   void shape_headers(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r, Response& res) const;
   // DELETE /v1/shape (--allow-shape-deletion): by handle, or the shape a request definition names.
-  asio::awaitable<Response> delete_shape(const Request& req, std::string_view query);
+  asio::awaitable<Response> delete_shape(const Request& req, std::string_view query, const AuthDecision& who);
 
   // Hostile input and least privilege (http/app_guard.cpp).
   // The answer to a database error that is not the client's: 503 naming the
@@ -207,6 +216,8 @@ class App {
   ShapeSource& shapes_;
   ShapeStore& store_;
   const Config& cfg_;
+  std::shared_ptr<AuthGate> gate_;
+  bool auth_on_ = false;  // gate_ has keys: responses vary by Authorization
   std::atomic<int> initial_requests_{0};
   std::atomic<int> existing_requests_{0};
   std::atomic<uint64_t> request_seq_{0};

@@ -1,6 +1,7 @@
 // App::serve_subset: validates a subset's WHERE with PostgreSQL and runs the
 // subset query (subset_query_sql) in a REPEATABLE READ READ ONLY transaction
 // (the parsing is in subset.cpp).
+#include <algorithm>
 #include <random>
 
 #include "db/changes.hpp"
@@ -23,7 +24,8 @@ uint32_t random_mark() {
 
 }  // namespace
 
-asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p) {
+asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& q, const ShapeParams& p,
+                                         const Caller& who) {
   auto parsed = parse_subset_params(q);
   if (auto* e = std::get_if<ValidationErrors>(&parsed)) co_return error_400(req, *e);
   SubsetParams sp = std::get<SubsetParams>(std::move(parsed));
@@ -34,7 +36,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   std::string canonical;
   {
     ValidationErrors v;
-    SubsetCheck chk = co_await shapes_.check_subset(p.table, sp);
+    SubsetCheck chk = co_await shapes_.check_subset(p.table, sp, who);
     if (chk.failure) {
       if (classify_pg_error(*chk.failure) != PgFailure::kRequest)
         co_return pg_failure_response(req, *chk.failure, "validating a subset", "SELECT");
@@ -46,11 +48,17 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
     }
     canonical = chk.canonical_where;
     if (!v.empty()) co_return error_400(req, v);
+    if (!chk.forbidden.empty()) {  // the caller's role may not filter on that (a column, a policy)
+      ShapeError e;
+      e.kind = ShapeError::Kind::kForbidden;
+      for (auto& f : chk.forbidden) e.fields.push_back(f);
+      co_return error_response(req, e);
+    }
   }
 
   // The shape (created if needed) and the usual handle check.
-  std::string def_key = definition_key(p);
-  ShapeOutcome got = co_await shapes_.get_shape(p, def_key);
+  std::string def_key = definition_key(p) + who.key;
+  ShapeOutcome got = co_await shapes_.get_shape(p, def_key, who);
   if (!got.shape) co_return error_response(req, got.error);
   std::shared_ptr<Shape> shape = std::move(got.shape);
   if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle)
@@ -64,10 +72,26 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   const std::vector<size_t>& selected = shape->def.selected;
   std::shared_ptr<const TableInfo> table = shape->def.table;
   const TableInfo& t = *table;
+  if (who.role) {
+    // ORDER BY only on the shape's columns: the query runs as the role, and
+    // ordering by a column it may not read would tell its values apart.
+    std::string hidden;
+    for (auto& o : sp.order_by) {
+      bool shown = std::any_of(selected.begin(), selected.end(), [&](size_t i) { return t.columns[i].name == o.column; });
+      bool exists = std::any_of(t.columns.begin(), t.columns.end(), [&](const ColumnInfo& c) { return c.name == o.column; });
+      if (exists && !shown) hidden += (hidden.empty() ? "" : ", ") + o.column;
+    }
+    if (!hidden.empty()) {
+      ShapeError e;
+      e.kind = ShapeError::Kind::kForbidden;
+      e.fields.emplace_back("order_by", "permission denied for column " + hidden + " (not a column of this shape)");
+      co_return error_response(req, e);
+    }
+  }
   std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp);
 
   SubsetRows result;
-  std::optional<PgError> failed = co_await shapes_.run_subset(sql, result);
+  std::optional<PgError> failed = co_await shapes_.run_subset(sql, result, who);
   if (failed) {
     // The subset WHERE raised for a row (division by zero, a failed cast, ...).
     if (classify_pg_error(*failed) == PgFailure::kRequest) {
@@ -106,7 +130,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
                                                                            : std::string("-1"));
   res.set("electric-schema", schema_header);
   res.set("electric-snapshot", "true");
-  res.set(http::field::cache_control, "no-cache");
+  res.set(http::field::cache_control, auth_on_ && shape->def.policy_applied ? "private, no-cache" : "no-cache");
   co_return res;
 }
 

@@ -654,7 +654,12 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
         ec = bec;
       }
     }
-    if (ec) {
+    if (ec == http::error::header_limit && !parser.get().target().empty() &&
+        parser.get().target().size() <= cfg.max_url_bytes) {
+      // the request line was read and its URL is fine: a header is what is too
+      // large (a huge Authorization token, say): 431, not 414
+      refused = HeadError{431, error_body("Request header fields too large")};
+    } else if (ec) {
       auto data = buffer.data();
       refused = read_error_answer(ec, std::string_view(static_cast<const char*>(data.data()), data.size()),
                                   cfg.max_url_bytes);

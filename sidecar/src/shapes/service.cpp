@@ -49,7 +49,18 @@ void ShapeService::log_configuration_error(const PgError& e, std::string_view do
             ". Shared state (shapes other sidecars serve) is left alone.");
 }
 
-asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& table, const SubsetParams& sp) {
+namespace {
+
+// A refusal of the extension's role-aware checks (docs/auth.md): the caller's
+// role may not have this shape (403), as opposed to a malformed request (400).
+bool forbidden_code(const std::string& sqlstate) {
+  return sqlstate == "SS002" || sqlstate == "SS011" || sqlstate == "SS012" || sqlstate == "SS013";
+}
+
+}  // namespace
+
+asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& table, const SubsetParams& sp,
+                                                        const Caller& who) {
   SubsetCheck out;
   try {
     auto lease = co_await pool_.acquire();
@@ -66,9 +77,21 @@ asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& tab
     }
     if (!unknown.empty()) out.errors.emplace_back("order_by", "Unknown column in ORDER BY: " + unknown);
     if (sp.where) {
-      // check_shape() returns a rejected filter as data: nothing in the server log
-      ShapeCheck chk = co_await check_shape(*lease, lookup.table->relid, sp.where, sp.params);
-      if (chk.rejection) out.errors.emplace_back("where", chk.rejection->message);
+      // check_shape() returns a rejected filter as data: nothing in the server log.
+      // For a role, the canonical WHERE is the effective one (the role's
+      // policies folded in) and its columns must be ones the role may read.
+      // (no co_await inside ?: — GCC 12 mis-handles temporaries there)
+      ShapeCheck chk;
+      std::optional<std::vector<std::string>> all_permitted;
+      if (who.role)
+        chk = co_await check_shape_as(*lease, lookup.table->relid, sp.where, sp.params, *who.role, who.claims,
+                                      all_permitted);
+      else
+        chk = co_await check_shape(*lease, lookup.table->relid, sp.where, sp.params);
+      if (chk.rejection) {
+        bool forbidden = forbidden_code(chk.rejection->code) || chk.rejection->field == "policy";
+        (forbidden ? out.forbidden : out.errors).emplace_back("where", chk.rejection->message);
+      }
       out.canonical_where = chk.canonical_where;
     }
   } catch (const PgError& e) {
@@ -77,11 +100,12 @@ asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& tab
   co_return out;
 }
 
-asio::awaitable<std::optional<PgError>> ShapeService::run_subset(const std::string& sql, SubsetRows& out) {
+asio::awaitable<std::optional<PgError>> ShapeService::run_subset(const std::string& sql, SubsetRows& out,
+                                                                 const Caller& who) {
   std::optional<PgError> failed;
   try {
     auto lease = co_await pool_.acquire();
-    out = co_await shapesync::run_subset(*lease, sql);
+    out = co_await shapesync::run_subset(*lease, sql, who.role, who.claims);
   } catch (const PgError& e) {
     failed = e;
   }
@@ -132,7 +156,8 @@ asio::awaitable<bool> ShapeService::wait_servable(const std::shared_ptr<Shape>& 
   }
 }
 
-asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, const std::string& def_key) {
+asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, const std::string& def_key,
+                                                      const Caller& who) {
   auto ex = co_await asio::this_coro::executor;
   std::string where_error;
   auto fail = [](ShapeError e) { return ShapeOutcome{nullptr, std::move(e)}; };
@@ -161,6 +186,8 @@ asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, cons
       def.replica = p.replica;
       def.log_mode = p.log;
       def.key = def_key;
+      def.role = who.role;
+      def.claims = who.claims;
       const TableInfo& t = *lookup.table;
       if (p.columns) {
         std::vector<std::string> missing_cols;
@@ -190,6 +217,7 @@ asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, cons
         if (!e.fields.empty()) co_return fail(std::move(e));
         std::sort(def.selected.begin(), def.selected.end());
       } else {
+        // for a role: replaced by the columns it may read, after registration
         for (size_t i = 0; i < t.columns.size(); ++i) def.selected.push_back(i);
       }
       ShapeOutcome reg = co_await register_shape(p, std::move(def), def_key);
@@ -251,10 +279,32 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
     // What a request can get wrong is checked first by check_shape(), which
     // returns the error as data: a rejected WHERE writes nothing to the
     // server log (an ERROR would log the whole statement, every time).
-    rejected = (co_await check_shape(*lease, t.relid, p.where, param_values)).rejection;
-    if (!rejected) reg = co_await get_or_create_shape(*lease, t.relid, p.where, names, options, param_values);
+    if (def.role) {
+      // on the caller's behalf: the effective filter and the columns the role
+      // may read (columns omitted: the permitted ones)
+      std::optional<std::vector<std::string>> asked;
+      if (p.columns) asked = names;
+      rejected = (co_await check_shape_as(*lease, t.relid, p.where, param_values, *def.role, def.claims, asked)).rejection;
+      if (!rejected)
+        reg = co_await get_or_create_shape_as(*lease, t.relid, p.where, asked, options, param_values, *def.role,
+                                              def.claims);
+    } else {
+      rejected = (co_await check_shape(*lease, t.relid, p.where, param_values)).rejection;
+      if (!rejected) reg = co_await get_or_create_shape(*lease, t.relid, p.where, names, options, param_values);
+    }
   } catch (const PgError& e) {
     failed = e;
+  }
+  if (rejected && def.role && (forbidden_code(rejected->code) || rejected->field == "policy")) {
+    // the caller's role may not have this shape: say what (the role, a column, a policy)
+    ShapeError e = ShapeError::invalid(rejected->field, rejected->message);
+    e.kind = ShapeError::Kind::kForbidden;
+    co_return fail(std::move(e));
+  }
+  if (failed && def.role && forbidden_code(failed->sqlstate)) {  // refused between the check and the registration
+    ShapeError e = ShapeError::invalid(failed->sqlstate == "SS012" ? "role" : "table", failed->what());
+    e.kind = ShapeError::Kind::kForbidden;
+    co_return fail(std::move(e));
   }
   if (rejected) {
     if (rejected->code == "SS002") {
@@ -280,6 +330,18 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
       if (auto gone = co_await missing_table(p.table)) co_return fail(ShapeError::invalid("table", *gone));
     if (kind == PgFailure::kRequest) co_return fail(ShapeError::invalid(p.where ? "where" : "table", request_error_message(e)));
     co_return fail(ShapeError::database(e, "registering the shape", "EXECUTE"));
+  }
+  if (def.role) {
+    def.policy_applied = reg->policy_applied;
+    if (reg->shape_columns) {  // the columns the role may read (in the table's order)
+      def.selected.clear();
+      for (size_t i = 0; i < t.columns.size(); ++i)
+        if (std::find(reg->shape_columns->begin(), reg->shape_columns->end(), t.columns[i].name) !=
+            reg->shape_columns->end())
+          def.selected.push_back(i);
+      names.clear();
+      for (size_t idx : def.selected) names.push_back(t.columns[idx].name);
+    }
   }
   std::string cols_key;
   for (auto& n : names) cols_key += quote_ident(n) + ",";
@@ -368,7 +430,9 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
     store_.publish_snapshot_chunk(sp, std::move(chunk));
   };
   try {
-    d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms);
+    // as the role the shape was registered for, with its claims: PostgreSQL
+    // applies its row-level security and column grants to the rows copied
+    d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms, s->def.role, s->def.claims);
     store_.set_snapshot(*sp, d.snap, d.start_tick);
     if (s->def.log_mode == LogMode::kFull) {
       RowValues row(t.columns.size());

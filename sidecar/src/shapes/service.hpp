@@ -26,6 +26,7 @@
 #include "db/pool.hpp"
 #include "db/snapshots.hpp"
 #include "db/subset.hpp"
+#include "model/caller.hpp"
 #include "model/shape_request.hpp"
 #include "shapes/store.hpp"
 
@@ -35,7 +36,7 @@ namespace shapesync {
 struct ShapeError {
   enum class Kind {
     kInvalid,      // the request is wrong: `fields` say where (400)
-    kForbidden,    // the table may not be served to this sidecar's role: `fields` (403)
+    kForbidden,    // the table, a column, a policy or the caller's role may not be served: `fields` (403)
     kUnavailable,  // try again later: `body` (a JSON object) and `retry_after` (503)
     kDatabase,     // the database failed in a way that is not the client's: `db`, while `doing`
   } kind = Kind::kInvalid;
@@ -85,6 +86,7 @@ enum class FillResult {
 // field: "order_by", "where"), the canonical subset WHERE, or the database's failure.
 struct SubsetCheck {
   std::vector<std::pair<std::string, std::string>> errors;
+  std::vector<std::pair<std::string, std::string>> forbidden;  // the caller's role may not (403): ("where", message)
   std::string canonical_where;
   std::optional<PgError> failure;
 };
@@ -100,9 +102,12 @@ class ShapeSource {
   virtual bool stopping() const = 0;
   // Shutdown: waiters are woken (live requests answer at once), no new waits.
   virtual void stop() = 0;
-  // The ready (or snapshot-streaming) active shape for a request, created
-  // when needed. `def_key` is definition_key(p).
-  virtual asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) = 0;
+  // The ready (or snapshot-streaming) active shape for a request on behalf of
+  // `who`, created when needed. `def_key` is definition_key(p) + who.key.
+  // With who.role, registration is the extension's role-aware one (the
+  // effective filter and columns) and the snapshot runs as the role.
+  virtual asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key,
+                                                  const Caller& who) = 0;
   // Waits while a shape is being created until `p` can be served (a snapshot
   // chunk already streamed, or the shape ready); false when it failed or timed out.
   virtual asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) = 0;
@@ -117,9 +122,12 @@ class ShapeSource {
   virtual asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
                                              const std::optional<std::string>& def_key) = 0;
   // Checks a subset request against its table (columns, the subset WHERE).
-  virtual asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) = 0;
-  // Runs a subset query; the database's failure, if any.
-  virtual asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) = 0;
+  // With who.role, the subset WHERE is checked for the role (its columns, its policies).
+  virtual asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp,
+                                                    const Caller& who) = 0;
+  // Runs a subset query as who.role with its claims; the database's failure, if any.
+  virtual asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out,
+                                                             const Caller& who) = 0;
   // Logs a configuration error (a grant this sidecar's role lacks) with the
   // GRANT that fixes it, at most once per 10 s.
   virtual void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const = 0;
@@ -135,14 +143,17 @@ class ShapeService : public ShapeSource {
   bool stopping() const override { return stopping_.load(); }
   void stop() override;
 
-  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) override;
+  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key,
+                                          const Caller& who) override;
   asio::awaitable<bool> wait_servable(const std::shared_ptr<Shape>& s, const ShapeParams& p) override;
   asio::awaitable<ShapeError> not_servable(const ShapeParams& p) override;
   asio::awaitable<FillResult> fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) override;
   asio::awaitable<bool> delete_shape(const std::optional<std::string>& handle,
                                      const std::optional<std::string>& def_key) override;
-  asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp) override;
-  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override;
+  asio::awaitable<SubsetCheck> check_subset(const QualifiedName& table, const SubsetParams& sp,
+                                            const Caller& who) override;
+  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out,
+                                                     const Caller& who) override;
   void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
 
   // What monitoring wants to hear of (metrics/ sits above this layer: it

@@ -91,6 +91,11 @@ struct ShapeDef {
   Replica replica = Replica::kDefault;
   LogMode log_mode = LogMode::kFull;
   std::string key;  // canonical definition, the identity of the shape
+  // On whose behalf it was registered (docs/auth.md): its snapshot runs as
+  // this role with these claims. nullopt: the sidecar's own rights (auth off).
+  std::optional<std::string> role;
+  std::string claims = "{}";
+  bool policy_applied = false;  // row-level security applied: its responses are private
 };
 
 // One shape. Its identity (def, handle, shape_id, filtered, where,

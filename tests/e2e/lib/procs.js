@@ -178,14 +178,16 @@ export function psqlSession(dbUrl) {
 
 /**
  * Spawn build/shapesyncd on `port` (a free one when omitted) against `dbUrl`.
- * The process is not waited for: call waitHealthy().
+ * The process is not waited for: call waitHealthy(). It runs with --insecure
+ * unless `insecure` is false (with a JWT key in `args`, --insecure changes nothing).
  */
-export async function spawnSidecar({ dbUrl, port, longPollTimeoutMs, args = [], work = workDir(), name = 'shapesyncd' }) {
+export async function spawnSidecar({ dbUrl, port, longPollTimeoutMs, args = [], work = workDir(), name = 'shapesyncd', insecure = true }) {
   if (!existsSync(SHAPESYNCD)) throw new Error(`${SHAPESYNCD} not built: run 'make sidecar'`);
   port ??= await freePort();
   const logFile = join(work, `${name}-${port}.log`);
   const argv = ['--database-url', dbUrl, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, `${name}-${port}-data`)];
   if (longPollTimeoutMs) argv.push('--long-poll-timeout', String(longPollTimeoutMs));
+  if (insecure) argv.push('--insecure');
   argv.push(...args);
   const fd = openSync(logFile, 'a');
   const child = spawn(SHAPESYNCD, argv, { stdio: ['ignore', fd, fd] });

@@ -71,6 +71,8 @@ function tail(file, lines = 40) {
  * @param {boolean} [o.preload] false: no shapesync in shared_preload_libraries (the sidecar ticks)
  * @param {boolean} [o.superuserSidecar] true: the sidecar connects as the superuser, not as SIDECAR_ROLE
  * @param {string} [o.extensionVersion] CREATE EXTENSION shapesync VERSION this (default: the default version)
+ * @param {boolean} [o.insecure] false: no --insecure (the sidecar then needs a JWT key in sidecarArgs, docs/auth.md);
+ *   by default the sidecar runs with --insecure, which changes nothing when sidecarArgs carry a key
  */
 export async function startStack(o = {}) {
   if (!existsSync(SHAPESYNCD)) {
@@ -143,6 +145,7 @@ export async function startStack(o = {}) {
     const httpPort = await freePort();
     const args = ['--database-url', sidecarDbUrl, '--listen', `127.0.0.1:${httpPort}`, '--data-dir', join(work, 'sidecar-data')];
     if (o.longPollTimeoutMs) args.push('--long-poll-timeout', String(o.longPollTimeoutMs));
+    if (o.insecure !== false) args.push('--insecure');
     if (o.sidecarArgs) args.push(...o.sidecarArgs);
     const logFd = openSync(sidecarLog, 'a');
     sidecar = spawn(SHAPESYNCD, args, { stdio: ['ignore', logFd, logFd] });

@@ -32,7 +32,7 @@ before(async () => {
   // --max-connections above the descriptor limit: this tests what happens when
   // accept() itself fails (the default limit stays below it, see the last test).
   sidecar = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', SHAPESYNCD,
-    '--database-url', cluster.dbUrl, '--listen', `127.0.0.1:${port}`, '--max-connections', '1000'],
+    '--database-url', cluster.dbUrl, '--listen', `127.0.0.1:${port}`, '--max-connections', '1000', '--insecure'],
   { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   await waitFor(async () => (await fetch(`${baseUrl}/v1/health`)).status === 200, { what: 'the sidecar to be healthy' });
@@ -85,7 +85,7 @@ test('the soft descriptor limit is raised to the hard one; the default connectio
   const log = join(workDir(), 'limits.log');
   const fd = openSync(log, 'a');
   const child = spawn('prlimit', ['--nofile=64:200', '--', SHAPESYNCD, '--database-url', cluster.dbUrl,
-    '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', fd, fd] });
+    '--listen', `127.0.0.1:${port}`, '--insecure'], { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   try {
     const url = `http://127.0.0.1:${port}`;

@@ -75,7 +75,7 @@ class FakeShapeSource : public ShapeSource {
     return s;
   }
 
-  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key) override {
+  asio::awaitable<ShapeOutcome> get_shape(const ShapeParams& p, const std::string& def_key, const Caller&) override {
     ++get_shape_calls;
     if (next_error) {
       ShapeError e = std::move(*next_error);
@@ -105,10 +105,10 @@ class FakeShapeSource : public ShapeSource {
     deletions.emplace_back(handle, def_key);
     co_return delete_finds;
   }
-  asio::awaitable<SubsetCheck> check_subset(const QualifiedName&, const SubsetParams&) override {
+  asio::awaitable<SubsetCheck> check_subset(const QualifiedName&, const SubsetParams&, const Caller&) override {
     co_return subset_check;
   }
-  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out) override {
+  asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out, const Caller&) override {
     subset_queries.push_back(sql);
     out = subset_rows;
     co_return std::nullopt;
