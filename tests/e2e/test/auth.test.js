@@ -303,6 +303,22 @@ test('SSE: only A\'s changes; an expired token is 401', async () => {
     bearer(tokenOf(A, { exp: now() - 60 })));
   assert.equal(expired.status, 401);
   await expired.body?.cancel();
+  // a live long-poll woken by a change (the hot path that writes its head by hand): private, varies by token
+  const tokenA = tokenOf(A);
+  let cur = offset;
+  for (let i = 0; i < 20; i++) {  // to the end of the log first
+    const r = await get(`table=todos&handle=${handle}&offset=${cur}`, tokenA);
+    cur = r.headers.get('electric-offset');
+    if (isControl(r.body.at(-1), 'up-to-date')) break;
+  }
+  const waiting = get(`table=todos&handle=${handle}&offset=${cur}&live=true`, tokenA);
+  await new Promise((r) => setTimeout(r, 300));
+  await stack.psql(`INSERT INTO todos VALUES (22, '${A}', 'a twenty-two', 'w')`);
+  const woke = await waiting;
+  assert.equal(woke.status, 200, woke.text);
+  assert.ok(woke.body.some((m) => m.key && String(m.value.id) === '22'), woke.text);
+  assert.match(woke.headers.get('cache-control'), /^private, max-age=5/);
+  assert.match(woke.headers.get('vary') ?? '', /Authorization/);
   // a live long-poll with an expired token too
   const lp = await get(`table=todos&handle=${handle}&offset=${offset}&live=true`, tokenOf(A, { exp: now() - 60 }));
   assert.equal(lp.status, 401);
