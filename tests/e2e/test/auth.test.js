@@ -8,7 +8,7 @@
 // shapes the token may not have with 403.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { isDeepStrictEqual } from 'node:util';
@@ -106,8 +106,11 @@ function assertOnlyOwn(f, sub) {
   }
 }
 
+const PEM_FILE = join(tmpdir(), `shapesync-auth-${process.pid}.pem`);
+const JWKS_FILE = join(tmpdir(), `shapesync-auth-jwks-${process.pid}.json`);
+
 before(async () => {
-  const work = join(tmpdir(), `shapesync-auth-${process.pid}.pem`);
+  const work = PEM_FILE;
   writeFileSync(work, rsa.publicPem);
   stack = await startStack({
     setupSql: SETUP,
@@ -121,6 +124,8 @@ before(async () => {
 after(async () => {
   await nginx?.stop?.();
   await stack?.stop();
+  rmSync(PEM_FILE, { force: true });
+  rmSync(JWKS_FILE, { force: true });
 });
 
 test('without a key and without --insecure, shapesyncd refuses to start', async () => {
@@ -398,7 +403,7 @@ test('a JWKS file is read again on SIGHUP; --anonymous-role serves requests with
   const k1 = rsaKeyPair();
   const k2 = rsaKeyPair();
   const jwk = (k, kid) => ({ ...k.publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' });
-  const jwks = join(tmpdir(), `shapesync-auth-jwks-${process.pid}.json`);
+  const jwks = JWKS_FILE;
   await writeFile(jwks, JSON.stringify({ keys: [jwk(k1, 'k1')] }));
   const sc = await startSidecar({
     dbUrl: stack.sidecarDbUrl,
