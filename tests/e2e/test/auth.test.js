@@ -8,7 +8,7 @@
 // shapes the token may not have with 403.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { isDeepStrictEqual } from 'node:util';
@@ -106,8 +106,11 @@ function assertOnlyOwn(f, sub) {
   }
 }
 
+const PEM_FILE = join(tmpdir(), `shapesync-auth-${process.pid}.pem`);
+const JWKS_FILE = join(tmpdir(), `shapesync-auth-jwks-${process.pid}.json`);
+
 before(async () => {
-  const work = join(tmpdir(), `shapesync-auth-${process.pid}.pem`);
+  const work = PEM_FILE;
   writeFileSync(work, rsa.publicPem);
   stack = await startStack({
     setupSql: SETUP,
@@ -121,6 +124,8 @@ before(async () => {
 after(async () => {
   await nginx?.stop?.();
   await stack?.stop();
+  rmSync(PEM_FILE, { force: true });
+  rmSync(JWKS_FILE, { force: true });
 });
 
 test('without a key and without --insecure, shapesyncd refuses to start', async () => {
@@ -303,6 +308,22 @@ test('SSE: only A\'s changes; an expired token is 401', async () => {
     bearer(tokenOf(A, { exp: now() - 60 })));
   assert.equal(expired.status, 401);
   await expired.body?.cancel();
+  // a live long-poll woken by a change (the hot path that writes its head by hand): private, varies by token
+  const tokenA = tokenOf(A);
+  let cur = offset;
+  for (let i = 0; i < 20; i++) {  // to the end of the log first
+    const r = await get(`table=todos&handle=${handle}&offset=${cur}`, tokenA);
+    cur = r.headers.get('electric-offset');
+    if (isControl(r.body.at(-1), 'up-to-date')) break;
+  }
+  const waiting = get(`table=todos&handle=${handle}&offset=${cur}&live=true`, tokenA);
+  await new Promise((r) => setTimeout(r, 300));
+  await stack.psql(`INSERT INTO todos VALUES (22, '${A}', 'a twenty-two', 'w')`);
+  const woke = await waiting;
+  assert.equal(woke.status, 200, woke.text);
+  assert.ok(woke.body.some((m) => m.key && String(m.value.id) === '22'), woke.text);
+  assert.match(woke.headers.get('cache-control'), /^private, max-age=5/);
+  assert.match(woke.headers.get('vary') ?? '', /Authorization/);
   // a live long-poll with an expired token too
   const lp = await get(`table=todos&handle=${handle}&offset=${offset}&live=true`, tokenOf(A, { exp: now() - 60 }));
   assert.equal(lp.status, 401);
@@ -382,7 +403,7 @@ test('a JWKS file is read again on SIGHUP; --anonymous-role serves requests with
   const k1 = rsaKeyPair();
   const k2 = rsaKeyPair();
   const jwk = (k, kid) => ({ ...k.publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' });
-  const jwks = join(tmpdir(), `shapesync-auth-jwks-${process.pid}.json`);
+  const jwks = JWKS_FILE;
   await writeFile(jwks, JSON.stringify({ keys: [jwk(k1, 'k1')] }));
   const sc = await startSidecar({
     dbUrl: stack.sidecarDbUrl,
