@@ -172,11 +172,15 @@ test('the sidecar reports its live state into the database (shapesync.sidecars, 
     await stack.psql(`INSERT INTO items VALUES (200, 'reported')`);
     const port = new URL(stack.baseUrl).port;
     const [sc] = await waitFor(async () => {
+      // a request in every report interval while the SSE client is live, so a
+      // report sees both (requests/s counts requests since the previous report)
+      await fetch(`${stack.shapeUrl}?table=items&handle=${encodeURIComponent(p.handle)}&offset=${p.offset}`)
+        .then((r) => r.arrayBuffer());
       const rows = await select(stack, `SELECT address, version, live_clients, live_clients_by_kind, requests_per_second,
         extract(epoch FROM latency_p50) AS p50, extract(epoch FROM latency_p99) AS p99 FROM shapesync.sidecars
-        WHERE address = '127.0.0.1:${port}' AND live_clients >= 1`);
+        WHERE address = '127.0.0.1:${port}' AND live_clients >= 1 AND requests_per_second > 0`);
       return rows.length ? rows : null;
-    }, { timeoutMs: 10_000, what: 'a live report with the SSE client in shapesync.sidecars' });
+    }, { timeoutMs: 15_000, intervalMs: 250, what: 'a live report with the SSE client and its requests in shapesync.sidecars' });
     t.diagnostic(`shapesync.sidecars: ${JSON.stringify(sc)}`);
     assert.equal(sc.version, '0.2.0');
     assert.ok(sc.live_clients_by_kind.sse >= 1, JSON.stringify(sc));
