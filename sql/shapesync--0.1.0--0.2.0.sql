@@ -481,12 +481,16 @@ COMMENT ON VIEW shapesync.write_settings IS
 -- here, never passed in.
 ------------------------------------------------------------------------
 
+-- (plpgsql, not sql: a LANGUAGE sql function with SET is neither inlined
+-- nor plan-cached, so it would be parsed and planned on every call)
 CREATE FUNCTION shapesync.mutation_principal() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text ELSE current_setting('role') END
+BEGIN
+    RETURN CASE WHEN current_setting('role') = 'none' THEN session_user::text ELSE current_setting('role') END
            || '/' || coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub', '');
+END
 $$;
 COMMENT ON FUNCTION shapesync.mutation_principal() IS
     'Who is writing: the role (SET ROLE''s, else the session user), "/", and the "sub" claim of request.jwt.claims.';
@@ -494,14 +498,17 @@ COMMENT ON FUNCTION shapesync.mutation_principal() IS
 CREATE FUNCTION shapesync.write_target(rel pg_catalog.regclass,
                                        OUT tracked boolean, OUT writable boolean,
                                        OUT conflict_policy text, OUT resolver text)
-    LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     SELECT t.relid IS NOT NULL, coalesce(p.writable, true), coalesce(p.conflict_policy, 'reject'),
            p.resolver::oid::regproc::text
+      INTO tracked, writable, conflict_policy, resolver
       FROM (SELECT rel::oid AS relid) r
       LEFT JOIN shapesync.tracked t ON t.relid = r.relid
       LEFT JOIN shapesync.write_policies p ON p.relid = r.relid;
+END
 $$;
 COMMENT ON FUNCTION shapesync.write_target(pg_catalog.regclass) IS
     'Is a table tracked and writable, and its conflict policy (for shapesync.apply_mutations(), which runs as the writer).';
@@ -653,15 +660,71 @@ $$;
 COMMENT ON FUNCTION shapesync.mutation_input_error(text, text, text) IS
     'Raise invalid_parameter_value naming the field of a mutation (errors of apply_mutations() carry it as their column name).';
 
+-- What apply_mutation() needs to know of a table, as the caller sees it:
+-- computed once per table name per apply_mutations() call.  Raises nothing:
+-- apply_mutation() raises for a missing, untracked, read-only or keyless
+-- table, in the order it checks the mutation's fields.
+CREATE FUNCTION shapesync.mutation_table(name text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS $$
+DECLARE
+    rel      regclass;
+    tgt      record;
+    pk       text[];
+    pkcon    name;
+    readable text[];
+BEGIN
+    BEGIN
+        rel := pg_catalog.to_regclass(name);
+    EXCEPTION WHEN OTHERS THEN
+        rel := NULL;
+    END;
+    IF rel IS NULL THEN
+        RETURN '{"rel": null}';
+    END IF;
+    SELECT * INTO tgt FROM shapesync.write_target(rel);
+    IF NOT tgt.tracked THEN
+        RETURN jsonb_build_object('rel', rel::oid, 'tracked', false);
+    END IF;
+    SELECT array_agg(a.attname::text ORDER BY x.o), c.conname INTO pk, pkcon
+      FROM pg_catalog.pg_constraint c
+      CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY x(attnum, o)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = x.attnum
+     WHERE c.conrelid = rel AND c.contype = 'p'
+     GROUP BY c.conname;
+    -- what the caller may read of the row (conflicts return these columns)
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO readable
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND pg_catalog.has_column_privilege(rel, a.attnum, 'SELECT');
+    RETURN jsonb_build_object(
+        'rel', rel::oid, 'tracked', true, 'writable', tgt.writable,
+        'conflict_policy', tgt.conflict_policy, 'resolver', tgt.resolver,
+        'pk', pk, 'pkcon', pkcon, 'readable', readable,
+        'columns', (SELECT coalesce(jsonb_object_agg(a.attname, true), '{}') FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped),
+        'pk_cond', (SELECT string_agg(format('t.%I = k.%I', c, c), ' AND ') FROM unnest(pk) c),
+        'sel_sql', format('SELECT t.xmin, (SELECT pg_catalog.jsonb_object_agg(u.k, u.v) '
+                          'FROM unnest($2::text[], ARRAY[%s]::text[]) u(k, v)) '
+                          'FROM ONLY %s t, pg_catalog.jsonb_populate_record(NULL::%s, $1) k WHERE %s',
+                          (SELECT string_agg(format('t.%I::text', c), ', ' ORDER BY o) FROM unnest(readable) WITH ORDINALITY x(c, o)),
+                          rel, rel, (SELECT string_agg(format('t.%I = k.%I', c, c), ' AND ') FROM unnest(pk) c)));
+END
+$$;
+COMMENT ON FUNCTION shapesync.mutation_table(text) IS
+    'A table of shapesync.apply_mutations() by name, as the caller sees it: OID, write settings, primary key, readable columns, the statement that reads a row. Computed once per table per call.';
+
 -- Apply one mutation; returns its result, or raises (the caller catches).
 -- chains: row id -> {"orig": version before this request wrote it, "cur": version it wrote}
-CREATE FUNCTION shapesync.apply_mutation(m jsonb, chains jsonb) RETURNS jsonb
+-- tbl: shapesync.mutation_table(m ->> 'table'), or NULL when that is not a non-empty string
+CREATE FUNCTION shapesync.apply_mutation(m jsonb, chains jsonb, tbl jsonb) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $$
 DECLARE
     k          text;
     rel        regclass;
-    tgt        record;
+    tgt_policy text;
+    tgt_fn     text;
     op         text;
     pk         text[];
     pkcon      name;
@@ -691,6 +754,8 @@ DECLARE
     res        jsonb;
     cols       text;
     reason     text;
+    conv_sql   text;
+    converted  boolean := false;
 BEGIN
     IF jsonb_typeof(m) IS DISTINCT FROM 'object' THEN
         PERFORM shapesync.mutation_input_error('', 'a mutation must be a JSON object');
@@ -706,20 +771,13 @@ BEGIN
     IF jsonb_typeof(m -> 'table') IS DISTINCT FROM 'string' OR m ->> 'table' = '' THEN
         PERFORM shapesync.mutation_input_error('table', 'table must be a non-empty string');
     END IF;
-    BEGIN
-        rel := pg_catalog.to_regclass(m ->> 'table');
-    EXCEPTION WHEN OTHERS THEN
-        rel := NULL;
-    END;
-    IF rel IS NOT NULL THEN
-        SELECT * INTO tgt FROM shapesync.write_target(rel);
-    END IF;
-    IF rel IS NULL OR NOT tgt.tracked THEN
+    rel := (tbl ->> 'rel')::oid::regclass;
+    IF rel IS NULL OR NOT (tbl ->> 'tracked')::boolean THEN
         RAISE EXCEPTION 'table "%" does not exist', m ->> 'table'
             USING ERRCODE = 'undefined_table', COLUMN = 'table',
                   HINT = 'Only tables tracked by shapesync are writable; write a qualified name as schema.table and quote names that need it ("My Table").';
     END IF;
-    IF NOT tgt.writable THEN
+    IF NOT (tbl ->> 'writable')::boolean THEN
         RAISE EXCEPTION 'table "%" is read-only for mutations', rel::text
             USING ERRCODE = 'insufficient_privilege', COLUMN = 'table',
                   DETAIL = 'shapesync.set_writable() turned writes through shapesync off for this table.';
@@ -730,12 +788,12 @@ BEGIN
         PERFORM shapesync.mutation_input_error('op', 'op must be "insert", "update" or "delete"');
     END IF;
 
-    SELECT array_agg(a.attname::text ORDER BY x.o), c.conname INTO pk, pkcon
-      FROM pg_catalog.pg_constraint c
-      CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY x(attnum, o)
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = x.attnum
-     WHERE c.conrelid = rel AND c.contype = 'p'
-     GROUP BY c.conname;
+    tgt_policy := tbl ->> 'conflict_policy';
+    tgt_fn := tbl ->> 'resolver';
+    IF jsonb_typeof(tbl -> 'pk') = 'array' THEN
+        pk := ARRAY(SELECT jsonb_array_elements_text(tbl -> 'pk'));
+    END IF;
+    pkcon := tbl ->> 'pkcon';
     IF pk IS NULL THEN
         RAISE EXCEPTION 'table "%" has no primary key', rel::text
             USING ERRCODE = 'invalid_table_definition', COLUMN = 'table';
@@ -783,9 +841,44 @@ BEGIN
                 PERFORM shapesync.mutation_input_error('key.' || k, format('the key needs primary key column "%s"', k));
             END IF;
         END LOOP;
-        key_txt := shapesync.mutation_texts(rel, key, 'key');
     END IF;
-    vals_txt := shapesync.mutation_texts(rel, vals, 'values');
+    -- key and values to canonical text in one statement (what
+    -- mutation_texts() computes for each); on any error, mutation_texts()
+    -- again, one after the other, raises it naming the field
+    IF NOT EXISTS (SELECT 1 FROM jsonb_object_keys(vals) c WHERE NOT (tbl -> 'columns') ? c) THEN
+        SELECT string_agg(format('(SELECT pg_catalog.jsonb_object_agg(u.k, u.v) '
+                                 'FROM pg_catalog.jsonb_populate_record(NULL::%s, $%s) r, '
+                                 'unnest($%s::text[], ARRAY[%s]::text[]) u(k, v))',
+                                 rel, p.n, p.n + 1,
+                                 (SELECT string_agg(format('r.%I::text', c), ', ' ORDER BY c) FROM jsonb_object_keys(p.v) c)),
+                          ', ' ORDER BY p.n)
+          INTO conv_sql
+          FROM (VALUES (1, key), (3, vals)) p(n, v)
+         WHERE p.v IS NOT NULL AND p.v <> '{}'::jsonb;
+        BEGIN
+            IF conv_sql IS NOT NULL THEN
+                EXECUTE 'SELECT ' || conv_sql INTO key_txt, vals_txt
+                  USING key, ARRAY(SELECT c FROM jsonb_object_keys(key) c ORDER BY c),
+                        vals, ARRAY(SELECT c FROM jsonb_object_keys(vals) c ORDER BY c);
+            END IF;
+            IF key IS NULL OR key = '{}'::jsonb THEN
+                vals_txt := key_txt;
+                key_txt := CASE WHEN key IS NOT NULL THEN '{}'::jsonb END;
+            END IF;
+            IF vals = '{}'::jsonb THEN
+                vals_txt := '{}';
+            END IF;
+            converted := true;
+        EXCEPTION WHEN OTHERS THEN
+            converted := false;
+        END;
+    END IF;
+    IF NOT converted THEN
+        IF key IS NOT NULL THEN
+            key_txt := shapesync.mutation_texts(rel, key, 'key');
+        END IF;
+        vals_txt := shapesync.mutation_texts(rel, vals, 'values');
+    END IF;
     -- a key column in values must be the key: no key change
     IF key IS NOT NULL THEN
         FOREACH k IN ARRAY pk LOOP
@@ -841,21 +934,16 @@ BEGIN
     END IF;
 
     -- what the caller may read of the row (conflicts return these columns)
-    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO readable
-      FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
-       AND pg_catalog.has_column_privilege(rel, a.attnum, 'SELECT');
+    IF jsonb_typeof(tbl -> 'readable') = 'array' THEN
+        readable := ARRAY(SELECT jsonb_array_elements_text(tbl -> 'readable'));
+    END IF;
     can_read := key IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM unnest(pk) c WHERE NOT c = ANY (coalesce(readable, '{}')));
     IF key IS NOT NULL THEN
-        SELECT string_agg(format('t.%I = k.%I', c, c), ' AND ') INTO pk_cond FROM unnest(pk) c;
+        pk_cond := tbl ->> 'pk_cond';
         row_id := rel::oid::text || ':' || key_txt::text;
         chain := chains -> row_id;
-        sel_sql := format('SELECT t.xmin, (SELECT pg_catalog.jsonb_object_agg(u.k, u.v) '
-                          'FROM unnest($2::text[], ARRAY[%s]::text[]) u(k, v)) '
-                          'FROM ONLY %s t, pg_catalog.jsonb_populate_record(NULL::%s, $1) k WHERE %s',
-                          (SELECT string_agg(format('t.%I::text', c), ', ' ORDER BY o) FROM unnest(readable) WITH ORDINALITY x(c, o)),
-                          rel, rel, pk_cond);
+        sel_sql := tbl ->> 'sel_sql';
     END IF;
 
     -- read, decide, write only if the row is still the one read (compare
@@ -901,15 +989,15 @@ BEGIN
         -- (no base version: applies unconditionally)
 
         -- conflicts the policy may resolve (a missing row is resolved only by a function)
-        IF decision = 'conflict' AND NOT (op <> 'insert' AND cur_xmin IS NULL AND tgt.conflict_policy <> 'function')
+        IF decision = 'conflict' AND NOT (op <> 'insert' AND cur_xmin IS NULL AND tgt_policy <> 'function')
            AND NOT (op = 'delete' AND cur_xmin IS NULL) THEN
-            IF tgt.conflict_policy = 'last_write_wins' THEN
+            IF tgt_policy = 'last_write_wins' THEN
                 decision := 'apply';
                 resolved := 'last_write_wins';
                 IF op = 'insert' THEN
                     op := 'upsert';
                 END IF;
-            ELSIF tgt.conflict_policy = 'merge' AND op <> 'insert' THEN
+            ELSIF tgt_policy = 'merge' AND op <> 'insert' THEN
                 -- apply when none of the columns this mutation changes (a
                 -- delete: every column it saw) changed since base
                 IF base_vals IS NOT NULL AND NOT EXISTS (
@@ -925,15 +1013,15 @@ BEGIN
                                    THEN 'the row changed since its base version'
                                    ELSE 'a column this mutation changes changed since its base version' END;
                 END IF;
-            ELSIF tgt.conflict_policy = 'function' THEN
-                EXECUTE format('SELECT %s($1, $2, $3)', tgt.resolver)
+            ELSIF tgt_policy = 'function' THEN
+                EXECUTE format('SELECT %s($1, $2, $3)', tgt_fn)
                    INTO fn_result
                   USING base_vals,
                         CASE WHEN op = 'delete' THEN NULL
                              ELSE coalesce(base_vals, '{}') || coalesce(key_txt, '{}') || vals_txt END,
                         cur_row;
                 IF fn_result IS NULL THEN
-                    reason := format('the conflict function %s returned NULL', tgt.resolver);
+                    reason := format('the conflict function %s returned NULL', tgt_fn);
                 ELSIF jsonb_typeof(fn_result) = 'null' THEN
                     -- the row must not exist
                     decision := 'apply';
@@ -946,7 +1034,7 @@ BEGIN
                     PERFORM shapesync.mutation_texts(rel, write_vals, 'resolver');
                     FOREACH k IN ARRAY pk LOOP
                         IF fn_result ? k AND (fn_result ->> k) IS DISTINCT FROM (key_txt ->> k) THEN
-                            RAISE EXCEPTION 'conflict function % changed the key', tgt.resolver
+                            RAISE EXCEPTION 'conflict function % changed the key', tgt_fn
                                 USING ERRCODE = 'invalid_parameter_value';
                         END IF;
                     END LOOP;
@@ -957,7 +1045,7 @@ BEGIN
                         op := CASE WHEN write_vals = '{}'::jsonb THEN 'keep' ELSE 'update' END;
                     END IF;
                 ELSE
-                    RAISE EXCEPTION 'conflict function % must return a JSON object, JSON null or NULL', tgt.resolver
+                    RAISE EXCEPTION 'conflict function % must return a JSON object, JSON null or NULL', tgt_fn
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
             END IF;
@@ -1044,7 +1132,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION shapesync.apply_mutation(jsonb, jsonb) IS
+COMMENT ON FUNCTION shapesync.apply_mutation(jsonb, jsonb, jsonb) IS
     'One mutation of shapesync.apply_mutations(), as the caller: validate, read the row, resolve a stale base by the table''s policy, write with compare-and-swap on xmin. Raises on refusal and bad input.';
 
 CREATE FUNCTION shapesync.apply_mutations(mutations jsonb, idempotency_key text DEFAULT NULL,
@@ -1117,6 +1205,9 @@ BEGIN
     END IF;
     stored := looked -> 'mutations';
 
+    DECLARE
+        tables jsonb := '{}';   -- table name -> shapesync.mutation_table(name): once per table per call
+        tname  text;
     BEGIN
         FOR i IN 0 .. n - 1 LOOP
             m := mutations -> i;
@@ -1141,7 +1232,14 @@ BEGIN
                 res := (stored -> mid) || '{"replayed": true}';
             ELSE
                 BEGIN
-                    res := shapesync.apply_mutation(m, chains);
+                    tname := NULL;
+                    IF jsonb_typeof(m -> 'table') = 'string' AND m ->> 'table' <> '' THEN
+                        tname := m ->> 'table';
+                        IF NOT tables ? tname THEN
+                            tables := tables || jsonb_build_object(tname, shapesync.mutation_table(tname));
+                        END IF;
+                    END IF;
+                    res := shapesync.apply_mutation(m, chains, tables -> tname);
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                             det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT,
@@ -1236,7 +1334,8 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA shapesync TO %I', grant_writer.role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    'shapesync.apply_mutations(jsonb, text, boolean), '
-                   'shapesync.apply_mutation(jsonb, jsonb), '
+                   'shapesync.apply_mutation(jsonb, jsonb, jsonb), '
+                   'shapesync.mutation_table(text), '
                    'shapesync.mutation_texts(pg_catalog.regclass, jsonb, text), '
                    'shapesync.mutation_input_error(text, text, text), '
                    'shapesync.write_target(pg_catalog.regclass), '
@@ -1260,7 +1359,8 @@ BEGIN
     END IF;
     EXECUTE format('REVOKE EXECUTE ON FUNCTION '
                    'shapesync.apply_mutations(jsonb, text, boolean), '
-                   'shapesync.apply_mutation(jsonb, jsonb), '
+                   'shapesync.apply_mutation(jsonb, jsonb, jsonb), '
+                   'shapesync.mutation_table(text), '
                    'shapesync.mutation_texts(pg_catalog.regclass, jsonb, text), '
                    'shapesync.mutation_input_error(text, text, text), '
                    'shapesync.write_target(pg_catalog.regclass), '
@@ -1285,7 +1385,8 @@ REVOKE ALL ON FUNCTION shapesync.set_writable(pg_catalog.regclass, boolean),
                        shapesync.mutation_record(jsonb, text, jsonb),
                        shapesync.mutation_texts(pg_catalog.regclass, jsonb, text),
                        shapesync.mutation_input_error(text, text, text),
-                       shapesync.apply_mutation(jsonb, jsonb),
+                       shapesync.mutation_table(text),
+                       shapesync.apply_mutation(jsonb, jsonb, jsonb),
                        shapesync.apply_mutations(jsonb, text, boolean),
                        shapesync.grant_writer(name),
                        shapesync.revoke_writer(name) FROM PUBLIC;
