@@ -29,6 +29,9 @@
 # between <!-- writer-analysis:begin --> and <!-- writer-analysis:end --> in
 # that section is kept.
 #
+# PG_CONFIG=/path/to/pg_config runs the cluster from that installation (for
+# example a private copy of PostgreSQL with an uninstalled build of the extension).
+#
 # Needs: the extension built and installed (make && make install), PostgreSQL 15
 # with pgbench; postgresql-15-pgq3 for the PgQ case (skipped without it); perf
 # for the profile of the trigger (skipped without it).
@@ -54,7 +57,7 @@ COMMAND="scripts/bench-writer.sh${*:+ $*}"
 
 log() { printf 'bench-writer: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 DURATION=6
 ROUNDS=3
@@ -108,7 +111,7 @@ PSQLBIN=$BIN/psql
 HAVE_PERF=0
 if [ $PERF = 1 ] && command -v perf >/dev/null 2>&1; then HAVE_PERF=1; fi
 
-PKGLIB=$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
+PKGLIB=$("${PG_CONFIG:-pg_config}" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-writer.XXXXXX")
 BUILT_FROM=""
 if [ $INSTALL = 1 ]; then
