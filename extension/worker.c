@@ -418,7 +418,15 @@ ShapesyncTickerRelease(int code, Datum arg)
 	pg_atomic_write_u32(&slot->pid, 0);
 }
 
-/* Ticker: wait for the doorbell or the idle timer, then tick and notify. */
+/*
+ * Ticker: wait for the doorbell or the idle timer, then tick and notify.
+ *
+ * When the ticker is idle, a ring is answered at once: a lone commit is
+ * ticked (and its listeners woken) as soon as it is visible.  Under load it
+ * coalesces: when a ring arrived while the previous tick ran, the next tick
+ * waits until tick_min_interval_ms after the previous one, so a steady
+ * write load costs at most one tick per interval, however many commits ring.
+ */
 void
 shapesync_worker_main(Datum main_arg)
 {
@@ -429,6 +437,7 @@ shapesync_worker_main(Datum main_arg)
 	TimestampTz last_tick = 0;
 	TimestampTz last_maintenance = 0;
 	bool		rung;
+	bool		loaded = false; /* a ring arrived during the last tick */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -479,11 +488,11 @@ shapesync_worker_main(Datum main_arg)
 		}
 
 		/*
-		 * Coalesce: rings that come sooner than tick_min_interval_ms after the
-		 * previous tick wait for the rest of that interval, so a steady write
-		 * load costs at most one tick per interval.
+		 * Coalesce under load only: after a tick during which another commit
+		 * rang, the next tick waits for the rest of tick_min_interval_ms.  A
+		 * ring that found the ticker waiting is ticked at once.
 		 */
-		if (shapesync_tick_min_interval_ms > 0 && last_tick != 0)
+		if (loaded && shapesync_tick_min_interval_ms > 0 && last_tick != 0)
 		{
 			long		since_ms = (long) ((GetCurrentTimestamp() - last_tick) / 1000);
 
@@ -500,6 +509,7 @@ shapesync_worker_main(Datum main_arg)
 		rung = pg_atomic_exchange_u32(&slot->rung, 0) != 0;
 		(void) ShapesyncRunTick(&installed, rung);
 		last_tick = GetCurrentTimestamp();
+		loaded = pg_atomic_read_u32(&slot->rung) != 0;
 
 		/* retention, between ticks (its TRUNCATE never holds up a tick) */
 		if (installed &&
