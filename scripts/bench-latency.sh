@@ -10,7 +10,8 @@
 #   scripts/bench-latency.sh [--count N] [--write]
 #
 # PG_CONFIG=/path/to/pg_config runs the cluster from that installation (for
-# example a private copy with an uninstalled build of the extension).
+# example a private copy with an uninstalled build of the extension);
+# SHAPESYNCD=/path/to/shapesyncd runs that sidecar instead of build/shapesyncd.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -23,7 +24,8 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [--count N] [--write]" >&2; exit 2 ;;
 	esac
 done
-[ -x build/latency ] && [ -x build/shapesyncd ] || { echo "build first: make sidecar && cmake --build build --target benches" >&2; exit 1; }
+SHAPESYNCD=${SHAPESYNCD:-build/shapesyncd}
+[ -x build/latency ] && [ -x "$SHAPESYNCD" ] || { echo "build first: make sidecar && cmake --build build --target benches" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/shapesync-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -38,7 +40,7 @@ trap cleanup EXIT
 PGPORT=$(scripts/pgcluster.sh free-port)
 URL=$(SHAPESYNC_PG_FSYNC=off scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
 HTTPPORT=$(scripts/pgcluster.sh free-port)
-build/shapesyncd --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" --insecure >"$WORK/shapesyncd.log" 2>&1 &
+"$SHAPESYNCD" --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" --insecure >"$WORK/shapesyncd.log" 2>&1 &
 SIDECAR_PID=$!
 for _ in $(seq 1 100); do
 	curl -sf "http://127.0.0.1:$HTTPPORT/v1/health" | grep -q active && break
@@ -87,8 +89,8 @@ SECTION=$(cat <<EOT
 $(date -u +%Y-%m-%d), $(nproc) cores ($CPU), $MEM, PostgreSQL $PGV, fsync off, the extension's ticker
 preloaded; client, sidecar and server on one machine over loopback.
 Command: \`scripts/bench-latency.sh --count $COUNT\` (program: bench/latency.cpp), built from $BUILT.
-Machine load during the run: this benchmark (cluster, sidecar, latency program) $OURS% of all CPUs, other work
-$OTHER%; load average before/after: $LOAD_BEFORE / $LOAD_AFTER.
+Machine load during the run: this benchmark (cluster, sidecar, latency program) $OURS% of all CPUs, other work $OTHER%;
+load average before/after: $LOAD_BEFORE / $LOAD_AFTER.
 Each row is sent by a separate single-row INSERT transaction after the previous one arrived; time from
 sending the INSERT to the live long-poll response carrying it. The baseline is a NOTIFY sent in its own
 transaction and received by a LISTENing connection, measured by the same program in the same run.
