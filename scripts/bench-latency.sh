@@ -88,7 +88,7 @@ SECTION=$(cat <<EOT
 
 $(date -u +%Y-%m-%d), $(nproc) cores ($CPU), $MEM, PostgreSQL $PGV, fsync off, the extension's ticker
 preloaded; client, sidecar and server on one machine over loopback.
-Command: \`scripts/bench-latency.sh --count $COUNT\` (program: bench/latency.cpp), built from $BUILT.
+Command: \`${PG_CONFIG:+PG_CONFIG=$PG_CONFIG }scripts/bench-latency.sh --count $COUNT\` (program: bench/latency.cpp), built from $BUILT.
 Machine load during the run: this benchmark (cluster, sidecar, latency program) $OURS% of all CPUs, other work $OTHER%;
 load average before/after: $LOAD_BEFORE / $LOAD_AFTER.
 Each row is sent by a separate single-row INSERT transaction after the previous one arrived; time from
