@@ -100,5 +100,5 @@ EOT
 )
 echo "$SECTION"
 if [ "$WRITE" = 1 ]; then
-	printf '%s\n' "$SECTION" | scripts/write-results-section.py "Commit-to-client latency"
+	printf '%s\n' "$SECTION" | scripts/write-results-section.py "Commit-to-client latency" --keep reading
 fi
