@@ -68,8 +68,9 @@ _PG_init(void)
 
 	DefineCustomIntVariable("shapesync.tick_min_interval_ms",
 							"Shortest time between two ticks of the ticker.",
-							"Under a steady write load every commit rings the doorbell; ticks "
-							"closer together than this are coalesced into one. 0 ticks on every ring.",
+							"A lone commit is ticked at once. Under load (the last tick covered more "
+							"than one commit) ticks closer together than this are coalesced into "
+							"one. 0 ticks on every ring.",
 							&shapesync_tick_min_interval_ms,
 							2,
 							0, 1000,

@@ -16,10 +16,12 @@
  *	- dboid, procno: written only by the slot's owner, after claiming pid
  *	  and before its first tick; cleared before pid on exit.  procno is
  *	  stored plus one (0 = unknown).
- *	- rung: set to 1 by any committing backend of that database that wrote
- *	  to the change log (the doorbell, XACT_EVENT_COMMIT), then the owner's
- *	  latch is set; the owner swaps it back to 0 before ticking, so rings
- *	  that arrive during a tick cause one more tick (coalescing).
+ *	- rung: incremented by any committing backend of that database that
+ *	  wrote to the change log (the doorbell, XACT_EVENT_COMMIT), then the
+ *	  owner's latch is set; the owner swaps it back to 0 before ticking, so
+ *	  rings that arrive during a tick cause one more tick, and the count it
+ *	  swapped out (commits covered by the tick) tells it whether it is under
+ *	  load (coalescing).
  *
  * A reader may see a stale procno (the ticker just exited and its PGPROC
  * was reused): it then sets some other process's latch, a spurious wake-up
@@ -59,7 +61,7 @@
 
 typedef struct ShapesyncTickerSlot
 {
-	pg_atomic_uint32 rung;		/* doorbell: 1 = something committed */
+	pg_atomic_uint32 rung;		/* doorbell: commits since the last swap */
 	pg_atomic_uint32 pid;		/* owning ticker's pid, 0 if none */
 	pg_atomic_uint32 dboid;		/* database it serves, InvalidOid if none */
 	pg_atomic_uint32 procno;	/* its pgprocno + 1, 0 if unknown */
@@ -210,8 +212,7 @@ ShapesyncRing(void)
 
 		if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
 			continue;
-		pg_atomic_write_u32(&slot->rung, 1);
-		pg_memory_barrier();
+		(void) pg_atomic_fetch_add_u32(&slot->rung, 1);	/* a full barrier */
 		procno = pg_atomic_read_u32(&slot->procno);
 		if (procno > 0 && procno <= ProcGlobal->allProcCount)
 			SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
@@ -418,7 +419,18 @@ ShapesyncTickerRelease(int code, Datum arg)
 	pg_atomic_write_u32(&slot->pid, 0);
 }
 
-/* Ticker: wait for the doorbell or the idle timer, then tick and notify. */
+/*
+ * Ticker: wait for the doorbell or the idle timer, then tick and notify.
+ *
+ * When the ticker is idle, a ring is answered at once: a lone commit is
+ * ticked (and its listeners woken) as soon as it is visible.  Under load it
+ * coalesces: when the previous tick covered more than one commit, or more
+ * than one rang while it ran, the next tick waits until
+ * tick_min_interval_ms after the previous one, so a steady write load costs
+ * at most about one tick per interval, however many commits ring.  (Whether
+ * a ring arrived during the tick alone is no sign of load: on a saturated
+ * machine the writers often do not run while the ticker does.)
+ */
 void
 shapesync_worker_main(Datum main_arg)
 {
@@ -428,7 +440,8 @@ shapesync_worker_main(Datum main_arg)
 	int			sleep_ms = 0;
 	TimestampTz last_tick = 0;
 	TimestampTz last_maintenance = 0;
-	bool		rung;
+	uint32		rings;
+	bool		loaded = false; /* the last tick saw more than one commit */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -479,11 +492,11 @@ shapesync_worker_main(Datum main_arg)
 		}
 
 		/*
-		 * Coalesce: rings that come sooner than tick_min_interval_ms after the
-		 * previous tick wait for the rest of that interval, so a steady write
-		 * load costs at most one tick per interval.
+		 * Coalesce under load only: after a tick that covered more than one
+		 * commit, the next tick waits for the rest of tick_min_interval_ms.
+		 * A lone ring is ticked at once.
 		 */
-		if (shapesync_tick_min_interval_ms > 0 && last_tick != 0)
+		if (loaded && shapesync_tick_min_interval_ms > 0 && last_tick != 0)
 		{
 			long		since_ms = (long) ((GetCurrentTimestamp() - last_tick) / 1000);
 
@@ -497,9 +510,10 @@ shapesync_worker_main(Datum main_arg)
 		 * forces the tick (a committed change is proof enough); on the idle
 		 * timer tick(false) decides whether anything can be new.
 		 */
-		rung = pg_atomic_exchange_u32(&slot->rung, 0) != 0;
-		(void) ShapesyncRunTick(&installed, rung);
+		rings = pg_atomic_exchange_u32(&slot->rung, 0);
+		(void) ShapesyncRunTick(&installed, rings != 0);
 		last_tick = GetCurrentTimestamp();
+		loaded = rings > 1 || pg_atomic_read_u32(&slot->rung) > 1;
 
 		/* retention, between ticks (its TRUNCATE never holds up a tick) */
 		if (installed &&

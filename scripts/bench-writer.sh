@@ -29,6 +29,9 @@
 # between <!-- writer-analysis:begin --> and <!-- writer-analysis:end --> in
 # that section is kept.
 #
+# PG_CONFIG=/path/to/pg_config runs the cluster from that installation (for
+# example a private copy of PostgreSQL with an uninstalled build of the extension).
+#
 # Needs: the extension built and installed (make && make install), PostgreSQL 15
 # with pgbench; postgresql-15-pgq3 for the PgQ case (skipped without it); perf
 # for the profile of the trigger (skipped without it).
@@ -45,6 +48,9 @@
 #   --no-write     do not touch bench/RESULTS.md; --write forces it with --quick
 #   --no-perf      no perf profile of the trigger
 #   --keep         keep the cluster (its directory is printed)
+#   --cases LIST   only these cases (comma-separated names: base, peer_pgq, s0,
+#                  w1, u10, u1000, u<shapes>, g10, g100); implies --no-write
+#   --multi-only   only the 100-row transactions (and EXPLAIN); implies --no-write
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,7 +60,7 @@ COMMAND="scripts/bench-writer.sh${*:+ $*}"
 
 log() { printf 'bench-writer: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 DURATION=6
 ROUNDS=3
@@ -68,6 +74,8 @@ WRITE_FORCED=0
 PERF=1
 KEEP=0
 QUICK=0
+ONLY_CASES=""
+MULTI_ONLY=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
@@ -80,6 +88,8 @@ while [ $# -gt 0 ]; do
 	--write) WRITE_FORCED=1 ;;
 	--no-perf) PERF=0 ;;
 	--keep) KEEP=1 ;;
+	--cases) ONLY_CASES=${2:?}; WRITE=0; shift ;;
+	--multi-only) MULTI_ONLY=1; WRITE=0 ;;
 	-h | --help) usage ;;
 	*) log "unknown option $1"; usage ;;
 	esac
@@ -108,7 +118,7 @@ PSQLBIN=$BIN/psql
 HAVE_PERF=0
 if [ $PERF = 1 ] && command -v perf >/dev/null 2>&1; then HAVE_PERF=1; fi
 
-PKGLIB=$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
+PKGLIB=$("${PG_CONFIG:-pg_config}" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-writer.XXXXXX")
 BUILT_FROM=""
 if [ $INSTALL = 1 ]; then
@@ -204,6 +214,14 @@ else
 	log "SKIPPED: general (WHERE) shapes and per-user shapes need shape membership in the extension" \
 		"(get_or_create_shape(..., params) returning shape_id); rebuild and reinstall once it is committed"
 	CASES=("${CASES[@]:0:4}")
+fi
+if [ -n "$ONLY_CASES" ]; then
+	kept=()
+	for c in "${CASES[@]}"; do
+		case ",$ONLY_CASES," in *",${c%%|*},"*) kept+=("$c") ;; esac
+	done
+	[ ${#kept[@]} -gt 0 ] || die "--cases $ONLY_CASES matches no case"
+	CASES=("${kept[@]}")
 fi
 UL="u$NLARGE"
 declare -A LABEL OWNERS KIND NSHAPES REGMS
@@ -340,6 +358,11 @@ has_case "$UL" && MOVE+=("$UL")
 # not replanned, slows down as the table grows) and warm the caches.
 WARM=w1
 has_case "$WARM" || WARM=s0
+if ! has_case "$WARM"; then
+	WARM=base
+	for name in $(case_names); do case ${KIND[$name]} in none | pgq) ;; *) WARM=$name; break ;; esac; done
+fi
+if [ $MULTI_ONLY = 1 ]; then SINGLE=(); MOVE=(); fi
 log "warm-up: 3 s of single-row INSERTs on $WARM.t"
 (cd "$TMP" && env PGOPTIONS="-c synchronous_commit=off -c search_path=$WARM" \
 	"$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T 3 -D owners="${OWNERS[$WARM]}" -f "$W/insert1.sql" \

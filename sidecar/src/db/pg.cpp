@@ -23,6 +23,7 @@ void PgConn::close() {
     PQfinish(conn_);
     conn_ = nullptr;
   }
+  prepared_.clear();
 }
 
 void PgConn::fail(const std::string& what, const char* state) {
@@ -138,6 +139,39 @@ asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& par
   }
   if (!sent) fail("cannot send query");
   co_await flush();
+  co_return co_await collect();
+}
+
+asio::awaitable<PgResult> PgConn::exec_prepared(const std::string& name, std::string_view sql,
+                                                const PgParams& params) {
+  if (!ok()) fail("not connected");
+  std::vector<const char*> vals;
+  vals.reserve(params.size());
+  for (auto& p : params) vals.push_back(p ? p->c_str() : nullptr);
+  for (int attempt = 0;; ++attempt) {
+    if (!prepared_.contains(name)) {
+      std::string q(sql);
+      if (!PQsendPrepare(conn_, name.c_str(), q.c_str(), 0, nullptr)) fail("cannot send query");
+      co_await flush();
+      co_await collect();
+      prepared_.insert(name);
+    }
+    if (!PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(vals.size()), vals.data(), nullptr, nullptr, 0))
+      fail("cannot send query");
+    co_await flush();
+    try {
+      co_return co_await collect();
+    } catch (const PgError& e) {
+      // "cached plan must not change result type": what it reads was
+      // replaced (ALTER EXTENSION ... UPDATE); prepare it again, once
+      if (e.sqlstate != "0A000" || attempt > 0 || e.connection_lost || in_transaction()) throw;
+    }
+    prepared_.erase(name);
+    co_await exec("DEALLOCATE " + quote_ident(name));
+  }
+}
+
+asio::awaitable<PgResult> PgConn::collect() {
   PgResult last;
   std::optional<PgError> error;
   for (;;) {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -78,6 +79,12 @@ class PgConn {
   // Runs one statement with text parameters; returns its result (the last one
   // for multi-statement strings without parameters). Throws PgError.
   asio::awaitable<PgResult> exec(std::string_view sql, const PgParams& params = {});
+  // Runs one statement with text parameters as the prepared statement `name`
+  // of this session, preparing it on first use (parsed once, not per call:
+  // for the statements on the path of every change). A statement whose result
+  // type changed under it (an extension upgrade) is prepared again once.
+  // Throws PgError.
+  asio::awaitable<PgResult> exec_prepared(const std::string& name, std::string_view sql, const PgParams& params);
 
   // Runs `COPY (...) TO STDOUT` (text format) and hands each data row (without
   // its newline) to `on_row` as it arrives, so the caller works while the
@@ -103,12 +110,15 @@ class PgConn {
   asio::awaitable<void> wait_socket(bool write);
   // Sends what libpq has buffered (a query just queued).
   asio::awaitable<void> flush();
+  // Reads the results of what was sent; returns the last, throws the first error.
+  asio::awaitable<PgResult> collect();
   void consume();
   [[noreturn]] void fail(const std::string& what, const char* state = "");
 
   asio::any_io_executor ex_;
   PGconn* conn_ = nullptr;
   std::vector<std::pair<std::string, std::string>> notes_;
+  std::set<std::string> prepared_;  // statements prepared in this session
 };
 
 }  // namespace shapesync

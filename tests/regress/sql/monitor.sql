@@ -143,7 +143,10 @@ SELECT severity, problem, subject, message ~ 'more than shapesync.alert_log_byte
 RESET shapesync.alert_log_bytes;
 
 -- changes that wait for a tick longer than shapesync.alert_tick_delay
+-- (holding the tickers' lock: a tick that starts meanwhile, for example on a
+-- spurious wake-up of the worker, would see the uncommitted change's seq)
 BEGIN;
+SELECT pg_advisory_xact_lock(7303830626947563123);
 INSERT INTO mon_items VALUES (100, 'u1', 1);
 SELECT pg_sleep(0.05);
 SET LOCAL shapesync.alert_tick_delay = '10ms';

@@ -50,6 +50,58 @@ SELECT last_tick_id > :before AS newer_tick, last_tick_time IS NOT NULL AS has_t
        unticked_changes, change_log_rows > 0 AS has_rows, oldest_unticked_age
   FROM shapesync.sync_status;
 
+-- Idle, the ticker answers a ring at once; under load (its last tick covered
+-- more than one commit, or more than one rang while it ran) the next tick
+-- waits until shapesync.tick_min_interval_ms after the previous one. A long
+-- interval makes both visible.
+CREATE FUNCTION pg_temp.wait_ticked(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..1000 LOOP
+        IF EXISTS (SELECT 1 FROM shapesync.ticks t CROSS JOIN LATERAL shapesync.batch(t.tick_id) b
+                    WHERE b.relid = 'bell'::regclass AND b.new_values = ARRAY[v::text]) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN false;
+END
+$$;
+ALTER SYSTEM SET shapesync.tick_min_interval_ms = 1000;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+INSERT INTO bell VALUES (2);
+SELECT pg_temp.wait_ticked(2);
+-- one commit soon after the previous tick, nothing else running: no wait
+SELECT clock_timestamp() AS t0 \gset
+INSERT INTO bell VALUES (3);
+SELECT pg_temp.wait_ticked(3), clock_timestamp() - :'t0'::timestamptz < interval '500 ms' AS ticked_at_once;
+-- one more commit during a tick is no load: hold the tickers' lock
+-- (shapesync.tick()) so that row 5 commits while the ticker is inside the
+-- tick that row 4 rang for; the tick of row 6 is not delayed
+SELECT pg_advisory_lock(7303830626947563123);
+INSERT INTO bell VALUES (4);
+SELECT pg_sleep(0.2);
+INSERT INTO bell VALUES (5);
+SELECT pg_advisory_unlock(7303830626947563123);
+SELECT pg_temp.wait_ticked(5);
+SELECT clock_timestamp() AS t0 \gset
+INSERT INTO bell VALUES (6);
+SELECT pg_temp.wait_ticked(6), clock_timestamp() - :'t0'::timestamptz < interval '500 ms' AS ticked_at_once;
+-- two are: rows 8 and 9 commit during the tick of row 7, so the tick of
+-- row 10 is coalesced (it waits for the rest of the interval)
+SELECT pg_advisory_lock(7303830626947563123);
+INSERT INTO bell VALUES (7);
+SELECT pg_sleep(0.2);
+INSERT INTO bell VALUES (8);
+INSERT INTO bell VALUES (9);
+SELECT pg_advisory_unlock(7303830626947563123);
+SELECT pg_temp.wait_ticked(9);
+SELECT clock_timestamp() AS t0 \gset
+INSERT INTO bell VALUES (10);
+SELECT pg_temp.wait_ticked(10), clock_timestamp() - :'t0'::timestamptz >= interval '800 ms' AS coalesced;
+ALTER SYSTEM RESET shapesync.tick_min_interval_ms;
+SELECT pg_reload_conf();
+
 DROP TABLE bell;
 
 -- a database the ticker does not serve: no worker, the sidecar ticks
