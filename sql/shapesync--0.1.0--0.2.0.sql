@@ -1368,6 +1368,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Run shapesync.track() on the table first.';
     END IF;
+    -- GRANT and REVOKE take no lock on the table: the grant event trigger
+    -- takes this key exclusively before it looks for shapes to invalidate, so
+    -- it waits for this registration (which holds it from before it reads the
+    -- role's privileges) and this registration for it (docs/auth.md)
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared((1936220528::bigint << 32) | rel::oid::bigint);
     -- role, columns, policies and the filter (the caller is the role outside this function)
     SELECT e.canonical_where, e.template, e.template_sql, e.consts, e.policy_applied, e.shape_columns
       INTO cw, tmpl, tsql, cs, pol, cols
@@ -1476,6 +1481,17 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    -- first wait for the registrations running on the tables of a GRANT or
+    -- REVOKE (they hold this key shared; see get_or_create_shape with a
+    -- role): the query below then sees the shapes, and the served roles,
+    -- that they made (key: 'shap' << 32 | table oid, in table order)
+    PERFORM pg_catalog.pg_advisory_xact_lock((1936220528::bigint << 32) | k.relid::bigint)
+       FROM (SELECT DISTINCT g.relid
+               FROM pg_event_trigger_ddl_commands() c
+              CROSS JOIN LATERAL unnest(shapesync.ddl_command_relids(c.command)) AS g(relid)
+               JOIN shapesync.tracked t ON t.relid = g.relid
+              WHERE c.command_tag IN ('GRANT', 'REVOKE')
+              ORDER BY g.relid) k;
     FOR r IN SELECT DISTINCT x.relid, c.command_tag
                FROM pg_event_trigger_ddl_commands() c
                CROSS JOIN LATERAL (
