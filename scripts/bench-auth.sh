@@ -15,7 +15,9 @@
 #   key (the superuser: no RLS) and those with a key (role `authenticated`,
 #   the policy folded into the shape) serve the same 100 rows of the same
 #   request target. Also CPU per request of each sidecar process and the
-#   database transactions per request during the timed requests.
+#   database transactions per request during the timed requests. Last, a
+#   control with no key anywhere in the first version's layout (two requests
+#   per round to one process, one to the other).
 #
 # --perf DIR: perf record every sidecar during the timed requests (DIR/<name>.data).
 set -euo pipefail
@@ -131,3 +133,8 @@ echo "Database transactions (pg_stat_database commits + rollbacks) from the star
 # other load: machine busy time not spent by this script's processes (bench program, sidecars)
 echo "Other load on the machine during the run: $(awk -v m=$((m1 - m0)) -v s=$((self1 - self0)) -v c="$(for i in "${!NAMES[@]}"; do echo $((C1[$i] - C0[$i])); done | paste -sd+ | bc)" \
 	-v ns=$((t1 - t0)) -v hz="$HZ" -v n="$(nproc)" 'BEGIN { o = (m - s - c) / hz / (ns / 1e9) / n * 100; if (o < 0) o = 0; printf "%.0f", o }')% of the machine's CPUs (busy time outside this benchmark's client and sidecars; PostgreSQL's own work counts as other)."
+# the first version of this benchmark's layout, with no key anywhere (see bench/auth.cpp --old-layout)
+echo
+echo "Control for the first version's layout (two requests per round to one process, one to the other; no key anywhere):"
+build/auth --latency-only 1 --old-layout 1 --open "127.0.0.1:$P1" --open2 "127.0.0.1:$P2" --secret "$SECRET" \
+	--target "/v1/shape?table=bench_auth&offset=-1&where=owner%3D%27user-1%27" --count "$COUNT"
