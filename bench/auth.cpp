@@ -6,9 +6,9 @@
 //
 // 1. Verifications per second, in-process, one thread: HS256 and RS256
 //    signature checks (JwtVerifier, every call verifies), a cached token
-//    (JwtCache hit) and the whole gate on a request (AuthGate::authenticate).
+//    (JwtCache hit) and the whole gate on a request (AuthGate::decide).
 // 2. How the gate's per-token memory behaves: N distinct valid tokens (N users,
-//    each token used again and again, round robin) through AuthGate::authenticate;
+//    each token used again and again, round robin) through AuthGate::decide;
 //    requests per second and signature checks per request.
 // 3. With --open/--open2/--auth: request latency of GET TARGET against sidecars
 //    of one database in the same run, requests interleaved one by one in a
@@ -292,7 +292,7 @@ int main(int argc, char** argv) {
   }
   http::fields headers;
   headers.set(http::field::authorization, "Bearer " + hs);
-  double gate_rate = rate(seconds, [&] { (void)gate->authenticate(headers); });
+  double gate_rate = rate(seconds, [&] { (void)gate->decide(headers); });
   std::cout << "| verification (one thread) | per second | µs each |\n|---|---:|---:|\n";
   std::cout << "| HS256 signature check (JwtVerifier) | " << fmt("%.0f", hs_rate) << " | " << fmt("%.2f", 1e6 / hs_rate)
             << " |\n";
@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
             << " |\n";
   std::cout << "| cached token (JwtCache hit) | " << fmt("%.0f", hit_rate) << " | " << fmt("%.2f", 1e6 / hit_rate)
             << " |\n";
-  std::cout << "| the auth gate on a request with that token (AuthGate::authenticate) | " << fmt("%.0f", gate_rate)
+  std::cout << "| the auth gate on a request with that token (AuthGate::decide) | " << fmt("%.0f", gate_rate)
             << " | " << fmt("%.2f", 1e6 / gate_rate) << " |\n";
 
   // 2. the gate's per-token memory: N users' tokens, round robin
@@ -316,13 +316,13 @@ int main(int argc, char** argv) {
         c["sub"] = "user-" + std::to_string(k);
         hs_headers[static_cast<size_t>(k)].set(http::field::authorization, "Bearer " + sign_hmac("HS256", c, secret));
       }
-      for (auto& h : hs_headers) (void)g->authenticate(h);  // first pass: every token verified once
+      for (auto& h : hs_headers) (void)g->decide(h);  // first pass: every token verified once
       std::uint64_t v0 = g->verifications();
       long long reqs = std::max<long long>(3LL * n, 30000);
       auto t0 = Clock::now();
       for (long long r = 0; r < reqs; ++r) {
-        auto d = g->authenticate(hs_headers[static_cast<size_t>(r % n)]);
-        if (d.refusal) {
+        auto d = g->decide(hs_headers[static_cast<size_t>(r % n)]);
+        if (d->refusal) {
           std::cerr << "auth bench: a cache-test token was refused\n";
           return 1;
         }

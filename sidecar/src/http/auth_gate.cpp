@@ -125,7 +125,7 @@ bool AuthGate::has_valid_token(const http::fields& headers) const {
   auto now = std::chrono::system_clock::now();
   {
     std::lock_guard lk(mu_);
-    if (auto it = decided_.find(std::string(*token)); it != decided_.end() && now < it->second.expires) {
+    if (auto it = decided_.find(*token); it != decided_.end() && now < it->second.expires) {
       ++hits_;
       return true;
     }
@@ -134,32 +134,33 @@ bool AuthGate::has_valid_token(const http::fields& headers) const {
   return keys()->verifier.verify(*token, now).ok;
 }
 
-AuthDecision AuthGate::authenticate(const http::fields& headers) const {
-  AuthDecision d;
-  if (!enabled_) return d;  // --insecure: the sidecar's own rights
+std::shared_ptr<const AuthDecision> AuthGate::decide(const http::fields& headers) const {
+  static const auto kOwnRights = std::make_shared<const AuthDecision>();
+  if (!enabled_) return kOwnRights;  // --insecure: the sidecar's own rights
+  std::shared_ptr<AuthDecision> d;
   try {
     bool present = false;
     auto token = bearer_token(headers, present);
+    if (!token || !present) d = std::make_shared<AuthDecision>();
     if (!present) {
       if (cfg_.anonymous_role.empty()) {
-        d.refusal = unauthorized("", "");
+        d->refusal = unauthorized("", "");
         return d;
       }
-      d.caller.role = cfg_.anonymous_role;
-      d.caller.claims = "{}";
-      d.caller.key = auth::caller_key(*d.caller.role, d.caller.claims);
+      d->caller.role = cfg_.anonymous_role;
+      d->caller.claims = "{}";
+      d->caller.key = auth::caller_key(*d->caller.role, d->caller.claims);
       return d;
     }
     if (!token) {
-      d.refusal = unauthorized("invalid_request", "the Authorization header is not 'Bearer <token>'");
+      d->refusal = unauthorized("invalid_request", "the Authorization header is not 'Bearer <token>'");
       return d;
     }
-    std::string key(*token);
     auto now = std::chrono::system_clock::now();
     std::shared_ptr<Keys> keys_now;
     {
       std::lock_guard lk(mu_);
-      if (auto it = decided_.find(key); it != decided_.end()) {
+      if (auto it = decided_.find(*token); it != decided_.end()) {
         if (now < it->second.expires) {
           ++hits_;
           return it->second.d;
@@ -169,20 +170,21 @@ AuthDecision AuthGate::authenticate(const http::fields& headers) const {
       ++verifications_;
       keys_now = keys_;
     }
+    d = std::make_shared<AuthDecision>();
     auth::JwtResult r = keys_now->verifier.verify(*token, now);  // outside the lock: checks run in parallel
     if (!r.ok) {
-      d.refusal = unauthorized("invalid_token", auth::to_string(r.error));
+      d->refusal = unauthorized("invalid_token", auth::to_string(r.error));
       return d;
     }
     auth::RoleChoice role = auth::role_from_claims(r.claims, cfg_.jwt_role_claim, cfg_.anonymous_role);
     if (!role.role) {
-      d.refusal = forbidden("role", role.error);
+      d->refusal = forbidden("role", role.error);
       return d;
     }
-    d.caller.role = std::move(*role.role);
-    d.caller.claims = json_text(r.claims);
-    d.caller.key = auth::caller_key(*d.caller.role, d.caller.claims);
-    if (auto s = r.claims.find("shape"); s != r.claims.end() && !s->is_null()) d.shape_claim = *s;
+    d->caller.role = std::move(*role.role);
+    d->caller.claims = json_text(r.claims);
+    d->caller.key = auth::caller_key(*d->caller.role, d->caller.claims);
+    if (auto s = r.claims.find("shape"); s != r.claims.end() && !s->is_null()) d->shape_claim = *s;
     auto expires = now + std::chrono::minutes(5);
     if (auto e = r.claims.find("exp"); e != r.claims.end() && e->is_number())
       expires = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -191,9 +193,10 @@ AuthDecision AuthGate::authenticate(const http::fields& headers) const {
     std::lock_guard lk(mu_);
     if (keys_ != keys_now) return d;  // the keys changed meanwhile: do not remember it
     make_room_locked(now);
-    decided_.emplace(std::move(key), Decided{d, expires});
+    decided_.emplace(std::string(*token), Decided{d, expires});
   } catch (const std::exception& e) {  // never let a token turn into a 500
-    d.refusal = unauthorized("invalid_token", "malformed");
+    d = std::make_shared<AuthDecision>();
+    d->refusal = unauthorized("invalid_token", "malformed");
   }
   return d;
 }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include <boost/beast/http.hpp>
@@ -47,8 +48,10 @@ class AuthGate {
   bool enabled() const { return enabled_; }
   // Reads the keys again (SIGHUP: a rotated JWKS). On failure the old keys stay.
   bool reload(std::string* error, std::string* warning = nullptr);
-  // Checks a request's Authorization header.
-  AuthDecision authenticate(const boost::beast::http::fields& headers) const;
+  // Checks a request's Authorization header. decide() shares what a known
+  // token decided (no copy per request); authenticate() copies it.
+  std::shared_ptr<const AuthDecision> decide(const boost::beast::http::fields& headers) const;
+  AuthDecision authenticate(const boost::beast::http::fields& headers) const { return *decide(headers); }
   // True when the request carries a token that verifies (whatever its role).
   bool has_valid_token(const boost::beast::http::fields& headers) const;
 
@@ -79,10 +82,14 @@ class AuthGate {
   // request. At most --jwt-cache-entries tokens; cleared when the keys change.
   // Refusals are not remembered.
   struct Decided {
-    AuthDecision d;
+    std::shared_ptr<const AuthDecision> d;
     std::chrono::system_clock::time_point expires;
   };
-  mutable std::unordered_map<std::string, Decided> decided_;
+  struct TokenHash {  // looked up by the header's view of the token, not a copy
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::unordered_map<std::string, Decided, TokenHash, std::equal_to<>> decided_;
   std::size_t max_decided_;
   mutable std::uint64_t verifications_ = 0, hits_ = 0;  // under mu_
 };
