@@ -1498,6 +1498,14 @@ BEGIN
                    SELECT p.polrelid AS relid FROM pg_policy p
                     WHERE c.classid = 'pg_policy'::regclass AND p.oid = c.objid
                    UNION ALL
+                   -- a function that a policy calls directly, redefined (CREATE OR
+                   -- REPLACE) or altered: the policy's folded value may change
+                   SELECT p.polrelid FROM pg_depend d JOIN pg_policy p ON p.oid = d.objid
+                    WHERE c.classid = 'pg_proc'::regclass
+                      AND c.command_tag IN ('CREATE FUNCTION', 'ALTER FUNCTION')
+                      AND d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_proc'::regclass
+                      AND d.refobjid = c.objid
+                   UNION ALL
                    -- a grant of SELECT that may change what a served role reads
                    SELECT g.relid FROM unnest(shapesync.ddl_command_relids(c.command)) AS g(relid)
                     WHERE c.command_tag IN ('GRANT', 'REVOKE')
@@ -1514,7 +1522,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 COMMENT ON FUNCTION shapesync.on_auth_ddl_command_end() IS
-    'Event trigger: CREATE/ALTER POLICY, and GRANT/REVOKE of SELECT on a tracked table to PUBLIC or a role a served role has the privileges of, invalidate its shapes and log an S change.';
+    'Event trigger: CREATE/ALTER POLICY, GRANT/REVOKE of SELECT on a tracked table to PUBLIC or a role a served role has the privileges of, and CREATE OR REPLACE/ALTER FUNCTION of a function one of its policies calls directly, invalidate its shapes and log an S change.';
 
 CREATE FUNCTION shapesync.on_auth_sql_drop() RETURNS event_trigger
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -1542,10 +1550,10 @@ COMMENT ON FUNCTION shapesync.on_auth_sql_drop() IS
 -- ALTER TABLE ... ENABLE/DISABLE/FORCE ROW LEVEL SECURITY is an ALTER TABLE:
 -- shapesync_ddl_command_end already invalidates the table's shapes.
 CREATE EVENT TRIGGER shapesync_auth_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE POLICY', 'ALTER POLICY', 'GRANT', 'REVOKE')
+    WHEN TAG IN ('CREATE POLICY', 'ALTER POLICY', 'GRANT', 'REVOKE', 'CREATE FUNCTION', 'ALTER FUNCTION')
     EXECUTE FUNCTION shapesync.on_auth_ddl_command_end();
 COMMENT ON EVENT TRIGGER shapesync_auth_ddl_command_end IS
-    'Invalidates the shapes of a tracked table after CREATE/ALTER POLICY, GRANT or REVOKE on it.';
+    'Invalidates the shapes of a tracked table after CREATE/ALTER POLICY, GRANT or REVOKE on it, or a change of a function one of its policies calls directly.';
 
 CREATE EVENT TRIGGER shapesync_auth_sql_drop ON sql_drop
     WHEN TAG IN ('DROP POLICY', 'DROP OWNED')
