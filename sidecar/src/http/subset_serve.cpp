@@ -34,6 +34,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   // subset WHERE is parsed, analysed and canonicalised by PostgreSQL, and only
   // its canonical form goes into the query.
   std::string canonical;
+  bool with_version = false;
   {
     ValidationErrors v;
     SubsetCheck chk = co_await shapes_.check_subset(p.table, sp, who);
@@ -47,6 +48,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       else add_subset_error(v, field, msg);
     }
     canonical = chk.canonical_where;
+    with_version = chk.versions;
     if (!v.empty()) co_return error_400(req, v);
     if (!chk.forbidden.empty()) {  // the caller's role may not filter on that (a column, a policy)
       ShapeError e;
@@ -88,7 +90,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       co_return error_response(req, e);
     }
   }
-  std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp);
+  std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp, with_version);
 
   SubsetRows result;
   std::optional<PgError> failed = co_await shapes_.run_subset(sql, result, who);
@@ -116,10 +118,13 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   messages.reserve(result.rows.size());
   RowValues row(t.columns.size());
   for (auto& values : result.rows) {
+    if (values.size() != selected.size() + (with_version ? 1 : 0))
+      throw PgError("unexpected row from the subset query", "", false);
     for (size_t k = 0; k < selected.size(); ++k) row[selected[k]] = std::move(values[k]);
     std::string value;
     append_value_object(value, t, row, selected);
-    messages.push_back(subset_row_message(row_key(prefix, t, row), value, relation, mark));
+    std::string version = with_version && values.back() ? *values.back() : std::string();
+    messages.push_back(subset_row_message(row_key(prefix, t, row), value, relation, mark, version));
   }
   Response res = json_response(req, http::status::ok,
                                subset_body(ps->xmin_s, ps->xmax_s, ps->xip_s, database_lsn, mark, messages));

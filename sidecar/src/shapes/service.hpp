@@ -88,6 +88,7 @@ struct SubsetCheck {
   std::vector<std::pair<std::string, std::string>> errors;
   std::vector<std::pair<std::string, std::string>> forbidden;  // the caller's role may not (403): ("where", message)
   std::string canonical_where;
+  bool versions = false;  // rows may carry their version (the extension has them, the role may read them)
   std::optional<PgError> failure;
 };
 
@@ -210,6 +211,7 @@ class ShapeService : public ShapeSource {
   std::string inval_cursor_;  // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
+  std::atomic<bool> row_versions_{false};  // set by the follower from the extension's version
   std::atomic<bool> stopping_{false};
   Events events_;
 };
