@@ -150,6 +150,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 PORT=$("$ROOT/scripts/pgcluster.sh" free-port)
 export SHAPESYNC_PG_FSYNC=off
 log "cluster in $CLUSTER, port $PORT"
@@ -520,7 +521,6 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", 100 * (a / b - 1) }';
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 RAM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 HOST_DESC="$(nproc) CPUs ($CPU_MODEL), $RAM RAM, $(uname -sr)"
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 B_I=$(mean base:insert1); B_U=$(mean base:update1)
 P_I=""; P_U=""
