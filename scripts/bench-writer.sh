@@ -3,7 +3,7 @@
 #
 #   scripts/bench-writer.sh [--install] [--quick] [--duration S] [--rounds N]
 #                           [--clients N] [--shapes N] [--no-write | --write]
-#                           [--no-perf] [--keep]
+#                           [--no-perf] [--keep] [--auth]
 #
 # One throwaway cluster (scripts/pgcluster.sh, shapesync preloaded, fsync off),
 # one run: pgbench custom scripts (bench/writer/*.sql, -M prepared,
@@ -51,6 +51,13 @@
 #   --cases LIST   only these cases (comma-separated names: base, peer_pgq, s0,
 #                  w1, u10, u1000, u<shapes>, g10, g100); implies --no-write
 #   --multi-only   only the 100-row transactions (and EXPLAIN); implies --no-write
+#   --auth         issue 11's case instead: per-user shapes derived from a
+#                  row-level security policy (owner_id = auth.uid(), folded into
+#                  a constant by get_or_create_shape(..., role, claims)) against
+#                  the same number of explicit "owner_id = <i>" shapes, 10 and
+#                  --shapes users (default 10000 here), and the untracked table;
+#                  single-row and 100-row INSERT/UPDATE for every case. Writes
+#                  the "Authorization: cost to the writer" section instead.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,7 +67,7 @@ COMMAND="scripts/bench-writer.sh${*:+ $*}"
 
 log() { printf 'bench-writer: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,60p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 DURATION=6
 ROUNDS=3
@@ -76,6 +83,7 @@ KEEP=0
 QUICK=0
 ONLY_CASES=""
 MULTI_ONLY=0
+AUTH=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
@@ -90,6 +98,7 @@ while [ $# -gt 0 ]; do
 	--keep) KEEP=1 ;;
 	--cases) ONLY_CASES=${2:?}; WRITE=0; shift ;;
 	--multi-only) MULTI_ONLY=1; WRITE=0 ;;
+	--auth) AUTH=1 ;;
 	-h | --help) usage ;;
 	*) log "unknown option $1"; usage ;;
 	esac
@@ -102,6 +111,10 @@ if [ $QUICK = 1 ]; then
 	case " $COMMAND " in *" --shapes "*) ;; *) NLARGE=10000 ;; esac
 	EXPLAIN_REPS=1
 	WRITE=0
+fi
+if [ $AUTH = 1 ]; then
+	SECTION="## Authorization: cost to the writer"
+	case " $COMMAND " in *" --shapes "*) ;; *) NLARGE=10000 ;; esac
 fi
 [ $WRITE_FORCED = 1 ] && WRITE=1
 for v in DURATION ROUNDS CLIENTS NLARGE; do
@@ -147,6 +160,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 PORT=$("$ROOT/scripts/pgcluster.sh" free-port)
 export SHAPESYNC_PG_FSYNC=off
 log "cluster in $CLUSTER, port $PORT"
@@ -223,7 +237,24 @@ if [ -n "$ONLY_CASES" ]; then
 	[ ${#kept[@]} -gt 0 ] || die "--cases $ONLY_CASES matches no case"
 	CASES=("${kept[@]}")
 fi
+if [ $AUTH = 1 ]; then
+	# Issue 11: each user's shape derived from the table's RLS policy (kind
+	# policy), beside the same filters asked for explicitly (kind user).
+	[ "$HAVE_WHERE" = 1 ] || die "--auth needs shape membership and the role-aware get_or_create_shape"
+	CASES=("base|untracked|$NROWS|none|0")
+	CASES+=("u10|10 explicit \`owner_id = <i>\` shapes|10|user|10")
+	CASES+=("p10|10 users' policy shapes|10|policy|10")
+	CASES+=("u$NLARGE|$(fmtn "$NLARGE") explicit \`owner_id = <i>\` shapes|$NLARGE|user|$NLARGE")
+	CASES+=("p$NLARGE|$(fmtn "$NLARGE") users' policy shapes|$NLARGE|policy|$NLARGE")
+	# the role the tokens name, and Supabase's auth.uid() for an int owner
+	q "CREATE ROLE bench_user NOLOGIN" >/dev/null
+	q "CREATE SCHEMA auth" >/dev/null
+	q "CREATE FUNCTION auth.uid() RETURNS int LANGUAGE sql STABLE
+	     AS \$\$ SELECT nullif(current_setting('request.jwt.claims', true)::json->>'sub', '')::int \$\$" >/dev/null
+	q "GRANT USAGE ON SCHEMA auth TO bench_user" >/dev/null
+fi
 UL="u$NLARGE"
+[ $AUTH = 1 ] && UL="p$NLARGE"
 declare -A LABEL OWNERS KIND NSHAPES REGMS
 for c in "${CASES[@]}"; do
 	IFS='|' read -r name label owners kind n <<<"$c"
@@ -238,6 +269,12 @@ for name in $(case_names); do
 	psql_cmd -v schema="$name" -v nrows="$NROWS" -v owners="${OWNERS[$name]}" -f "$W/make_table.sql" >/dev/null
 	case ${KIND[$name]} in
 	none) ;;
+	policy)
+		q "SELECT shapesync.track('$name.t')" >/dev/null
+		q "ALTER TABLE $name.t ENABLE ROW LEVEL SECURITY" >/dev/null
+		q "CREATE POLICY own_rows ON $name.t FOR SELECT TO bench_user USING (owner_id = auth.uid())" >/dev/null
+		q "GRANT USAGE ON SCHEMA $name TO bench_user" >/dev/null
+		q "GRANT SELECT ON $name.t TO bench_user" >/dev/null ;;
 	pgq)
 		q "CREATE TRIGGER pgq_logutriga AFTER INSERT OR UPDATE OR DELETE ON $name.t
 		   FOR EACH ROW EXECUTE FUNCTION pgq.logutriga('q')" >/dev/null ;;
@@ -250,10 +287,37 @@ for name in $(case_names); do
 		log "registering $(fmtn "${NSHAPES[$name]}") per-user shapes on $name.t"
 		psql_cmd -v schema="$name" -v n="${NSHAPES[$name]}" -f "$W/register_per_user.sql" >/dev/null ;;
 	general) psql_cmd -v schema="$name" -v n="${NSHAPES[$name]}" -f "$W/register_general.sql" >/dev/null ;;
+	policy)
+		log "registering $(fmtn "${NSHAPES[$name]}") users' shapes on $name.t as bench_user with their claims"
+		psql_cmd -v schema="$name" -v n="${NSHAPES[$name]}" -f "$W/register_policy.sql" >/dev/null ;;
 	esac
 	REGMS[$name]=$(($(now_ms) - t0))
-	case ${KIND[$name]} in user | general) log "  ${NSHAPES[$name]} shapes in ${REGMS[$name]} ms" ;; esac
+	case ${KIND[$name]} in user | general | policy) log "  ${NSHAPES[$name]} shapes in ${REGMS[$name]} ms" ;; esac
 done
+# --auth: what the registrations made of the filters: shapes, templates, the
+# filter of user 7, and whether the policy shapes' filters are exactly the
+# explicit ones (the same canonical text: the same template, the same index)
+declare -A REG_SHAPES REG_TEMPLATES REG_WHERE7 REG_TEMPLATE
+if [ $AUTH = 1 ]; then
+	for name in $(case_names); do
+		case ${KIND[$name]} in user | policy) ;; *) continue ;; esac
+		IFS='|' read -r REG_SHAPES[$name] REG_TEMPLATES[$name] REG_WHERE7[$name] REG_TEMPLATE[$name] < <(q "
+			SELECT count(*), count(DISTINCT s.template_id),
+			       (SELECT canonical_where FROM shapesync.shape_registry r
+			         WHERE r.relid = '$name.t'::regclass AND r.state = 'active' AND r.consts = '{7}'),
+			       (SELECT string_agg(t.template_sql, ' / ') FROM shapesync.shape_templates t WHERE t.relid = '$name.t'::regclass)
+			  FROM shapesync.shape_registry s WHERE s.relid = '$name.t'::regclass AND s.state = 'active'")
+	done
+	declare -A SAME_FILTERS
+	for n in 10 "$NLARGE"; do
+		SAME_FILTERS[$n]=$(q "SELECT count(*) FROM (
+			(SELECT canonical_where FROM shapesync.shape_registry WHERE relid = 'p$n.t'::regclass AND state = 'active'
+			 EXCEPT SELECT canonical_where FROM shapesync.shape_registry WHERE relid = 'u$n.t'::regclass AND state = 'active')
+			UNION ALL
+			(SELECT canonical_where FROM shapesync.shape_registry WHERE relid = 'u$n.t'::regclass AND state = 'active'
+			 EXCEPT SELECT canonical_where FROM shapesync.shape_registry WHERE relid = 'p$n.t'::regclass AND state = 'active')) d")
+	done
+fi
 q "VACUUM ANALYZE" >/dev/null
 
 # ---------------------------------------------------------------- pgbench
@@ -353,6 +417,10 @@ has_case "$UL" && MULTI+=("$UL")
 # the per-user case that can move rows between owners
 MOVE=(base)
 has_case "$UL" && MOVE+=("$UL")
+if [ $AUTH = 1 ]; then
+	MULTI=("${SINGLE[@]}")
+	MOVE=()
+fi
 # Warm-up, not counted: a few seconds of logged writes give shapesync.ticks a
 # realistic history (a ticker whose plan was made on an empty ticks table, and
 # not replanned, slows down as the table grows) and warm the caches.
@@ -368,6 +436,7 @@ log "warm-up: 3 s of single-row INSERTs on $WARM.t"
 	"$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T 3 -D owners="${OWNERS[$WARM]}" -f "$W/insert1.sql" \
 	-h "$PGHOST_" -p "$PORT" -U postgres "$DB" >"$TMP/warmup.out" 2>&1) ||
 	{ cat "$TMP/warmup.out" >&2; die "warm-up pgbench failed"; }
+has_multi() { local m; for m in "${MULTI[@]}"; do [ "$m" = "$1" ] && return 0; done; return 1; }
 runs=$(( (${#SINGLE[@]} * 2 + ${#MULTI[@]} * 2 + ${#MOVE[@]}) * ROUNDS ))
 log "$runs pgbench runs of ${DURATION} s, $CLIENTS clients"
 for round in $(seq 1 "$ROUNDS"); do
@@ -379,12 +448,13 @@ for round in $(seq 1 "$ROUNDS"); do
 		run_case "$name" insert1 "$round"
 		run_case "$name" update1 "$round"
 	done
-	for name in "${MULTI[@]}"; do
+	for name in "${order[@]}"; do
+		has_multi "$name" || continue
 		run_case "$name" insert100 "$round"
 		run_case "$name" update100 "$round"
 	done
 	# last: moves change which owner holds which row
-	for name in "${MOVE[@]}"; do
+	for name in "${MOVE[@]+"${MOVE[@]}"}"; do
 		run_case "$name" update1_move "$round"
 	done
 done
@@ -473,7 +543,6 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", 100 * (a / b - 1) }';
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 RAM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 HOST_DESC="$(nproc) CPUs ($CPU_MODEL), $RAM RAM, $(uname -sr)"
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 B_I=$(mean base:insert1); B_U=$(mean base:update1)
 P_I=""; P_U=""
@@ -636,10 +705,101 @@ report() {
 	[ "$HAVE_WHERE" = 1 ] || { echo; echo "The extension had no shape membership (WHERE) yet: per-user and general shapes were skipped."; }
 }
 
-REPORT=$(report)
+# --auth: issue 11's benchmark, its own section
+report_auth() {
+	local name i u c bi bu
+	echo "$SECTION"
+	echo
+	echo "_Generated by \`$COMMAND\` on $(date -u '+%Y-%m-%d %H:%M UTC')._"
+	echo
+	echo "- Machine: $HOST_DESC. pgbench, the server backends and the shapesync ticker share these CPUs."
+	if [ -n "$BUILT_FROM" ]; then
+		echo "- PostgreSQL $PGVERSION; shapesync $SHAPESYNC_VERSION built from commit ${BUILT_FROM:0:7} (clean clone, --install; shapesync.so md5 $SO_MD5)."
+	else
+		echo "- PostgreSQL $PGVERSION; shapesync $SHAPESYNC_VERSION as installed when the run started ($PKGLIB/shapesync.so of $SO_DATE, md5 $SO_MD5; repository HEAD was $COMMIT)."
+	fi
+	echo "- Cluster and measurement as in \"Cost to the writer\" (scripts/pgcluster.sh, shapesync preloaded, fsync off, shared_buffers 1GB, JIT off, tables and logs reset before every run; pgbench -M prepared, $CLIENTS clients, 1 thread, unix socket, synchronous_commit=off, ${DURATION} s per run, $ROUNDS round(s) in alternating order; tx/s = median of the per-second counts, the first second dropped; ± = half the interquartile range). CPU µs = CPU time of the whole cluster (ticker included) plus pgbench ÷ transactions."
+	echo "- Other load on the machine during the runs (CPU busy outside this cluster and pgbench, in % of all CPUs): mean $(echo "$OTHER_ALL" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", NF ? s / NF : 0 }')%, max $(echo "$OTHER_ALL" | awk '{ m = 0; for (i = 1; i <= NF; i++) if ($i > m) m = $i; print m }')%.$(load_note)"
+	echo "- Table \`t(id bigserial primary key, owner_id int not null, amount int, title text, payload text)\`, $(fmtn $NROWS) rows spread over as many owners as there are users (every written row is in exactly one user's shape), one copy per case."
+	echo "- **Policy shapes**: \`ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY own_rows ON t FOR SELECT TO bench_user USING (owner_id = auth.uid())\`, \`auth.uid()\` a STABLE SQL function reading \`request.jwt.claims\` (Supabase's, returning int here). Each user's shape is \`get_or_create_shape(t, NULL, NULL, '', NULL, 'bench_user', '{\"sub\": <i>, \"role\": \"bench_user\"}')\` — no filter of its own; the effective filter is the folded policy (bench/writer/register_policy.sql). **Explicit shapes**: \`get_or_create_shape(t, 'owner_id = <i>', NULL, '')\` on a table without RLS (bench/writer/register_per_user.sql). The writer is pgbench as a superuser (RLS does not apply to it), so the two differ only in how their shapes were made."
+	echo
+	echo "### What the registrations made"
+	echo
+	echo "| case | shapes registered in | active shapes | templates | filter of user 7 | template |"
+	echo "|---|---:|---:|---:|---|---|"
+	for name in "${SINGLE[@]}"; do
+		case ${KIND[$name]} in user | policy) ;; *) continue ;; esac
+		echo "| ${LABEL[$name]} | $(ms_h "${REGMS[$name]}") ($(num "$(awk -v n="${NSHAPES[$name]}" -v m="${REGMS[$name]}" 'BEGIN { print (m > 0 ? n * 1000 / m : 0) }')")/s) | $(fmtn "${REG_SHAPES[$name]}") | ${REG_TEMPLATES[$name]} | \`${REG_WHERE7[$name]}\` | \`${REG_TEMPLATE[$name]}\` |"
+	done
+	echo
+	for n in 10 "$NLARGE"; do
+		if [ "${SAME_FILTERS[$n]}" = 0 ]; then
+			echo "The $(fmtn "$n") policy shapes' effective filters are exactly the $(fmtn "$n") explicit ones (set difference of the canonical filters both ways: empty)."
+		else
+			echo "**The $(fmtn "$n") policy shapes' filters differ from the explicit ones in ${SAME_FILTERS[$n]} place(s).**"
+		fi
+	done
+	echo
+	echo "### Writer throughput and CPU"
+	echo
+	echo "| case | INSERT tx/s | × untracked | CPU µs/tx | UPDATE tx/s | × untracked | CPU µs/tx | 100-row INSERT tx/s | × untracked | CPU µs/row | 100-row UPDATE tx/s | × untracked | CPU µs/row |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	B_I100=$(mean base:insert100); B_U100=$(mean base:update100)
+	for name in "${SINGLE[@]}"; do
+		i=$(mean "$name:insert1"); u=$(mean "$name:update1")
+		echo "| ${LABEL[$name]} | $(num "$i")$(spread "$name:insert1") | $(ratio "$i" "$B_I") | $(cpu_us "$name:insert1") | $(num "$u")$(spread "$name:update1") | $(ratio "$u" "$B_U") | $(cpu_us "$name:update1") | $(num "$(mean "$name:insert100")")$(spread "$name:insert100") | $(ratio "$(mean "$name:insert100")" "$B_I100") | $(cpu_us "$name:insert100" 100) | $(num "$(mean "$name:update100")")$(spread "$name:update100") | $(ratio "$(mean "$name:update100")" "$B_U100") | $(cpu_us "$name:update100" 100) |"
+	done
+	echo
+	echo "### Targets (issue 11)"
+	echo
+	echo "Each cell: tx/s ratio, CPU ratio (the reference's CPU per transaction ÷ this case's). \"The same\" is read as within 5% (≥ 0.95) on both."
+	echo
+	echo "| target | single-row INSERT | single-row UPDATE | 100-row INSERT | 100-row UPDATE | met |"
+	echo "|---|---|---|---|---|---|"
+	auth_target() {
+		local desc=$1 c=$2 r=$3 cells="" nmet=0 ntot=0 sc sfx op ti ci
+		for sc in insert1 update1 insert100 update100; do
+			ti=$(ratio "$(mean "$c:$sc")" "$(mean "$r:$sc")")
+			ci=$(ratio "$(cpu_us "$r:$sc")" "$(cpu_us "$c:$sc")")
+			ge "$ti" 0.95 && nmet=$((nmet + 1)); ge "$ci" 0.95 && nmet=$((nmet + 1)); ntot=$((ntot + 2))
+			cells+=" $ti, $ci |"
+		done
+		local met="**no** ($nmet of $ntot)"
+		[ $nmet = $ntot ] && met=yes
+		echo "| $desc |$cells $met |"
+	}
+	auth_target "$(fmtn "$NLARGE") users' policy shapes vs 10 users' (O(1) in users)" "p$NLARGE" p10
+	auth_target "$(fmtn "$NLARGE") users' policy shapes vs $(fmtn "$NLARGE") explicit shapes" "p$NLARGE" "u$NLARGE"
+	auth_target "10 users' policy shapes vs 10 explicit shapes" p10 u10
+	echo
+	echo "### Trigger CPU per changed row"
+	echo
+	echo "EXPLAIN (ANALYZE) of \`UPDATE t SET amount = amount + 1 WHERE id <= $NROWS\` (rolled back) after a warm-up write, as in \"Cost to the writer\": trigger CPU = the trigger's wall time × the backend's on-CPU share; statement CPU per row; the backend's shape cache after the warm-up."
+	echo
+	echo "| case | trigger CPU µs/row | statement CPU µs/row | − untracked µs/row | shape cache: shapes, memory, build time |"
+	echo "|---|---:|---:|---:|---|"
+	for name in "${SINGLE[@]}"; do
+		c="–"
+		if [ "${CACHE_N[$name]:-}" != "" ] && [ "${CACHE_N[$name]}" != "-" ]; then
+			c="$(fmtn "${CACHE_N[$name]}"), ${CACHE_MB[$name]} MB, ${CACHE_MS[$name]} ms"
+		fi
+		echo "| ${LABEL[$name]} | ${TRIG_CPU[$name]} | ${STMT_CPU[$name]} | $(awk -v a="${STMT_CPU[$name]}" -v b="${STMT_CPU[base]}" 'BEGIN { printf "%.2f", a - b }') | $c |"
+	done
+	if [ -n "$PERF_TOP" ]; then
+		echo
+		echo "<details><summary>perf profile of the backend during the EXPLAIN UPDATEs at ${LABEL[$UL]} (self time, ≥ 1.5%)</summary>"
+		echo
+		echo '```'
+		echo "$PERF_TOP"
+		echo '```'
+		echo "</details>"
+	fi
+}
+
+if [ $AUTH = 1 ]; then REPORT=$(report_auth); else REPORT=$(report); fi
 echo "$REPORT"
 
 # ---------------------------------------------------------------- RESULTS.md
 if [ $WRITE = 1 ]; then
-	printf '%s\n' "$REPORT" | "$ROOT/scripts/write-results-section.py" "${SECTION#\#\# }" --keep writer-analysis
+	printf '%s\n' "$REPORT" | "$ROOT/scripts/write-results-section.py" "${SECTION#\#\# }" --keep "$([ $AUTH = 1 ] && echo auth-writer-analysis || echo writer-analysis)"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — install what shapesync needs to build, run and test, and
 # nothing that is already there (Debian 12). Idempotent: a second run installs
-# nothing and does not touch the network unless tests/e2e/node_modules is missing.
+# nothing and does not touch the network unless tests/e2e/node_modules is missing
+# or lacks a dependency of tests/e2e/package.json at its version.
 #
 # Works as root (also in a minimal debootstrap chroot: no sudo, no systemd) or as
 # a user with sudo.
@@ -83,7 +84,17 @@ id postgres >/dev/null 2>&1 || die "OS user 'postgres' is missing after installi
 
 # End-to-end test dependencies (the real @electric-sql npm packages).
 E2E=$ROOT/tests/e2e
-if [ -f "$E2E/package.json" ] && [ ! -d "$E2E/node_modules" ]; then
+# installed: every dependency of package.json at its (exact) version
+e2e_deps_ok() {
+	(cd "$E2E" && node -e '
+		const fs = require("fs");
+		const deps = JSON.parse(fs.readFileSync("package.json", "utf8")).dependencies || {};
+		for (const [d, v] of Object.entries(deps)) {
+			const f = "node_modules/" + d + "/package.json";
+			if (!fs.existsSync(f) || JSON.parse(fs.readFileSync(f, "utf8")).version !== v) process.exit(1);
+		}') >/dev/null 2>&1
+}
+if [ -f "$E2E/package.json" ] && ! e2e_deps_ok; then
 	log "npm dependencies for tests/e2e"
 	if [ -f "$E2E/package-lock.json" ]; then
 		(cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error)

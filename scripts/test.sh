@@ -116,7 +116,13 @@ note "e2e (tests/e2e, node --test, one file at a time)"
 if ! command -v node >/dev/null 2>&1; then
 	record e2e 0 1 1 "node not installed"
 else
-	if [ ! -d tests/e2e/node_modules ]; then
+	# node_modules missing, or without a dependency of package.json at its version
+	if ! (cd tests/e2e && node -e '
+		const fs = require("fs");
+		for (const [d, v] of Object.entries(JSON.parse(fs.readFileSync("package.json", "utf8")).dependencies || {})) {
+			const f = "node_modules/" + d + "/package.json";
+			if (!fs.existsSync(f) || JSON.parse(fs.readFileSync(f, "utf8")).version !== v) process.exit(1);
+		}') >/dev/null 2>&1; then
 		(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || true
 	fi
 	file_timeout=${SHAPESYNC_E2E_FILE_TIMEOUT:-600}

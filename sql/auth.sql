@@ -71,6 +71,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Run shapesync.track() on the table first.';
     END IF;
+    -- GRANT and REVOKE take no lock on the table: the grant event trigger
+    -- takes this key exclusively before it looks for shapes to invalidate, so
+    -- it waits for this registration (which holds it from before it reads the
+    -- role's privileges) and this registration for it (docs/auth.md)
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared((1936220528::bigint << 32) | rel::oid::bigint);
     -- role, columns, policies and the filter (the caller is the role outside this function)
     SELECT e.canonical_where, e.template, e.template_sql, e.consts, e.policy_applied, e.shape_columns
       INTO cw, tmpl, tsql, cs, pol, cols
@@ -179,11 +184,30 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    -- first wait for the registrations running on the tables of a GRANT or
+    -- REVOKE (they hold this key shared; see get_or_create_shape with a
+    -- role): the query below then sees the shapes, and the served roles,
+    -- that they made (key: 'shap' << 32 | table oid, in table order)
+    PERFORM pg_catalog.pg_advisory_xact_lock((1936220528::bigint << 32) | k.relid::bigint)
+       FROM (SELECT DISTINCT g.relid
+               FROM pg_event_trigger_ddl_commands() c
+              CROSS JOIN LATERAL unnest(shapesync.ddl_command_relids(c.command)) AS g(relid)
+               JOIN shapesync.tracked t ON t.relid = g.relid
+              WHERE c.command_tag IN ('GRANT', 'REVOKE')
+              ORDER BY g.relid) k;
     FOR r IN SELECT DISTINCT x.relid, c.command_tag
                FROM pg_event_trigger_ddl_commands() c
                CROSS JOIN LATERAL (
                    SELECT p.polrelid AS relid FROM pg_policy p
                     WHERE c.classid = 'pg_policy'::regclass AND p.oid = c.objid
+                   UNION ALL
+                   -- a function that a policy calls directly, redefined (CREATE OR
+                   -- REPLACE) or altered: the policy's folded value may change
+                   SELECT p.polrelid FROM pg_depend d JOIN pg_policy p ON p.oid = d.objid
+                    WHERE c.classid = 'pg_proc'::regclass
+                      AND c.command_tag IN ('CREATE FUNCTION', 'ALTER FUNCTION')
+                      AND d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_proc'::regclass
+                      AND d.refobjid = c.objid
                    UNION ALL
                    -- a grant of SELECT that may change what a served role reads
                    SELECT g.relid FROM unnest(shapesync.ddl_command_relids(c.command)) AS g(relid)
@@ -201,7 +225,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 COMMENT ON FUNCTION shapesync.on_auth_ddl_command_end() IS
-    'Event trigger: CREATE/ALTER POLICY, and GRANT/REVOKE of SELECT on a tracked table to PUBLIC or a role a served role has the privileges of, invalidate its shapes and log an S change.';
+    'Event trigger: CREATE/ALTER POLICY, GRANT/REVOKE of SELECT on a tracked table to PUBLIC or a role a served role has the privileges of, and CREATE OR REPLACE/ALTER FUNCTION of a function one of its policies calls directly, invalidate its shapes and log an S change.';
 
 CREATE FUNCTION shapesync.on_auth_sql_drop() RETURNS event_trigger
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -229,10 +253,10 @@ COMMENT ON FUNCTION shapesync.on_auth_sql_drop() IS
 -- ALTER TABLE ... ENABLE/DISABLE/FORCE ROW LEVEL SECURITY is an ALTER TABLE:
 -- shapesync_ddl_command_end already invalidates the table's shapes.
 CREATE EVENT TRIGGER shapesync_auth_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE POLICY', 'ALTER POLICY', 'GRANT', 'REVOKE')
+    WHEN TAG IN ('CREATE POLICY', 'ALTER POLICY', 'GRANT', 'REVOKE', 'CREATE FUNCTION', 'ALTER FUNCTION')
     EXECUTE FUNCTION shapesync.on_auth_ddl_command_end();
 COMMENT ON EVENT TRIGGER shapesync_auth_ddl_command_end IS
-    'Invalidates the shapes of a tracked table after CREATE/ALTER POLICY, GRANT or REVOKE on it.';
+    'Invalidates the shapes of a tracked table after CREATE/ALTER POLICY, GRANT or REVOKE on it, or a change of a function one of its policies calls directly.';
 
 CREATE EVENT TRIGGER shapesync_auth_sql_drop ON sql_drop
     WHEN TAG IN ('DROP POLICY', 'DROP OWNED')

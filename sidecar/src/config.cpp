@@ -189,6 +189,10 @@ std::vector<Setting> settings() {
        }},
       {"--jwt-leeway", "SHAPESYNC_JWT_LEEWAY", nullptr, "seconds of clock skew allowed for exp and nbf (default 30)",
        int_setting(&Config::jwt_leeway_s, 0, 86400)},
+      {"--jwt-cache-entries", "SHAPESYNC_JWT_CACHE_ENTRIES", nullptr,
+       "verified tokens remembered until they expire, so that a token's signature is checked once; about 1 KB "
+       "each; size it above the number of tokens in use (default 50000)",
+       int_setting(&Config::jwt_cache_entries, 1, 10000000)},
       {"--jwt-role-claim", "SHAPESYNC_JWT_ROLE_CLAIM", nullptr,
        "claim naming the PostgreSQL role of a token, or a path such as .app_metadata.role (default role); "
        "a token without it gets --anonymous-role, or 403",

@@ -51,6 +51,7 @@ struct Config {
   std::string jwt_issuer;                // iss must equal it ("" = not checked)
   std::string jwt_audience;              // aud must contain it ("" = not checked)
   int jwt_leeway_s = 30;                 // for exp and nbf
+  int jwt_cache_entries = 50000;         // verified tokens the auth gate remembers (until each expires)
   std::string jwt_role_claim = "role";   // claim (or .dotted.path) naming the PostgreSQL role
   std::string anonymous_role;            // role for requests without a token ("" = 401)
   bool insecure = false;                 // run without a JWT key: every caller has the sidecar's rights

@@ -247,11 +247,13 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
       if (auto refused = secret_refusal(req, query)) co_return std::move(*refused);
       // Who asks (docs/auth.md): a verified bearer token and the role it
       // selects, checked on every request, live ones and SSE included.
-      AuthDecision who;
+      static const AuthDecision kOwnRights;  // --insecure: the sidecar's own rights
+      std::shared_ptr<const AuthDecision> decided;
       if (auth_on_) {
-        who = gate_->authenticate(req.base());
-        if (who.refusal) co_return auth_refusal(req, *who.refusal);
+        decided = gate_->decide(req.base());
+        if (decided->refusal) co_return auth_refusal(req, *decided->refusal);
       }
+      const AuthDecision& who = decided ? *decided : kOwnRights;
       if (req.method() == http::verb::get || req.method() == http::verb::head) {
         auto res = co_await handle_shape(req, query, out, later, who);
         if (res && req.method() == http::verb::head) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 
 #include "auth/claims.hpp"
 #include "auth/keys.hpp"
@@ -71,7 +72,10 @@ std::shared_ptr<AuthGate> AuthGate::create(const Config& cfg, std::string* error
 }
 
 AuthGate::AuthGate(const Config& cfg, std::shared_ptr<Keys> keys)
-    : cfg_(cfg), enabled_(keys != nullptr), keys_(std::move(keys)) {}
+    : cfg_(cfg),
+      enabled_(keys != nullptr),
+      keys_(std::move(keys)),
+      max_decided_(static_cast<std::size_t>(std::max(1, cfg.jwt_cache_entries))) {}
 
 bool AuthGate::reload(std::string* error, std::string* warning) {
   if (!enabled_) return true;
@@ -79,8 +83,6 @@ bool AuthGate::reload(std::string* error, std::string* warning) {
   if (!opts) return false;
   auto fresh = std::make_shared<Keys>(std::move(*opts));
   std::lock_guard lk(mu_);
-  retired_verifications_ += keys_->cache.verifications();
-  retired_hits_ += keys_->cache.hits();
   keys_ = std::move(fresh);
   decided_.clear();
   return true;
@@ -92,68 +94,97 @@ std::shared_ptr<AuthGate::Keys> AuthGate::keys() const {
 }
 
 std::uint64_t AuthGate::verifications() const {
-  auto k = keys();
   std::lock_guard lk(mu_);
-  return retired_verifications_ + (k ? k->cache.verifications() : 0);
+  return verifications_;
 }
 
 std::uint64_t AuthGate::cache_hits() const {
-  auto k = keys();
   std::lock_guard lk(mu_);
-  return retired_hits_ + (k ? k->cache.hits() : 0);
+  return hits_;
+}
+
+std::size_t AuthGate::remembered() const {
+  std::lock_guard lk(mu_);
+  return decided_.size();
+}
+
+void AuthGate::make_room_locked(std::chrono::system_clock::time_point now) const {
+  if (decided_.size() < max_decided_) return;
+  for (auto it = decided_.begin(); it != decided_.end();)
+    it = now < it->second.expires ? std::next(it) : decided_.erase(it);
+  // still full: drop entries in the map's (hash) order, an arbitrary tenth
+  std::size_t keep = max_decided_ - std::max<std::size_t>(1, max_decided_ / 10);
+  while (decided_.size() > keep) decided_.erase(decided_.begin());
 }
 
 bool AuthGate::has_valid_token(const http::fields& headers) const {
   if (!enabled_) return false;
   bool present = false;
   auto token = bearer_token(headers, present);
-  return token && keys()->cache.verify(*token).ok;
+  if (!token) return false;
+  auto now = std::chrono::system_clock::now();
+  {
+    std::lock_guard lk(mu_);
+    if (auto it = decided_.find(*token); it != decided_.end() && now < it->second.expires) {
+      ++hits_;
+      return true;
+    }
+    ++verifications_;
+  }
+  return keys()->verifier.verify(*token, now).ok;
 }
 
-AuthDecision AuthGate::authenticate(const http::fields& headers) const {
-  AuthDecision d;
-  if (!enabled_) return d;  // --insecure: the sidecar's own rights
+std::shared_ptr<const AuthDecision> AuthGate::decide(const http::fields& headers) const {
+  static const auto kOwnRights = std::make_shared<const AuthDecision>();
+  if (!enabled_) return kOwnRights;  // --insecure: the sidecar's own rights
+  std::shared_ptr<AuthDecision> d;
   try {
     bool present = false;
     auto token = bearer_token(headers, present);
+    if (!token || !present) d = std::make_shared<AuthDecision>();
     if (!present) {
       if (cfg_.anonymous_role.empty()) {
-        d.refusal = unauthorized("", "");
+        d->refusal = unauthorized("", "");
         return d;
       }
-      d.caller.role = cfg_.anonymous_role;
-      d.caller.claims = "{}";
-      d.caller.key = auth::caller_key(*d.caller.role, d.caller.claims);
+      d->caller.role = cfg_.anonymous_role;
+      d->caller.claims = "{}";
+      d->caller.key = auth::caller_key(*d->caller.role, d->caller.claims);
       return d;
     }
     if (!token) {
-      d.refusal = unauthorized("invalid_request", "the Authorization header is not 'Bearer <token>'");
+      d->refusal = unauthorized("invalid_request", "the Authorization header is not 'Bearer <token>'");
       return d;
     }
-    std::string key(*token);
     auto now = std::chrono::system_clock::now();
+    std::shared_ptr<Keys> keys_now;
     {
       std::lock_guard lk(mu_);
-      if (auto it = decided_.find(key); it != decided_.end()) {
-        if (now < it->second.expires) return it->second.d;
+      if (auto it = decided_.find(*token); it != decided_.end()) {
+        if (now < it->second.expires) {
+          ++hits_;
+          return it->second.d;
+        }
         decided_.erase(it);
       }
+      ++verifications_;
+      keys_now = keys_;
     }
-    auto keys_now = keys();
-    auth::JwtResult r = keys_now->cache.verify(*token, now);
+    d = std::make_shared<AuthDecision>();
+    auth::JwtResult r = keys_now->verifier.verify(*token, now);  // outside the lock: checks run in parallel
     if (!r.ok) {
-      d.refusal = unauthorized("invalid_token", auth::to_string(r.error));
+      d->refusal = unauthorized("invalid_token", auth::to_string(r.error));
       return d;
     }
     auth::RoleChoice role = auth::role_from_claims(r.claims, cfg_.jwt_role_claim, cfg_.anonymous_role);
     if (!role.role) {
-      d.refusal = forbidden("role", role.error);
+      d->refusal = forbidden("role", role.error);
       return d;
     }
-    d.caller.role = std::move(*role.role);
-    d.caller.claims = json_text(r.claims);
-    d.caller.key = auth::caller_key(*d.caller.role, d.caller.claims);
-    if (auto s = r.claims.find("shape"); s != r.claims.end() && !s->is_null()) d.shape_claim = *s;
+    d->caller.role = std::move(*role.role);
+    d->caller.claims = json_text(r.claims);
+    d->caller.key = auth::caller_key(*d->caller.role, d->caller.claims);
+    if (auto s = r.claims.find("shape"); s != r.claims.end() && !s->is_null()) d->shape_claim = *s;
     auto expires = now + std::chrono::minutes(5);
     if (auto e = r.claims.find("exp"); e != r.claims.end() && e->is_number())
       expires = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -161,10 +192,11 @@ AuthDecision AuthGate::authenticate(const http::fields& headers) const {
                 keys_now->verifier.options().leeway;
     std::lock_guard lk(mu_);
     if (keys_ != keys_now) return d;  // the keys changed meanwhile: do not remember it
-    if (decided_.size() >= kMaxDecided) decided_.clear();
-    decided_.emplace(std::move(key), Decided{d, expires});
+    make_room_locked(now);
+    decided_.emplace(std::string(*token), Decided{d, expires});
   } catch (const std::exception& e) {  // never let a token turn into a 500
-    d.refusal = unauthorized("invalid_token", "malformed");
+    d = std::make_shared<AuthDecision>();
+    d->refusal = unauthorized("invalid_token", "malformed");
   }
   return d;
 }

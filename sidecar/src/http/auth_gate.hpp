@@ -1,5 +1,5 @@
 // The auth gate of the shape endpoint (docs/auth.md): `Authorization: Bearer
-// <JWT>` verified with the cached verifier (auth/jwt.hpp), the role its claims
+// <JWT>` verified (auth/jwt.hpp) once per token, the role its claims
 // select, and the request's match with a shape-scoped token. Answers what a
 // request that may not go on gets: 401 (no token, or one that does not verify)
 // or 403 (no usable role, a request outside the token's `shape` claim).
@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include <boost/beast/http.hpp>
@@ -47,38 +48,50 @@ class AuthGate {
   bool enabled() const { return enabled_; }
   // Reads the keys again (SIGHUP: a rotated JWKS). On failure the old keys stay.
   bool reload(std::string* error, std::string* warning = nullptr);
-  // Checks a request's Authorization header.
-  AuthDecision authenticate(const boost::beast::http::fields& headers) const;
+  // Checks a request's Authorization header. decide() shares what a known
+  // token decided (no copy per request); authenticate() copies it.
+  std::shared_ptr<const AuthDecision> decide(const boost::beast::http::fields& headers) const;
+  AuthDecision authenticate(const boost::beast::http::fields& headers) const { return *decide(headers); }
   // True when the request carries a token that verifies (whatever its role).
   bool has_valid_token(const boost::beast::http::fields& headers) const;
 
-  std::uint64_t verifications() const;  // signature checks (cache misses)
-  std::uint64_t cache_hits() const;
+  std::uint64_t verifications() const;  // signature checks (tokens not remembered)
+  std::uint64_t cache_hits() const;     // requests answered from what a token decided before
+  std::size_t remembered() const;       // tokens remembered now
 
  private:
   struct Keys {
-    explicit Keys(auth::JwtOptions o) : verifier(std::move(o)), cache(verifier) {}
+    explicit Keys(auth::JwtOptions o) : verifier(std::move(o)) {}
     auth::JwtVerifier verifier;
-    auth::JwtCache cache;
   };
   AuthGate(const Config& cfg, std::shared_ptr<Keys> keys);
   std::shared_ptr<Keys> keys() const;
+  // Makes room for one more remembered token (under mu_): expired ones go
+  // first; when that is not enough, an arbitrary tenth of the rest, so that
+  // with more tokens in use than room most of them are still remembered
+  // (a full clear, or LRU under round-robin use, would remember none).
+  void make_room_locked(std::chrono::system_clock::time_point now) const;
 
   const Config& cfg_;
   bool enabled_ = false;
   mutable std::mutex mu_;
   std::shared_ptr<Keys> keys_;
   // What a verified token decides (its caller and shape claim), by token, until
-  // the token expires (exp + leeway, or 5 minutes without exp, as JwtCache):
-  // a token is verified and its claims turned into a role and a key once, not
-  // per request. Cleared when full or when the keys change.
+  // the token expires (exp + leeway, or 5 minutes without exp): a token is
+  // verified and its claims turned into a role and a key once, not per
+  // request. At most --jwt-cache-entries tokens; cleared when the keys change.
+  // Refusals are not remembered.
   struct Decided {
-    AuthDecision d;
+    std::shared_ptr<const AuthDecision> d;
     std::chrono::system_clock::time_point expires;
   };
-  mutable std::unordered_map<std::string, Decided> decided_;
-  static constexpr size_t kMaxDecided = 10000;
-  std::uint64_t retired_verifications_ = 0, retired_hits_ = 0;  // of keys replaced by reload()
+  struct TokenHash {  // looked up by the header's view of the token, not a copy
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::unordered_map<std::string, Decided, TokenHash, std::equal_to<>> decided_;
+  std::size_t max_decided_;
+  mutable std::uint64_t verifications_ = 0, hits_ = 0;  // under mu_
 };
 
 // Does a request match a shape-scoped token's claim {"table":…,"where":…,

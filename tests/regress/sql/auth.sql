@@ -261,6 +261,20 @@ GRANT INSERT, UPDATE ON docs TO auth_user;
 CREATE ROLE auth_writer;
 GRANT SELECT ON docs TO auth_writer;
 SELECT count(*) AS active FROM shapesync.shapes WHERE table_name = 'docs'::regclass AND state = 'active';
+-- a function a policy calls directly (tenant: auth.jwt(); own: auth.uid()),
+-- redefined or altered, invalidates; a new function, or one no policy of
+-- the table calls (auth.sub()), does not
+CREATE FUNCTION auth.unrelated() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE OR REPLACE FUNCTION auth.sub() RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT auth.jwt() ->> 'sub' $$;
+SELECT count(*) AS active FROM shapesync.shapes WHERE table_name = 'docs'::regclass AND state = 'active';
+CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE
+    AS $$ SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb $$;
+SELECT count(*) AS active FROM shapesync.shapes WHERE table_name = 'docs'::regclass AND state = 'active';
+SELECT new_docs_shape() IS NOT NULL AS created;
+ALTER FUNCTION auth.uid() COST 50;
+SELECT count(*) AS active FROM shapesync.shapes WHERE table_name = 'docs'::regclass AND state = 'active';
+SELECT new_docs_shape() IS NOT NULL AS created;
 ALTER TABLE docs DISABLE ROW LEVEL SECURITY;
 SELECT * FROM docs_shapes();
 SELECT op, error FROM shapesync.change_log WHERE table_name = 'docs'::regclass AND op = 'schema' ORDER BY seq;

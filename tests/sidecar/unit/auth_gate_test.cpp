@@ -195,6 +195,33 @@ TEST(AuthGate, DecidesOnTheAuthorizationHeader) {
   EXPECT_FALSE(gate->has_valid_token(http::fields{}));
 }
 
+// More tokens in use than the gate may remember (round robin, the pattern of
+// many users' long-polls): most are still remembered, within the bound.
+TEST(AuthGate, RemembersTokensWithinItsBoundWhenMoreAreInUse) {
+  Config cfg = auth_config();
+  cfg.jwt_cache_entries = 100;
+  std::string err;
+  auto gate = AuthGate::create(cfg, &err);
+  ASSERT_TRUE(gate) << err;
+  std::vector<http::fields> users;
+  for (int i = 0; i < 150; ++i)
+    users.push_back(with_auth("Bearer " + auth::sign_hmac("HS256", {{"sub", "u" + std::to_string(i)},
+                                                                     {"role", "authenticated"},
+                                                                     {"exp", unix_now() + 600}},
+                                                          kSecret)));
+  for (auto& h : users) ASSERT_FALSE(gate->authenticate(h).refusal);
+  EXPECT_EQ(gate->verifications(), 150u);
+  EXPECT_LE(gate->remembered(), 100u);
+  auto checks = gate->verifications();
+  for (int pass = 0; pass < 4; ++pass)
+    for (auto& h : users) ASSERT_FALSE(gate->authenticate(h).refusal);
+  EXPECT_LE(gate->remembered(), 100u);
+  // 600 requests; a gate that forgot everything when full (or evicted the
+  // least recently used) would check every one of them again
+  EXPECT_LT(gate->verifications() - checks, 600u * 3 / 4) << "hits: " << gate->cache_hits();
+  EXPECT_GT(gate->cache_hits(), 600u / 4);
+}
+
 TEST(AuthGate, AnonymousRole) {
   Config cfg = auth_config();
   cfg.anonymous_role = "web_anon";
