@@ -63,7 +63,8 @@ asio::awaitable<Response> App::handle_mutations(const Request& req, std::string_
         message_body("writes need authorization: start shapesyncd with a JWT key (--jwt-secret, --jwt-public-key or "
                      "--jwks-file); without one (--insecure) POST /v1/mutations is refused",
                      "writes_need_auth")));
-  AuthDecision who = gate_->authenticate(req.base());
+  std::shared_ptr<const AuthDecision> decided = gate_->decide(req.base());
+  const AuthDecision& who = *decided;
   if (who.refusal) co_return auth_refusal(req, *who.refusal);
   if (who.shape_claim)
     co_return no_store(json_response(
