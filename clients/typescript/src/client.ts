@@ -220,6 +220,8 @@ export class SyncClient {
 
   readonly #streams = new Map<ShapeStream<any>, StreamInfo>()
   readonly #seenTxids = new Set<number>()
+  /** No stream yet: the status says connecting until the first one (shapes mount after a status badge). */
+  #everAttached = false
 
   readonly #pending = new Map<string, Pending>()
   #outbox!: OutboxStore
@@ -435,6 +437,7 @@ export class SyncClient {
       unsubscribe: () => {},
     }
     this.#streams.set(stream, info)
+    this.#everAttached = true
     info.unsubscribe = stream.subscribe(
       (messages) => this.#onMessages(info, messages as Message<Row>[]),
       (error) => {
@@ -926,7 +929,8 @@ export class SyncClient {
     let state: SyncState
     if (!online) state = 'offline'
     else if (error) state = 'error'
-    else if (anyConnecting || (this.#streams.size === 0 && this.#sendError)) state = 'connecting'
+    else if (anyConnecting || (this.#streams.size === 0 && writing && this.#sendError)) state = 'connecting'
+    else if (this.#streams.size === 0 && !writing && lastSyncedAt === undefined && this.#everAttached === false) state = 'connecting'
     else if (anyLoading || writing) state = 'syncing'
     else state = 'up-to-date'
     this.#status = {

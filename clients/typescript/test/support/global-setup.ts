@@ -29,7 +29,8 @@ export default async function setup(project: TestProject) {
     sidecarArgs: ['--jwt-secret', jwtSecret],
     setupSql: `${schema}\nGRANT authenticated TO ${SIDECAR_ROLE};\n`,
   })
-  project.provide('stack', { baseUrl: stack.baseUrl, dbUrl: stack.dbUrl, jwtSecret })
+  const baseUrl = stack.baseUrl
+  project.provide('stack', { baseUrl, dbUrl: stack.dbUrl, jwtSecret })
   return async () => {
     await stack.stop()
   }
