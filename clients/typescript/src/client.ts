@@ -555,14 +555,17 @@ export class SyncClient {
     const result = new Promise<MutationResult>((resolve, reject) => p.waiters.push({ resolve, reject }))
     if (p.state === 'local') {
       p.state = 'queued'
+      // Stored in the outbox and, when online, sent at the same time: a
+      // mutation the page loses before both finish is the only one not
+      // replayed. Stored ones sent first (ready), so the order holds.
       void this.ready
         .then(() => this.#outbox.add({ mutation: p.mutation, createdAt: Date.now(), ...(p.autoBase ? { autoBase: true } : {}) }))
         .then((seq) => {
           p.seq = seq
-          if (p.discarded) void this.#outbox.remove([seq])
-          this.#kick()
+          if (p.outcome !== undefined || p.discarded) void this.#outbox.remove([seq]).catch(() => {})
         })
-        .catch((e) => this.#finish(p, undefined, e))
+        .catch((e) => console.warn('shapesync: a mutation could not be stored in the offline queue', e))
+      void this.ready.then(() => this.#kick())
       this.#notify()
     }
     return result
@@ -677,14 +680,13 @@ export class SyncClient {
     }, delay)
   }
 
-  /** The batch to send next: queued mutations in order (persisted ones only), bases filled in. */
+  /** The batch to send next: queued mutations in order, bases filled in. */
   #nextBatch(): Pending[] {
     const batch: Pending[] = []
     for (const p of this.#pending.values()) {
       if (batch.length >= this.#batchLimit) break
       if (p.state === 'sending') return [] // one request at a time keeps the order
       if (p.state !== 'queued' || p.discarded) continue
-      if (p.seq === undefined) break // not persisted yet: later ones wait too
       batch.push(p)
     }
     // base.version is the version the user's edit was based on, except that an
