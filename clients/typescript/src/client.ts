@@ -445,7 +445,8 @@ export class SyncClient {
         this.#notify()
       },
     )
-    this.#notify()
+    // attach() runs while a component renders: tell the others afterwards
+    queueMicrotask(() => this.#notify())
   }
 
   #onMessages(info: StreamInfo, messages: Message<Row>[]) {
