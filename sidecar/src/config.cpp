@@ -225,6 +225,14 @@ std::vector<Setting> settings() {
       {"--snapshot-timeout", "SHAPESYNC_SNAPSHOT_TIMEOUT", nullptr,
        "statement_timeout in ms of a shape's snapshot query, 0 for none (default 600000)",
        int_setting(&Config::snapshot_timeout_ms, 0, 86400000)},
+      {"--write-connections", "SHAPESYNC_WRITE_CONNECTIONS", nullptr,
+       "database connections for POST /v1/mutations (default 2)", int_setting(&Config::write_pool_size, 1, 64)},
+      {"--write-timeout", "SHAPESYNC_WRITE_TIMEOUT", nullptr,
+       "statement_timeout in ms of one POST /v1/mutations transaction (default 10000)",
+       int_setting(&Config::write_timeout_ms, 100, 3600000)},
+      {"--max-mutations", "SHAPESYNC_MAX_MUTATIONS", nullptr,
+       "mutations in one POST /v1/mutations, at most; more is a 413 (default 1000, at most 10000)",
+       int_setting(&Config::max_mutations, 1, 10000)},
   };
 }
 

@@ -26,6 +26,10 @@ struct Config {
   int registration_pool_size = 4;        // connections for shape registration (parse, validate, register)
   int registration_timeout_ms = 5000;    // statement_timeout of registration statements
   int snapshot_timeout_ms = 600000;      // statement_timeout of snapshot transactions (0: none)
+  // Writes (POST /v1/mutations, docs/mutations.md).
+  int write_pool_size = 2;               // connections for writes
+  int write_timeout_ms = 10000;          // statement_timeout of a write transaction
+  int max_mutations = 1000;              // mutations per request, at most (413)
   int batch_window_ticks = 100000;       // decoded batches kept for new shapes' catch-up
   int sse_timeout_ms = 60000;            // an SSE response ends after this
   int sse_keepalive_ms = 21000;          // ": keep-alive" comment after this much silence

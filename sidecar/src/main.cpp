@@ -22,6 +22,7 @@
 #include "net/server.hpp"
 #include "shapes/service.hpp"
 #include "util/log.hpp"
+#include "writes/service.hpp"
 
 namespace {
 
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
   ShapeService shapes(io, cfg);
   shapes.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
   App app(shapes, gate);
+  WriteService writes(io, cfg);  // POST /v1/mutations (docs/mutations.md)
+  app.set_writer(&writes);
   Server server(io, app, descriptors);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
   // Monitoring (docs/monitoring.md): the shapes layer's events into the

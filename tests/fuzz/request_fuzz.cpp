@@ -1,7 +1,7 @@
 // libFuzzer target over the request path's pure functions (docs/security.md):
 // Beast's request parser with the session's head checks, the query string,
 // parameter text checks, shape and subset parameter validation, POST bodies,
-// ORDER BY, identifiers and offsets. The first input byte picks the entry
+// ORDER BY, identifiers, offsets and POST /v1/mutations bodies. The first input byte picks the entry
 // point. Invariants checked besides "no crash, no sanitizer report": every
 // error body is valid JSON, and a query map survives encode_query/parse_query.
 //
@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/offset.hpp"
+#include "http/mutations.hpp"
 #include "http/params.hpp"
 #include "http/subset.hpp"
 #include "http/validate.hpp"
@@ -107,7 +108,7 @@ void request_path(std::string_view raw) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  switch (data[0] % 7) {
     case 0:
       request_path(in);
       break;
@@ -130,6 +131,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)parse_relation(in);
       (void)parse_offset(in);
       break;
+    case 6: {  // POST /v1/mutations: the body checks, then what goes to the database is valid JSON
+      auto r = parse_mutations_request(in, {}, std::nullopt, 50);
+      if (auto* e = std::get_if<MutationsRequestError>(&r)) json_ok(e->errors.body());
+      else must(nlohmann::json::accept(std::get<WriteRequest>(r).mutations), "the mutations passed on are JSON");
+      break;
+    }
     case 5:
       (void)valid_utf8(in);
       (void)head_too_large(in, 64);

@@ -14,6 +14,8 @@
 #                  just above db (nothing below shapes reads a setting: db gets
 #                  what it needs as arguments) and below everything that does.
 #   5 shapes       the store, ShapeService
+#   5 writes       WriteService (POST /v1/mutations into the database); a
+#                  sibling of shapes: neither includes the other
 #   6 auth metrics siblings: neither includes the other
 #   7 http         routing, endpoints
 #   8 net          sockets, sessions
@@ -36,6 +38,7 @@ set(_floor_protocol 2)
 set(_floor_db 3)
 set(_floor_config 4)
 set(_floor_shapes 5)
+set(_floor_writes 5)
 set(_floor_auth 6)
 set(_floor_metrics 6)
 set(_floor_http 7)

@@ -14,7 +14,7 @@ namespace {
 void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
   int c_tick = col("tick_id"), c_time = col("tick_time_us"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
-      c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error");
+      c_old = col("old_values"), c_ops = col("shape_ops"), c_err = col("error"), c_ver = col("version");
   if (r.rows() == 0) return;
   if (c_tick < 0 || c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
     throw PgError("shapesync.batch() lacks expected columns: extension version mismatch", "", false);
@@ -54,6 +54,7 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
           if (o) ch.shape_ops.push_back(static_cast<int32_t>(std::stol(*o)));
     }
     if (c_err >= 0 && !r.is_null(i, c_err)) ch.error = std::string(r.get(i, c_err));
+    if (c_ver >= 0 && !r.is_null(i, c_ver)) ch.version = std::stoull(std::string(r.get(i, c_ver)));
     b.txs.back().changes.push_back(std::move(ch));
   }
 }

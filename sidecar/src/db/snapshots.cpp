@@ -46,14 +46,16 @@ asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const st
   co_return d;
 }
 
-asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
-                                         const std::string& where,
-                                         const std::function<void(std::vector<std::optional<std::string>>&)>& on_row) {
+asio::awaitable<void> copy_snapshot_rows(
+    PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::string& where, bool with_version,
+    const std::function<void(std::vector<std::optional<std::string>>&, std::string_view)>& on_row) {
   std::string sql = "COPY (SELECT ";
   for (size_t i = 0; i < selected.size(); ++i) {
     if (i) sql += ", ";
     sql += quote_ident(t.columns[selected[i]].name);
   }
+  // last, so that the values keep their indexes (xmin: a system column, no user column can take its name)
+  if (with_version) sql += ", shapesync.row_version(xmin)::text";
   // ONLY: the rows of an inheritance child are not the tracked table's
   // (a child's changes fire none of its triggers)
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
@@ -61,10 +63,17 @@ asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const st
   if (!where.empty()) sql += " WHERE " + where;
   sql += ") TO STDOUT";
   std::vector<std::optional<std::string>> fields;
+  std::string version;
+  const size_t width = selected.size() + (with_version ? 1 : 0);
   co_await c.copy_out(sql, [&](std::string_view line) {
-    if (!parse_copy_row(line, fields) || fields.size() != selected.size())
+    if (!parse_copy_row(line, fields) || fields.size() != width)
       throw PgError("unexpected COPY row from the snapshot query", "", false);
-    on_row(fields);
+    version.clear();
+    if (with_version) {
+      if (fields.back()) version = std::move(*fields.back());
+      fields.pop_back();
+    }
+    on_row(fields, version);
   });
 }
 

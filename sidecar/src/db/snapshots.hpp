@@ -44,10 +44,12 @@ asio::awaitable<void> forget_claim(PgConn& c, const std::string& handle);
 asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const std::optional<std::string>& role = {},
                                              const std::string& claims = "{}");
 // Streams the shape's rows (`selected` columns of ONLY the table, filtered by
-// the canonical WHERE) to `on_row`: values indexed like the selected columns.
-asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
-                                         const std::string& where,
-                                         const std::function<void(std::vector<std::optional<std::string>>&)>& on_row);
+// the canonical WHERE) to `on_row`: values indexed like the selected columns,
+// and the row's version (shapesync.row_version(xmin), decimal) when
+// `with_version` (extension 0.2.0), else "".
+asio::awaitable<void> copy_snapshot_rows(
+    PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::string& where, bool with_version,
+    const std::function<void(std::vector<std::optional<std::string>>&, std::string_view)>& on_row);
 // Stores a taken snapshot's chunks; the claim becomes the stored snapshot in the same transaction.
 asio::awaitable<void> store_snapshot(PgConn& c, const std::string& handle, const SnapshotData& d);
 // The stored snapshot of a handle (building = claimed, not stored yet), or nullopt.

@@ -6,12 +6,13 @@
 namespace shapesync {
 
 std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& selected, const std::string& shape_where,
-                             const std::string& subset_where, const SubsetParams& p) {
+                             const std::string& subset_where, const SubsetParams& p, bool with_version) {
   std::string sql = "SELECT ";
   for (size_t i = 0; i < selected.size(); ++i) {
     if (i) sql += ", ";
     sql += quote_ident(t.columns[selected[i]].name);
   }
+  if (with_version) sql += ", shapesync.row_version(xmin)::text";
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
   if (!shape_where.empty() && !subset_where.empty())
     sql += " WHERE (" + shape_where + ") AND (" + subset_where + ")";

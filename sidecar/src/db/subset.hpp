@@ -17,8 +17,9 @@ namespace shapesync {
 // SELECT <columns> FROM <table> WHERE (<shape where>) AND (<subset where>)
 // ORDER BY ... LIMIT ... OFFSET ...; both WHEREs must be canonical
 // (PostgreSQL's deparse), ORDER BY is built from quoted identifiers only.
+// `with_version`: one more column, last, the row's version (shapesync.row_version(xmin)).
 std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& selected, const std::string& shape_where,
-                             const std::string& subset_where, const SubsetParams& p);
+                             const std::string& subset_where, const SubsetParams& p, bool with_version = false);
 
 struct SubsetRows {
   std::string snap;     // pg_current_snapshot() of the query

@@ -138,6 +138,20 @@ Response App::json_response(const Request& req, http::status st, std::string bod
   return res;
 }
 
+std::optional<Response> App::secret_refusal(const Request& req, std::string_view query) const {
+  if (cfg_.secret.empty()) return std::nullopt;
+  QueryMap q = parse_query(query);
+  auto it = q.find("secret");
+  if (it == q.end()) it = q.find("api_secret");
+  if (it != q.end() && it->second == cfg_.secret) return std::nullopt;
+  metrics::count_auth_failure(it == q.end() ? "secret_missing" : "secret_wrong");
+  Response res =
+      json_response(req, http::status::unauthorized, R"({"message":"Unauthorized - Invalid API secret"})");
+  res.set(http::field::cache_control, "no-store");
+  res.set("surrogate-control", "no-store");
+  return res;
+}
+
 Response App::error_400(const Request& req, const ValidationErrors& e) const {
   Response res = json_response(req, http::status::bad_request, e.body());
   res.set(http::field::cache_control, "no-store");
@@ -205,6 +219,7 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
     if (!(c == '/' && !norm.empty() && norm.back() == '/')) norm += c;
   if (norm.size() > 1 && norm.back() == '/') norm.pop_back();
   later.route = norm == "/v1/shape"         ? metrics::Route::kShape
+                : norm == "/v1/mutations"   ? metrics::Route::kMutations
                 : norm == "/v1/health"      ? metrics::Route::kHealth
                 : norm == "/metrics"        ? metrics::Route::kMetrics
                 : norm == "/dashboard"      ? metrics::Route::kDashboard
@@ -229,19 +244,7 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
         res.prepare_payload();
         co_return res;
       }
-      if (!cfg_.secret.empty()) {
-        QueryMap q = parse_query(query);
-        auto it = q.find("secret");
-        if (it == q.end()) it = q.find("api_secret");
-        if (it == q.end() || it->second != cfg_.secret) {
-          metrics::count_auth_failure(it == q.end() ? "secret_missing" : "secret_wrong");
-          Response res = json_response(req, http::status::unauthorized,
-                                       R"({"message":"Unauthorized - Invalid API secret"})");
-          res.set(http::field::cache_control, "no-store");
-          res.set("surrogate-control", "no-store");
-          co_return res;
-        }
-      }
+      if (auto refused = secret_refusal(req, query)) co_return std::move(*refused);
       // Who asks (docs/auth.md): a verified bearer token and the role it
       // selects, checked on every request, live ones and SSE included.
       AuthDecision who;
@@ -274,6 +277,7 @@ asio::awaitable<std::optional<Response>> App::route(Request req, StreamWriter& o
       }
       co_return json_response(req, http::status::method_not_allowed, R"({"message":"Method not allowed"})");
     }
+    if (norm == "/v1/mutations") co_return co_await handle_mutations(req, query);
     if (norm == "/v1/health") {
       bool ok = shapes_.db_ready();
       Response res = json_response(req, ok ? http::status::ok : http::status::accepted,

@@ -19,6 +19,7 @@
 #include "http/params.hpp"
 #include "metrics/sidecar.hpp"
 #include "shapes/service.hpp"
+#include "writes/service.hpp"
 
 namespace shapesync {
 
@@ -148,6 +149,8 @@ class App {
   void set_connection_gauge(std::function<size_t()> f) { connections_ = std::move(f); }
   // Reports and dashboard data (GET /dashboard/data answers 503 without one).
   void set_monitor(metrics::Monitor* m) { monitor_ = m; }
+  // Where POST /v1/mutations writes (none: the endpoint answers 404).
+  void set_writer(MutationSink* w) { writer_ = w; }
 
   // Shutdown: waiting live requests are answered now (up-to-date), no new waits.
   void stop();
@@ -177,6 +180,10 @@ class App {
                         size_t body_size) const;
   Response shape_response(const Request& req, const ShapeParams& p, const Shape& s, const LogRead& r) const;
   Response metrics(const Request& req);
+  // POST /v1/mutations (and its CORS preflight); in http/mutations.cpp.
+  asio::awaitable<Response> handle_mutations(const Request& req, std::string_view query);
+  // The 401 of a request without the right --secret (nullopt: none is set, or it matches).
+  std::optional<Response> secret_refusal(const Request& req, std::string_view query) const;
   // GET /dashboard, /dashboard/data (http/monitoring.cpp).
   Response dashboard(const Request& req) const;
   asio::awaitable<Response> dashboard_data(const Request& req);
@@ -224,6 +231,7 @@ class App {
   std::function<size_t()> connections_;
   metrics::ProcessMetrics& pm_;
   metrics::Monitor* monitor_ = nullptr;
+  MutationSink* writer_ = nullptr;
 };
 
 std::string definition_key(const ShapeParams& p);

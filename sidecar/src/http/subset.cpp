@@ -309,8 +309,9 @@ std::string check_order_by_columns(const std::vector<OrderItem>& order_by, const
 }
 
 std::string subset_row_message(const std::string& key, const std::string& value_object, std::string_view relation,
-                               uint32_t snapshot_mark) {
-  return snapshot_row_message(key, value_object, relation, ",\"snapshot_mark\":" + std::to_string(snapshot_mark));
+                               uint32_t snapshot_mark, std::string_view version) {
+  return snapshot_row_message(key, value_object, relation,
+                              version_header(version) + ",\"snapshot_mark\":" + std::to_string(snapshot_mark));
 }
 
 std::string subset_body(std::string_view xmin, std::string_view xmax, const std::vector<std::string>& xip,

@@ -53,9 +53,10 @@ void add_subset_error(ValidationErrors& e, const std::string& field, const std::
 // message naming the unknown columns, or "".
 std::string check_order_by_columns(const std::vector<OrderItem>& order_by, const TableInfo& t);
 
-// A subset row: {"key":…,"value":{…},"headers":{"operation":"insert","relation":[…],"snapshot_mark":N}}
+// A subset row: {"key":…,"value":{…},"headers":{"operation":"insert","relation":[…],"version":"…","snapshot_mark":N}}
+// ("version" only when given).
 std::string subset_row_message(const std::string& key, const std::string& value_object, std::string_view relation,
-                               uint32_t snapshot_mark);
+                               uint32_t snapshot_mark, std::string_view version = {});
 
 // {"metadata":{"xmin":…,"xmax":…,"xip_list":[…],"database_lsn":"…","snapshot_mark":N},"data":[rows…]}
 std::string subset_body(std::string_view xmin, std::string_view xmax, const std::vector<std::string>& xip,

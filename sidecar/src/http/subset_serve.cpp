@@ -88,7 +88,8 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       co_return error_response(req, e);
     }
   }
-  std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp);
+  const bool with_version = shapes_.row_versions();
+  std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp, with_version);
 
   SubsetRows result;
   std::optional<PgError> failed = co_await shapes_.run_subset(sql, result, who);
@@ -116,10 +117,13 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   messages.reserve(result.rows.size());
   RowValues row(t.columns.size());
   for (auto& values : result.rows) {
+    if (values.size() != selected.size() + (with_version ? 1 : 0))
+      throw PgError("unexpected row from the subset query", "", false);
     for (size_t k = 0; k < selected.size(); ++k) row[selected[k]] = std::move(values[k]);
     std::string value;
     append_value_object(value, t, row, selected);
-    messages.push_back(subset_row_message(row_key(prefix, t, row), value, relation, mark));
+    std::string version = with_version && values.back() ? *values.back() : std::string();
+    messages.push_back(subset_row_message(row_key(prefix, t, row), value, relation, mark, version));
   }
   Response res = json_response(req, http::status::ok,
                                subset_body(ps->xmin_s, ps->xmax_s, ps->xip_s, database_lsn, mark, messages));

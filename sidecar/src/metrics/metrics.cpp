@@ -394,6 +394,13 @@ SidecarMetrics::SidecarMetrics()
                                            "Time to build a shape's initial snapshot.", duration_buckets())),
       auth_failures(registry.counter_family("shapesync_auth_failures_total",
                                             "Requests refused by authentication, by reason.", {"reason"})),
+      mutations(registry.counter_family("shapesync_mutations_total",
+                                        "Mutations of POST /v1/mutations, by outcome (replays of stored outcomes "
+                                        "count as replayed).",
+                                        {"status"})),
+      write_duration(registry.histogram("shapesync_write_duration_seconds",
+                                        "Time of one POST /v1/mutations in the database, retries included.",
+                                        duration_buckets())),
       db_reconnects(registry.counter("shapesync_db_reconnects_total", "Reconnections to PostgreSQL.")),
       ticks_behind(registry.gauge("shapesync_ticks_behind", "Ticks recorded but not yet read by this sidecar.")),
       lag_seconds(registry.gauge("shapesync_lag_seconds",

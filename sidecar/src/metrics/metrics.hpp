@@ -204,6 +204,8 @@ struct SidecarMetrics {
   Gauge& log_disk_bytes;
   Histogram& snapshot_duration;          // seconds
   Family<Counter>& auth_failures;        // {reason}
+  Family<Counter>& mutations;            // {status}: applied, conflict, rejected, aborted
+  Histogram& write_duration;             // seconds, one POST /v1/mutations in the database
   Counter& db_reconnects;
   Gauge& ticks_behind;                   // last tick - last tick read
   Gauge& lag_seconds;                    // age of the oldest ticked change not yet read

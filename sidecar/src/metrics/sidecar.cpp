@@ -11,6 +11,7 @@ namespace {
 const char* route_name(Route r) {
   switch (r) {
     case Route::kShape: return "/v1/shape";
+    case Route::kMutations: return "/v1/mutations";
     case Route::kHealth: return "/v1/health";
     case Route::kMetrics: return "/metrics";
     case Route::kDashboard: return "/dashboard";

@@ -22,7 +22,7 @@
 namespace shapesync::metrics {
 
 // Route label values of shapesync_http_requests_total.
-enum class Route : uint8_t { kShape, kHealth, kMetrics, kDashboard, kDashboardData, kOther, kCount };
+enum class Route : uint8_t { kShape, kMutations, kHealth, kMetrics, kDashboard, kDashboardData, kOther, kCount };
 // Mode label values: an initial sync (offset=-1), a catch-up read, a live
 // request (live=true long-poll or SSE), or not a shape request.
 enum class Mode : uint8_t { kInitial, kCatchup, kLive, kNone, kCount };
@@ -64,7 +64,7 @@ struct ProcessMetrics : SidecarMetrics {
   uint64_t requests_total() const { return requests_total_.load(std::memory_order_relaxed); }
 
  private:
-  static constexpr unsigned kStatuses[] = {200, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503};
+  static constexpr unsigned kStatuses[] = {200, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503};
   static constexpr size_t kStatusSlots = std::size(kStatuses);
   static constexpr size_t kSlots =
       static_cast<size_t>(Route::kCount) * static_cast<size_t>(Mode::kCount) * kStatusSlots;

@@ -33,6 +33,9 @@ struct Change {
   std::optional<RowValues> old_values;
   std::vector<int32_t> shape_ops;       // shape_id * 4 + ShapeOp, filtered shapes only
   std::string error;                    // for S and X
+  // The new row's version (docs/mutations.md "Row versions": the xid8 of the
+  // (sub)transaction that wrote it); 0 when it has none (deletes, 0.1.0).
+  uint64_t version = 0;
 };
 
 struct Tx {

@@ -157,6 +157,11 @@ std::string change_message(const std::string& key, const std::string& value_obje
   o += "\",\"op_position\":";
   o += std::to_string(h.op_position);
   if (h.last) o += ",\"last\":true";
+  if (h.version) {
+    o += ",\"version\":\"";
+    o += std::to_string(h.version);
+    o += '"';
+  }
   if (h.key_change_to) {
     o += ",\"key_change_to\":";
     append_json_string(o, *h.key_change_to);
@@ -166,6 +171,13 @@ std::string change_message(const std::string& key, const std::string& value_obje
     append_json_string(o, *h.key_change_from);
   }
   o += "}}";
+  return o;
+}
+
+std::string version_header(std::string_view version) {
+  if (version.empty()) return {};
+  std::string o = ",\"version\":";
+  append_json_string(o, version);
   return o;
 }
 

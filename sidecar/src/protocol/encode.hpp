@@ -38,6 +38,7 @@ struct ChangeHeaders {
   uint32_t txid = 0;
   uint64_t lsn = 0;
   uint64_t op_position = 0;
+  uint64_t version = 0;  // the row's version ("version" header); 0: none (deletes)
   bool last = false;
   std::optional<std::string> key_change_to;
   std::optional<std::string> key_change_from;
@@ -46,9 +47,15 @@ struct ChangeHeaders {
 // {"key":...,"value":{...},"old_value":{...}?,"headers":{...}}
 std::string change_message(const std::string& key, const std::string& value_object,
                            const std::string* old_value_object, const ChangeHeaders& h);
-// Snapshot rows carry only operation and relation.
+// Snapshot rows carry operation and relation (and what extra_headers adds:
+// version_header(), a subset's snapshot_mark).
 std::string snapshot_row_message(const std::string& key, const std::string& value_object,
                                  std::string_view relation, std::string_view extra_headers = {});
+
+// `,"version":"<decimal>"`: a row's version as a message header (the official
+// client passes unknown headers through; clients send it back as base.version).
+// Empty for an absent version.
+std::string version_header(std::string_view version);
 
 std::string up_to_date_message(uint64_t global_last_seen_lsn);
 // "xmin":"…","xmax":"…","xip_list":[…] (snapshot-end messages, subset metadata).

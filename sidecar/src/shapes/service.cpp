@@ -437,13 +437,13 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
     if (s->def.log_mode == LogMode::kFull) {
       RowValues row(t.columns.size());
       std::string value;
-      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, [&](std::vector<std::optional<std::string>>& fields) {
+      auto on_row = [&](std::vector<std::optional<std::string>>& fields, std::string_view version) {
         for (size_t k = 0; k < fields.size(); ++k) row[s->def.selected[k]] = std::move(fields[k]);
         value.clear();
         append_value_object(value, t, row, s->def.selected);
         if (!first) cur += ',';
         first = false;
-        cur += snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation);
+        cur += snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation, version_header(version));
         ++rows;
         if (cur.size() >= cfg_.chunk_bytes_threshold) {
           cur += ']';
@@ -451,7 +451,8 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
           cur = "[";
           first = true;
         }
-      });
+      };
+      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, row_versions_.load(), on_row);
     }
     co_await c.exec("COMMIT");
   } catch (...) {
@@ -778,6 +779,8 @@ asio::awaitable<void> ShapeService::run_ticker() {
       co_await c.connect(cfg_.database_url);
       co_await c.exec(kSessionSetup);
       std::string version = co_await start_following(c);
+      // 0.1.0 has no shapesync.row_version(): its rows go out without versions
+      row_versions_ = version != "0.1.0";
       if (version != kCurrentExtension)
         log_warn("the shapesync extension is at version ", version, "; this shapesyncd is built for ",
                  kCurrentExtension, ": as its owner, run ALTER EXTENSION shapesync UPDATE (in place, under live "

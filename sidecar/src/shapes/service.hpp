@@ -131,6 +131,9 @@ class ShapeSource {
   // Logs a configuration error (a grant this sidecar's role lacks) with the
   // GRANT that fixes it, at most once per 10 s.
   virtual void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const = 0;
+  // True when the extension can tell row versions (0.2.0: shapesync.row_version()),
+  // so snapshot and subset rows carry a "version" header.
+  virtual bool row_versions() const { return false; }
 };
 
 class ShapeService : public ShapeSource {
@@ -155,6 +158,7 @@ class ShapeService : public ShapeSource {
   asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out,
                                                      const Caller& who) override;
   void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
+  bool row_versions() const override { return row_versions_.load(); }
 
   // What monitoring wants to hear of (metrics/ sits above this layer: it
   // installs these before run_ticker). Called on the service's threads.
@@ -210,6 +214,7 @@ class ShapeService : public ShapeSource {
   std::string inval_cursor_;  // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};
   std::atomic<bool> own_ticking_{false};
+  std::atomic<bool> row_versions_{false};  // set by the follower from the extension's version
   std::atomic<bool> stopping_{false};
   Events events_;
 };

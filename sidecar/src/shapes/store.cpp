@@ -460,6 +460,7 @@ struct Pending {
   std::optional<std::string> old_value;
   std::string_view op;
   uint64_t op_position;
+  uint64_t version = 0;  // inserts and updates: the new row's
   std::optional<std::string> key_change_to, key_change_from;
 };
 
@@ -483,6 +484,7 @@ void emit(const Shape& s, const Change& c, ShapeOp op, uint64_t pos, std::vector
   if (ok && c.old_values) ov = by_column(t, *c.old_values, ok);
   Pending p;
   p.op_position = pos;
+  p.version = c.version;
   if (op == ShapeOp::kInsert) {
     p.op = "insert";
     p.key = row_key(s.key_prefix, t, nv);
@@ -509,6 +511,7 @@ void emit(const Shape& s, const Change& c, ShapeOp op, uint64_t pos, std::vector
       ins.key = new_key;
       append_value_object(ins.value, t, nv, sel);
       ins.key_change_from = old_key;
+      ins.version = c.version;
       out.push_back(std::move(d));
       out.push_back(std::move(ins));
       return;
@@ -635,6 +638,7 @@ void ShapeStore::apply_batch(const Batch& b, Shape* only,
         h.txid = xid32;
         h.lsn = tx.position;
         h.op_position = p.op_position;
+        h.version = p.op == "delete" ? 0 : p.version;
         h.last = k + 1 == msgs.size();
         h.key_change_to = p.key_change_to;
         h.key_change_from = p.key_change_from;
