@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — install what shapesync needs to build, run and test, and
 # nothing that is already there (Debian 12). Idempotent: a second run installs
-# nothing and does not touch the network unless tests/e2e/node_modules is missing.
+# nothing and does not touch the network unless tests/e2e/node_modules or
+# node_modules (the client kit and demo workspace) is missing.
 #
 # Works as root (also in a minimal debootstrap chroot: no sudo, no systemd) or as
 # a user with sudo.
@@ -90,5 +91,11 @@ if [ -f "$E2E/package.json" ] && [ ! -d "$E2E/node_modules" ]; then
 	else
 		(cd "$E2E" && npm install --no-audit --no-fund --loglevel=error)
 	fi
+fi
+# The client kit and the demo (an npm workspace at the top: clients/typescript,
+# demo), from the committed package-lock.json.
+if [ -f "$ROOT/package-lock.json" ] && [ ! -d "$ROOT/node_modules" ]; then
+	log "npm dependencies for clients/typescript and demo (npm ci)"
+	(cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 log "done"

@@ -87,12 +87,14 @@ export interface SyncStatus {
 
 /** A mutation the server answered `conflict` to; resolve it with useConflicts(). */
 export interface Conflict {
-  /** The id of the mutation that conflicted. */
+  /** The id of the (first) mutation that conflicted: what resolve() takes. */
   id: string
+  /** Every mutation of this row that conflicted (updates of one row are one conflict). */
+  ids: string[]
   table: string
   op: MutationOp
   key: Row
-  /** What this client tried to write (null for a delete). */
+  /** What this client tried to write, all its updates of the row together (null for a delete). */
   mine: Row | null
   /** The row as this client last saw it (`base.values`). */
   base: Row | null
@@ -809,18 +811,29 @@ export class SyncClient {
       } else if (r.status === 'conflict') {
         const theirs = this.#parseServerRow(p.mutation, r)
         const m = p.mutation
-        this.#conflicts = [...this.#conflicts.filter((c) => c.id !== m.id), {
-          id: m.id,
-          table: m.table,
-          op: m.op,
-          key: m.key ?? {},
-          mine: m.op === 'delete' ? null : { ...(m.values ?? {}) },
-          base: m.base?.values ? { ...m.base.values } : null,
-          theirs,
-          serverVersion: r.server_version ?? null,
-          reason: r.reason ?? 'the row changed since its base version',
-          at: Date.now(),
-        }]
+        const rk = rowKey(m)
+        // several updates of one row (an offline queue that edited it twice) are one conflict
+        const same = m.op === 'update' && m.key
+          ? this.#conflicts.find((c) => c.op === 'update' && rowKey({ ...m, key: c.key, table: c.table }) === rk)
+          : undefined
+        const conflict: Conflict = same
+          ? { ...same, ids: [...same.ids, m.id], mine: { ...(same.mine ?? {}), ...(m.values ?? {}) }, theirs, serverVersion: r.server_version ?? null, at: Date.now() }
+          : {
+            id: m.id,
+            ids: [m.id],
+            table: m.table,
+            op: m.op,
+            key: m.key ?? {},
+            mine: m.op === 'delete' ? null : { ...(m.values ?? {}) },
+            base: m.base?.values ? { ...m.base.values } : null,
+            theirs,
+            serverVersion: r.server_version ?? null,
+            reason: r.reason ?? 'the row changed since its base version',
+            at: Date.now(),
+          }
+        this.#conflicts = same
+          ? this.#conflicts.map((c) => (c === same ? conflict : c))
+          : [...this.#conflicts.filter((c) => c.id !== m.id), conflict]
         this.#finish(p, undefined, new MutationConflictError(r, theirs))
       } else {
         const err = new MutationRejectedError(r)

@@ -118,4 +118,26 @@ describe('useConflicts', () => {
     expect(await psql(`SELECT title || ' ' || done || ' ' || list_id FROM todos WHERE id = '${id}'`)).toBe(`to be deleted true ${list}`)
     await waitFor(() => expect(bob.result.current.shape.data).toHaveLength(1), { timeout: 10_000 })
   })
+
+  it('several offline updates of one row are one conflict, resolved with all of them', async () => {
+    const { id, alice, bob } = await twoUsers()
+    act(() => alice.client.setOffline(true))
+    act(() => {
+      void alice.result.current.mutation.update({ id }, { title: 'alice 1' })
+      void alice.result.current.mutation.update({ id }, { done: true })
+      void alice.result.current.mutation.update({ id }, { title: 'alice 2' })
+    })
+    await act(() => bob.result.current.mutation.update({ id }, { title: 'bob' }))
+    act(() => alice.client.setOffline(false))
+    await waitFor(() => expect(alice.result.current.status.pendingWrites).toBe(0), { timeout: 10_000 })
+    expect(alice.result.current.conflicts).toHaveLength(1)
+    const c = alice.result.current.conflicts[0]!
+    expect(c.ids).toHaveLength(3)
+    expect(c.mine).toEqual({ title: 'alice 2', done: true })
+    await act(async () => {
+      await c.resolve('mine')
+    })
+    expect(await psql(`SELECT title || ' ' || done FROM todos WHERE id = '${id}'`)).toBe('alice 2 true')
+    await waitFor(() => expect(bob.result.current.shape.data[0]).toMatchObject({ title: 'alice 2', done: true }), { timeout: 10_000 })
+  })
 })
