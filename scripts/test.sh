@@ -7,7 +7,7 @@
 #   2. ctest --test-dir build  sidecar GoogleTest        ("X% tests passed, N tests failed out of M")
 #   3. node --test tests/e2e   the real npm clients      ("# pass N" / "# fail N")
 #   4. clients/typescript      the client kit: tsc, build, vitest against a real stack
-#   5. demo                    the demo app built, then in headless Chromium (node --test demo/e2e)
+#   5. demo                    the demo app type-checked and built, then in headless Chromium (node --test demo/e2e)
 #
 # A suite that cannot run, or exits non-zero without reporting a failure, counts
 # as one failure. Exit status 1 when anything failed.
@@ -212,7 +212,7 @@ else
 fi
 
 # --- 5. the demo in headless Chromium ---------------------------------------
-note "demo (vite build, node --test demo/e2e in headless Chromium)"
+note "demo (vite build, tsc, node --test demo/e2e in headless Chromium)"
 if ! command -v node >/dev/null 2>&1; then
 	record demo 0 1 1 "node not installed"
 elif ! (cd demo && run_suite "$LOGDIR/demo-build.log" 300 npx --no-install vite build --logLevel warn); then
@@ -221,6 +221,12 @@ else
 	demo_pass=0
 	demo_fail=0
 	demo_why=()
+	if (cd demo && run_suite "$LOGDIR/demo-tsc.log" 300 npx --no-install tsc -p tsconfig.json); then
+		demo_pass=$((demo_pass + 1))
+	else
+		demo_fail=$((demo_fail + 1))
+		demo_why+=("tsc failed")
+	fi
 	node_flags=(--test --test-concurrency=1 --test-reporter=tap)
 	for f in demo/e2e/*.test.js; do
 		logf="$LOGDIR/demo-$(basename "$f" .test.js).log"
