@@ -163,6 +163,16 @@ function rowKey(m: Mutation): string {
 
 let clientCounter = 0
 
+/** A short hash of a text (FNV-1a, 32 bits, base 36). */
+function textHash(text: string): string {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return (h >>> 0).toString(36)
+}
+
 /** A v4 UUID (crypto.randomUUID where there is one: it needs a secure context). */
 export function uuid(): string {
   const c = (globalThis as { crypto?: Crypto }).crypto
@@ -385,13 +395,23 @@ export class SyncClient {
    * Options for a ShapeStream (or useShape) of this client: URL, token header,
    * 401 → refresh and retry, the offline-aware fetch, the client's abort signal.
    */
-  shapeOptions(params: NonNullable<ShapeStreamOptions['params']>): ShapeStreamOptions {
+  shapeOptions(params: NonNullable<ShapeStreamOptions['params']>, opts: { token?: TokenFunction } = {}): ShapeStreamOptions {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const client = this
+    // A shape's own token (a shape-scoped one, say) instead of the client's.
+    const own = opts.token
+    let ownToken: string | null | undefined
+    const token = async (refresh: boolean) => {
+      if (!own) return this.getToken(refresh)
+      if (refresh || ownToken === undefined) ownToken = (await own({ refresh })) ?? null
+      return ownToken
+    }
+    const hasToken = Boolean(own ?? this.#options.token)
     const o: ShapeStreamOptions = {
-      // The fragment is never sent: it keeps streams of different clients (users)
-      // apart in @electric-sql/react's cache, which keys functions by their text.
-      url: `${this.shapeUrl}#${this.id}`,
+      // The fragment is never sent: it keeps streams of different clients (users),
+      // and of shapes with their own token, apart in @electric-sql/react's cache,
+      // which keys functions by their text.
+      url: `${this.shapeUrl}#${this.id}${own ? `-t${textHash(own.toString())}` : ''}`,
       params,
       fetchClient: this.#fetch,
       signal: this.#abort.signal,
@@ -409,18 +429,26 @@ export class SyncClient {
       onError: async function (this: ShapeStream<any>, err: Error) {
         const info = client.#streams.get(this)
         // 401: a new token and the same request again, three times in a row at most
-        if (err instanceof FetchError && err.status === 401 && client.#options.token && (!info || ++info.authRetries <= 3)) {
-          await client.getToken(true)
+        if (err instanceof FetchError && err.status === 401 && hasToken && (!info || ++info.authRetries <= 3)) {
+          try {
+            await token(true)
+          } catch (e) {
+            // the token service failed: wait a little, the next attempt asks again
+            console.warn('shapesync: token refresh failed:', e)
+            await new Promise((r) => setTimeout(r, 1_000))
+          }
           return {}
         }
         client.#notify()
         return undefined
       },
     }
-    if (this.#options.token) {
+    if (hasToken) {
       o.headers = {
+        // a token function that fails sends no token: the 401 that follows
+        // asks it again (onError), instead of ending the stream here
         Authorization: async () => {
-          const t = await this.getToken()
+          const t = await token(false).catch(() => null)
           return t ? `Bearer ${t}` : ''
         },
       }

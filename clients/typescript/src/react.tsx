@@ -7,7 +7,7 @@ import type { z } from 'zod'
 import type { Conflict, Resolution, SyncClient, SyncState, SyncStatus } from './client.js'
 import { ShapeValidationError } from './errors.js'
 import { keyOf, pickKey } from './overlay.js'
-import type { MutationResult, Row } from './types.js'
+import type { MutationResult, Row, TokenFunction } from './types.js'
 
 const SyncContext = createContext<SyncClient | null>(null)
 
@@ -54,6 +54,11 @@ export interface UseSyncedShapeOptions<S extends z.ZodType<Row> | undefined = un
    * update made here shows up only where it matches (default: everywhere).
    */
   match?: (row: Row) => boolean
+  /**
+   * This shape's own token instead of the client's (a shape-scoped token with
+   * a `shape` claim, docs/auth.md); called again with refresh: true after a 401.
+   */
+  token?: TokenFunction
   client?: SyncClient
 }
 
@@ -88,9 +93,9 @@ export function useSyncedShape<S extends z.ZodType<Row> | undefined = undefined>
     if (opts.where) p.where = opts.where
     if (opts.params) p.params = opts.params
     if (columns) p.columns = columns
-    return client.shapeOptions(p as never)
+    return client.shapeOptions(p as never, { token: opts.token })
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [client, paramsKey])
+  }, [client, paramsKey, opts.token === undefined])
   const shape = useShape<Row>(shapeOptions as never)
   // follow the stream for versions and txids (idempotent; before any message
   // can arrive, since the stream's first request is still in flight)

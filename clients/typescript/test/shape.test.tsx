@@ -94,6 +94,38 @@ describe('useSyncedShape', () => {
     expect(result.current.data.map((r) => r.id)).toEqual(['alice'])
   })
 
+  it('survives a token function that fails once (the token service was down)', async () => {
+    let calls = 0
+    const c = makeClient('alice', {
+      token: () => {
+        calls++
+        if (calls === 1) throw new Error('token service unavailable')
+        return token('alice')
+      },
+    })
+    const { result } = renderHook(() => useSyncedShape({ table: 'lists', where: "id = 'shared'" }), { wrapper: wrapper(c) })
+    await waitFor(() => expect(result.current.status).toBe('up-to-date'), { timeout: 15_000 })
+    expect(calls).toBeGreaterThanOrEqual(2)
+    expect(result.current.data.map((r) => r.id)).toEqual(['shared'])
+  })
+
+  it("takes a shape's own token: a shape-scoped one (the gatekeeper pattern) reads its shape", async () => {
+    const scoped = (where: string) => () => token('alice', 3600, { table: 'todos', where })
+    const c = makeClient('alice', { token: () => 'the client token is not used here' })
+    const ok = renderHook(() => useSyncedShape({ table: 'todos', where: "list_id = 'shared'", token: scoped("list_id = 'shared'") }), {
+      wrapper: wrapper(c),
+    })
+    await waitFor(() => expect(ok.result.current.status).toBe('up-to-date'), { timeout: 15_000 })
+    expect(ok.result.current.data.length).toBeGreaterThan(0)
+    expect(ok.result.current.data.every((t) => t.list_id === 'shared')).toBe(true)
+    // the same token for another shape is refused (403): an error, no rows
+    const bad = renderHook(() => useSyncedShape({ table: 'todos', where: "list_id = 'alice'", token: scoped("list_id = 'shared'") }), {
+      wrapper: wrapper(c),
+    })
+    await waitFor(() => expect(bad.result.current.status).toBe('error'), { timeout: 15_000 })
+    expect(bad.result.current.data).toEqual([])
+  })
+
   it('reports a refused shape as an error (a token without a usable role)', async () => {
     const c = makeClient('alice', { token: () => 'not-a-jwt' })
     const { result } = renderHook(() => useSyncedShape({ table: 'lists' }), { wrapper: wrapper(c) })

@@ -11,9 +11,12 @@ export const stack = () => inject('stack')
 
 const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url')
 
-/** An HS256 token for `sub` (role authenticated) that expires in `ttlS` seconds (negative: already expired). */
-export function token(sub: string, ttlS = 3600): string {
-  const claims = { sub, role: 'authenticated', exp: Math.floor(Date.now() / 1000) + ttlS }
+/**
+ * An HS256 token for `sub` (role authenticated) that expires in `ttlS` seconds
+ * (negative: already expired); with `shape`, a shape-scoped token (docs/auth.md).
+ */
+export function token(sub: string, ttlS = 3600, shape?: Record<string, unknown>): string {
+  const claims = { sub, role: 'authenticated', exp: Math.floor(Date.now() / 1000) + ttlS, ...(shape ? { shape } : {}) }
   const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(claims)}`
   return `${input}.${createHmac('sha256', stack().jwtSecret).update(input).digest('base64url')}`
 }
