@@ -117,6 +117,9 @@ test('offline edits survive a reload and converge with the database once online'
   await page.waitForSelector('[data-testid="status"][data-pending="4"]');
   await page.waitForSelector('[data-title="offline one"]');
   await page.waitForSelector('[data-title="offline two"]');
+  // the rows kept from before the reload, with the queued edits over them
+  await page.waitForSelector(`${todoSel(first.id)}[data-title="renamed offline"][data-done="${!first.done}"]`);
+  assert.equal((await shownTodos(page)).length, start.length + 2);
   await shot(page, 'offline-after-reload');
   assert.deepEqual(await dbTodos('shared'), start, 'still nothing in the database');
 

@@ -42,7 +42,7 @@ export function App({ user }: { user: string }) {
       <div className="body">
         <nav data-testid="lists">
           <h2>Lists</h2>
-          {lists.isLoading && <p className="muted">loading…</p>}
+          {lists.isLoading && sorted.length === 0 && <p className="muted">loading…</p>}
           {sorted.map((l) => (
             <button
               key={l.id}

@@ -151,6 +151,12 @@ interface StreamInfo {
   error?: Error
   authRetries: number
   unsubscribe: () => void
+  /** The shape's definition (table, where, params, columns): its key in the offline cache. */
+  shapeKey: string
+  /** Rows kept from an earlier page, shown until the stream's first up-to-date. */
+  cached?: { rows: Row[]; byPk: Map<string, RowMeta> }
+  saveTimer?: ReturnType<typeof setTimeout>
+  saved?: boolean
 }
 
 const SEEN_TXIDS = 4096
@@ -462,9 +468,11 @@ export class SyncClient {
    */
   attach(stream: ShapeStream<any>, table: string, pk: readonly string[] = ['id']): void {
     if (this.#streams.has(stream) || this.#closed) return
+    const params = (stream.options.params ?? {}) as Record<string, unknown>
+    const shapeKey = JSON.stringify(Object.keys(params).sort().map((k) => [k, params[k]]))
     const info: StreamInfo = {
       table, pk, rows: new Map(), byPk: new Map(), batchTxids: new Set(), upToDate: false, authRetries: 0,
-      unsubscribe: () => {},
+      unsubscribe: () => {}, shapeKey,
     }
     this.#streams.set(stream, info)
     this.#everAttached = true
@@ -477,6 +485,41 @@ export class SyncClient {
     )
     // attach() runs while a component renders: tell the others afterwards
     queueMicrotask(() => this.#notify())
+    // the rows this shape had on an earlier page, until the stream catches up
+    void this.ready
+      .then(() => this.#outbox.loadShape(shapeKey))
+      .then((rows) => {
+        if (!rows?.length || info.upToDate || this.#closed) return
+        const byPk = new Map<string, RowMeta>()
+        for (const r of rows) byPk.set(keyOf(r.value, pk), { value: r.value, version: r.version })
+        info.cached = { rows: rows.map((r) => r.value), byPk }
+        this.#notify()
+      })
+      .catch(() => {})
+  }
+
+  /** The rows kept from an earlier page for this stream, until its first up-to-date (else undefined). */
+  cachedRows(stream: ShapeStream<any>): Row[] | undefined {
+    const info = this.#streams.get(stream)
+    return info && !info.upToDate ? info.cached?.rows : undefined
+  }
+
+  /** Keep the shape's rows for a later page: at once the first time, then at most twice a second. */
+  #scheduleSave(info: StreamInfo) {
+    if (info.saveTimer || this.#closed) return
+    const save = () => {
+      const rows = [...info.rows].map(([key, r]) => ({ key, value: r.value, ...(r.version ? { version: r.version } : {}) }))
+      void this.#outbox.saveShape(info.shapeKey, rows).catch(() => {})
+    }
+    if (!info.saved) {
+      info.saved = true
+      save()
+      return
+    }
+    info.saveTimer = setTimeout(() => {
+      info.saveTimer = undefined
+      if (!this.#closed) save()
+    }, 500)
   }
 
   #onMessages(info: StreamInfo, messages: Message<Row>[]) {
@@ -499,9 +542,11 @@ export class SyncClient {
       } else if (isControlMessage(m)) {
         if (m.headers.control === 'up-to-date') {
           info.upToDate = true
+          info.cached = undefined
           info.lastSyncedAt = Date.now()
           info.error = undefined
           info.authRetries = 0
+          this.#scheduleSave(info)
           if (info.batchTxids.size) {
             confirm ??= new Set()
             for (const t of info.batchTxids) confirm.add(t)
@@ -524,8 +569,9 @@ export class SyncClient {
     let best: RowMeta | undefined
     for (const info of this.#streams.values()) {
       if (info.table !== table) continue
-      const mk = info.byPk.get(keyOf(key, info.pk.length ? info.pk : pk))
-      const r = mk === undefined ? undefined : info.rows.get(mk)
+      const k = keyOf(key, info.pk.length ? info.pk : pk)
+      const mk = info.byPk.get(k)
+      const r = mk === undefined ? info.cached?.byPk.get(k) : info.rows.get(mk)
       if (r && (!best || (r.version && !best.version))) best = r
     }
     return best
@@ -1013,7 +1059,10 @@ export class SyncClient {
     this.#abort.abort()
     if (this.#retryTimer) clearTimeout(this.#retryTimer)
     this.#removeWindowListeners?.()
-    for (const [, info] of this.#streams) info.unsubscribe()
+    for (const [, info] of this.#streams) {
+      info.unsubscribe()
+      if (info.saveTimer) clearTimeout(info.saveTimer)
+    }
     this.#streams.clear()
     for (const p of this.#pending.values()) {
       if (p.timer) clearTimeout(p.timer)

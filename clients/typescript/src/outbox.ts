@@ -1,11 +1,13 @@
 // Where mutations wait until the server has decided them: IndexedDB (through
-// idb) in a browser, so offline edits survive a reload, or memory.
+// idb) in a browser, so offline edits survive a reload, or memory. Beside
+// them, the last rows of each shape, so a page reloaded offline shows them.
 //
 // One database per storage key (one per user: a queue is replayed with the
 // token of the user who made it, never another's). One object store,
 // `mutations`, keyed by `seq` (IndexedDB's key generator: the order in which
 // mutations were made, also across tabs); a replay sends them in that order
-// with their original ids.
+// with their original ids. Object store `shapes`: rows and versions of each
+// shape at its last up-to-date, keyed by the shape's definition.
 import { openDB, type IDBPDatabase } from 'idb'
 import type { Mutation } from './types.js'
 
@@ -26,16 +28,28 @@ export interface OutboxStore {
   /** Store a new mutation; resolves with its `seq`. */
   add(entry: Omit<QueuedMutation, 'seq'>): Promise<number>
   remove(seqs: number[]): Promise<void>
+  /** The rows a shape had at its last up-to-date (kept by saveShape). */
+  loadShape(key: string): Promise<CachedRow[] | undefined>
+  saveShape(key: string, rows: CachedRow[]): Promise<void>
   close(): void
 }
 
+/** A row of a shape as kept for offline reloads: the stream's key, its value and version. */
+export interface CachedRow {
+  key: string
+  value: Record<string, unknown>
+  version?: string
+}
+
 const STORE = 'mutations'
+const SHAPES = 'shapes'
 
 /** The outbox in IndexedDB database `shapesync-outbox:<storageKey>`. */
 export async function openIdbOutbox(storageKey: string): Promise<OutboxStore> {
-  const db: IDBPDatabase = await openDB(`shapesync-outbox:${storageKey}`, 1, {
+  const db: IDBPDatabase = await openDB(`shapesync-outbox:${storageKey}`, 2, {
     upgrade(d) {
       if (!d.objectStoreNames.contains(STORE)) d.createObjectStore(STORE, { keyPath: 'seq', autoIncrement: true })
+      if (!d.objectStoreNames.contains(SHAPES)) d.createObjectStore(SHAPES)
     },
   })
   return {
@@ -49,6 +63,12 @@ export async function openIdbOutbox(storageKey: string): Promise<OutboxStore> {
       if (seqs.length === 0) return
       const tx = db.transaction(STORE, 'readwrite')
       await Promise.all([...seqs.map((s) => tx.store.delete(s)), tx.done])
+    },
+    async loadShape(key) {
+      return (await db.get(SHAPES, key)) as CachedRow[] | undefined
+    },
+    async saveShape(key, rows) {
+      await db.put(SHAPES, rows, key)
     },
     close() {
       db.close()
@@ -72,6 +92,10 @@ export function memoryOutbox(): OutboxStore {
     async remove(seqs) {
       for (const s of seqs) rows.delete(s)
     },
+    async loadShape() {
+      return undefined
+    },
+    async saveShape() {},
     close() {},
   }
 }

@@ -102,10 +102,14 @@ export function useSyncedShape<S extends z.ZodType<Row> | undefined = undefined>
   client.attach(shape.stream, opts.table, pk)
   const version = useClientVersion(client)
 
+  // before the stream's first up-to-date: the rows kept from an earlier page
+  // (offline after a reload), if any
+  const cached = shape.isLoading ? client.cachedRows(shape.stream) : undefined
+  const serverRows = cached ?? shape.data
   const rows = useMemo(
-    () => client.overlay(opts.table, shape.data, pk, opts.match),
+    () => client.overlay(opts.table, serverRows, pk, opts.match),
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [client, shape.data, version, opts.table, opts.match, pk.join(',')],
+    [client, serverRows, version, opts.table, opts.match, pk.join(',')],
   )
 
   const cache = useRef<{ schema: unknown; results: WeakMap<object, { ok: true; value: Row } | { ok: false; field: string; issue: string }> } | undefined>(undefined)

@@ -75,6 +75,10 @@ describe('offline queue', () => {
     const page2 = renderTodos(c2, list)
     await c2.ready
     await waitFor(() => expect(page2.result.current.status.pendingWrites).toBe(4))
+    // the rows page 1 had (kept in IndexedDB) with the queued edits over them
+    await waitFor(() => expect(page2.result.current.shape.data.map((t) => t.title)).toEqual(['before', 'A edited', 'B']))
+    expect(page2.result.current.shape.data[0]!.done).toBe(true)
+    expect(page2.result.current.shape.isLoading).toBe(true)
     expect(await psql(`SELECT count(*) FROM todos WHERE list_id = '${list}'`)).toBe('1')
     expect(log.sent).toHaveLength(0)
 
