@@ -1,14 +1,16 @@
 // The real stack for the browser tests and the benchmark: a throwaway
-// PostgreSQL with the demo's schema and shapesyncd (tests/e2e/lib/stack.js),
-// the built demo behind its server (server/serve.js: static files, tokens,
-// /v1 proxied to shapesyncd), and Debian's Chromium driven by playwright-core.
-// Everything is stopped by close().
+// PostgreSQL with the demo's schema and track_commit_timestamp on (so a test
+// can read when each write committed), shapesyncd verifying HS256 tokens
+// (tests/e2e/lib/procs.js), the built demo behind its server
+// (server/serve.js: static files, tokens, /v1 proxied to shapesyncd), and
+// Debian's Chromium driven by playwright-core. Everything is stopped by close().
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { ROOT, SIDECAR_ROLE, startStack } from '../../tests/e2e/lib/stack.js';
+import { ROOT, SIDECAR_ROLE } from '../../tests/e2e/lib/stack.js';
+import { startCluster, startSidecar, workDir, cleanupAll } from '../../tests/e2e/lib/procs.js';
 import { startDemoServer, DIST } from '../server/serve.js';
 
 export const DEMO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,18 +24,29 @@ export async function startDemo({ sidecarArgs = [] } = {}) {
   mkdirSync(OUT, { recursive: true });
   const jwtSecret = randomBytes(32).toString('hex');
   const schema = readFileSync(join(ROOT, 'demo', 'db', 'schema.sql'), 'utf8');
-  const stack = await startStack({
-    insecure: false,
-    sidecarArgs: ['--jwt-secret', jwtSecret, ...sidecarArgs],
-    setupSql: `${schema}\nGRANT authenticated TO ${SIDECAR_ROLE};\n`,
-  });
-  let server, browser;
+  const work = workDir();
+  let cluster, sidecar, server, browser;
+  const stop = async () => {
+    await browser?.close().catch(() => {});
+    await server?.close();
+    await sidecar?.stop();
+    await cluster?.destroy();
+    cleanupAll();
+  };
   try {
-    server = await startDemoServer({ sidecarUrl: stack.baseUrl, jwtSecret });
+    cluster = await startCluster({ work, setupSql: 'ALTER SYSTEM SET track_commit_timestamp = on;' });
+    await cluster.stop();
+    await cluster.start();
+    await cluster.psql(`CREATE ROLE ${SIDECAR_ROLE} LOGIN; SELECT shapesync.grant_sidecar('${SIDECAR_ROLE}');
+      ${schema}
+      GRANT authenticated TO ${SIDECAR_ROLE};`);
+    const u = new URL(cluster.dbUrl);
+    u.username = SIDECAR_ROLE;
+    sidecar = await startSidecar({ dbUrl: u.toString(), work, insecure: false, args: ['--jwt-secret', jwtSecret, ...sidecarArgs] });
+    server = await startDemoServer({ sidecarUrl: sidecar.baseUrl, jwtSecret });
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   } catch (e) {
-    await server?.close();
-    await stack.stop();
+    await stop();
     throw e;
   }
   const contexts = [];
@@ -59,16 +72,20 @@ export async function startDemo({ sidecarArgs = [] } = {}) {
   }
 
   return {
-    stack,
+    cluster,
+    sidecar,
     server,
     browser,
     openUser,
-    psql: stack.psql,
+    psql: cluster.psql,
+    /** When the last write of a todo committed (ms since the epoch, from track_commit_timestamp). */
+    async commitTime(id) {
+      const us = await cluster.psql(`SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM todos WHERE id = '${id}'`);
+      return Number(us) / 1000;
+    },
     async close() {
       for (const c of contexts) await c.close().catch(() => {});
-      await browser?.close().catch(() => {});
-      await server?.close();
-      await stack.stop();
+      await stop();
     },
   };
 }

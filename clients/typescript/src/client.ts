@@ -509,7 +509,7 @@ export class SyncClient {
     if (info.saveTimer || this.#closed) return
     const save = () => {
       const rows = [...info.rows].map(([key, r]) => ({ key, value: r.value, ...(r.version ? { version: r.version } : {}) }))
-      void this.#outbox.saveShape(info.shapeKey, rows).catch(() => {})
+      void this.ready.then(() => this.#outbox.saveShape(info.shapeKey, rows)).catch(() => {})
     }
     if (!info.saved) {
       info.saved = true
