@@ -9,6 +9,7 @@ if [ "${1:-}" = --quick ]; then
 	[ -x scripts/bench-writer.sh ] && scripts/bench-writer.sh --quick
 	[ -x scripts/bench-fanout.sh ] && scripts/bench-fanout.sh --quick
 	[ -x scripts/bench-throughput.sh ] && scripts/bench-throughput.sh --quick
+	[ -x scripts/bench-mutations.sh ] && scripts/bench-mutations.sh --quick
 	[ -x scripts/bench-client.sh ] && scripts/bench-client.sh --edits 20
 	exit 0
 fi

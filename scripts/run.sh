@@ -105,13 +105,16 @@ setup_sidecar_role() {
 DEMO_ROLE=authenticated
 setup_demo_role() {
 	local url=$1
-	log "role $DEMO_ROLE for the demo token (granted to $SIDECAR_ROLE; SELECT on items)"
+	log "role $DEMO_ROLE for the demo token (granted to $SIDECAR_ROLE; SELECT, INSERT, UPDATE, DELETE on items; a writer: shapesync.grant_writer)"
 	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$url" -v role="$DEMO_ROLE" \
 		-v sidecar="$SIDECAR_ROLE" >/dev/null <<-'SQL'
 		SELECT format('CREATE ROLE %I NOLOGIN', :'role')
 		 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 		SELECT format('GRANT %I TO %I', :'role', :'sidecar') \gexec
-		SELECT format('GRANT SELECT ON public.items TO %I', :'role') \gexec
+		SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO %I', :'role') \gexec
+		SELECT format('GRANT USAGE ON SEQUENCE public.items_id_seq TO %I', :'role')
+		 WHERE to_regclass('public.items_id_seq') IS NOT NULL \gexec
+		SELECT shapesync.grant_writer(:'role');
 	SQL
 }
 
@@ -210,6 +213,11 @@ $sidecar_note
   Try it:
     curl -i -H "Authorization: Bearer \$TOKEN" '$HTTP/v1/shape?table=items&offset=-1'
     psql '$url' -c "INSERT INTO items (title) VALUES ('hello')"
+
+  Write through the sidecar (docs/mutations.md; the answer's txid comes back on the stream):
+    curl -i -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"mutations":[{"id":"$(cat /proc/sys/kernel/random/uuid)","table":"items","op":"insert","values":{"title":"from curl"}}]}' \\
+      '$HTTP/v1/mutations'
 
   Follow changes live: take electric-handle and electric-offset from a response, then
     curl -i -H "Authorization: Bearer \$TOKEN" '$HTTP/v1/shape?table=items&handle=HANDLE&offset=OFFSET&live=true'

@@ -17,4 +17,9 @@ namespace shapesync {
 // when role is nullopt (auth off: the sidecar's own rights). Throws PgError.
 asio::awaitable<void> act_as(PgConn& c, const std::optional<std::string>& role, const std::string& claims);
 
+// The select list that sets request.jwt.claims (and request.jwt.claim.<key>)
+// from the JSON text bound to parameter $<param>, for a statement that sets
+// them on its way (db/mutations.cpp: one round trip instead of two).
+std::string set_claims_select_list(int param);
+
 }  // namespace shapesync

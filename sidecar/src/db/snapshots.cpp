@@ -77,6 +77,15 @@ asio::awaitable<void> copy_snapshot_rows(
   });
 }
 
+asio::awaitable<bool> can_read_versions(PgConn& c, uint32_t relid, const std::optional<std::string>& role) {
+  PgParams args{role.value_or(""), std::to_string(relid)};
+  PgResult r = co_await c.exec(
+      "SELECT CASE WHEN $1 = '' THEN has_column_privilege($2::oid, 'xmin', 'SELECT') "
+      "ELSE has_column_privilege($1::name, $2::oid, 'xmin', 'SELECT') END",
+      args);
+  co_return r.rows() == 1 && r.get(0, 0) == "t";
+}
+
 asio::awaitable<void> store_snapshot(PgConn& c, const std::string& handle, const SnapshotData& d) {
   co_await c.exec("BEGIN");
   std::exception_ptr failure;

@@ -50,6 +50,10 @@ asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const st
 asio::awaitable<void> copy_snapshot_rows(
     PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::string& where, bool with_version,
     const std::function<void(std::vector<std::optional<std::string>>&, std::string_view)>& on_row);
+// True when `role` (nullopt: the current user) may read the table's row
+// versions: SELECT on its xmin system column, which a table-level SELECT
+// grant gives and column grants give only when they name xmin.
+asio::awaitable<bool> can_read_versions(PgConn& c, uint32_t relid, const std::optional<std::string>& role);
 // Stores a taken snapshot's chunks; the claim becomes the stored snapshot in the same transaction.
 asio::awaitable<void> store_snapshot(PgConn& c, const std::string& handle, const SnapshotData& d);
 // The stored snapshot of a handle (building = claimed, not stored yet), or nullopt.

@@ -34,6 +34,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
   // subset WHERE is parsed, analysed and canonicalised by PostgreSQL, and only
   // its canonical form goes into the query.
   std::string canonical;
+  bool with_version = false;
   {
     ValidationErrors v;
     SubsetCheck chk = co_await shapes_.check_subset(p.table, sp, who);
@@ -47,6 +48,7 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       else add_subset_error(v, field, msg);
     }
     canonical = chk.canonical_where;
+    with_version = chk.versions;
     if (!v.empty()) co_return error_400(req, v);
     if (!chk.forbidden.empty()) {  // the caller's role may not filter on that (a column, a policy)
       ShapeError e;
@@ -88,7 +90,6 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
       co_return error_response(req, e);
     }
   }
-  const bool with_version = shapes_.row_versions();
   std::string sql = subset_query_sql(t, selected, shape_where, canonical, sp, with_version);
 
   SubsetRows result;

@@ -94,6 +94,7 @@ asio::awaitable<SubsetCheck> ShapeService::check_subset(const QualifiedName& tab
       }
       out.canonical_where = chk.canonical_where;
     }
+    if (row_versions_.load()) out.versions = co_await can_read_versions(*lease, lookup.table->relid, who.role);
   } catch (const PgError& e) {
     out.failure = e;
   }
@@ -452,7 +453,9 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
           first = true;
         }
       };
-      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, row_versions_.load(), on_row);
+      // versions only where the role may read them (column grants without xmin: none)
+      bool versions = row_versions_.load() && co_await can_read_versions(c, t.relid, s->def.role);
+      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, versions, on_row);
     }
     co_await c.exec("COMMIT");
   } catch (...) {

@@ -88,6 +88,7 @@ struct SubsetCheck {
   std::vector<std::pair<std::string, std::string>> errors;
   std::vector<std::pair<std::string, std::string>> forbidden;  // the caller's role may not (403): ("where", message)
   std::string canonical_where;
+  bool versions = false;  // rows may carry their version (the extension has them, the role may read them)
   std::optional<PgError> failure;
 };
 
@@ -131,9 +132,6 @@ class ShapeSource {
   // Logs a configuration error (a grant this sidecar's role lacks) with the
   // GRANT that fixes it, at most once per 10 s.
   virtual void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const = 0;
-  // True when the extension can tell row versions (0.2.0: shapesync.row_version()),
-  // so snapshot and subset rows carry a "version" header.
-  virtual bool row_versions() const { return false; }
 };
 
 class ShapeService : public ShapeSource {
@@ -158,7 +156,6 @@ class ShapeService : public ShapeSource {
   asio::awaitable<std::optional<PgError>> run_subset(const std::string& sql, SubsetRows& out,
                                                      const Caller& who) override;
   void log_configuration_error(const PgError& e, std::string_view doing, std::string_view privilege) const override;
-  bool row_versions() const override { return row_versions_.load(); }
 
   // What monitoring wants to hear of (metrics/ sits above this layer: it
   // installs these before run_ticker). Called on the service's threads.

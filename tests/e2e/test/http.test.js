@@ -66,8 +66,9 @@ test('offset=-1: first snapshot chunk, no up-to-date', async () => {
   assert.deepEqual(one, {
     key: '"public"."items"/"1"',
     value: { id: '1', title: 'one', done: one.value.done },
-    headers: { operation: 'insert', relation: ['public', 'items'] },
+    headers: { operation: 'insert', relation: ['public', 'items'], version: one.headers.version },
   });
+  assert.match(one.headers.version, /^\d+$/, 'the row version (docs/mutations.md)');
   assert.ok(['f', 'false'].includes(one.value.done), `bool text form, got ${one.value.done}`);
   const end = body.at(-1);
   assert.ok(isControl(end, 'snapshot-end'), `last message is snapshot-end: ${JSON.stringify(end)}`);

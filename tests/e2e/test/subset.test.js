@@ -48,7 +48,9 @@ function assertSubsetResponse(r, { offset = '-1' } = {}) {
   assert.match(metadata.database_lsn, /^\d+$/);
   assert.ok(Number.isInteger(metadata.snapshot_mark) && metadata.snapshot_mark >= 0 && metadata.snapshot_mark < 2 ** 31);
   for (const m of data) {
-    assert.deepEqual(m.headers, { operation: 'insert', relation: ['public', 'items'], snapshot_mark: metadata.snapshot_mark });
+    assert.deepEqual(m.headers, { operation: 'insert', relation: ['public', 'items'], version: m.headers.version,
+      snapshot_mark: metadata.snapshot_mark });
+    assert.match(m.headers.version, /^\d+$/, 'the row version (docs/mutations.md)');
     assert.equal(m.key, `"public"."items"/"${m.value.id}"`);
   }
 }
