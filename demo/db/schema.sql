@@ -66,7 +66,6 @@ CREATE POLICY todos_own_or_shared ON public.todos FOR ALL TO authenticated
 
 GRANT SELECT ON public.lists TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.todos TO authenticated;
-GRANT EXECUTE ON FUNCTION public.demo_sub() TO authenticated;
 
 SELECT shapesync.track('public.lists');
 SELECT shapesync.track('public.todos');
