@@ -1,6 +1,7 @@
 # shapesync — PGXS build of the extension, and the project's entry points.
 #
 #   make run    install what is missing, build, start a throwaway cluster + shapesyncd
+#   make demo   the collaborative todo demo (demo/) next to a running `make run`
 #   make test   install what is missing, build, run every test suite
 #
 EXTENSION    = shapesync
@@ -50,7 +51,7 @@ BUILD_DIR ?= build
 # `make install` writes into PostgreSQL's directories: use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps sidecar shapesyncd run test bench e2e
+.PHONY: deps sidecar shapesyncd run demo test bench e2e
 
 deps:
 	scripts/install-deps.sh
@@ -72,6 +73,10 @@ run: deps
 	$(SUDO) $(MAKE) install
 	$(MAKE) shapesyncd
 	scripts/run.sh
+
+# Needs `make run` in another terminal: its database and sidecar.
+demo: deps
+	scripts/demo.sh
 
 test: deps
 	$(MAKE) all

@@ -2,7 +2,8 @@
 # install-deps.sh — install what shapesync needs to build, run and test, and
 # nothing that is already there (Debian 12). Idempotent: a second run installs
 # nothing and does not touch the network unless tests/e2e/node_modules is missing
-# or lacks a dependency of tests/e2e/package.json at its version.
+# or lacks a dependency of tests/e2e/package.json at its version, or
+# node_modules (the client kit and demo workspace) is missing.
 #
 # Works as root (also in a minimal debootstrap chroot: no sudo, no systemd) or as
 # a user with sudo.
@@ -101,5 +102,11 @@ if [ -f "$E2E/package.json" ] && ! e2e_deps_ok; then
 	else
 		(cd "$E2E" && npm install --no-audit --no-fund --loglevel=error)
 	fi
+fi
+# The client kit and the demo (an npm workspace at the top: clients/typescript,
+# demo), from the committed package-lock.json.
+if [ -f "$ROOT/package-lock.json" ] && [ ! -d "$ROOT/node_modules" ]; then
+	log "npm dependencies for clients/typescript and demo (npm ci)"
+	(cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 log "done"

@@ -6,6 +6,8 @@
 #   1. scripts/pg-regress.sh   pg_regress + isolation   ("regress: N passed, N failed")
 #   2. ctest --test-dir build  sidecar GoogleTest        ("X% tests passed, N tests failed out of M")
 #   3. node --test tests/e2e   the real npm clients      ("# pass N" / "# fail N")
+#   4. clients/typescript      the client kit: tsc, build, vitest against a real stack
+#   5. demo                    the demo app type-checked and built, then in headless Chromium (node --test demo/e2e)
 #
 # A suite that cannot run, or exits non-zero without reporting a failure, counts
 # as one failure. Exit status 1 when anything failed.
@@ -175,6 +177,81 @@ else
 	why=$(IFS=';'; echo "${e2e_why[*]:-}")
 	record e2e "$e2e_pass" "$e2e_fail" "$e2e_rc" "${why# }"
 	echo "e2e: $((SECONDS - e2e_start)) s in all"
+fi
+
+# --- 4. the client kit: type-check, build, vitest (jsdom) against a real stack --
+# Node's npm workspace at the top (clients/typescript, demo), installed by
+# scripts/install-deps.sh from package-lock.json.
+note "client kit (clients/typescript: tsc, build, vitest)"
+if ! command -v node >/dev/null 2>&1; then
+	record client 0 1 1 "node not installed"
+else
+	if [ ! -d node_modules ]; then
+		npm ci --no-audit --no-fund --loglevel=error || true
+	fi
+	kit_pass=0
+	kit_fail=0
+	kit_why=()
+	for step in typecheck build; do
+		if (cd clients/typescript && run_suite "$LOGDIR/kit-$step.log" 300 npm run --silent "$step"); then
+			kit_pass=$((kit_pass + 1))
+		else
+			kit_fail=$((kit_fail + 1))
+			kit_why+=("$step failed")
+		fi
+	done
+	(cd clients/typescript && NO_COLOR=1 run_suite "$LOGDIR/kit-vitest.log" 900 npx --no-install vitest run --reporter=default)
+	rc=$?
+	line=$(grep -E '^ +Tests +' "$LOGDIR/kit-vitest.log" | tail -n 1)
+	p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
+	f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)
+	if [ -n "$line" ]; then
+		kit_pass=$((kit_pass + ${p:-0}))
+		kit_fail=$((kit_fail + ${f:-0}))
+		[ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && { kit_fail=$((kit_fail + 1)); kit_why+=("vitest exited $rc"); }
+	else
+		kit_fail=$((kit_fail + 1))
+		kit_why+=("vitest: no 'Tests' line, exit $rc")
+	fi
+	why=$(IFS=';'; echo "${kit_why[*]:-}")
+	record client "$kit_pass" "$kit_fail" 0 "$why"
+fi
+
+# --- 5. the demo in headless Chromium ---------------------------------------
+note "demo (vite build, tsc, node --test demo/e2e in headless Chromium)"
+if ! command -v node >/dev/null 2>&1; then
+	record demo 0 1 1 "node not installed"
+elif ! (cd demo && run_suite "$LOGDIR/demo-build.log" 300 npx --no-install vite build --logLevel warn); then
+	record demo 0 1 1 "vite build failed"
+else
+	demo_pass=0
+	demo_fail=0
+	demo_why=()
+	if (cd demo && run_suite "$LOGDIR/demo-tsc.log" 300 npx --no-install tsc -p tsconfig.json); then
+		demo_pass=$((demo_pass + 1))
+	else
+		demo_fail=$((demo_fail + 1))
+		demo_why+=("tsc failed")
+	fi
+	node_flags=(--test --test-concurrency=1 --test-reporter=tap)
+	for f in demo/e2e/*.test.js; do
+		logf="$LOGDIR/demo-$(basename "$f" .test.js).log"
+		(cd demo && run_suite "$logf" 600 node "${node_flags[@]}" "${f#demo/}")
+		rc=$?
+		p=$(grep -E '^# pass [0-9]+' "$logf" | tail -n 1 | awk '{print $3}')
+		fl=$(grep -E '^# fail [0-9]+' "$logf" | tail -n 1 | awk '{print $3}')
+		c=$(grep -E '^# cancelled [0-9]+' "$logf" | tail -n 1 | awk '{print $3}')
+		if [ -n "$p" ] && [ -n "$fl" ]; then
+			demo_pass=$((demo_pass + p))
+			demo_fail=$((demo_fail + fl + ${c:-0}))
+			[ "$rc" -ne 0 ] && [ $((fl + ${c:-0})) -eq 0 ] && { demo_fail=$((demo_fail + 1)); demo_why+=("$f exited $rc"); }
+		else
+			demo_fail=$((demo_fail + 1))
+			demo_why+=("$f: no '# pass' / '# fail' lines, exit $rc")
+		fi
+	done
+	why=$(IFS=';'; echo "${demo_why[*]:-}")
+	record demo "$demo_pass" "$demo_fail" 0 "$why"
 fi
 
 printf '\n==> summary\n'
