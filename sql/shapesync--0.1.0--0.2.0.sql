@@ -755,6 +755,7 @@ DECLARE
     cols       text;
     reason     text;
     conv_sql   text;
+    write_sql  text;
     converted  boolean := false;
 BEGIN
     IF jsonb_typeof(m) IS DISTINCT FROM 'object' THEN
@@ -1060,13 +1061,18 @@ BEGIN
         new_xmin := NULL;
         IF op = 'insert' THEN
             cols := (SELECT string_agg(format('%I', c), ', ') FROM jsonb_object_keys(coalesce(key, '{}') || vals) c);
-            EXECUTE format('INSERT INTO %s AS t (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r%s%s',
-                           rel, cols,
-                           (SELECT string_agg(format('r.%I', c), ', ') FROM jsonb_object_keys(coalesce(key, '{}') || vals) c),
-                           rel,
-                           CASE WHEN can_read THEN format(' ON CONFLICT ON CONSTRAINT %I DO NOTHING', pkcon) ELSE '' END,
-                           CASE WHEN can_read THEN ' RETURNING t.xmin' ELSE '' END)
-               INTO new_xmin USING coalesce(key, '{}') || vals;
+            write_sql := format('INSERT INTO %s AS t (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r',
+                                rel, cols,
+                                (SELECT string_agg(format('r.%I', c), ', ') FROM jsonb_object_keys(coalesce(key, '{}') || vals) c),
+                                rel);
+            IF can_read THEN
+                EXECUTE write_sql || format(' ON CONFLICT ON CONSTRAINT %I DO NOTHING RETURNING t.xmin', pkcon)
+                   INTO new_xmin USING coalesce(key, '{}') || vals;
+            ELSE
+                -- no key given (column defaults make it), or a key the caller may not
+                -- read: no conflict check, and nothing to return (INTO needs a RETURNING)
+                EXECUTE write_sql USING coalesce(key, '{}') || vals;
+            END IF;
             GET DIAGNOSTICS rc = ROW_COUNT;
             IF rc = 0 THEN
                 CONTINUE;   -- inserted concurrently: read it

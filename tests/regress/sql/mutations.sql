@@ -431,6 +431,13 @@ SELECT count(*) FROM shapesync.mutation_log;
 -- a forgotten id applies again
 SELECT * FROM public.mres(shapesync.apply_mutations(format('[{"id": "%s", "table": "mut_items", "op": "update", "key": {"id": 2}, "values": {"n": 6}}]', public.mid(500))::jsonb));
 
+-- an insert without a key: the column default makes it (no insert-on-existing-key check)
+CREATE TABLE mut_serial (id bigserial PRIMARY KEY, title text NOT NULL);
+SELECT shapesync.track('mut_serial');
+SELECT * FROM public.mres(shapesync.apply_mutations(format('[{"id": "%s", "table": "mut_serial", "op": "insert", "values": {"title": "made by its default"}}]', public.mid(600))::jsonb));
+SELECT id, title FROM mut_serial;
+DROP TABLE mut_serial;
+
 DROP TABLE mut_items, mut_pol, mut_off, mut_rls, mut_rls2, mut_untracked, "mut we""ird; DROP TABLE mut_items; --";
 SELECT count(*) AS policies_left FROM shapesync.write_policies;
 DROP PROCEDURE public.mut_case(text, int, text, text, text);
