@@ -5,6 +5,8 @@
 #include <cctype>
 #include <iterator>
 
+#include <boost/beast/core/string.hpp>
+
 #include "auth/claims.hpp"
 #include "auth/keys.hpp"
 #include "http/params.hpp"
@@ -41,20 +43,13 @@ AuthRefusal forbidden(const std::string& field, const std::string& message) {
   return r;
 }
 
-bool ieq_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-  return true;
-}
-
 // The token of an Authorization header: "Bearer <token>" (scheme case-insensitive).
 std::optional<std::string_view> bearer_token(const http::fields& headers, bool& present) {
   auto it = headers.find(http::field::authorization);
   present = it != headers.end() && !it->value().empty();
   if (!present) return std::nullopt;
   std::string_view v = it->value();
-  if (!ieq_prefix(v, "bearer ")) return std::nullopt;
+  if (!boost::beast::iequals(v.substr(0, 7), "bearer ")) return std::nullopt;
   v.remove_prefix(7);
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
   while (!v.empty() && v.back() == ' ') v.remove_suffix(1);

@@ -2,11 +2,11 @@
 // its shape goes (size, nesting, an array of objects), the caller's token, then
 // one call into the database, which decides everything else; its answer is the
 // response body. Nothing from the body is ever spliced into SQL.
-#include <cctype>
 #include <chrono>
 #include <string>
 #include <string_view>
 
+#include <boost/beast/core/string.hpp>
 #include <nlohmann/json.hpp>
 
 #include "http/app.hpp"
@@ -16,13 +16,6 @@
 namespace shapesync {
 
 namespace {
-
-bool iequals_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-  return true;
-}
 
 std::string message_body(std::string_view message, std::string_view code = {}) {
   nlohmann::json j{{"message", message}};
@@ -72,7 +65,7 @@ asio::awaitable<Response> App::handle_mutations(const Request& req, std::string_
         message_body("a shape-scoped token (one with a \"shape\" claim) reads its shape and cannot write",
                      "shape_scoped_token")));
   auto ct = req.find(http::field::content_type);
-  if (ct == req.end() || !iequals_prefix(ct->value(), "application/json"))
+  if (ct == req.end() || !boost::beast::iequals(ct->value().substr(0, 16), "application/json"))
     co_return no_store(json_response(req, http::status::unsupported_media_type,
                                      message_body("Content-Type must be application/json")));
 

@@ -3,8 +3,6 @@
 
 #include "http/validate.hpp"
 
-#include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 namespace shapesync {
