@@ -25,6 +25,7 @@ PG_MODULE_MAGIC;
 char	   *shapesync_database = NULL;
 int			shapesync_tick_idle_ms = 1000;
 int			shapesync_tick_min_interval_ms = 2;
+int			shapesync_tick_max_interval_ms = 10;
 int			shapesync_log_retention_s = 86400;
 int			shapesync_consumer_timeout_s = 3600;
 int			shapesync_maintenance_interval_s = 10;
@@ -73,6 +74,19 @@ _PG_init(void)
 							"one. 0 ticks on every ring.",
 							&shapesync_tick_min_interval_ms,
 							2,
+							0, 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.tick_max_interval_ms",
+							"Longest time between two ticks of the ticker under sustained load.",
+							"While every tick covers more than one commit, the wait between ticks "
+							"doubles from shapesync.tick_min_interval_ms up to this, so a saturated "
+							"machine spends less on ticks and batch reads; the first tick that "
+							"covers one commit resets it. Values below the minimum mean the minimum.",
+							&shapesync_tick_max_interval_ms,
+							10,
 							0, 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,

@@ -35,6 +35,7 @@
 extern char *shapesync_database;
 extern int	shapesync_tick_idle_ms;
 extern int	shapesync_tick_min_interval_ms;
+extern int	shapesync_tick_max_interval_ms;
 extern int	shapesync_log_retention_s;
 extern int	shapesync_consumer_timeout_s;
 extern int	shapesync_maintenance_interval_s;

@@ -420,6 +420,24 @@ ShapesyncTickerRelease(int code, Datum arg)
 }
 
 /*
+ * The wait after a tick: none after an unloaded one; after a loaded one,
+ * tick_min_interval_ms, doubled for every further loaded tick in a row, up
+ * to tick_max_interval_ms (never below the minimum).
+ */
+static int
+NextTickInterval(int previous_ms, bool loaded)
+{
+	int			lo = shapesync_tick_min_interval_ms;
+	int			hi = Max(lo, shapesync_tick_max_interval_ms);
+
+	if (!loaded)
+		return 0;
+	if (previous_ms < lo)
+		return lo;
+	return Min(hi, previous_ms * 2);
+}
+
+/*
  * Ticker: wait for the doorbell or the idle timer, then tick and notify.
  *
  * When the ticker is idle, a ring is answered at once: a lone commit is
@@ -427,7 +445,12 @@ ShapesyncTickerRelease(int code, Datum arg)
  * coalesces: when the previous tick covered more than one commit, or more
  * than one rang while it ran, the next tick waits until
  * tick_min_interval_ms after the previous one, so a steady write load costs
- * at most about one tick per interval, however many commits ring.  (Whether
+ * at most about one tick per interval, however many commits ring.  While
+ * the load lasts the interval doubles with every loaded tick, up to
+ * tick_max_interval_ms: every tick costs the ticker and each consumer a
+ * fixed amount of CPU (a transaction, a NOTIFY, a batch read), which a
+ * saturated machine takes from the writers; the first unloaded tick brings
+ * the interval back to tick_min_interval_ms.  (Whether
  * a ring arrived during the tick alone is no sign of load: on a saturated
  * machine the writers often do not run while the ticker does.)
  */
@@ -442,6 +465,7 @@ shapesync_worker_main(Datum main_arg)
 	TimestampTz last_maintenance = 0;
 	uint32		rings;
 	bool		loaded = false; /* the last tick saw more than one commit */
+	int			interval_ms = 0;	/* the wait after a loaded tick */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -496,13 +520,13 @@ shapesync_worker_main(Datum main_arg)
 		 * commit, the next tick waits for the rest of tick_min_interval_ms.
 		 * A lone ring is ticked at once.
 		 */
-		if (loaded && shapesync_tick_min_interval_ms > 0 && last_tick != 0)
+		if (loaded && interval_ms > 0 && last_tick != 0)
 		{
 			long		since_ms = (long) ((GetCurrentTimestamp() - last_tick) / 1000);
 
-			if (since_ms >= 0 && since_ms < shapesync_tick_min_interval_ms)
+			if (since_ms >= 0 && since_ms < interval_ms)
 				(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 shapesync_tick_min_interval_ms - since_ms, PG_WAIT_EXTENSION);
+								 interval_ms - since_ms, PG_WAIT_EXTENSION);
 		}
 
 		/*
@@ -514,6 +538,7 @@ shapesync_worker_main(Datum main_arg)
 		(void) ShapesyncRunTick(&installed, rings != 0);
 		last_tick = GetCurrentTimestamp();
 		loaded = rings > 1 || pg_atomic_read_u32(&slot->rung) > 1;
+		interval_ms = NextTickInterval(interval_ms, loaded);
 
 		/* retention, between ticks (its TRUNCATE never holds up a tick) */
 		if (installed &&

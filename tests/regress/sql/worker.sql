@@ -102,6 +102,46 @@ SELECT pg_temp.wait_ticked(10), clock_timestamp() - :'t0'::timestamptz >= interv
 ALTER SYSTEM RESET shapesync.tick_min_interval_ms;
 SELECT pg_reload_conf();
 
+-- Sustained load: commits back to back, so every tick covers several.
+-- The wait between ticks doubles from tick_min_interval_ms (100 ms here)
+-- up to tick_max_interval_ms (400 ms): gaps near 400 ms appear. With the
+-- maximum at the minimum the gaps stay near 100 ms.
+CREATE PROCEDURE pg_temp.steady_writes(first int, seconds float8) LANGUAGE plpgsql AS $$
+DECLARE
+    i int := first;
+    stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
+BEGIN
+    WHILE clock_timestamp() < stop LOOP
+        INSERT INTO bell VALUES (i);
+        COMMIT;
+        i := i + 1;
+    END LOOP;
+END
+$$;
+CREATE FUNCTION pg_temp.tick_gaps_ms(since timestamptz) RETURNS TABLE (longest float8, median float8)
+LANGUAGE sql AS $$
+    SELECT max(g), percentile_cont(0.5) WITHIN GROUP (ORDER BY g)
+      FROM (SELECT extract(epoch FROM t.tick_time - lag(t.tick_time) OVER (ORDER BY t.tick_id)) * 1000 AS g
+              FROM shapesync.ticks t WHERE t.tick_time >= since) x
+     WHERE g IS NOT NULL
+$$;
+ALTER SYSTEM SET shapesync.tick_min_interval_ms = 100;
+ALTER SYSTEM SET shapesync.tick_max_interval_ms = 400;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SELECT clock_timestamp() AS t0 \gset
+CALL pg_temp.steady_writes(1000000, 2);
+SELECT longest >= 350 AS backed_off, longest < 1500 AS bounded FROM pg_temp.tick_gaps_ms(:'t0');
+ALTER SYSTEM SET shapesync.tick_max_interval_ms = 100;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT clock_timestamp() AS t0 \gset
+CALL pg_temp.steady_writes(2000000, 1.5);
+SELECT median < 250 AS stays_at_minimum FROM pg_temp.tick_gaps_ms(:'t0');
+ALTER SYSTEM RESET shapesync.tick_min_interval_ms;
+ALTER SYSTEM RESET shapesync.tick_max_interval_ms;
+SELECT pg_reload_conf();
+
 DROP TABLE bell;
 
 -- a database the ticker does not serve: no worker, the sidecar ticks
