@@ -4,7 +4,7 @@
 #
 #   scripts/bench-production.sh [--shapes N] [--duration S] [--rounds N]
 #                               [--clients N] [--fsync on|off] [--keep]
-#                               [--tick-min-interval MS]
+#                               [--tick-min-interval MS] [--tick-max-interval MS]
 #
 # The case issue 15 asks about: the cluster `make run` starts (fsync ON,
 # default memory settings, shapesync preloaded: the ticker worker ticks and
@@ -31,7 +31,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-NSHAPES=1000 DURATION=8 ROUNDS=3 CLIENTS=2 FSYNC=on KEEP=0 TICK_MS=""
+NSHAPES=1000 DURATION=8 ROUNDS=3 CLIENTS=2 FSYNC=on KEEP=0 TICK_MS="" TICK_MAX_MS=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--shapes) NSHAPES=${2:?}; shift ;;
@@ -41,6 +41,7 @@ while [ $# -gt 0 ]; do
 	--fsync) FSYNC=${2:?}; shift ;;
 	--keep) KEEP=1 ;;
 	--tick-min-interval) TICK_MS=${2:?}; shift ;;
+	--tick-max-interval) TICK_MAX_MS=${2:?}; shift ;;
 	-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "unknown option: $1" >&2; exit 2 ;;
 	esac
@@ -79,10 +80,9 @@ q "CREATE TABLE t (id bigserial PRIMARY KEY, owner_id int NOT NULL, amount int N
                    title text NOT NULL, payload text)" >/dev/null
 q "CREATE TABLE t_base (LIKE t INCLUDING ALL)" >/dev/null
 q "SELECT shapesync.track('t')" >/dev/null
-if [ -n "$TICK_MS" ]; then
-	q "ALTER SYSTEM SET shapesync.tick_min_interval_ms = $TICK_MS" >/dev/null
-	q "SELECT pg_reload_conf()" >/dev/null
-fi
+[ -n "$TICK_MS" ] && q "ALTER SYSTEM SET shapesync.tick_min_interval_ms = $TICK_MS" >/dev/null
+[ -n "$TICK_MAX_MS" ] && q "ALTER SYSTEM SET shapesync.tick_max_interval_ms = $TICK_MAX_MS" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
 
 log "shapesyncd on $HTTP_PORT"
 "$SIDECAR" --database-url "$URL" --listen "127.0.0.1:$HTTP_PORT" --insecure \
@@ -172,7 +172,7 @@ bt=$(mean_tps base); tt=$(mean_tps tracked)
 bn=$(sumn base); tn=$(sumn tracked)
 echo "### Single-row INSERT on a production-like stack ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
-echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); PostgreSQL $("$BINDIR/postgres" --version | awk '{ print $3 }'), fsync **$FSYNC**, default memory settings, shapesync preloaded (ticker worker); shapesyncd (--insecure) holding $NSHAPES per-user shapes created over HTTP in $SHAPE_S s; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, synchronous_commit=off, bench/writer/insert1.sql, $ROUNDS alternating rounds. Load average before/after: $LOAD0 / $LOAD1. Command: \`scripts/bench-production.sh --shapes $NSHAPES --duration $DURATION --rounds $ROUNDS --clients $CLIENTS --fsync $FSYNC${TICK_MS:+ --tick-min-interval $TICK_MS}\` (shapesync.tick_min_interval_ms = $(q "SHOW shapesync.tick_min_interval_ms")) at $(git rev-parse --short HEAD)."
+echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); PostgreSQL $("$BINDIR/postgres" --version | awk '{ print $3 }'), fsync **$FSYNC**, default memory settings, shapesync preloaded (ticker worker); shapesyncd (--insecure) holding $NSHAPES per-user shapes created over HTTP in $SHAPE_S s; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, synchronous_commit=off, bench/writer/insert1.sql, $ROUNDS alternating rounds. Load average before/after: $LOAD0 / $LOAD1. Command: \`scripts/bench-production.sh --shapes $NSHAPES --duration $DURATION --rounds $ROUNDS --clients $CLIENTS --fsync $FSYNC${TICK_MS:+ --tick-min-interval $TICK_MS}${TICK_MAX_MS:+ --tick-max-interval $TICK_MAX_MS}\` (shapesync.tick_min_interval_ms = $(q "SHOW shapesync.tick_min_interval_ms"), tick_max_interval_ms = $(q "SHOW shapesync.tick_max_interval_ms")) at $(git rev-parse --short HEAD)."
 echo
 echo "| | untracked | tracked | tracked ÷ untracked |"
 echo "|---|---:|---:|---:|"
