@@ -231,6 +231,9 @@ $sidecar_note
     })
     new Shape(stream).subscribe(({ rows }) => console.log(rows))
 
+  The React todo demo (clients/typescript's hooks, offline outbox, conflicts):
+    make demo        (in another terminal; it starts its own stack)
+
   Ctrl-C stops shapesyncd and PostgreSQL.
 
 EOF
