@@ -232,7 +232,7 @@ $sidecar_note
     new Shape(stream).subscribe(({ rows }) => console.log(rows))
 
   The React todo demo (clients/typescript's hooks, offline outbox, conflicts):
-    make demo        (in another terminal; it starts its own stack)
+    make demo        (in another terminal, next to this one; then open http://127.0.0.1:5173/?user=alice)
 
   Ctrl-C stops shapesyncd and PostgreSQL.
 
