@@ -46,12 +46,16 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/genam.h"
+#include "access/nbtree.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -74,6 +78,7 @@
 #include "shapesync.h"
 
 PG_FUNCTION_INFO_V1(shapesync_cache_stats);
+PG_FUNCTION_INFO_V1(shapesync_membership_stats);
 
 #define ARENA_BLOCK_SIZE (64 * 1024)
 
@@ -99,6 +104,8 @@ typedef struct ShapeFilter
 	ShapeRef   *more;
 	TransactionId error_xid;	/* (sub)xact that logged this filter's X row */
 	bool		disabled;		/* its X row committed: skip until rebuilt */
+	bool		guarded;		/* evaluated under the guard (see MayRaiseWalker) */
+	uint64		stamp;			/* row it was last visited for (range index) */
 	ParamExternData params[FLEXIBLE_ARRAY_MEMBER];
 } ShapeFilter;
 
@@ -127,6 +134,33 @@ typedef struct ShapeTemplate
 	ShapeFilter **buckets;
 	uint32		nbuckets;
 	uint32		nindexed;
+
+	/*
+	 * range index on the constants of "column < $n", "column >= $m", ...
+	 * conjuncts (BETWEEN is two of them): the filters sorted by their lower
+	 * bound, and a max-tree over their upper bounds
+	 */
+	AttrNumber	range_attno;	/* 0 = no range index */
+	int			range_lo;		/* 1-based param of the lower bound; 0 = none */
+	int			range_hi;		/* 1-based param of the upper bound; 0 = none */
+	bool		lo_incl;		/* >= rather than > */
+	bool		hi_incl;		/* <= rather than < */
+	int16		range_typlen;
+	Oid			range_collid;
+	FmgrInfo	range_cmp;		/* the btree opfamily's comparison support function */
+	ShapeFilter **ritems;
+	int			nritems;
+	int			maxritems;
+	bool		rdirty;			/* ritems/rmax must be rebuilt before use */
+	int		   *rmax;			/* tree node -> index of the item with the highest upper bound */
+	int			rleaves;
+
+	/* guard-free evaluation of LIKE/ILIKE with a validated constant pattern */
+	bool		cond_safe;		/* safe once like_params are valid patterns */
+	Bitmapset  *like_params;	/* 1-based params used as LIKE patterns */
+	Bitmapset  *like_attrs;		/* columns whose size must stay under unguarded_like_max_bytes */
+	uint64		size_stamp;		/* row for which row_small is known */
+	bool		row_small;
 
 	ShapeFilter *scan;			/* filters evaluated for every row */
 	ShapeFilter *scan_tail;
@@ -164,6 +198,9 @@ typedef struct TableShapes
 	int64		full_builds;
 	int64		incremental_builds;
 	int64		last_build_us;
+	uint64		row_stamp;		/* rows classified (visit stamps) */
+	int64		evaluations;	/* filter evaluations against a row image */
+	int64		guard_subxacts; /* internal subtransactions begun by the guard */
 } TableShapes;
 
 /* one filter to evaluate under the guard */
@@ -292,16 +329,159 @@ FilterParamFetch(ParamListInfo params, int paramid, bool speculative, ParamExter
 	return &f->params[paramid - 1];
 }
 
-/* check_functions_in_node callback: true for a function that is not leakproof. */
+/*
+ * Functions that are not marked leakproof but cannot raise an error that
+ * depends on their input (see the file header): numeric comparison (it
+ * compares digits, NaN and infinities, and allocates nothing) and
+ * text(bpchar) (strips trailing blanks).  tests/regress/sql/shape_ranges.sql
+ * checks that filters made of them run without a subtransaction.
+ */
+static bool
+SafeFunction(Oid funcid)
+{
+	switch (funcid)
+	{
+		case F_NUMERIC_EQ:
+		case F_NUMERIC_NE:
+		case F_NUMERIC_LT:
+		case F_NUMERIC_LE:
+		case F_NUMERIC_GT:
+		case F_NUMERIC_GE:
+		case F_NUMERIC_CMP:
+		case F_TEXT_BPCHAR:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * LIKE and ILIKE (and NOT LIKE, NOT ILIKE) on text, bpchar, name and
+ * bytea.  Their only errors (PostgreSQL 15, like.c and like_match.c):
+ * a pattern that ends with an unpaired escape character (a property of the
+ * pattern: PatternIsSafe() checks it for each shape's constant), a
+ * nondeterministic or missing collation (a property of the template,
+ * checked here), and, for ILIKE, the allocations of lower() on the
+ * subject, which are bounded by unguarded_like_max_bytes per row.  *ci
+ * is set for the case-insensitive ones.
+ */
+static bool
+LikeFunction(Oid funcid, bool *ci, bool *bytea)
+{
+	*ci = false;
+	*bytea = false;
+	switch (funcid)
+	{
+		case F_TEXTICLIKE:
+		case F_TEXTICNLIKE:
+		case F_BPCHARICLIKE:
+		case F_BPCHARICNLIKE:
+		case F_NAMEICLIKE:
+		case F_NAMEICNLIKE:
+			*ci = true;
+			return true;
+		case F_BYTEALIKE:
+		case F_BYTEANLIKE:
+			*bytea = true;
+			return true;
+		case F_TEXTLIKE:
+		case F_TEXTNLIKE:
+		case F_BPCHARLIKE:
+		case F_BPCHARNLIKE:
+		case F_NAMELIKE:
+		case F_NAMENLIKE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* Can a LIKE pattern be matched without an error (no unpaired trailing escape)? */
+static bool
+PatternIsSafe(Datum pattern)
+{
+	text	   *t = DatumGetTextPP(pattern);
+	const char *p = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	/*
+	 * Server encodings are ASCII-safe: a backslash byte is always a
+	 * backslash character, never part of a multibyte one.
+	 */
+	for (int i = 0; i < len; i++)
+	{
+		if (p[i] == '\\')
+		{
+			if (i + 1 >= len)
+				return false;
+			i++;
+		}
+	}
+	return true;
+}
+
+static Node *StripRelabel(Node *node);
+
+/* what MayRaiseWalker learns about a template */
+typedef struct RaiseContext
+{
+	Bitmapset  *like_params;	/* params used as LIKE patterns */
+	Bitmapset  *like_attrs;		/* columns that are ILIKE subjects */
+	bool		const_bad;		/* a constant pattern that may raise */
+} RaiseContext;
+
+/* check_functions_in_node callback: true for a function that may raise. */
 static bool
 NotLeakproof(Oid funcid, void *context)
 {
-	return !get_func_leakproof(funcid);
+	return !get_func_leakproof(funcid) && !SafeFunction(funcid);
 }
 
-/* Does the expression contain anything that could raise for some row? */
+/*
+ * Is node a LIKE/ILIKE whose errors depend only on its pattern constant
+ * (see LikeFunction)?  Then note the pattern param and the subject column.
+ */
 static bool
-MayRaiseWalker(Node *node, void *context)
+SafeLike(Node *node, RaiseContext *cxt)
+{
+	OpExpr	   *op = (OpExpr *) node;
+	Node	   *subject;
+	Node	   *pattern;
+	bool		ci;
+	bool		bytea;
+
+	if (!IsA(node, OpExpr) || list_length(op->args) != 2)
+		return false;
+	set_opfuncid(op);
+	if (!LikeFunction(op->opfuncid, &ci, &bytea))
+		return false;
+	if (!bytea && (!OidIsValid(op->inputcollid) ||
+				   !get_collation_isdeterministic(op->inputcollid)))
+		return false;
+	subject = StripRelabel(linitial(op->args));
+	pattern = StripRelabel(lsecond(op->args));
+	if (!IsA(subject, Var) || ((Var *) subject)->varattno <= 0)
+		return false;
+	if (IsA(pattern, Param) && ((Param *) pattern)->paramkind == PARAM_EXTERN)
+		cxt->like_params = bms_add_member(cxt->like_params, ((Param *) pattern)->paramid);
+	else if (IsA(pattern, Const))
+	{
+		if (!((Const *) pattern)->constisnull && !PatternIsSafe(((Const *) pattern)->constvalue))
+			cxt->const_bad = true;
+	}
+	else
+		return false;
+	if (ci)
+		cxt->like_attrs = bms_add_member(cxt->like_attrs, ((Var *) subject)->varattno);
+	return true;
+}
+
+/*
+ * Does the expression contain anything that could raise for some row,
+ * besides the LIKE/ILIKE operators that SafeLike() accepts?
+ */
+static bool
+MayRaiseWalker(Node *node, RaiseContext *cxt)
 {
 	if (node == NULL)
 		return false;
@@ -309,9 +489,11 @@ MayRaiseWalker(Node *node, void *context)
 		IsA(node, ArrayCoerceExpr) || IsA(node, CoerceViaIO) || IsA(node, RowExpr) ||
 		IsA(node, RowCompareExpr))
 		return true;
-	if (check_functions_in_node(node, NotLeakproof, context))
+	if (SafeLike(node, cxt))
+		return false;			/* its arguments are a column and a constant */
+	if (check_functions_in_node(node, NotLeakproof, NULL))
 		return true;
-	return expression_tree_walker(node, MayRaiseWalker, context);
+	return expression_tree_walker(node, MayRaiseWalker, (void *) cxt);
 }
 
 /* Remember the params' types (for the constants' input functions). */
@@ -410,6 +592,110 @@ SetupKeyIndex(ShapeTemplate *t, Node *expr)
 	}
 }
 
+/* Append the top-level AND conjuncts of expr (nested ANDs flattened) to list. */
+static List *
+Conjuncts(Node *expr, List *list)
+{
+	ListCell   *lc;
+
+	if (!is_andclause(expr))
+		return lappend(list, expr);
+	foreach(lc, ((BoolExpr *) expr)->args)
+		list = Conjuncts(lfirst(lc), list);
+	return list;
+}
+
+/*
+ * Find "column op $n" conjuncts where op is <, <=, > or >= of the default
+ * btree opfamily of the column's type (both operands of that type), strict,
+ * and the opfamily's comparison support function cannot raise; index the
+ * template's filters on the first such column (one lower, one upper bound).
+ */
+static void
+SetupRangeIndex(ShapeTemplate *t, Node *expr)
+{
+	List	   *conjuncts = Conjuncts(expr, NIL);
+	ListCell   *lc;
+
+	foreach(lc, conjuncts)
+	{
+		OpExpr	   *op = (OpExpr *) lfirst(lc);
+		Node	   *l;
+		Node	   *r;
+		Var		   *var;
+		Param	   *param;
+		bool		var_left;
+		Oid			type;
+		Oid			opclass;
+		Oid			opfamily;
+		Oid			cmpproc;
+		int			strategy;
+		bool		lower;
+		bool		incl;
+
+		if (!IsA(op, OpExpr) || list_length(op->args) != 2)
+			continue;
+		l = StripRelabel(linitial(op->args));
+		r = StripRelabel(lsecond(op->args));
+		if (IsA(l, Var) && IsA(r, Param))
+			var_left = true;
+		else if (IsA(r, Var) && IsA(l, Param))
+			var_left = false;
+		else
+			continue;
+		var = (Var *) (var_left ? l : r);
+		param = (Param *) (var_left ? r : l);
+		if (var->varno != 1 || var->varattno <= 0 || param->paramkind != PARAM_EXTERN)
+			continue;
+		if (t->range_attno != 0 && var->varattno != t->range_attno)
+			continue;
+		type = exprType(linitial(op->args));
+		if (exprType(lsecond(op->args)) != type)
+			continue;
+		opclass = GetDefaultOpClass(type, BTREE_AM_OID);
+		if (!OidIsValid(opclass))
+			continue;
+		opfamily = get_opclass_family(opclass);
+		strategy = get_op_opfamily_strategy(op->opno, opfamily);
+		if (strategy == 0 || strategy == BTEqualStrategyNumber)
+			continue;
+		set_opfuncid(op);
+		if (!func_strict(op->opfuncid))
+			continue;
+		cmpproc = get_opfamily_proc(opfamily, type, type, BTORDER_PROC);
+		if (!OidIsValid(cmpproc) || (!get_func_leakproof(cmpproc) && !SafeFunction(cmpproc)))
+			continue;
+
+		/* "$n < column" is "column > $n" */
+		if (!var_left)
+			strategy = BTCommuteStrategyNumber(strategy);
+		lower = (strategy == BTGreaterStrategyNumber || strategy == BTGreaterEqualStrategyNumber);
+		incl = (strategy == BTGreaterEqualStrategyNumber || strategy == BTLessEqualStrategyNumber);
+		if (lower ? t->range_lo != 0 : t->range_hi != 0)
+			continue;
+		if (t->range_attno == 0)
+		{
+			t->range_attno = var->varattno;
+			t->range_collid = op->inputcollid;
+			t->range_typlen = get_typlen(type);
+			fmgr_info(cmpproc, &t->range_cmp);
+		}
+		else if (op->inputcollid != t->range_collid)
+			continue;
+		if (lower)
+		{
+			t->range_lo = param->paramid;
+			t->lo_incl = incl;
+		}
+		else
+		{
+			t->range_hi = param->paramid;
+			t->hi_incl = incl;
+		}
+	}
+	list_free(conjuncts);
+}
+
 /* Compile template text (nodeToString of the lifted filter) in the entry's context. */
 static ShapeTemplate *
 BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
@@ -444,8 +730,18 @@ BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
 	t->paramli->numParams = maxid;
 	t->paramli->paramFetch = FilterParamFetch;
 
-	t->leakproof = !MayRaiseWalker(expr, NULL);
+	{
+		RaiseContext rcxt;
+
+		memset(&rcxt, 0, sizeof(rcxt));
+		t->cond_safe = !MayRaiseWalker(expr, &rcxt) && !rcxt.const_bad;
+		t->leakproof = t->cond_safe && rcxt.like_params == NULL && rcxt.like_attrs == NULL;
+		t->like_params = rcxt.like_params;
+		t->like_attrs = rcxt.like_attrs;
+	}
 	SetupKeyIndex(t, expr);
+	if (t->key_param == 0)
+		SetupRangeIndex(t, expr);
 	t->state = ExecInitExpr((Expr *) expr, NULL);
 
 	t->next = ts->templates;
@@ -608,6 +904,19 @@ ParseConstants(ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
 	return indexed;
 }
 
+/* Does filter f go into t's range index (it has one and f's bounds are not NULL)? */
+static bool
+InRangeIndex(ShapeTemplate *t, ShapeFilter *f)
+{
+	if (t->range_attno == 0)
+		return false;
+	if (t->range_lo > 0 && f->params[t->range_lo - 1].isnull)
+		return false;
+	if (t->range_hi > 0 && f->params[t->range_hi - 1].isnull)
+		return false;
+	return true;
+}
+
 /* Add a filtered shape with constants consts (text[] datum) to template t. */
 static void
 AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
@@ -645,6 +954,33 @@ AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
 		f->params[i].ptype = t->ptypes[i];
 		f->params[i].value = nulls[i] ? (Datum) 0 :
 			ArenaDatumCopy(ts, values[i], t->ptypbyvals[i], t->ptyplens[i]);
+	}
+
+	/* guard-free when the template is, or its LIKE patterns are safe */
+	f->guarded = !t->leakproof;
+	if (f->guarded && t->cond_safe)
+	{
+		int			p = -1;
+
+		f->guarded = false;
+		while ((p = bms_next_member(t->like_params, p)) >= 0)
+			if (!nulls[p - 1] && !PatternIsSafe(values[p - 1]))
+				f->guarded = true;
+	}
+
+	if (!indexed && InRangeIndex(t, f))
+	{
+		if (t->nritems == t->maxritems)
+		{
+			t->maxritems = Max(16, t->maxritems * 2);
+			t->ritems = t->ritems ?
+				repalloc(t->ritems, sizeof(ShapeFilter *) * t->maxritems) :
+				MemoryContextAlloc(ts->cxt, sizeof(ShapeFilter *) * t->maxritems);
+		}
+		t->ritems[t->nritems++] = f;
+		t->rdirty = true;
+		ts->nfilters++;
+		return;
 	}
 	if (indexed)
 	{
@@ -728,6 +1064,21 @@ RemoveShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Datum consts, boo
 				return true;
 		}
 		return false;
+	}
+	for (int i = 0; i < t->nritems; i++)
+	{
+		ShapeFilter *f = t->ritems[i];
+
+		if (RemoveShapeFromFilter(f, shape_id, &found))
+		{
+			/* keeps the order by lower bound; the max-tree is rebuilt */
+			memmove(&t->ritems[i], &t->ritems[i + 1], sizeof(ShapeFilter *) * (t->nritems - i - 1));
+			t->nritems--;
+			t->rdirty = true;
+			ts->nfilters--;
+		}
+		if (found)
+			return true;
 	}
 	for (link = &t->scan; *link != NULL; prev = *link, link = &(*link)->next)
 	{
@@ -1150,6 +1501,7 @@ EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *sl
 
 	if (slot == NULL)
 		return false;
+	ts->evaluations++;
 	econtext->ecxt_scantuple = slot;
 	t->paramli->paramFetchArg = f;
 	econtext->ecxt_param_list_info = t->paramli;
@@ -1229,13 +1581,47 @@ EmitOps(RowState *rs, ShapeFilter *f, bool old_in, bool new_in)
 			PushOp(rs, f->more[i].shape_id, op);
 }
 
-/* Classify filter f now (leakproof template) or queue it for the guard. */
+/* Are the ILIKE subjects of template t within unguarded_like_max_bytes in OLD and NEW? */
+static bool
+RowIsSmall(RowState *rs, ShapeTemplate *t)
+{
+	if (t->size_stamp != rs->ts->row_stamp)
+	{
+		TupleTableSlot *slots[2] = {rs->oldslot, rs->newslot};
+
+		t->row_small = true;
+		for (int s = 0; s < 2 && t->row_small; s++)
+		{
+			int			a = -1;
+
+			if (slots[s] == NULL)
+				continue;
+			while ((a = bms_next_member(t->like_attrs, a)) >= 0)
+			{
+				bool		isnull;
+				Datum		d = slot_getattr(slots[s], a, &isnull);
+
+				if (!isnull &&
+					TupleDescAttr(slots[s]->tts_tupleDescriptor, a - 1)->attlen == -1 &&
+					toast_raw_datum_size(d) > (Size) shapesync_unguarded_like_max_bytes + VARHDRSZ)
+				{
+					t->row_small = false;
+					break;
+				}
+			}
+		}
+		t->size_stamp = rs->ts->row_stamp;
+	}
+	return t->row_small;
+}
+
+/* Classify filter f now (safe to run unguarded) or queue it for the guard. */
 static void
 VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
 {
 	if (FilterSuspended(f))
 		return;
-	if (t->leakproof)
+	if (!f->guarded && (t->like_attrs == NULL || RowIsSmall(rs, t)))
 	{
 		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot);
 		bool		new_in = EvalFilter(rs->ts, t, f, rs->newslot);
@@ -1273,11 +1659,157 @@ RowKeyHash(ShapeTemplate *t, TupleTableSlot *slot, uint32 *hashval)
 	return true;
 }
 
+/* qsort_arg comparator: filters by their lower bound. */
+static int
+CompareLowerBounds(const void *a, const void *b, void *arg)
+{
+	ShapeTemplate *t = (ShapeTemplate *) arg;
+	ShapeFilter *fa = *(ShapeFilter *const *) a;
+	ShapeFilter *fb = *(ShapeFilter *const *) b;
+
+	return DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+										   fa->params[t->range_lo - 1].value,
+										   fb->params[t->range_lo - 1].value));
+}
+
+/* Index of the filter with the higher upper bound (-1: none). */
+static int
+HigherUpper(ShapeTemplate *t, int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+										   t->ritems[a]->params[t->range_hi - 1].value,
+										   t->ritems[b]->params[t->range_hi - 1].value)) >= 0 ? a : b;
+}
+
+/* Sort the range index by lower bound and rebuild its max-tree of upper bounds. */
+static void
+RebuildRangeIndex(TableShapes *ts, ShapeTemplate *t)
+{
+	if (t->range_lo > 0 && t->nritems > 1)
+		qsort_arg(t->ritems, t->nritems, sizeof(ShapeFilter *), CompareLowerBounds, t);
+	if (t->rmax)
+		pfree(t->rmax);
+	t->rmax = NULL;
+	t->rleaves = 0;
+	if (t->range_hi > 0 && t->nritems > 0)
+	{
+		int			leaves = 1;
+
+		while (leaves < t->nritems)
+			leaves *= 2;
+		t->rmax = MemoryContextAlloc(ts->cxt, sizeof(int) * 2 * leaves);
+		for (int i = 0; i < leaves; i++)
+			t->rmax[leaves + i] = i < t->nritems ? i : -1;
+		for (int n = leaves - 1; n >= 1; n--)
+			t->rmax[n] = HigherUpper(t, t->rmax[2 * n], t->rmax[2 * n + 1]);
+		t->rmax[0] = -1;
+		t->rleaves = leaves;
+	}
+	t->rdirty = false;
+}
+
+/* Is value (of the indexed column) within filter f's upper bound? */
+static inline bool
+BelowUpper(ShapeTemplate *t, ShapeFilter *f, Datum value)
+{
+	int			c = DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid, value,
+													f->params[t->range_hi - 1].value));
+
+	return t->hi_incl ? c <= 0 : c < 0;
+}
+
+/* Visit a range-indexed filter once per row. */
+static inline void
+VisitRangeFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
+{
+	if (f->stamp == rs->ts->row_stamp)
+		return;
+	f->stamp = rs->ts->row_stamp;
+	VisitFilter(rs, t, f);
+}
+
+/* Visit the filters under tree node among the first k whose upper bound admits value. */
+static void
+StabTree(RowState *rs, ShapeTemplate *t, int node, int first, int width, int k, Datum value)
+{
+	int			best;
+
+	if (first >= k)
+		return;
+	best = t->rmax[node];
+	if (best < 0 || !BelowUpper(t, t->ritems[best], value))
+		return;
+	if (width == 1)
+	{
+		VisitRangeFilter(rs, t, t->ritems[best]);
+		return;
+	}
+	StabTree(rs, t, 2 * node, first, width / 2, k, value);
+	StabTree(rs, t, 2 * node + 1, first + width / 2, width / 2, k, value);
+}
+
+/* Visit the range-indexed filters of t whose bounds admit slot's column value. */
+static void
+StabRangeIndex(RowState *rs, ShapeTemplate *t, TupleTableSlot *slot)
+{
+	bool		isnull;
+	Datum		value;
+	int			k = t->nritems;
+
+	if (slot == NULL)
+		return;
+	value = slot_getattr(slot, t->range_attno, &isnull);
+	if (isnull)
+		return;					/* the comparison operators are strict */
+	if (t->range_typlen == -1)
+		value = PointerGetDatum(PG_DETOAST_DATUM_PACKED(value));
+
+	/* the filters are sorted by lower bound: those that admit value are a prefix */
+	if (t->range_lo > 0)
+	{
+		int			lo = 0;
+		int			hi = t->nritems;
+
+		while (lo < hi)
+		{
+			int			mid = lo + (hi - lo) / 2;
+			int			c = DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+															t->ritems[mid]->params[t->range_lo - 1].value,
+															value));
+
+			if (t->lo_incl ? c <= 0 : c < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		k = lo;
+	}
+	if (t->range_hi == 0)
+	{
+		for (int i = 0; i < k; i++)
+			VisitRangeFilter(rs, t, t->ritems[i]);
+		return;
+	}
+	StabTree(rs, t, 1, 0, t->rleaves, k, value);
+}
+
 /* Visit the filters of template t that OLD or NEW can be in. */
 static void
 VisitTemplate(RowState *rs, ShapeTemplate *t)
 {
 	ShapeFilter *f;
+
+	if (t->nritems > 0)
+	{
+		if (t->rdirty)
+			RebuildRangeIndex(rs->ts, t);
+		StabRangeIndex(rs, t, rs->oldslot);
+		StabRangeIndex(rs, t, rs->newslot);
+	}
 
 	if (t->key_param > 0 && t->nindexed > 0)
 	{
@@ -1312,6 +1844,7 @@ RunGuarded(RowState *rs)
 
 	while (i < rs->nguard)
 	{
+		rs->ts->guard_subxacts++;
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcxt);
 		PG_TRY();
@@ -1382,6 +1915,7 @@ ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *news
 	rs.ts = ts;
 	rs.oldslot = oldslot;
 	rs.newslot = newslot;
+	ts->row_stamp++;
 	ResetExprContext(ts->econtext);
 
 	for (t = ts->templates; t != NULL; t = t->next)
@@ -1444,6 +1978,59 @@ shapesync_cache_stats(PG_FUNCTION_ARGS)
 		values[7] = Int64GetDatum(ts->full_builds);
 		values[8] = Int64GetDatum(ts->incremental_builds);
 		values[9] = Int64GetDatum(ts->last_build_us);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+#define MEMBERSHIP_STATS_COLS 8
+
+/* membership_stats(): how this backend's shape caches classify rows. */
+Datum
+shapesync_membership_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	TableShapes *ts;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (shape_caches == NULL)
+		return (Datum) 0;
+	hash_seq_init(&status, shape_caches);
+	while ((ts = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[MEMBERSHIP_STATS_COLS];
+		bool		nulls[MEMBERSHIP_STATS_COLS];
+		int32		range_templates = 0;
+		int32		range_filters = 0;
+		int32		scan_filters = 0;
+		int32		guarded_filters = 0;
+
+		for (ShapeTemplate *t = ts->templates; t != NULL; t = t->next)
+		{
+			ShapeFilter *f;
+
+			if (t->nritems > 0)
+				range_templates++;
+			range_filters += t->nritems;
+			scan_filters += t->nscan;
+			for (int i = 0; i < t->nritems; i++)
+				guarded_filters += t->ritems[i]->guarded;
+			for (f = t->scan; f != NULL; f = f->next)
+				guarded_filters += f->guarded;
+			for (uint32 b = 0; b < t->nbuckets; b++)
+				for (f = t->buckets[b]; f != NULL; f = f->next)
+					guarded_filters += f->guarded;
+		}
+		memset(nulls, false, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(ts->relid);
+		values[1] = Int32GetDatum(range_templates);
+		values[2] = Int32GetDatum(range_filters);
+		values[3] = Int32GetDatum(scan_filters);
+		values[4] = Int32GetDatum(guarded_filters);
+		values[5] = Int64GetDatum((int64) ts->row_stamp);
+		values[6] = Int64GetDatum(ts->evaluations);
+		values[7] = Int64GetDatum(ts->guard_subxacts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
