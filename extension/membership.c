@@ -14,8 +14,14 @@
  * A template that is, or has as a top-level AND conjunct, "column =
  * constant" with a hashable, strict equality operator indexes its filters
  * by the hash of that constant: a row finds its candidates by hashing its
- * column value, so the cost does not grow with the number of shapes.  The
- * other filters of a template are evaluated for every row.
+ * column value, so the cost does not grow with the number of shapes.  A
+ * template without one that has "column < constant" (<=, >, >=; BETWEEN is
+ * two of them) conjuncts on one column, with the btree opfamily's leakproof
+ * comparison, keeps its filters in a range index: sorted by lower bound,
+ * with a max-tree over the upper bounds, so a row finds its candidates in
+ * O(log n + matches) comparisons.  Either index only narrows: PostgreSQL
+ * evaluates the whole filter for every candidate.  The other filters of a
+ * template are evaluated for every row.
  *
  * Invalidation.  Registry changes send a relcache invalidation of the
  * table; the relcache callback only marks the entry stale.  The next
@@ -32,9 +38,10 @@
  * after loading a registration of this backend's own open transaction
  * (it may still roll back), the entry is rebuilt from scratch.
  *
- * Errors.  Filters made only of leakproof functions are evaluated
- * directly.  The others are evaluated inside one internal subtransaction
- * per row; a filter that raises is reported as an 'X' change row and is
+ * Errors.  Filters made only of leakproof functions, of the functions of
+ * SafeFunction()'s whitelist, and of LIKE/ILIKE with a constant pattern
+ * that PatternIsSafe() accepts (see SafeLike()) are evaluated directly.
+ * The others are evaluated inside one internal subtransaction per row; a filter that raises is reported as an 'X' change row and is
  * then skipped for as long as that X row is live in this transaction or
  * committed (the sidecar invalidates the shape); if the X row is rolled
  * back, the filter is evaluated again.  The writer's statement always
@@ -54,12 +61,15 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "portability/instr_time.h"
 #include "storage/procarray.h"
@@ -116,6 +126,9 @@ typedef struct ShapeTemplate
 	int32		template_id;
 	ExprState  *state;
 	bool		leakproof;
+	Bitmapset  *attrs;			/* the columns the filter reads */
+	uint64		same_stamp;		/* row for which same_row is known */
+	bool		same_row;		/* none of attrs changed between OLD and NEW */
 	int			nparams;
 	Oid		   *ptypes;
 	int32	   *ptypmods;
@@ -124,6 +137,21 @@ typedef struct ShapeTemplate
 	int16	   *ptyplens;
 	bool	   *ptypbyvals;
 	ParamListInfo paramli;		/* fetches from the filter being evaluated */
+	struct TableShapes *ts;		/* the cache it belongs to */
+	ShapeFilter *cur;			/* the filter being evaluated */
+	int			image;			/* the row image being evaluated: 0 OLD, 1 NEW */
+
+	/*
+	 * ILIKE rewritten as LIKE of lower() (see RewriteILikeMutator): the
+	 * pattern constants are kept lowered, and lower(column) is computed
+	 * once per row image as the params after the constants
+	 */
+	Oid		   *lower_colls;	/* [nparams]: collation to lower pattern param i with, or 0 */
+	int			nrowexprs;
+	List	   *rowexprs;		/* the lower(column) expressions */
+	ExprState **rowstates;
+	ParamExternData *rowvals;	/* [2 * nrowexprs]: OLD's, then NEW's */
+	uint64	   *rowstamps;		/* [2 * nrowexprs]: row for which rowvals is known */
 
 	/* hash index on the constant of an equality conjunct */
 	int			key_param;		/* 1-based; 0 = no index */
@@ -210,6 +238,7 @@ typedef struct GuardItem
 	ShapeFilter *f;
 	bool		old_in;
 	bool		new_in;
+	bool		same;			/* NEW reads the same values: new_in = old_in */
 	char	   *error;
 } GuardItem;
 
@@ -320,13 +349,32 @@ ResetTableShapes(TableShapes *ts)
 	}
 }
 
-/* paramFetch hook: the constants of the filter being evaluated. */
+/*
+ * paramFetch hook: the constants of the filter being evaluated, then the
+ * per-row-image values (lower(column)), computed at their first use for the
+ * row image being evaluated (its slot is the econtext's scan tuple).
+ */
 static ParamExternData *
 FilterParamFetch(ParamListInfo params, int paramid, bool speculative, ParamExternData *workspace)
 {
-	ShapeFilter *f = (ShapeFilter *) params->paramFetchArg;
+	struct ShapeTemplate *t = (struct ShapeTemplate *) params->paramFetchArg;
+	int			j;
 
-	return &f->params[paramid - 1];
+	if (paramid <= t->nparams)
+		return &t->cur->params[paramid - 1];
+	j = t->image * t->nrowexprs + (paramid - t->nparams - 1);
+	if (t->rowstamps[j] != t->ts->row_stamp)
+	{
+		bool		isnull;
+
+		t->rowvals[j].value = ExecEvalExpr(t->rowstates[paramid - t->nparams - 1],
+										   t->ts->econtext, &isnull);
+		t->rowvals[j].isnull = isnull;
+		t->rowvals[j].pflags = PARAM_FLAG_CONST;
+		t->rowvals[j].ptype = TEXTOID;
+		t->rowstamps[j] = t->ts->row_stamp;
+	}
+	return &t->rowvals[j];
 }
 
 /*
@@ -515,6 +563,21 @@ CollectParamsWalker(Node *node, ShapeTemplate *t)
 	return expression_tree_walker(node, CollectParamsWalker, (void *) t);
 }
 
+/* The columns of the table that the expression reads. */
+static bool
+AttrsWalker(Node *node, Bitmapset **attrs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		if (((Var *) node)->varattno > 0)
+			*attrs = bms_add_member(*attrs, ((Var *) node)->varattno);
+		return false;
+	}
+	return expression_tree_walker(node, AttrsWalker, (void *) attrs);
+}
+
 /* Highest PARAM_EXTERN id in the expression. */
 static bool
 MaxParamWalker(Node *node, int *maxid)
@@ -696,6 +759,72 @@ SetupRangeIndex(ShapeTemplate *t, Node *expr)
 	list_free(conjuncts);
 }
 
+/*
+ * In a multibyte database, "column ILIKE $n" with a deterministic
+ * collation becomes "$r LIKE $n" where $n holds lower(pattern) and $r is
+ * lower(column), computed once per row image for all the template's
+ * filters.  This is what PostgreSQL 15 runs for ILIKE there
+ * (Generic_Text_IC_like() in like.c lowers both sides with the collation and
+ * calls the same UTF8_MatchText/MB_MatchText as LIKE's GenericMatchText()),
+ * so the result is the same; lower() of the column is no longer repeated
+ * for every ILIKE shape.
+ */
+static Node *
+RewriteILikeMutator(Node *node, ShapeTemplate *t)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, OpExpr) && list_length(((OpExpr *) node)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) node;
+		Node	   *subject = linitial(op->args);
+		Node	   *pattern = StripRelabel(lsecond(op->args));
+
+		set_opfuncid(op);
+		if ((op->opfuncid == F_TEXTICLIKE || op->opfuncid == F_TEXTICNLIKE) &&
+			IsA(StripRelabel(subject), Var) && ((Var *) StripRelabel(subject))->varattno > 0 &&
+			IsA(pattern, Param) && ((Param *) pattern)->paramkind == PARAM_EXTERN &&
+			OidIsValid(op->inputcollid) && get_collation_isdeterministic(op->inputcollid))
+		{
+			FuncExpr   *lw = makeFuncExpr(F_LOWER_TEXT, TEXTOID, list_make1(copyObject(subject)),
+										  op->inputcollid, op->inputcollid, COERCE_EXPLICIT_CALL);
+			Param	   *rp = makeNode(Param);
+			OpExpr	   *like = (OpExpr *) copyObject(op);
+			ListCell   *lc;
+			int			j = 0;
+
+			foreach(lc, t->rowexprs)
+			{
+				if (equal(lfirst(lc), lw))
+					break;
+				j++;
+			}
+			if (lc == NULL)
+				t->rowexprs = lappend(t->rowexprs, lw);
+			rp->paramkind = PARAM_EXTERN;
+			rp->paramid = t->nparams + 1 + j;
+			rp->paramtype = TEXTOID;
+			rp->paramtypmod = -1;
+			rp->paramcollid = op->inputcollid;
+			rp->location = -1;
+			t->lower_colls[((Param *) pattern)->paramid - 1] = op->inputcollid;
+			if (op->opfuncid == F_TEXTICLIKE)
+			{
+				like->opno = OID_TEXT_LIKE_OP;
+				like->opfuncid = F_TEXTLIKE;
+			}
+			else
+			{
+				like->opno = get_negator(OID_TEXT_LIKE_OP);
+				like->opfuncid = F_TEXTNLIKE;
+			}
+			like->args = list_make2(rp, copyObject(lsecond(op->args)));
+			return (Node *) like;
+		}
+	}
+	return expression_tree_mutator(node, RewriteILikeMutator, (void *) t);
+}
+
 /* Compile template text (nodeToString of the lifted filter) in the entry's context. */
 static ShapeTemplate *
 BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
@@ -729,6 +858,9 @@ BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
 	t->paramli = makeParamList(0);
 	t->paramli->numParams = maxid;
 	t->paramli->paramFetch = FilterParamFetch;
+	t->paramli->paramFetchArg = t;
+	t->ts = ts;
+	t->lower_colls = palloc0(sizeof(Oid) * Max(maxid, 1));
 
 	{
 		RaiseContext rcxt;
@@ -739,9 +871,27 @@ BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
 		t->like_params = rcxt.like_params;
 		t->like_attrs = rcxt.like_attrs;
 	}
+	(void) AttrsWalker(expr, &t->attrs);
 	SetupKeyIndex(t, expr);
 	if (t->key_param == 0)
 		SetupRangeIndex(t, expr);
+	if (pg_database_encoding_max_length() > 1)
+	{
+		expr = RewriteILikeMutator(expr, t);
+		t->nrowexprs = list_length(t->rowexprs);
+		if (t->nrowexprs > 0)
+		{
+			ListCell   *lc;
+			int			j = 0;
+
+			t->rowstates = palloc(sizeof(ExprState *) * t->nrowexprs);
+			foreach(lc, t->rowexprs)
+				t->rowstates[j++] = ExecInitExpr((Expr *) lfirst(lc), NULL);
+			t->rowvals = palloc0(sizeof(ParamExternData) * 2 * t->nrowexprs);
+			t->rowstamps = palloc0(sizeof(uint64) * 2 * t->nrowexprs);
+			t->paramli->numParams = maxid + t->nrowexprs;
+		}
+	}
 	t->state = ExecInitExpr((Expr *) expr, NULL);
 
 	t->next = ts->templates;
@@ -890,6 +1040,9 @@ ParseConstants(ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
 		values[i] = nulls[i] ? (Datum) 0 :
 			InputFunctionCall(&t->pinput[i], TextDatumGetCString(cvals[i]),
 							  t->pioparams[i], t->ptypmods[i]);
+		/* an ILIKE pattern of a rewritten template (RewriteILikeMutator) */
+		if (!nulls[i] && OidIsValid(t->lower_colls[i]))
+			values[i] = DirectFunctionCall1Coll(lower, t->lower_colls[i], values[i]);
 	}
 	*hashval = 0;
 	if (t->key_param > 0 && !nulls[t->key_param - 1])
@@ -1493,7 +1646,7 @@ FilterSuspended(ShapeFilter *f)
 
 /* Evaluate filter f of template t against slot. */
 static inline bool
-EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *slot)
+EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *slot, int image)
 {
 	ExprContext *econtext = ts->econtext;
 	Datum		d;
@@ -1503,7 +1656,8 @@ EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *sl
 		return false;
 	ts->evaluations++;
 	econtext->ecxt_scantuple = slot;
-	t->paramli->paramFetchArg = f;
+	t->cur = f;
+	t->image = image;
 	econtext->ecxt_param_list_info = t->paramli;
 	d = ExecEvalExprSwitchContext(t->state, econtext, &isnull);
 	return !isnull && DatumGetBool(d);
@@ -1615,16 +1769,37 @@ RowIsSmall(RowState *rs, ShapeTemplate *t)
 	return t->row_small;
 }
 
+/*
+ * Does template t read the same values in OLD and NEW (an UPDATE that
+ * changed none of its columns)?  Its filters are immutable functions of
+ * those values, so NEW's result is OLD's.
+ */
+static bool
+TemplateUnchanged(RowState *rs, ShapeTemplate *t)
+{
+	if (rs->oldslot == NULL || rs->newslot == NULL)
+		return false;
+	if (t->same_stamp != rs->ts->row_stamp)
+	{
+		t->same_row = !bms_overlap(ChangedColumns(rs), t->attrs);
+		t->same_stamp = rs->ts->row_stamp;
+	}
+	return t->same_row;
+}
+
 /* Classify filter f now (safe to run unguarded) or queue it for the guard. */
 static void
 VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
 {
+	bool		same;
+
 	if (FilterSuspended(f))
 		return;
+	same = TemplateUnchanged(rs, t);
 	if (!f->guarded && (t->like_attrs == NULL || RowIsSmall(rs, t)))
 	{
-		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot);
-		bool		new_in = EvalFilter(rs->ts, t, f, rs->newslot);
+		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot, 0);
+		bool		new_in = same ? old_in : EvalFilter(rs->ts, t, f, rs->newslot, 1);
 
 		EmitOps(rs, f, old_in, new_in);
 		return;
@@ -1639,6 +1814,7 @@ VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
 	rs->guard[rs->nguard].f = f;
 	rs->guard[rs->nguard].old_in = false;
 	rs->guard[rs->nguard].new_in = false;
+	rs->guard[rs->nguard].same = same;
 	rs->guard[rs->nguard].error = NULL;
 	rs->nguard++;
 }
@@ -1853,8 +2029,8 @@ RunGuarded(RowState *rs)
 			{
 				GuardItem  *g = &rs->guard[i];
 
-				g->old_in = EvalFilter(rs->ts, g->t, g->f, rs->oldslot);
-				g->new_in = EvalFilter(rs->ts, g->t, g->f, rs->newslot);
+				g->old_in = EvalFilter(rs->ts, g->t, g->f, rs->oldslot, 0);
+				g->new_in = g->same ? g->old_in : EvalFilter(rs->ts, g->t, g->f, rs->newslot, 1);
 			}
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcxt);

@@ -135,15 +135,18 @@ SELECT * FROM pg_temp.stats_delta() \gset
 SELECT last_value AS s0 FROM shapesync.change_seq \gset
 INSERT INTO rt (id, title, v) VALUES (1, 'xABy', 'a'), (2, 'cd', 'zz'), (3, '50% off', NULL);
 UPDATE rt SET title = 'abcd' WHERE id = 1;
+UPDATE rt SET v = 'b' WHERE id = 1;        -- title unchanged: its filters are evaluated on OLD only
 SELECT * FROM pg_temp.log(:s0);
-SELECT rows, subx FROM pg_temp.stats_delta();
+-- 3 inserts x 4 filters; then 3 title filters on OLD and NEW + notlike on OLD only;
+-- then the title filters on OLD only + notlike on both: 12 + 7 + 5
+SELECT rows, evals, subx FROM pg_temp.stats_delta();
 SELECT guarded_filters FROM shapesync.membership_stats() WHERE relid = 'rt'::regclass;
 -- a value larger than shapesync.unguarded_like_max_bytes goes through the guard
 SET shapesync.unguarded_like_max_bytes = 8;
 INSERT INTO rt (id, title) VALUES (4, 'short'), (5, 'a longer title with ab');
 UPDATE rt SET title = 'tiny' WHERE id = 5;      -- OLD is long: guarded
 UPDATE rt SET title = 'tinier' WHERE id = 5;    -- both short
-SELECT rows, subx FROM pg_temp.stats_delta();
+SELECT rows, evals, subx FROM pg_temp.stats_delta();
 RESET shapesync.unguarded_like_max_bytes;
 -- a pattern ending with an escape character may raise: that shape runs under the
 -- guard, and its error becomes an 'X' row while the write goes through

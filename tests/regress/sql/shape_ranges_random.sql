@@ -17,10 +17,15 @@ DECLARE
     x int;
     y int;
 BEGIN
-    FOR k IN 1 .. 110 LOOP
+    FOR k IN 1 .. 130 LOOP
         x := floor(random() * 1000)::int;
         y := x + floor(random() * 300)::int;
-        w := CASE floor(random() * 11)::int
+        w := CASE floor(random() * 14)::int
+            -- ILIKE (rewritten as LIKE of lower() in a multibyte database), non-ASCII included
+            WHEN 11 THEN format('s ILIKE %L', '%' || substr('aÉbßcÖdeΣf', 1 + x % 9, 1 + y % 2) || '%')
+            WHEN 12 THEN format('s NOT ILIKE %L AND a < %s', substr('ÉÖΣabc', 1 + x % 6, 1) || '%', y)
+            WHEN 13 THEN format('a BETWEEN %s AND %s AND s ILIKE %L AND s ILIKE %L', x, y,
+                                '%' || chr(97 + x % 26) || '%', '%' || chr(65 + y % 26) || '_%')
             WHEN 0 THEN format('a < %s', x)
             WHEN 1 THEN format('a <= %s', x)
             WHEN 2 THEN format('a > %s', x)
@@ -40,7 +45,8 @@ BEGIN
     END LOOP;
 END
 $$;
-SELECT count(*) >= 100 AS enough_shapes FROM qshapes;
+SELECT count(*) >= 100 AS enough_shapes, count(*) FILTER (WHERE w LIKE '%ILIKE%') >= 15 AS ilike_shapes
+  FROM qshapes;
 
 SELECT last_value AS s0 FROM shapesync.change_seq \gset
 -- random rows (some NULLs), then updates that move them, then deletes
@@ -49,7 +55,9 @@ SELECT i,
        CASE WHEN random() < 0.05 THEN NULL ELSE floor(random() * 1400)::int - 100 END,
        floor(random() * 7)::int,
        CASE WHEN random() < 0.05 THEN NULL ELSE round((random() * 140 - 10)::numeric, 2) END,
-       CASE WHEN random() < 0.05 THEN NULL ELSE chr(97 + floor(random() * 26)::int) || md5(i::text) END,
+       CASE WHEN random() < 0.05 THEN NULL
+            ELSE chr(97 + floor(random() * 26)::int) || md5(i::text) ||
+                 substr('éÉöÖσΣßxyz', 1 + floor(random() * 10)::int, 2) END,
        timestamp '2024-01-01' + floor(random() * 1400) * interval '1 hour'
   FROM generate_series(1, 2500) i;
 SELECT range_templates >= 8 AS range_templates, range_filters >= 80 AS range_filters
@@ -61,7 +69,8 @@ BEGIN
          WHERE id % 6 = k - 1 AND random() < 0.3;
         UPDATE qt SET p = coalesce(p, 50) + 3, ts = ts + interval '30 hours'
          WHERE id % 11 = k AND random() < 0.3;
-        UPDATE qt SET s = chr(97 + floor(random() * 26)::int) || 'x', b = floor(random() * 7)::int
+        UPDATE qt SET s = chr(97 + floor(random() * 26)::int) || substr('xÉéΣσ', 1 + floor(random() * 5)::int, 1),
+                      b = floor(random() * 7)::int
          WHERE id % 13 = k AND random() < 0.3;
         UPDATE qt SET a = a WHERE id % 17 = k;   -- no column changes: no update ops
     END LOOP;
