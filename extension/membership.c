@@ -179,6 +179,7 @@ typedef struct ShapeTemplate
 	ShapeFilter **ritems;
 	int			nritems;
 	int			maxritems;
+	int			rsorted;		/* ritems[0 .. rsorted-1] are in order */
 	bool		rdirty;			/* ritems/rmax must be rebuilt before use */
 	int		   *rmax;			/* tree node -> index of the item with the highest upper bound */
 	int			rleaves;
@@ -1227,6 +1228,8 @@ RemoveShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Datum consts, boo
 			/* keeps the order by lower bound; the max-tree is rebuilt */
 			memmove(&t->ritems[i], &t->ritems[i + 1], sizeof(ShapeFilter *) * (t->nritems - i - 1));
 			t->nritems--;
+			if (i < t->rsorted)
+				t->rsorted--;
 			t->rdirty = true;
 			ts->nfilters--;
 		}
@@ -1865,8 +1868,35 @@ HigherUpper(ShapeTemplate *t, int a, int b)
 static void
 RebuildRangeIndex(TableShapes *ts, ShapeTemplate *t)
 {
-	if (t->range_lo > 0 && t->nritems > 1)
+	/*
+	 * A few shapes added to a sorted index (registrations while the cache
+	 * is in use) are inserted in place: O(log n) comparisons each; many are
+	 * sorted with the rest.
+	 */
+	if (t->range_lo > 0 && t->nritems - t->rsorted > 0 && (t->nritems - t->rsorted) * 16 <= t->nritems)
+	{
+		for (int i = t->rsorted; i < t->nritems; i++)
+		{
+			ShapeFilter *f = t->ritems[i];
+			int			lo = 0;
+			int			hi = i;
+
+			while (lo < hi)
+			{
+				int			mid = lo + (hi - lo) / 2;
+
+				if (CompareLowerBounds(&t->ritems[mid], &f, t) <= 0)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			memmove(&t->ritems[lo + 1], &t->ritems[lo], sizeof(ShapeFilter *) * (i - lo));
+			t->ritems[lo] = f;
+		}
+	}
+	else if (t->range_lo > 0 && t->nritems > 1)
 		qsort_arg(t->ritems, t->nritems, sizeof(ShapeFilter *), CompareLowerBounds, t);
+	t->rsorted = t->nritems;
 	if (t->rmax)
 		pfree(t->rmax);
 	t->rmax = NULL;

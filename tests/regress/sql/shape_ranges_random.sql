@@ -2,13 +2,18 @@
 -- equality, LIKE and other conjuncts), a random workload of a few thousand
 -- rows; every logged change must carry exactly the shape ops that the shapes'
 -- WHERE clauses, evaluated by SELECT on its OLD and NEW images, give, and
--- replaying the ops must give each shape's SELECT over the final table
+-- replaying the ops must give each shape's SELECT over the final table.  Then
+-- range shapes are added (one at a time: inserted into the sorted index; five
+-- at a time: re-sorted) and removed between writes, and every change must
+-- still carry the ops of exactly the shapes active when it was written.
 \set SHOW_CONTEXT never
 CREATE TABLE qt (id int PRIMARY KEY, a int, b int, p numeric, s text, ts timestamp);
 SELECT shapesync.track('qt');
 SELECT setseed(0.15);
 
-CREATE TABLE qshapes (shape_id int PRIMARY KEY, w text NOT NULL);
+-- from_seq/to_seq: the changes a shape sees (registered after from_seq, removed after to_seq)
+CREATE TABLE qshapes (shape_id int PRIMARY KEY, w text NOT NULL, from_seq bigint NOT NULL DEFAULT 0,
+                      to_seq bigint);
 -- a whole-table shape, so that every change is logged (with the filtered shapes' ops)
 SELECT created FROM shapesync.get_or_create_shape('qt', NULL, NULL);
 DO $$
@@ -17,10 +22,10 @@ DECLARE
     x int;
     y int;
 BEGIN
-    FOR k IN 1 .. 130 LOOP
+    FOR k IN 1 .. 160 LOOP
         x := floor(random() * 1000)::int;
         y := x + floor(random() * 300)::int;
-        w := CASE floor(random() * 14)::int
+        w := CASE CASE WHEN k <= 30 THEN 4 ELSE floor(random() * 14)::int END
             -- ILIKE (rewritten as LIKE of lower() in a multibyte database), non-ASCII included
             WHEN 11 THEN format('s ILIKE %L', '%' || substr('aÉbßcÖdeΣf', 1 + x % 9, 1 + y % 2) || '%')
             WHEN 12 THEN format('s NOT ILIKE %L AND a < %s', substr('ÉÖΣabc', 1 + x % 6, 1) || '%', y)
@@ -78,6 +83,48 @@ BEGIN
 END
 $$;
 
+-- shapes added and removed between writes (each statement its own transaction)
+CREATE FUNCTION pg_temp.addq(n int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    x int;
+    w text;
+BEGIN
+    FOR i IN 1 .. n LOOP
+        x := floor(random() * 1000)::int;
+        w := format('a BETWEEN %s AND %s', x, x + floor(random() * 200)::int);
+        INSERT INTO qshapes
+        SELECT g.shape_id, w, (SELECT last_value FROM shapesync.change_seq)
+          FROM shapesync.get_or_create_shape('qt', w, NULL) g
+            ON CONFLICT DO NOTHING;
+    END LOOP;
+END
+$$;
+CREATE FUNCTION pg_temp.dropq() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    sid int;
+BEGIN
+    SELECT shape_id INTO sid FROM qshapes WHERE to_seq IS NULL AND w LIKE 'a BETWEEN%'
+     ORDER BY random() LIMIT 1;
+    PERFORM shapesync.invalidate_shape(s.handle, 'test') FROM shapesync.shapes s WHERE s.shape_id = sid;
+    UPDATE qshapes SET to_seq = (SELECT last_value FROM shapesync.change_seq) WHERE shape_id = sid;
+END
+$$;
+SELECT full_builds AS fb0 FROM shapesync.cache_stats() WHERE relid = 'qt'::regclass \gset
+\set ECHO none
+\o /dev/null
+SELECT CASE WHEN k % 5 = 0 THEN 'SELECT pg_temp.addq(5)' ELSE 'SELECT pg_temp.addq(1)' END,
+       format('UPDATE qt SET a = a + %s WHERE id %% 40 = %s', 7 - k % 13, k),
+       CASE WHEN k % 3 = 0 THEN 'SELECT pg_temp.dropq()' ELSE 'SELECT 1' END,
+       format('INSERT INTO qt SELECT 10000 + %s * 10 + i, i * 97 %% 1200, i %% 7, i, ''b'' || i, NULL
+                 FROM generate_series(1, 10) i', k)
+  FROM generate_series(1, 40) k \gexec
+\o
+\set ECHO all
+SELECT count(*) FILTER (WHERE from_seq > 0) AS added, count(*) FILTER (WHERE to_seq IS NOT NULL) AS removed
+  FROM qshapes;
+-- all of that through incremental refreshes
+SELECT full_builds - :fb0 AS more_full_builds FROM shapesync.cache_stats() WHERE relid = 'qt'::regclass;
+
 -- the logged changes of the workload
 CREATE TEMP TABLE qlog AS
 SELECT c.seq, c.op, c.old_row::jsonb AS old_row, c.new_row::jsonb AS new_row,
@@ -92,7 +139,7 @@ DO $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT shape_id, w FROM qshapes LOOP
+    FOR r IN SELECT shape_id, w, from_seq, to_seq FROM qshapes LOOP
         EXECUTE format($q$
             INSERT INTO expected
             SELECT l.seq, %s,
@@ -103,7 +150,9 @@ BEGIN
                    LATERAL (SELECT count(*) > 0 AS inn FROM jsonb_populate_record(NULL::qt, l.old_row) q
                              WHERE l.old_row IS NOT NULL AND (%s)) o,
                    LATERAL (SELECT count(*) > 0 AS inn FROM jsonb_populate_record(NULL::qt, l.new_row) q
-                             WHERE l.new_row IS NOT NULL AND (%s)) n$q$, r.shape_id, r.w, r.w);
+                             WHERE l.new_row IS NOT NULL AND (%s)) n
+             WHERE l.seq > %s AND l.seq <= %s$q$, r.shape_id, r.w, r.w, r.from_seq,
+                   coalesce(r.to_seq, 9223372036854775807));
     END LOOP;
 END
 $$;
@@ -121,13 +170,16 @@ ORDER BY 2, 3 LIMIT 10;
 -- replaying the ops gives each shape's SELECT over the table
 CREATE TEMP TABLE replayed AS
 SELECT DISTINCT ON (a.shape_id, l.id) a.shape_id, l.id::int AS id, a.op
-  FROM actual a JOIN qlog l USING (seq) ORDER BY a.shape_id, l.id, l.seq DESC;
+  FROM actual a JOIN qlog l USING (seq) JOIN qshapes q USING (shape_id)
+ WHERE q.from_seq = 0 AND q.to_seq IS NULL
+ ORDER BY a.shape_id, l.id, l.seq DESC;
 CREATE TEMP TABLE brute (shape_id int, id int);
 DO $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT shape_id, w FROM qshapes LOOP
+    -- the shapes that saw the whole workload
+    FOR r IN SELECT shape_id, w FROM qshapes WHERE from_seq = 0 AND to_seq IS NULL LOOP
         EXECUTE format('INSERT INTO brute SELECT %s, id FROM qt WHERE %s', r.shape_id, r.w);
     END LOOP;
 END
