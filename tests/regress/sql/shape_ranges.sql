@@ -141,6 +141,22 @@ SELECT * FROM pg_temp.log(:s0);
 -- then the title filters on OLD only + notlike on both: 12 + 7 + 5
 SELECT rows, evals, subx FROM pg_temp.stats_delta();
 SELECT guarded_filters FROM shapesync.membership_stats() WHERE relid = 'rt'::regclass;
+-- the other whitelisted forms: LIKE on char(n), name and bytea, ILIKE on name, text(bpchar)
+CREATE TABLE wt (id int PRIMARY KEY, c char(5), nm name, b bytea);
+SELECT shapesync.track('wt');
+SELECT pg_temp.shape(l, 'wt', w) FROM (VALUES
+    ('c_like', 'c LIKE ''ab%'''),
+    ('nm_like', 'nm LIKE ''x_'''),
+    ('nm_ilike', 'nm ILIKE ''%Q%'''),
+    ('b_like', 'b LIKE ''AB%''::bytea'),
+    ('c_text', 'c::text < ''b''')) s(l, w);
+SELECT last_value AS s0 FROM shapesync.change_seq \gset
+INSERT INTO wt VALUES (1, 'abc', 'xy', '\x414243'), (2, 'zz', 'aqa', '\x4241');
+UPDATE wt SET c = 'ab', nm = 'xyz' WHERE id = 1;
+SELECT c.seq - :s0 AS n, c.op, pg_temp.ops(c.shape_ops) AS ops
+  FROM shapesync.change_log c WHERE c.seq > :s0 AND c.table_name = 'wt'::regclass ORDER BY c.seq;
+SELECT guarded_filters, guard_subtransactions FROM shapesync.membership_stats() WHERE relid = 'wt'::regclass;
+DROP TABLE wt;
 -- a value larger than shapesync.unguarded_like_max_bytes goes through the guard
 SET shapesync.unguarded_like_max_bytes = 8;
 INSERT INTO rt (id, title) VALUES (4, 'short'), (5, 'a longer title with ab');
