@@ -1838,17 +1838,74 @@ RowKeyHash(ShapeTemplate *t, TupleTableSlot *slot, uint32 *hashval)
 	return true;
 }
 
-/* qsort_arg comparator: filters by their lower bound. */
+/*
+ * qsort_arg comparator: filters by their lower bound (by their upper bound
+ * when the template has none: only to find equal filters, see
+ * RebuildRangeIndex).
+ */
 static int
 CompareLowerBounds(const void *a, const void *b, void *arg)
 {
 	ShapeTemplate *t = (ShapeTemplate *) arg;
 	ShapeFilter *fa = *(ShapeFilter *const *) a;
 	ShapeFilter *fb = *(ShapeFilter *const *) b;
+	int			p = (t->range_lo > 0 ? t->range_lo : t->range_hi) - 1;
 
 	return DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
-										   fa->params[t->range_lo - 1].value,
-										   fb->params[t->range_lo - 1].value));
+										   fa->params[p].value, fb->params[p].value));
+}
+
+/* Do filters a and b of template t have the same constants? */
+static bool
+SameFilterConstants(ShapeTemplate *t, ShapeFilter *a, ShapeFilter *b)
+{
+	for (int i = 0; i < t->nparams; i++)
+	{
+		if (a->params[i].isnull != b->params[i].isnull)
+			return false;
+		if (!a->params[i].isnull &&
+			!datumIsEqual(a->params[i].value, b->params[i].value, t->ptypbyvals[i], t->ptyplens[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Merge the filters of the sorted range index that have the same constants
+ * (shapes that differ only in their columns): one evaluation serves them
+ * all, as in the hash index.  Filters that logged an X row stay apart.
+ */
+static void
+MergeEqualRangeFilters(TableShapes *ts, ShapeTemplate *t)
+{
+	int			n = 0;
+
+	for (int i = 0; i < t->nritems; i++)
+	{
+		ShapeFilter *f = t->ritems[i];
+		bool		merged = false;
+
+		if (!TransactionIdIsValid(f->error_xid) && !f->disabled)
+		{
+			for (int j = n - 1; j >= 0 && CompareLowerBounds(&t->ritems[j], &f, t) == 0; j--)
+			{
+				ShapeFilter *g = t->ritems[j];
+
+				if (TransactionIdIsValid(g->error_xid) || g->disabled ||
+					g->guarded != f->guarded || !SameFilterConstants(t, g, f))
+					continue;
+				AddShapeToFilter(ts, g, f->shape_id, f->cols);
+				for (int k = 0; k < f->nmore; k++)
+					AddShapeToFilter(ts, g, f->more[k].shape_id, f->more[k].cols);
+				ts->nfilters--;
+				merged = true;
+				break;
+			}
+		}
+		if (!merged)
+			t->ritems[n++] = f;
+	}
+	t->nritems = n;
 }
 
 /* Index of the filter with the higher upper bound (-1: none). */
@@ -1873,7 +1930,7 @@ RebuildRangeIndex(TableShapes *ts, ShapeTemplate *t)
 	 * is in use) are inserted in place: O(log n) comparisons each; many are
 	 * sorted with the rest.
 	 */
-	if (t->range_lo > 0 && t->nritems - t->rsorted > 0 && (t->nritems - t->rsorted) * 16 <= t->nritems)
+	if (t->nritems - t->rsorted > 0 && (t->nritems - t->rsorted) * 16 <= t->nritems)
 	{
 		for (int i = t->rsorted; i < t->nritems; i++)
 		{
@@ -1894,8 +1951,9 @@ RebuildRangeIndex(TableShapes *ts, ShapeTemplate *t)
 			t->ritems[lo] = f;
 		}
 	}
-	else if (t->range_lo > 0 && t->nritems > 1)
+	else if (t->nritems > 1)
 		qsort_arg(t->ritems, t->nritems, sizeof(ShapeFilter *), CompareLowerBounds, t);
+	MergeEqualRangeFilters(ts, t);
 	t->rsorted = t->nritems;
 	if (t->rmax)
 		pfree(t->rmax);

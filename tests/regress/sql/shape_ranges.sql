@@ -98,6 +98,19 @@ SELECT * FROM pg_temp.log(:s0);
 SELECT full_builds - :fb0 AS more_full_builds, incremental_builds > 0 AS incremental
   FROM shapesync.cache_stats() WHERE relid = 'rt'::regclass;
 
+-- shapes that differ only in their columns share one filter of the range index
+SELECT pg_temp.shape('p20_a', 'rt', 'n BETWEEN 2000 AND 2099', '{id,n}');
+SELECT pg_temp.shape('p20_b', 'rt', 'n BETWEEN 2000 AND 2099', '{id}');
+SELECT last_value AS s0 FROM shapesync.change_seq \gset
+UPDATE rt SET n = 2050 WHERE id = 0;
+SELECT range_filters FROM shapesync.membership_stats() WHERE relid = 'rt'::regclass;
+UPDATE rt SET n = 2051 WHERE id = 0;
+SELECT shapesync.invalidate_shape(s.handle, 'test') FROM shapesync.shapes s JOIN labels l USING (shape_id)
+ WHERE l.label IN ('p20', 'p20_a');
+UPDATE rt SET n = 2150 WHERE id = 0;
+SELECT range_filters FROM shapesync.membership_stats() WHERE relid = 'rt'::regclass;
+SELECT * FROM pg_temp.log(:s0);
+
 -- other types: numeric, timestamps, text with collations, varchar
 TRUNCATE rt;    -- also invalidates the table's shapes
 SELECT pg_temp.shape(l, 'rt', w) FROM (VALUES
