@@ -41,11 +41,11 @@
  * Errors.  Filters made only of leakproof functions, of the functions of
  * SafeFunction()'s whitelist, and of LIKE/ILIKE with a constant pattern
  * that PatternIsSafe() accepts (see SafeLike()) are evaluated directly.
- * The others are evaluated inside one internal subtransaction per row; a filter that raises is reported as an 'X' change row and is
- * then skipped for as long as that X row is live in this transaction or
- * committed (the sidecar invalidates the shape); if the X row is rolled
- * back, the filter is evaluated again.  The writer's statement always
- * goes on.
+ * The others are evaluated inside one internal subtransaction per row; a
+ * filter that raises is reported as an 'X' change row and is then skipped
+ * for as long as that X row is live in this transaction or committed (the
+ * sidecar invalidates the shape); if the X row is rolled back, the filter
+ * is evaluated again.  The writer's statement always goes on.
  *
  * The cache is backend-local: no locking.
  *
@@ -55,8 +55,8 @@
 
 #include "access/detoast.h"
 #include "access/genam.h"
-#include "access/nbtree.h"
 #include "access/htup_details.h"
+#include "access/nbtree.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -358,7 +358,7 @@ ResetTableShapes(TableShapes *ts)
 static ParamExternData *
 FilterParamFetch(ParamListInfo params, int paramid, bool speculative, ParamExternData *workspace)
 {
-	struct ShapeTemplate *t = (struct ShapeTemplate *) params->paramFetchArg;
+	ShapeTemplate *t = (ShapeTemplate *) params->paramFetchArg;
 	int			j;
 
 	if (paramid <= t->nparams)
