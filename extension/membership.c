@@ -14,8 +14,14 @@
  * A template that is, or has as a top-level AND conjunct, "column =
  * constant" with a hashable, strict equality operator indexes its filters
  * by the hash of that constant: a row finds its candidates by hashing its
- * column value, so the cost does not grow with the number of shapes.  The
- * other filters of a template are evaluated for every row.
+ * column value, so the cost does not grow with the number of shapes.  A
+ * template without one that has "column < constant" (<=, >, >=; BETWEEN is
+ * two of them) conjuncts on one column, with the btree opfamily's leakproof
+ * comparison, keeps its filters in a range index: sorted by lower bound,
+ * with a max-tree over the upper bounds, so a row finds its candidates in
+ * O(log n + matches) comparisons.  Either index only narrows: PostgreSQL
+ * evaluates the whole filter for every candidate.  The other filters of a
+ * template are evaluated for every row.
  *
  * Invalidation.  Registry changes send a relcache invalidation of the
  * table; the relcache callback only marks the entry stale.  The next
@@ -32,13 +38,14 @@
  * after loading a registration of this backend's own open transaction
  * (it may still roll back), the entry is rebuilt from scratch.
  *
- * Errors.  Filters made only of leakproof functions are evaluated
- * directly.  The others are evaluated inside one internal subtransaction
- * per row; a filter that raises is reported as an 'X' change row and is
- * then skipped for as long as that X row is live in this transaction or
- * committed (the sidecar invalidates the shape); if the X row is rolled
- * back, the filter is evaluated again.  The writer's statement always
- * goes on.
+ * Errors.  Filters made only of leakproof functions, of the functions of
+ * SafeFunction()'s whitelist, and of LIKE/ILIKE with a constant pattern
+ * that PatternIsSafe() accepts (see SafeLike()) are evaluated directly.
+ * The others are evaluated inside one internal subtransaction per row; a
+ * filter that raises is reported as an 'X' change row and is then skipped
+ * for as long as that X row is live in this transaction or committed (the
+ * sidecar invalidates the shape); if the X row is rolled back, the filter
+ * is evaluated again.  The writer's statement always goes on.
  *
  * The cache is backend-local: no locking.
  *
@@ -46,16 +53,23 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/nbtree.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "portability/instr_time.h"
 #include "storage/procarray.h"
@@ -74,6 +88,7 @@
 #include "shapesync.h"
 
 PG_FUNCTION_INFO_V1(shapesync_cache_stats);
+PG_FUNCTION_INFO_V1(shapesync_membership_stats);
 
 #define ARENA_BLOCK_SIZE (64 * 1024)
 
@@ -99,6 +114,8 @@ typedef struct ShapeFilter
 	ShapeRef   *more;
 	TransactionId error_xid;	/* (sub)xact that logged this filter's X row */
 	bool		disabled;		/* its X row committed: skip until rebuilt */
+	bool		guarded;		/* evaluated under the guard (see MayRaiseWalker) */
+	uint64		stamp;			/* row it was last visited for (range index) */
 	ParamExternData params[FLEXIBLE_ARRAY_MEMBER];
 } ShapeFilter;
 
@@ -109,6 +126,9 @@ typedef struct ShapeTemplate
 	int32		template_id;
 	ExprState  *state;
 	bool		leakproof;
+	Bitmapset  *attrs;			/* the columns the filter reads */
+	uint64		same_stamp;		/* row for which same_row is known */
+	bool		same_row;		/* none of attrs changed between OLD and NEW */
 	int			nparams;
 	Oid		   *ptypes;
 	int32	   *ptypmods;
@@ -117,6 +137,21 @@ typedef struct ShapeTemplate
 	int16	   *ptyplens;
 	bool	   *ptypbyvals;
 	ParamListInfo paramli;		/* fetches from the filter being evaluated */
+	struct TableShapes *ts;		/* the cache it belongs to */
+	ShapeFilter *cur;			/* the filter being evaluated */
+	int			image;			/* the row image being evaluated: 0 OLD, 1 NEW */
+
+	/*
+	 * ILIKE rewritten as LIKE of lower() (see RewriteILikeMutator): the
+	 * pattern constants are kept lowered, and lower(column) is computed
+	 * once per row image as the params after the constants
+	 */
+	Oid		   *lower_colls;	/* [nparams]: collation to lower pattern param i with, or 0 */
+	int			nrowexprs;
+	List	   *rowexprs;		/* the lower(column) expressions */
+	ExprState **rowstates;
+	ParamExternData *rowvals;	/* [2 * nrowexprs]: OLD's, then NEW's */
+	uint64	   *rowstamps;		/* [2 * nrowexprs]: row for which rowvals is known */
 
 	/* hash index on the constant of an equality conjunct */
 	int			key_param;		/* 1-based; 0 = no index */
@@ -127,6 +162,34 @@ typedef struct ShapeTemplate
 	ShapeFilter **buckets;
 	uint32		nbuckets;
 	uint32		nindexed;
+
+	/*
+	 * range index on the constants of "column < $n", "column >= $m", ...
+	 * conjuncts (BETWEEN is two of them): the filters sorted by their lower
+	 * bound, and a max-tree over their upper bounds
+	 */
+	AttrNumber	range_attno;	/* 0 = no range index */
+	int			range_lo;		/* 1-based param of the lower bound; 0 = none */
+	int			range_hi;		/* 1-based param of the upper bound; 0 = none */
+	bool		lo_incl;		/* >= rather than > */
+	bool		hi_incl;		/* <= rather than < */
+	int16		range_typlen;
+	Oid			range_collid;
+	FmgrInfo	range_cmp;		/* the btree opfamily's comparison support function */
+	ShapeFilter **ritems;
+	int			nritems;
+	int			maxritems;
+	int			rsorted;		/* ritems[0 .. rsorted-1] are in order */
+	bool		rdirty;			/* ritems/rmax must be rebuilt before use */
+	int		   *rmax;			/* tree node -> index of the item with the highest upper bound */
+	int			rleaves;
+
+	/* guard-free evaluation of LIKE/ILIKE with a validated constant pattern */
+	bool		cond_safe;		/* safe once like_params are valid patterns */
+	Bitmapset  *like_params;	/* 1-based params used as LIKE patterns */
+	Bitmapset  *like_attrs;		/* columns whose size must stay under unguarded_like_max_bytes */
+	uint64		size_stamp;		/* row for which row_small is known */
+	bool		row_small;
 
 	ShapeFilter *scan;			/* filters evaluated for every row */
 	ShapeFilter *scan_tail;
@@ -164,6 +227,9 @@ typedef struct TableShapes
 	int64		full_builds;
 	int64		incremental_builds;
 	int64		last_build_us;
+	uint64		row_stamp;		/* rows classified (visit stamps) */
+	int64		evaluations;	/* filter evaluations against a row image */
+	int64		guard_subxacts; /* internal subtransactions begun by the guard */
 } TableShapes;
 
 /* one filter to evaluate under the guard */
@@ -173,6 +239,7 @@ typedef struct GuardItem
 	ShapeFilter *f;
 	bool		old_in;
 	bool		new_in;
+	bool		same;			/* NEW reads the same values: new_in = old_in */
 	char	   *error;
 } GuardItem;
 
@@ -283,25 +350,187 @@ ResetTableShapes(TableShapes *ts)
 	}
 }
 
-/* paramFetch hook: the constants of the filter being evaluated. */
+/*
+ * paramFetch hook: the constants of the filter being evaluated, then the
+ * per-row-image values (lower(column)), computed at their first use for the
+ * row image being evaluated (its slot is the econtext's scan tuple).
+ */
 static ParamExternData *
 FilterParamFetch(ParamListInfo params, int paramid, bool speculative, ParamExternData *workspace)
 {
-	ShapeFilter *f = (ShapeFilter *) params->paramFetchArg;
+	ShapeTemplate *t = (ShapeTemplate *) params->paramFetchArg;
+	int			j;
 
-	return &f->params[paramid - 1];
+	if (paramid <= t->nparams)
+		return &t->cur->params[paramid - 1];
+	j = t->image * t->nrowexprs + (paramid - t->nparams - 1);
+	if (t->rowstamps[j] != t->ts->row_stamp)
+	{
+		bool		isnull;
+
+		t->rowvals[j].value = ExecEvalExpr(t->rowstates[paramid - t->nparams - 1],
+										   t->ts->econtext, &isnull);
+		t->rowvals[j].isnull = isnull;
+		t->rowvals[j].pflags = PARAM_FLAG_CONST;
+		t->rowvals[j].ptype = TEXTOID;
+		t->rowstamps[j] = t->ts->row_stamp;
+	}
+	return &t->rowvals[j];
 }
 
-/* check_functions_in_node callback: true for a function that is not leakproof. */
+/*
+ * Functions that are not marked leakproof but cannot raise an error that
+ * depends on their input (see the file header): numeric comparison (it
+ * compares digits, NaN and infinities, and allocates nothing) and
+ * text(bpchar) (strips trailing blanks).  tests/regress/sql/shape_ranges.sql
+ * checks that filters made of them run without a subtransaction.
+ */
+static bool
+SafeFunction(Oid funcid)
+{
+	switch (funcid)
+	{
+		case F_NUMERIC_EQ:
+		case F_NUMERIC_NE:
+		case F_NUMERIC_LT:
+		case F_NUMERIC_LE:
+		case F_NUMERIC_GT:
+		case F_NUMERIC_GE:
+		case F_NUMERIC_CMP:
+		case F_TEXT_BPCHAR:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * LIKE and ILIKE (and NOT LIKE, NOT ILIKE) on text, bpchar, name and
+ * bytea.  Their only errors (PostgreSQL 15, like.c and like_match.c):
+ * a pattern that ends with an unpaired escape character (a property of the
+ * pattern: PatternIsSafe() checks it for each shape's constant), a
+ * nondeterministic or missing collation (a property of the template,
+ * checked here), and, for ILIKE, the allocations of lower() on the
+ * subject, which are bounded by unguarded_like_max_bytes per row.  *ci
+ * is set for the case-insensitive ones.
+ */
+static bool
+LikeFunction(Oid funcid, bool *ci, bool *bytea)
+{
+	*ci = false;
+	*bytea = false;
+	switch (funcid)
+	{
+		case F_TEXTICLIKE:
+		case F_TEXTICNLIKE:
+		case F_BPCHARICLIKE:
+		case F_BPCHARICNLIKE:
+		case F_NAMEICLIKE:
+		case F_NAMEICNLIKE:
+			*ci = true;
+			return true;
+		case F_BYTEALIKE:
+		case F_BYTEANLIKE:
+			*bytea = true;
+			return true;
+		case F_TEXTLIKE:
+		case F_TEXTNLIKE:
+		case F_BPCHARLIKE:
+		case F_BPCHARNLIKE:
+		case F_NAMELIKE:
+		case F_NAMENLIKE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* Can a LIKE pattern be matched without an error (no unpaired trailing escape)? */
+static bool
+PatternIsSafe(Datum pattern)
+{
+	text	   *t = DatumGetTextPP(pattern);
+	const char *p = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	/*
+	 * Server encodings are ASCII-safe: a backslash byte is always a
+	 * backslash character, never part of a multibyte one.
+	 */
+	for (int i = 0; i < len; i++)
+	{
+		if (p[i] == '\\')
+		{
+			if (i + 1 >= len)
+				return false;
+			i++;
+		}
+	}
+	return true;
+}
+
+static Node *StripRelabel(Node *node);
+
+/* what MayRaiseWalker learns about a template */
+typedef struct RaiseContext
+{
+	Bitmapset  *like_params;	/* params used as LIKE patterns */
+	Bitmapset  *like_attrs;		/* columns that are ILIKE subjects */
+	bool		const_bad;		/* a constant pattern that may raise */
+} RaiseContext;
+
+/* check_functions_in_node callback: true for a function that may raise. */
 static bool
 NotLeakproof(Oid funcid, void *context)
 {
-	return !get_func_leakproof(funcid);
+	return !get_func_leakproof(funcid) && !SafeFunction(funcid);
 }
 
-/* Does the expression contain anything that could raise for some row? */
+/*
+ * Is node a LIKE/ILIKE whose errors depend only on its pattern constant
+ * (see LikeFunction)?  Then note the pattern param and the subject column.
+ */
 static bool
-MayRaiseWalker(Node *node, void *context)
+SafeLike(Node *node, RaiseContext *cxt)
+{
+	OpExpr	   *op = (OpExpr *) node;
+	Node	   *subject;
+	Node	   *pattern;
+	bool		ci;
+	bool		bytea;
+
+	if (!IsA(node, OpExpr) || list_length(op->args) != 2)
+		return false;
+	set_opfuncid(op);
+	if (!LikeFunction(op->opfuncid, &ci, &bytea))
+		return false;
+	if (!bytea && (!OidIsValid(op->inputcollid) ||
+				   !get_collation_isdeterministic(op->inputcollid)))
+		return false;
+	subject = StripRelabel(linitial(op->args));
+	pattern = StripRelabel(lsecond(op->args));
+	if (!IsA(subject, Var) || ((Var *) subject)->varattno <= 0)
+		return false;
+	if (IsA(pattern, Param) && ((Param *) pattern)->paramkind == PARAM_EXTERN)
+		cxt->like_params = bms_add_member(cxt->like_params, ((Param *) pattern)->paramid);
+	else if (IsA(pattern, Const))
+	{
+		if (!((Const *) pattern)->constisnull && !PatternIsSafe(((Const *) pattern)->constvalue))
+			cxt->const_bad = true;
+	}
+	else
+		return false;
+	if (ci)
+		cxt->like_attrs = bms_add_member(cxt->like_attrs, ((Var *) subject)->varattno);
+	return true;
+}
+
+/*
+ * Does the expression contain anything that could raise for some row,
+ * besides the LIKE/ILIKE operators that SafeLike() accepts?
+ */
+static bool
+MayRaiseWalker(Node *node, RaiseContext *cxt)
 {
 	if (node == NULL)
 		return false;
@@ -309,9 +538,11 @@ MayRaiseWalker(Node *node, void *context)
 		IsA(node, ArrayCoerceExpr) || IsA(node, CoerceViaIO) || IsA(node, RowExpr) ||
 		IsA(node, RowCompareExpr))
 		return true;
-	if (check_functions_in_node(node, NotLeakproof, context))
+	if (SafeLike(node, cxt))
+		return false;			/* its arguments are a column and a constant */
+	if (check_functions_in_node(node, NotLeakproof, NULL))
 		return true;
-	return expression_tree_walker(node, MayRaiseWalker, context);
+	return expression_tree_walker(node, MayRaiseWalker, (void *) cxt);
 }
 
 /* Remember the params' types (for the constants' input functions). */
@@ -331,6 +562,21 @@ CollectParamsWalker(Node *node, ShapeTemplate *t)
 		return false;
 	}
 	return expression_tree_walker(node, CollectParamsWalker, (void *) t);
+}
+
+/* The columns of the table that the expression reads. */
+static bool
+AttrsWalker(Node *node, Bitmapset **attrs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		if (((Var *) node)->varattno > 0)
+			*attrs = bms_add_member(*attrs, ((Var *) node)->varattno);
+		return false;
+	}
+	return expression_tree_walker(node, AttrsWalker, (void *) attrs);
 }
 
 /* Highest PARAM_EXTERN id in the expression. */
@@ -410,6 +656,176 @@ SetupKeyIndex(ShapeTemplate *t, Node *expr)
 	}
 }
 
+/* Append the top-level AND conjuncts of expr (nested ANDs flattened) to list. */
+static List *
+Conjuncts(Node *expr, List *list)
+{
+	ListCell   *lc;
+
+	if (!is_andclause(expr))
+		return lappend(list, expr);
+	foreach(lc, ((BoolExpr *) expr)->args)
+		list = Conjuncts(lfirst(lc), list);
+	return list;
+}
+
+/*
+ * Find "column op $n" conjuncts where op is <, <=, > or >= of the default
+ * btree opfamily of the column's type (both operands of that type), strict,
+ * and the opfamily's comparison support function cannot raise; index the
+ * template's filters on the first such column (one lower, one upper bound).
+ */
+static void
+SetupRangeIndex(ShapeTemplate *t, Node *expr)
+{
+	List	   *conjuncts = Conjuncts(expr, NIL);
+	ListCell   *lc;
+
+	foreach(lc, conjuncts)
+	{
+		OpExpr	   *op = (OpExpr *) lfirst(lc);
+		Node	   *l;
+		Node	   *r;
+		Var		   *var;
+		Param	   *param;
+		bool		var_left;
+		Oid			type;
+		Oid			opclass;
+		Oid			opfamily;
+		Oid			cmpproc;
+		int			strategy;
+		bool		lower;
+		bool		incl;
+
+		if (!IsA(op, OpExpr) || list_length(op->args) != 2)
+			continue;
+		l = StripRelabel(linitial(op->args));
+		r = StripRelabel(lsecond(op->args));
+		if (IsA(l, Var) && IsA(r, Param))
+			var_left = true;
+		else if (IsA(r, Var) && IsA(l, Param))
+			var_left = false;
+		else
+			continue;
+		var = (Var *) (var_left ? l : r);
+		param = (Param *) (var_left ? r : l);
+		if (var->varno != 1 || var->varattno <= 0 || param->paramkind != PARAM_EXTERN)
+			continue;
+		if (t->range_attno != 0 && var->varattno != t->range_attno)
+			continue;
+		type = exprType(linitial(op->args));
+		if (exprType(lsecond(op->args)) != type)
+			continue;
+		opclass = GetDefaultOpClass(type, BTREE_AM_OID);
+		if (!OidIsValid(opclass))
+			continue;
+		opfamily = get_opclass_family(opclass);
+		strategy = get_op_opfamily_strategy(op->opno, opfamily);
+		if (strategy == 0 || strategy == BTEqualStrategyNumber)
+			continue;
+		set_opfuncid(op);
+		if (!func_strict(op->opfuncid))
+			continue;
+		cmpproc = get_opfamily_proc(opfamily, type, type, BTORDER_PROC);
+		if (!OidIsValid(cmpproc) || (!get_func_leakproof(cmpproc) && !SafeFunction(cmpproc)))
+			continue;
+
+		/* "$n < column" is "column > $n" */
+		if (!var_left)
+			strategy = BTCommuteStrategyNumber(strategy);
+		lower = (strategy == BTGreaterStrategyNumber || strategy == BTGreaterEqualStrategyNumber);
+		incl = (strategy == BTGreaterEqualStrategyNumber || strategy == BTLessEqualStrategyNumber);
+		if (lower ? t->range_lo != 0 : t->range_hi != 0)
+			continue;
+		if (t->range_attno == 0)
+		{
+			t->range_attno = var->varattno;
+			t->range_collid = op->inputcollid;
+			t->range_typlen = get_typlen(type);
+			fmgr_info(cmpproc, &t->range_cmp);
+		}
+		else if (op->inputcollid != t->range_collid)
+			continue;
+		if (lower)
+		{
+			t->range_lo = param->paramid;
+			t->lo_incl = incl;
+		}
+		else
+		{
+			t->range_hi = param->paramid;
+			t->hi_incl = incl;
+		}
+	}
+	list_free(conjuncts);
+}
+
+/*
+ * In a multibyte database, "column ILIKE $n" with a deterministic
+ * collation becomes "$r LIKE $n" where $n holds lower(pattern) and $r is
+ * lower(column), computed once per row image for all the template's
+ * filters.  This is what PostgreSQL 15 runs for ILIKE there
+ * (Generic_Text_IC_like() in like.c lowers both sides with the collation and
+ * calls the same UTF8_MatchText/MB_MatchText as LIKE's GenericMatchText()),
+ * so the result is the same; lower() of the column is no longer repeated
+ * for every ILIKE shape.
+ */
+static Node *
+RewriteILikeMutator(Node *node, ShapeTemplate *t)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, OpExpr) && list_length(((OpExpr *) node)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) node;
+		Node	   *subject = linitial(op->args);
+		Node	   *pattern = StripRelabel(lsecond(op->args));
+
+		set_opfuncid(op);
+		if ((op->opfuncid == F_TEXTICLIKE || op->opfuncid == F_TEXTICNLIKE) &&
+			IsA(StripRelabel(subject), Var) && ((Var *) StripRelabel(subject))->varattno > 0 &&
+			IsA(pattern, Param) && ((Param *) pattern)->paramkind == PARAM_EXTERN &&
+			OidIsValid(op->inputcollid) && get_collation_isdeterministic(op->inputcollid))
+		{
+			FuncExpr   *lw = makeFuncExpr(F_LOWER_TEXT, TEXTOID, list_make1(copyObject(subject)),
+										  op->inputcollid, op->inputcollid, COERCE_EXPLICIT_CALL);
+			Param	   *rp = makeNode(Param);
+			OpExpr	   *like = (OpExpr *) copyObject(op);
+			ListCell   *lc;
+			int			j = 0;
+
+			foreach(lc, t->rowexprs)
+			{
+				if (equal(lfirst(lc), lw))
+					break;
+				j++;
+			}
+			if (lc == NULL)
+				t->rowexprs = lappend(t->rowexprs, lw);
+			rp->paramkind = PARAM_EXTERN;
+			rp->paramid = t->nparams + 1 + j;
+			rp->paramtype = TEXTOID;
+			rp->paramtypmod = -1;
+			rp->paramcollid = op->inputcollid;
+			rp->location = -1;
+			t->lower_colls[((Param *) pattern)->paramid - 1] = op->inputcollid;
+			if (op->opfuncid == F_TEXTICLIKE)
+			{
+				like->opno = OID_TEXT_LIKE_OP;
+				like->opfuncid = F_TEXTLIKE;
+			}
+			else
+			{
+				like->opno = get_negator(OID_TEXT_LIKE_OP);
+				like->opfuncid = F_TEXTNLIKE;
+			}
+			like->args = list_make2(rp, copyObject(lsecond(op->args)));
+			return (Node *) like;
+		}
+	}
+	return expression_tree_mutator(node, RewriteILikeMutator, (void *) t);
+}
+
 /* Compile template text (nodeToString of the lifted filter) in the entry's context. */
 static ShapeTemplate *
 BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
@@ -443,9 +859,40 @@ BuildTemplate(TableShapes *ts, int32 template_id, const char *text)
 	t->paramli = makeParamList(0);
 	t->paramli->numParams = maxid;
 	t->paramli->paramFetch = FilterParamFetch;
+	t->paramli->paramFetchArg = t;
+	t->ts = ts;
+	t->lower_colls = palloc0(sizeof(Oid) * Max(maxid, 1));
 
-	t->leakproof = !MayRaiseWalker(expr, NULL);
+	{
+		RaiseContext rcxt;
+
+		memset(&rcxt, 0, sizeof(rcxt));
+		t->cond_safe = !MayRaiseWalker(expr, &rcxt) && !rcxt.const_bad;
+		t->leakproof = t->cond_safe && rcxt.like_params == NULL && rcxt.like_attrs == NULL;
+		t->like_params = rcxt.like_params;
+		t->like_attrs = rcxt.like_attrs;
+	}
+	(void) AttrsWalker(expr, &t->attrs);
 	SetupKeyIndex(t, expr);
+	if (t->key_param == 0)
+		SetupRangeIndex(t, expr);
+	if (pg_database_encoding_max_length() > 1)
+	{
+		expr = RewriteILikeMutator(expr, t);
+		t->nrowexprs = list_length(t->rowexprs);
+		if (t->nrowexprs > 0)
+		{
+			ListCell   *lc;
+			int			j = 0;
+
+			t->rowstates = palloc(sizeof(ExprState *) * t->nrowexprs);
+			foreach(lc, t->rowexprs)
+				t->rowstates[j++] = ExecInitExpr((Expr *) lfirst(lc), NULL);
+			t->rowvals = palloc0(sizeof(ParamExternData) * 2 * t->nrowexprs);
+			t->rowstamps = palloc0(sizeof(uint64) * 2 * t->nrowexprs);
+			t->paramli->numParams = maxid + t->nrowexprs;
+		}
+	}
 	t->state = ExecInitExpr((Expr *) expr, NULL);
 
 	t->next = ts->templates;
@@ -594,6 +1041,9 @@ ParseConstants(ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
 		values[i] = nulls[i] ? (Datum) 0 :
 			InputFunctionCall(&t->pinput[i], TextDatumGetCString(cvals[i]),
 							  t->pioparams[i], t->ptypmods[i]);
+		/* an ILIKE pattern of a rewritten template (RewriteILikeMutator) */
+		if (!nulls[i] && OidIsValid(t->lower_colls[i]))
+			values[i] = DirectFunctionCall1Coll(lower, t->lower_colls[i], values[i]);
 	}
 	*hashval = 0;
 	if (t->key_param > 0 && !nulls[t->key_param - 1])
@@ -606,6 +1056,19 @@ ParseConstants(ShapeTemplate *t, int32 shape_id, Datum consts, bool consts_null,
 	*values_p = values;
 	*nulls_p = nulls;
 	return indexed;
+}
+
+/* Does filter f go into t's range index (it has one and f's bounds are not NULL)? */
+static bool
+InRangeIndex(ShapeTemplate *t, ShapeFilter *f)
+{
+	if (t->range_attno == 0)
+		return false;
+	if (t->range_lo > 0 && f->params[t->range_lo - 1].isnull)
+		return false;
+	if (t->range_hi > 0 && f->params[t->range_hi - 1].isnull)
+		return false;
+	return true;
 }
 
 /* Add a filtered shape with constants consts (text[] datum) to template t. */
@@ -645,6 +1108,33 @@ AddShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Bitmapset *cols,
 		f->params[i].ptype = t->ptypes[i];
 		f->params[i].value = nulls[i] ? (Datum) 0 :
 			ArenaDatumCopy(ts, values[i], t->ptypbyvals[i], t->ptyplens[i]);
+	}
+
+	/* guard-free when the template is, or its LIKE patterns are safe */
+	f->guarded = !t->leakproof;
+	if (f->guarded && t->cond_safe)
+	{
+		int			p = -1;
+
+		f->guarded = false;
+		while ((p = bms_next_member(t->like_params, p)) >= 0)
+			if (!nulls[p - 1] && !PatternIsSafe(values[p - 1]))
+				f->guarded = true;
+	}
+
+	if (!indexed && InRangeIndex(t, f))
+	{
+		if (t->nritems == t->maxritems)
+		{
+			t->maxritems = Max(16, t->maxritems * 2);
+			t->ritems = t->ritems ?
+				repalloc(t->ritems, sizeof(ShapeFilter *) * t->maxritems) :
+				MemoryContextAlloc(ts->cxt, sizeof(ShapeFilter *) * t->maxritems);
+		}
+		t->ritems[t->nritems++] = f;
+		t->rdirty = true;
+		ts->nfilters++;
+		return;
 	}
 	if (indexed)
 	{
@@ -728,6 +1218,23 @@ RemoveShape(TableShapes *ts, ShapeTemplate *t, int32 shape_id, Datum consts, boo
 				return true;
 		}
 		return false;
+	}
+	for (int i = 0; i < t->nritems; i++)
+	{
+		ShapeFilter *f = t->ritems[i];
+
+		if (RemoveShapeFromFilter(f, shape_id, &found))
+		{
+			/* keeps the order by lower bound; the max-tree is rebuilt */
+			memmove(&t->ritems[i], &t->ritems[i + 1], sizeof(ShapeFilter *) * (t->nritems - i - 1));
+			t->nritems--;
+			if (i < t->rsorted)
+				t->rsorted--;
+			t->rdirty = true;
+			ts->nfilters--;
+		}
+		if (found)
+			return true;
 	}
 	for (link = &t->scan; *link != NULL; prev = *link, link = &(*link)->next)
 	{
@@ -1142,7 +1649,7 @@ FilterSuspended(ShapeFilter *f)
 
 /* Evaluate filter f of template t against slot. */
 static inline bool
-EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *slot)
+EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *slot, int image)
 {
 	ExprContext *econtext = ts->econtext;
 	Datum		d;
@@ -1150,8 +1657,10 @@ EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *sl
 
 	if (slot == NULL)
 		return false;
+	ts->evaluations++;
 	econtext->ecxt_scantuple = slot;
-	t->paramli->paramFetchArg = f;
+	t->cur = f;
+	t->image = image;
 	econtext->ecxt_param_list_info = t->paramli;
 	d = ExecEvalExprSwitchContext(t->state, econtext, &isnull);
 	return !isnull && DatumGetBool(d);
@@ -1229,16 +1738,71 @@ EmitOps(RowState *rs, ShapeFilter *f, bool old_in, bool new_in)
 			PushOp(rs, f->more[i].shape_id, op);
 }
 
-/* Classify filter f now (leakproof template) or queue it for the guard. */
+/* Are the ILIKE subjects of template t within unguarded_like_max_bytes in OLD and NEW? */
+static bool
+RowIsSmall(RowState *rs, ShapeTemplate *t)
+{
+	if (t->size_stamp != rs->ts->row_stamp)
+	{
+		TupleTableSlot *slots[2] = {rs->oldslot, rs->newslot};
+
+		t->row_small = true;
+		for (int s = 0; s < 2 && t->row_small; s++)
+		{
+			int			a = -1;
+
+			if (slots[s] == NULL)
+				continue;
+			while ((a = bms_next_member(t->like_attrs, a)) >= 0)
+			{
+				bool		isnull;
+				Datum		d = slot_getattr(slots[s], a, &isnull);
+
+				if (!isnull &&
+					TupleDescAttr(slots[s]->tts_tupleDescriptor, a - 1)->attlen == -1 &&
+					toast_raw_datum_size(d) > (Size) shapesync_unguarded_like_max_bytes + VARHDRSZ)
+				{
+					t->row_small = false;
+					break;
+				}
+			}
+		}
+		t->size_stamp = rs->ts->row_stamp;
+	}
+	return t->row_small;
+}
+
+/*
+ * Does template t read the same values in OLD and NEW (an UPDATE that
+ * changed none of its columns)?  Its filters are immutable functions of
+ * those values, so NEW's result is OLD's.
+ */
+static bool
+TemplateUnchanged(RowState *rs, ShapeTemplate *t)
+{
+	if (rs->oldslot == NULL || rs->newslot == NULL)
+		return false;
+	if (t->same_stamp != rs->ts->row_stamp)
+	{
+		t->same_row = !bms_overlap(ChangedColumns(rs), t->attrs);
+		t->same_stamp = rs->ts->row_stamp;
+	}
+	return t->same_row;
+}
+
+/* Classify filter f now (safe to run unguarded) or queue it for the guard. */
 static void
 VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
 {
+	bool		same;
+
 	if (FilterSuspended(f))
 		return;
-	if (t->leakproof)
+	same = TemplateUnchanged(rs, t);
+	if (!f->guarded && (t->like_attrs == NULL || RowIsSmall(rs, t)))
 	{
-		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot);
-		bool		new_in = EvalFilter(rs->ts, t, f, rs->newslot);
+		bool		old_in = EvalFilter(rs->ts, t, f, rs->oldslot, 0);
+		bool		new_in = same ? old_in : EvalFilter(rs->ts, t, f, rs->newslot, 1);
 
 		EmitOps(rs, f, old_in, new_in);
 		return;
@@ -1253,6 +1817,7 @@ VisitFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
 	rs->guard[rs->nguard].f = f;
 	rs->guard[rs->nguard].old_in = false;
 	rs->guard[rs->nguard].new_in = false;
+	rs->guard[rs->nguard].same = same;
 	rs->guard[rs->nguard].error = NULL;
 	rs->nguard++;
 }
@@ -1273,11 +1838,242 @@ RowKeyHash(ShapeTemplate *t, TupleTableSlot *slot, uint32 *hashval)
 	return true;
 }
 
+/*
+ * qsort_arg comparator: filters by their lower bound (by their upper bound
+ * when the template has none: only to find equal filters, see
+ * RebuildRangeIndex).
+ */
+static int
+CompareLowerBounds(const void *a, const void *b, void *arg)
+{
+	ShapeTemplate *t = (ShapeTemplate *) arg;
+	ShapeFilter *fa = *(ShapeFilter *const *) a;
+	ShapeFilter *fb = *(ShapeFilter *const *) b;
+	int			p = (t->range_lo > 0 ? t->range_lo : t->range_hi) - 1;
+
+	return DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+										   fa->params[p].value, fb->params[p].value));
+}
+
+/* Do filters a and b of template t have the same constants? */
+static bool
+SameFilterConstants(ShapeTemplate *t, ShapeFilter *a, ShapeFilter *b)
+{
+	for (int i = 0; i < t->nparams; i++)
+	{
+		if (a->params[i].isnull != b->params[i].isnull)
+			return false;
+		if (!a->params[i].isnull &&
+			!datumIsEqual(a->params[i].value, b->params[i].value, t->ptypbyvals[i], t->ptyplens[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Merge the filters of the sorted range index that have the same constants
+ * (shapes that differ only in their columns): one evaluation serves them
+ * all, as in the hash index.  Filters that logged an X row stay apart.
+ */
+static void
+MergeEqualRangeFilters(TableShapes *ts, ShapeTemplate *t)
+{
+	int			n = 0;
+
+	for (int i = 0; i < t->nritems; i++)
+	{
+		ShapeFilter *f = t->ritems[i];
+		bool		merged = false;
+
+		if (!TransactionIdIsValid(f->error_xid) && !f->disabled)
+		{
+			for (int j = n - 1; j >= 0 && CompareLowerBounds(&t->ritems[j], &f, t) == 0; j--)
+			{
+				ShapeFilter *g = t->ritems[j];
+
+				if (TransactionIdIsValid(g->error_xid) || g->disabled ||
+					g->guarded != f->guarded || !SameFilterConstants(t, g, f))
+					continue;
+				AddShapeToFilter(ts, g, f->shape_id, f->cols);
+				for (int k = 0; k < f->nmore; k++)
+					AddShapeToFilter(ts, g, f->more[k].shape_id, f->more[k].cols);
+				ts->nfilters--;
+				merged = true;
+				break;
+			}
+		}
+		if (!merged)
+			t->ritems[n++] = f;
+	}
+	t->nritems = n;
+}
+
+/* Index of the filter with the higher upper bound (-1: none). */
+static int
+HigherUpper(ShapeTemplate *t, int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+										   t->ritems[a]->params[t->range_hi - 1].value,
+										   t->ritems[b]->params[t->range_hi - 1].value)) >= 0 ? a : b;
+}
+
+/* Sort the range index by lower bound and rebuild its max-tree of upper bounds. */
+static void
+RebuildRangeIndex(TableShapes *ts, ShapeTemplate *t)
+{
+	/*
+	 * A few shapes added to a sorted index (registrations while the cache
+	 * is in use) are inserted in place: O(log n) comparisons each; many are
+	 * sorted with the rest.
+	 */
+	if (t->nritems - t->rsorted > 0 && (t->nritems - t->rsorted) * 16 <= t->nritems)
+	{
+		for (int i = t->rsorted; i < t->nritems; i++)
+		{
+			ShapeFilter *f = t->ritems[i];
+			int			lo = 0;
+			int			hi = i;
+
+			while (lo < hi)
+			{
+				int			mid = lo + (hi - lo) / 2;
+
+				if (CompareLowerBounds(&t->ritems[mid], &f, t) <= 0)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			memmove(&t->ritems[lo + 1], &t->ritems[lo], sizeof(ShapeFilter *) * (i - lo));
+			t->ritems[lo] = f;
+		}
+	}
+	else if (t->nritems > 1)
+		qsort_arg(t->ritems, t->nritems, sizeof(ShapeFilter *), CompareLowerBounds, t);
+	MergeEqualRangeFilters(ts, t);
+	t->rsorted = t->nritems;
+	if (t->rmax)
+		pfree(t->rmax);
+	t->rmax = NULL;
+	t->rleaves = 0;
+	if (t->range_hi > 0 && t->nritems > 0)
+	{
+		int			leaves = 1;
+
+		while (leaves < t->nritems)
+			leaves *= 2;
+		t->rmax = MemoryContextAlloc(ts->cxt, sizeof(int) * 2 * leaves);
+		for (int i = 0; i < leaves; i++)
+			t->rmax[leaves + i] = i < t->nritems ? i : -1;
+		for (int n = leaves - 1; n >= 1; n--)
+			t->rmax[n] = HigherUpper(t, t->rmax[2 * n], t->rmax[2 * n + 1]);
+		t->rmax[0] = -1;
+		t->rleaves = leaves;
+	}
+	t->rdirty = false;
+}
+
+/* Is value (of the indexed column) within filter f's upper bound? */
+static inline bool
+BelowUpper(ShapeTemplate *t, ShapeFilter *f, Datum value)
+{
+	int			c = DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid, value,
+													f->params[t->range_hi - 1].value));
+
+	return t->hi_incl ? c <= 0 : c < 0;
+}
+
+/* Visit a range-indexed filter once per row. */
+static inline void
+VisitRangeFilter(RowState *rs, ShapeTemplate *t, ShapeFilter *f)
+{
+	if (f->stamp == rs->ts->row_stamp)
+		return;
+	f->stamp = rs->ts->row_stamp;
+	VisitFilter(rs, t, f);
+}
+
+/* Visit the filters under tree node among the first k whose upper bound admits value. */
+static void
+StabTree(RowState *rs, ShapeTemplate *t, int node, int first, int width, int k, Datum value)
+{
+	int			best;
+
+	if (first >= k)
+		return;
+	best = t->rmax[node];
+	if (best < 0 || !BelowUpper(t, t->ritems[best], value))
+		return;
+	if (width == 1)
+	{
+		VisitRangeFilter(rs, t, t->ritems[best]);
+		return;
+	}
+	StabTree(rs, t, 2 * node, first, width / 2, k, value);
+	StabTree(rs, t, 2 * node + 1, first + width / 2, width / 2, k, value);
+}
+
+/* Visit the range-indexed filters of t whose bounds admit slot's column value. */
+static void
+StabRangeIndex(RowState *rs, ShapeTemplate *t, TupleTableSlot *slot)
+{
+	bool		isnull;
+	Datum		value;
+	int			k = t->nritems;
+
+	if (slot == NULL)
+		return;
+	value = slot_getattr(slot, t->range_attno, &isnull);
+	if (isnull)
+		return;					/* the comparison operators are strict */
+	if (t->range_typlen == -1)
+		value = PointerGetDatum(PG_DETOAST_DATUM_PACKED(value));
+
+	/* the filters are sorted by lower bound: those that admit value are a prefix */
+	if (t->range_lo > 0)
+	{
+		int			lo = 0;
+		int			hi = t->nritems;
+
+		while (lo < hi)
+		{
+			int			mid = lo + (hi - lo) / 2;
+			int			c = DatumGetInt32(FunctionCall2Coll(&t->range_cmp, t->range_collid,
+															t->ritems[mid]->params[t->range_lo - 1].value,
+															value));
+
+			if (t->lo_incl ? c <= 0 : c < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		k = lo;
+	}
+	if (t->range_hi == 0)
+	{
+		for (int i = 0; i < k; i++)
+			VisitRangeFilter(rs, t, t->ritems[i]);
+		return;
+	}
+	StabTree(rs, t, 1, 0, t->rleaves, k, value);
+}
+
 /* Visit the filters of template t that OLD or NEW can be in. */
 static void
 VisitTemplate(RowState *rs, ShapeTemplate *t)
 {
 	ShapeFilter *f;
+
+	if (t->nritems > 0)
+	{
+		if (t->rdirty)
+			RebuildRangeIndex(rs->ts, t);
+		StabRangeIndex(rs, t, rs->oldslot);
+		StabRangeIndex(rs, t, rs->newslot);
+	}
 
 	if (t->key_param > 0 && t->nindexed > 0)
 	{
@@ -1312,6 +2108,7 @@ RunGuarded(RowState *rs)
 
 	while (i < rs->nguard)
 	{
+		rs->ts->guard_subxacts++;
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcxt);
 		PG_TRY();
@@ -1320,8 +2117,8 @@ RunGuarded(RowState *rs)
 			{
 				GuardItem  *g = &rs->guard[i];
 
-				g->old_in = EvalFilter(rs->ts, g->t, g->f, rs->oldslot);
-				g->new_in = EvalFilter(rs->ts, g->t, g->f, rs->newslot);
+				g->old_in = EvalFilter(rs->ts, g->t, g->f, rs->oldslot, 0);
+				g->new_in = g->same ? g->old_in : EvalFilter(rs->ts, g->t, g->f, rs->newslot, 1);
 			}
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcxt);
@@ -1382,6 +2179,7 @@ ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *news
 	rs.ts = ts;
 	rs.oldslot = oldslot;
 	rs.newslot = newslot;
+	ts->row_stamp++;
 	ResetExprContext(ts->econtext);
 
 	for (t = ts->templates; t != NULL; t = t->next)
@@ -1444,6 +2242,59 @@ shapesync_cache_stats(PG_FUNCTION_ARGS)
 		values[7] = Int64GetDatum(ts->full_builds);
 		values[8] = Int64GetDatum(ts->incremental_builds);
 		values[9] = Int64GetDatum(ts->last_build_us);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+#define MEMBERSHIP_STATS_COLS 8
+
+/* membership_stats(): how this backend's shape caches classify rows. */
+Datum
+shapesync_membership_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	TableShapes *ts;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (shape_caches == NULL)
+		return (Datum) 0;
+	hash_seq_init(&status, shape_caches);
+	while ((ts = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[MEMBERSHIP_STATS_COLS];
+		bool		nulls[MEMBERSHIP_STATS_COLS];
+		int32		range_templates = 0;
+		int32		range_filters = 0;
+		int32		scan_filters = 0;
+		int32		guarded_filters = 0;
+
+		for (ShapeTemplate *t = ts->templates; t != NULL; t = t->next)
+		{
+			ShapeFilter *f;
+
+			if (t->nritems > 0)
+				range_templates++;
+			range_filters += t->nritems;
+			scan_filters += t->nscan;
+			for (int i = 0; i < t->nritems; i++)
+				guarded_filters += t->ritems[i]->guarded;
+			for (f = t->scan; f != NULL; f = f->next)
+				guarded_filters += f->guarded;
+			for (uint32 b = 0; b < t->nbuckets; b++)
+				for (f = t->buckets[b]; f != NULL; f = f->next)
+					guarded_filters += f->guarded;
+		}
+		memset(nulls, false, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(ts->relid);
+		values[1] = Int32GetDatum(range_templates);
+		values[2] = Int32GetDatum(range_filters);
+		values[3] = Int32GetDatum(scan_filters);
+		values[4] = Int32GetDatum(guarded_filters);
+		values[5] = Int64GetDatum((int64) ts->row_stamp);
+		values[6] = Int64GetDatum(ts->evaluations);
+		values[7] = Int64GetDatum(ts->guard_subxacts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -31,6 +31,7 @@ int			shapesync_consumer_timeout_s = 3600;
 int			shapesync_maintenance_interval_s = 10;
 int			shapesync_filter_fold_timeout_ms = 100;
 int			shapesync_filter_max_constant_bytes = 1048576;
+int			shapesync_unguarded_like_max_bytes = 64 * 1024 * 1024;
 int			shapesync_mutation_retention_s = 7 * 86400;
 int			shapesync_alert_tick_delay_ms = 10000;
 int			shapesync_alert_lag_ms = 30000;
@@ -142,6 +143,19 @@ _PG_init(void)
 							&shapesync_filter_max_constant_bytes,
 							1048576,
 							1024, 256 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shapesync.unguarded_like_max_bytes",
+							"Largest column value that a shape's ILIKE filter reads without a subtransaction.",
+							"ILIKE lowercases the value, which allocates a few times its size; "
+							"a row with a larger value is classified under the guard "
+							"(one internal subtransaction), so that an allocation error "
+							"cannot fail the write.",
+							&shapesync_unguarded_like_max_bytes,
+							64 * 1024 * 1024,
+							0, 128 * 1024 * 1024,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);

@@ -41,6 +41,7 @@ extern int	shapesync_consumer_timeout_s;
 extern int	shapesync_maintenance_interval_s;
 extern int	shapesync_filter_fold_timeout_ms;
 extern int	shapesync_filter_max_constant_bytes;
+extern int	shapesync_unguarded_like_max_bytes;
 extern int	shapesync_mutation_retention_s;
 extern int	shapesync_alert_tick_delay_ms;
 extern int	shapesync_alert_lag_ms;

@@ -2363,3 +2363,21 @@ END
 $$;
 
 -- ==== end monitor wiring ====
+
+-- ==== filters (issue 15): range index and guard-free LIKE ====
+CREATE FUNCTION shapesync.membership_stats(
+    OUT relid pg_catalog.regclass,
+    OUT range_templates int,
+    OUT range_filters int,
+    OUT scan_filters int,
+    OUT guarded_filters int,
+    OUT rows_classified bigint,
+    OUT filter_evaluations bigint,
+    OUT guard_subtransactions bigint)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'shapesync_membership_stats';
+COMMENT ON FUNCTION shapesync.membership_stats() IS
+    'How the shape caches of this backend classify rows, one row per tracked table it wrote to: templates and filters with a range index, filters evaluated for every row, filters evaluated under the guard, and counters of rows, filter evaluations and guard subtransactions.';
+REVOKE ALL ON FUNCTION shapesync.membership_stats() FROM PUBLIC;
+-- ==== end filters (issue 15) ====

@@ -616,6 +616,21 @@ CREATE FUNCTION shapesync.cache_stats(
 COMMENT ON FUNCTION shapesync.cache_stats() IS
     'The shape caches of this backend, one row per tracked table it wrote to: shapes, templates, memory, rebuilds.';
 
+CREATE FUNCTION shapesync.membership_stats(
+    OUT relid pg_catalog.regclass,
+    OUT range_templates int,
+    OUT range_filters int,
+    OUT scan_filters int,
+    OUT guarded_filters int,
+    OUT rows_classified bigint,
+    OUT filter_evaluations bigint,
+    OUT guard_subtransactions bigint)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'shapesync_membership_stats';
+COMMENT ON FUNCTION shapesync.membership_stats() IS
+    'How the shape caches of this backend classify rows, one row per tracked table it wrote to: templates and filters with a range index, filters evaluated for every row, filters evaluated under the guard, and counters of rows, filter evaluations and guard subtransactions.';
+
 ------------------------------------------------------------------------
 -- DDL on tracked tables: ALTER TABLE invalidates their shapes, DROP TABLE
 -- also unregisters them.  Never fails the DDL: errors become warnings.
