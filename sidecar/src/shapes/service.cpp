@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -27,6 +28,7 @@ ShapeService::ShapeService(asio::io_context& io, const Config& cfg)
       cfg_(cfg),
       store_(cfg_.chunk_bytes_threshold),
       pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
+      build_queue_(static_cast<size_t>(cfg_.snapshot_batch)),
       reg_pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.registration_pool_size),
                 "SET statement_timeout = " + std::to_string(cfg_.registration_timeout_ms)) {}
 
@@ -351,19 +353,31 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
   auto s = store_.begin_create(std::move(def), raw_key, reg->handle, reg->shape_id, reg->canonical_where, created);
   // Built in the background: the requests waiting on it (this one included)
   // are served its snapshot chunks as they are taken.
-  if (created) asio::co_spawn(io_, build_and_settle(s), asio::detached);
+  if (created) enqueue_build(s);
   co_return ShapeOutcome{s, {}};
 }
 
 asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {
+  std::exception_ptr failure;
+  try {
+    co_await build_shape(s);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) co_await settle_failure(s, failure);
+}
+
+asio::awaitable<void> ShapeService::settle_failure(const std::shared_ptr<Shape>& s, std::exception_ptr failure) {
   std::optional<PgError> failed;
   std::string other_failure;
   try {
-    co_await build_shape(s);
+    std::rethrow_exception(failure);
   } catch (const PgError& e) {
     failed = e;
   } catch (const std::exception& e) {
     other_failure = e.what();
+  } catch (...) {
+    other_failure = "unknown error";
   }
   if (!other_failure.empty()) {
     log_error("shape ", s->handle, " build failed: ", other_failure);
@@ -402,6 +416,299 @@ asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {
       log_warn("cannot retire shape ", s->handle, ": ", e2.what());
     }
   }
+}
+
+namespace {
+
+// Shapes whose snapshots one query can take together: one table, one role
+// with the same claims (the transaction runs as them), one column list, one
+// log mode.
+std::string build_group_key(const Shape& s) {
+  std::string k = std::to_string(s.def.table->relid);
+  k += '\x1f';
+  k += s.def.log_mode == LogMode::kChangesOnly ? "c" : "f";
+  k += s.def.role ? "r" + *s.def.role : std::string("-");
+  k += '\x1f';
+  k += s.def.claims;
+  k += '\x1f';
+  for (size_t i : s.def.selected) k += std::to_string(i) + ",";
+  return k;
+}
+
+}  // namespace
+
+void ShapeService::enqueue_build(std::shared_ptr<Shape> s) {
+  std::string key = build_group_key(*s);
+  build_queue_.push(key, std::move(s));
+  if (builders_.fetch_add(1) < cfg_.snapshot_pool_size)
+    asio::co_spawn(io_, run_builder(), asio::detached);
+  else
+    builders_.fetch_sub(1);
+}
+
+asio::awaitable<void> ShapeService::run_builder() {
+  for (;;) {
+    std::vector<std::shared_ptr<Shape>> group = build_queue_.take();
+    if (group.empty()) {
+      // Leaving; but a shape pushed while this builder was counted, when every
+      // builder was busy, must not be left without one.
+      builders_.fetch_sub(1);
+      if (build_queue_.size() == 0) co_return;
+      if (builders_.fetch_add(1) >= cfg_.snapshot_pool_size) {
+        builders_.fetch_sub(1);
+        co_return;
+      }
+      continue;
+    }
+    co_await build_group(std::move(group));
+  }
+}
+
+asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shape>> group) {
+  if (group.size() == 1) {  // alone, as always: its snapshot chunks are served while they stream
+    co_await build_and_settle(group.front());
+    co_return;
+  }
+  const size_t n = group.size();
+  std::vector<std::shared_ptr<Shape>> alone;  // to build one at a time
+  std::vector<std::optional<SnapshotData>> data(n);
+  std::vector<size_t> own;       // indexes of the shapes this builder takes the snapshot of
+  std::vector<int32_t> own_ids;  // their build locks, held
+  std::vector<bool> built(n, false);
+  std::exception_ptr failure;
+  {
+    std::optional<PgPool::Lease> lease;
+    try {
+      auto got = co_await pool_.acquire();
+      lease.emplace(std::move(got));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      for (auto& s : group) co_await settle_failure(s, failure);
+      co_return;
+    }
+    PgConn& c = **lease;
+    try {
+      std::vector<std::string> handles;
+      for (auto& s : group) handles.push_back(s->handle);
+      auto stored = co_await load_snapshots(c, handles);
+      std::vector<size_t> need;
+      for (size_t i = 0; i < n; ++i) {
+        if (!stored[i]) need.push_back(i);
+        else if (stored[i]->building) alone.push_back(group[i]);  // another sidecar's, or abandoned: wait or retire alone
+        else data[i] = std::move(stored[i]);
+      }
+      std::vector<int32_t> need_ids;
+      for (size_t i : need) need_ids.push_back(group[i]->shape_id);
+      std::vector<bool> locked = co_await try_build_locks(c, need_ids);
+      std::vector<size_t> held;
+      std::vector<std::string> held_handles;
+      for (size_t k = 0; k < need.size(); ++k) {
+        if (locked[k]) {
+          held.push_back(need[k]);
+          held_handles.push_back(group[need[k]]->handle);
+        } else {
+          alone.push_back(group[need[k]]);  // another sidecar is taking it: the lone path waits for it
+        }
+      }
+      // Under the lock, look again: stored meanwhile (load it), or claimed by a
+      // builder that is gone (the lone path retires it).
+      auto again = co_await load_snapshots(c, held_handles);
+      std::vector<int32_t> release;
+      for (size_t k = 0; k < held.size(); ++k) {
+        size_t i = held[k];
+        if (!again[k]) {
+          own.push_back(i);
+          own_ids.push_back(group[i]->shape_id);
+          continue;
+        }
+        release.push_back(group[i]->shape_id);
+        if (again[k]->building) alone.push_back(group[i]);
+        else data[i] = std::move(again[k]);
+      }
+      co_await build_unlock_all(c, release);
+      if (!own.empty()) {
+        std::vector<std::shared_ptr<Shape>> own_shapes;
+        for (size_t i : own) own_shapes.push_back(group[i]);
+        std::vector<SnapshotData> taken;
+        std::exception_ptr snap_failure;
+        try {
+          co_await take_group_snapshot(c, own_shapes, taken);
+        } catch (...) {
+          snap_failure = std::current_exception();
+        }
+        if (snap_failure) {
+          // Nothing of it was served: each shape goes on alone, so that one
+          // shape's failing filter fails only that shape.
+          std::string why = "unknown error";
+          try {
+            std::rethrow_exception(snap_failure);
+          } catch (const std::exception& e) {
+            why = e.what();
+          } catch (...) {
+          }
+          log_warn("group snapshot of ", own_shapes.size(), " shapes failed (", why, "); taking them one at a time");
+          if (c.ok()) co_await build_unlock_all(c, own_ids);
+          for (auto& s : own_shapes) alone.push_back(s);
+          own.clear();
+          own_ids.clear();
+        } else {
+          for (size_t k = 0; k < own.size(); ++k) data[own[k]] = std::move(taken[k]);
+        }
+      }
+      // Catch up every shape with a snapshot, reading each range of batches once for the group.
+      std::map<std::pair<uint64_t, uint64_t>, std::vector<Batch>> read;
+      auto batches = [&](uint64_t after, uint64_t upto) -> asio::awaitable<std::vector<Batch>> {
+        auto it = read.find({after, upto});
+        if (it == read.end()) {
+          std::vector<Batch> got;
+          for (uint64_t a = after; a < upto;) {
+            uint64_t u = std::min(upto, a + 2000);
+            auto part = co_await fetch_batches(c, a, u);
+            for (auto& b : part) got.push_back(std::move(b));
+            a = u;
+          }
+          it = read.emplace(std::make_pair(after, upto), std::move(got)).first;
+        }
+        co_return it->second;  // a copy: each shape consumes its own
+      };
+      std::vector<std::string> done_handles;
+      std::vector<long long> done_rows;
+      for (size_t i = 0; i < n; ++i) {
+        if (!data[i]) continue;
+        auto& s = group[i];
+        uint64_t start_tick = data[i]->start_tick;
+        store_.set_snapshot(*s, data[i]->snap, start_tick, &data[i]->chunks);
+        for (int round = 0; round < 5; ++round) {
+          auto floor_or_done = store_.finish_or_floor(s, start_tick);
+          if (!floor_or_done) break;
+          uint64_t floor = *floor_or_done;
+          std::vector<Batch> extra = co_await batches(start_tick, floor);
+          if (store_.finish_with(s, std::move(extra), floor)) break;
+        }
+        built[i] = true;
+        done_handles.push_back(s->handle);
+        done_rows.push_back(data[i]->rows);
+      }
+      if (!own.empty()) {
+        std::vector<std::string> own_handles;
+        std::vector<const SnapshotData*> own_data;
+        for (size_t i : own) {
+          own_handles.push_back(group[i]->handle);
+          own_data.push_back(&*data[i]);
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        co_await store_snapshots(c, own_handles, own_data);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+        log_info(own.size(), " shape snapshots stored in one transaction in ", ms, " ms");
+        co_await build_unlock_all(c, own_ids);
+        own_ids.clear();
+      }
+      co_await report_shapes_built(c, done_handles, done_rows);
+      const TableInfo& t = *group.front()->def.table;
+      log_info(done_handles.size(), " shapes ready for ", quote_ident(t.schema), ".", quote_ident(t.name), " (",
+               own.size(), " snapshots taken together, ", done_handles.size() - own.size(), " loaded)");
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure && c.ok()) {
+      co_await c.rollback_if_open();
+      co_await build_unlock_all(c, own_ids);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (failure && data[i]) co_await settle_failure(group[i], failure);
+    else if (built[i]) store_.fail_create(group[i]);  // no-op once ready
+  }
+  // Not reached by the failure: never given a snapshot here (the failure came first).
+  if (failure)
+    for (size_t i = 0; i < n; ++i)
+      if (!data[i] && std::find(alone.begin(), alone.end(), group[i]) == alone.end())
+        co_await settle_failure(group[i], failure);
+  for (auto& s : alone) asio::co_spawn(io_, build_and_settle(s), asio::detached);
+}
+
+asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::vector<std::shared_ptr<Shape>>& own,
+                                                        std::vector<SnapshotData>& data) {
+  const ShapeDef& def = own.front()->def;
+  const TableInfo& t = *def.table;
+  // Once for the group: every shape in it was registered before this call.
+  co_await wait_for_writers(c, t.relid);
+  std::vector<std::string> handles;
+  std::vector<std::string> wheres;
+  for (auto& s : own) {
+    handles.push_back(s->handle);
+    wheres.push_back(s->where);
+  }
+  co_await claim_snapshots(c, handles);
+  auto t0 = std::chrono::steady_clock::now();
+  struct Out {
+    std::string cur = "[";
+    bool first = true;
+    long long rows = 0;
+    std::vector<std::shared_ptr<const std::string>> chunks;
+  };
+  std::vector<Out> out(own.size());
+  SnapshotData d;
+  std::exception_ptr failure;
+  try {
+    d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms, def.role, def.claims);
+    for (auto& s : own) store_.set_snapshot(*s, d.snap, d.start_tick);
+    if (def.log_mode == LogMode::kFull) {
+      RowValues row(t.columns.size());
+      std::string value;
+      auto on_row = [&](size_t i, std::vector<std::optional<std::string>>& fields, std::string_view version) {
+        const Shape& s = *own[i];
+        Out& o = out[i];
+        for (size_t k = 0; k < fields.size(); ++k) row[def.selected[k]] = std::move(fields[k]);
+        value.clear();
+        append_value_object(value, t, row, def.selected);
+        if (!o.first) o.cur += ',';
+        o.first = false;
+        o.cur += snapshot_row_message(row_key(s.key_prefix, t, row), value, s.relation, version_header(version));
+        ++o.rows;
+        if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
+          o.cur += ']';
+          o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
+          o.cur = "[";
+          o.first = true;
+        }
+      };
+      bool versions = row_versions_.load() && co_await can_read_versions(c, t.relid, def.role);
+      co_await copy_snapshot_rows_many(c, t, def.selected, wheres, versions, on_row);
+    }
+    co_await c.exec("COMMIT");
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (c.ok()) {
+      co_await c.rollback_if_open();
+      co_await forget_claims(c, handles);  // nothing was served: the next attempt starts afresh
+    }
+    std::rethrow_exception(failure);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  data.clear();
+  for (size_t i = 0; i < own.size(); ++i) {
+    Out& o = out[i];
+    if (!o.first) o.cur += ',';
+    o.cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
+    o.cur += ']';
+    o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
+    for (auto& ch : o.chunks) store_.publish_snapshot_chunk(own[i], ch);
+    SnapshotData sd;
+    sd.snap = d.snap;
+    sd.snap_text = d.snap_text;
+    sd.start_tick = d.start_tick;
+    sd.rows = o.rows;
+    sd.chunks = std::move(o.chunks);
+    data.push_back(std::move(sd));
+    if (events_.snapshot_taken) events_.snapshot_taken(std::chrono::duration<double>(t1 - t0).count());
+  }
+  log_info(own.size(), " shape snapshots taken together in ",
+           std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count(), " ms");
 }
 
 // Takes the shape's snapshot (after every writer that could miss the shape has

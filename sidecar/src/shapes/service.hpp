@@ -28,6 +28,7 @@
 #include "db/subset.hpp"
 #include "model/caller.hpp"
 #include "model/shape_request.hpp"
+#include "shapes/coalescer.hpp"
 #include "shapes/store.hpp"
 
 namespace shapesync {
@@ -185,6 +186,24 @@ class ShapeService : public ShapeSource {
   // build_shape in the background; on failure fails the shape (and retires it
   // in the database when nobody can ever serve it).
   asio::awaitable<void> build_and_settle(std::shared_ptr<Shape> s);
+  // What a failed build leaves: the shape failed, retired when nobody can serve it.
+  asio::awaitable<void> settle_failure(const std::shared_ptr<Shape>& s, std::exception_ptr failure);
+  // A new shape waits for a builder with the others of its group (same table,
+  // role, claims, columns and log mode: one snapshot query serves them all).
+  void enqueue_build(std::shared_ptr<Shape> s);
+  // Takes groups from the queue until it is empty; at most snapshot_pool_size run.
+  asio::awaitable<void> run_builder();
+  // Builds a group: loads the stored snapshots, or takes one snapshot for all
+  // the shapes this sidecar may build (one wait for writers, one REPEATABLE
+  // READ transaction, one COPY), catches them up from shared batch reads and
+  // stores them, each step one round trip for the whole group. Shapes another
+  // sidecar is building, and any the group snapshot failed for, go on alone
+  // (build_and_settle). A group of one is built alone (its chunks stream).
+  asio::awaitable<void> build_group(std::vector<std::shared_ptr<Shape>> group);
+  // The group snapshot of `own` (caller holds their build locks): sets data[i]
+  // of each. Nothing is published before it commits.
+  asio::awaitable<void> take_group_snapshot(PgConn& c, const std::vector<std::shared_ptr<Shape>>& own,
+                                            std::vector<SnapshotData>& data);
   // Takes the snapshot (caller holds the shape's build lock), publishing each
   // chunk to the store as soon as it is complete.
   asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const std::shared_ptr<Shape>& s);
@@ -207,6 +226,8 @@ class ShapeService : public ShapeSource {
   const Config& cfg_;
   ShapeStore store_;
   PgPool pool_;
+  Coalescer<std::shared_ptr<Shape>> build_queue_;
+  std::atomic<int> builders_{0};
   PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
   std::string inval_cursor_;  // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};
