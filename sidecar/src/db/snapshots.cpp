@@ -219,9 +219,9 @@ asio::awaitable<std::vector<bool>> try_build_locks(PgConn& c, const std::vector<
   std::vector<bool> out(shape_ids.size(), false);
   if (shape_ids.empty()) co_return out;
   PgParams args{number_array_literal(shape_ids)};
-  PgResult got = co_await c.exec(std::string("SELECT u.i, pg_try_advisory_lock(") + kBuildLockClass +
-                                     ", u.id) FROM unnest($1::int[]) WITH ORDINALITY AS u(id, i) ORDER BY u.i",
-                                 args);
+  const std::string sql = std::string("SELECT u.i, pg_try_advisory_lock(") + kBuildLockClass +
+                          ", u.id) FROM unnest($1::int[]) WITH ORDINALITY AS u(id, i) ORDER BY u.i";
+  PgResult got = co_await c.exec(sql, args);
   if (got.rows() != static_cast<int>(shape_ids.size())) throw PgError("unexpected build lock answer", "", false);
   for (int r = 0; r < got.rows(); ++r) out[static_cast<size_t>(r)] = got.get(r, 1) == "t";
   co_return out;
@@ -230,8 +230,8 @@ asio::awaitable<std::vector<bool>> try_build_locks(PgConn& c, const std::vector<
 asio::awaitable<void> build_unlock_all(PgConn& c, const std::vector<int32_t>& shape_ids) {
   if (shape_ids.empty()) co_return;
   PgParams args{number_array_literal(shape_ids)};
-  co_await c.exec(std::string("SELECT pg_advisory_unlock(") + kBuildLockClass + ", id) FROM unnest($1::int[]) id",
-                  args);
+  const std::string sql = std::string("SELECT pg_advisory_unlock(") + kBuildLockClass + ", id) FROM unnest($1::int[]) id";
+  co_await c.exec(sql, args);
 }
 
 asio::awaitable<void> claim_snapshots(PgConn& c, const std::vector<std::string>& handles) {

@@ -9,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -29,6 +30,15 @@ ShapeService::ShapeService(asio::io_context& io, const Config& cfg)
       store_(cfg_.chunk_bytes_threshold),
       pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
       build_queue_(static_cast<size_t>(cfg_.snapshot_batch)),
+      // one registration statement per group at a time: the group's next ones gather behind it
+      registrar_(io, static_cast<size_t>(cfg_.registration_batch), cfg_.registration_pool_size,
+                 [this](const std::vector<const RegRequest*>& r, std::vector<RegOutcome>& o) {
+                   return register_batch(r, o);
+                 }),
+      lookups_(io, static_cast<size_t>(cfg_.registration_batch), cfg_.snapshot_pool_size,
+               [this](const std::vector<const QualifiedName*>& n, std::vector<LookupOutcome>& o) {
+                 return lookup_batch(n, o);
+               }),
       reg_pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.registration_pool_size),
                 "SET statement_timeout = " + std::to_string(cfg_.registration_timeout_ms)) {}
 
@@ -167,14 +177,9 @@ asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, cons
   for (int attempt = 0; attempt < 5; ++attempt) {
     std::shared_ptr<Shape> s = store_.resolve(def_key);
     if (!s) {
-      TableLookup lookup;
-      std::optional<PgError> failed;
-      try {
-        auto lease = co_await pool_.acquire();
-        lookup = co_await lookup_table(*lease, p.table);
-      } catch (const PgError& e) {
-        failed = e;
-      }
+      LookupOutcome looked = co_await look_up(p.table);
+      TableLookup lookup = std::move(looked.lookup);
+      std::optional<PgError> failed = std::move(looked.failed);
       if (failed) {
         if (classify_pg_error(*failed) == PgFailure::kUnreachable) {
           log_warn("cannot verify shape: ", failed->what());
@@ -274,30 +279,20 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
   std::vector<std::string> param_values;
   for (auto& [n, v] : p.params) param_values.push_back(v);
   auto fail = [](ShapeError e) { return ShapeOutcome{nullptr, std::move(e)}; };
-  std::optional<RegisteredShape> reg;
-  std::optional<ShapeRejection> rejected;
-  std::optional<PgError> failed;
-  try {
-    auto lease = co_await reg_pool_.acquire();
-    // What a request can get wrong is checked first by check_shape(), which
-    // returns the error as data: a rejected WHERE writes nothing to the
-    // server log (an ERROR would log the whole statement, every time).
-    if (def.role) {
-      // on the caller's behalf: the effective filter and the columns the role
-      // may read (columns omitted: the permitted ones)
-      std::optional<std::vector<std::string>> asked;
-      if (p.columns) asked = names;
-      rejected = (co_await check_shape_as(*lease, t.relid, p.where, param_values, *def.role, def.claims, asked)).rejection;
-      if (!rejected)
-        reg = co_await get_or_create_shape_as(*lease, t.relid, p.where, asked, options, param_values, *def.role,
-                                              def.claims);
-    } else {
-      rejected = (co_await check_shape(*lease, t.relid, p.where, param_values)).rejection;
-      if (!rejected) reg = co_await get_or_create_shape(*lease, t.relid, p.where, names, options, param_values);
-    }
-  } catch (const PgError& e) {
-    failed = e;
-  }
+  RegRequest req;
+  req.relid = t.relid;
+  req.where = p.where;
+  req.params = param_values;
+  req.options = options;
+  req.role = def.role;
+  req.claims = def.claims;
+  // on the caller's behalf: the effective filter and the columns the role
+  // may read (columns omitted: the permitted ones)
+  if (!def.role || p.columns) req.columns = names;
+  RegOutcome got = co_await register_in_db(std::move(req));
+  std::optional<RegisteredShape> reg = std::move(got.reg);
+  std::optional<ShapeRejection> rejected = std::move(got.rejected);
+  std::optional<PgError> failed = std::move(got.failed);
   if (rejected && def.role && (forbidden_code(rejected->code) || rejected->field == "policy")) {
     // the caller's role may not have this shape: say what (the role, a column, a policy)
     ShapeError e = ShapeError::invalid(rejected->field, rejected->message);
@@ -355,6 +350,147 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
   // are served its snapshot chunks as they are taken.
   if (created) enqueue_build(s);
   co_return ShapeOutcome{s, {}};
+}
+
+asio::awaitable<ShapeService::RegOutcome> ShapeService::register_alone(PgConn& c, const RegRequest& req) {
+  RegOutcome out;
+  try {
+    // What a request can get wrong is checked first by check_shape(), which
+    // returns the error as data: a rejected WHERE writes nothing to the
+    // server log (an ERROR would log the whole statement, every time).
+    if (req.role) {
+      out.rejected =
+          (co_await check_shape_as(c, req.relid, req.where, req.params, *req.role, req.claims, req.columns)).rejection;
+      if (!out.rejected)
+        out.reg = co_await get_or_create_shape_as(c, req.relid, req.where, req.columns, req.options, req.params,
+                                                  *req.role, req.claims);
+    } else {
+      out.rejected = (co_await check_shape(c, req.relid, req.where, req.params)).rejection;
+      if (!out.rejected) {
+        std::vector<std::string> names = req.columns.value_or(std::vector<std::string>{});
+        out.reg = co_await get_or_create_shape(c, req.relid, req.where, names, req.options, req.params);
+      }
+    }
+  } catch (const PgError& e) {
+    out.failed = e;
+  }
+  co_return out;
+}
+
+namespace {
+
+// Registrations one statement can make together: one table, role, claims,
+// column list and options.
+std::string registration_group_key(uint32_t relid, const std::optional<std::string>& role, const std::string& claims,
+                                   const std::optional<std::vector<std::string>>& columns, const std::string& options) {
+  std::string k = std::to_string(relid);
+  k += '\x1f';
+  k += role ? "r" + *role : std::string("-");
+  k += '\x1f';
+  k += claims;
+  k += '\x1f';
+  k += options;
+  k += '\x1f';
+  if (columns) {
+    k += "c";
+    for (auto& c : *columns) k += quote_ident(c) + ",";
+  }
+  return k;
+}
+
+}  // namespace
+
+asio::awaitable<ShapeService::RegOutcome> ShapeService::register_in_db(RegRequest req) {
+  // With params (rare) or an empty filter text: alone, as before.
+  if (!req.params.empty() || (req.where && req.where->empty()) || cfg_.registration_batch <= 1) {
+    std::optional<PgError> failed;
+    RegOutcome out;
+    try {
+      auto lease = co_await reg_pool_.acquire();
+      out = co_await register_alone(*lease, req);
+    } catch (const PgError& e) {
+      failed = e;
+    }
+    if (failed) out.failed = std::move(failed);
+    co_return out;
+  }
+  std::string key = registration_group_key(req.relid, req.role, req.claims, req.columns, req.options);
+  RegOutcome late;
+  late.failed = PgError("the shape's registration did not finish in time", "57014", false);
+  std::chrono::steady_clock::duration timeout =
+      std::chrono::milliseconds(cfg_.registration_timeout_ms) + std::chrono::seconds(60);
+  co_return co_await registrar_.submit(std::move(key), std::move(req), timeout, std::move(late));
+}
+
+asio::awaitable<void> ShapeService::register_batch(const std::vector<const RegRequest*>& reqs,
+                                                   std::vector<RegOutcome>& outs) {
+  std::optional<PgError> lease_failed;
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    PgConn& c = *lease;
+    const RegRequest& first = *reqs.front();
+    std::vector<BatchRegistration> regs(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) regs[i].where = reqs[i]->where;
+    std::optional<PgError> batch_failed;
+    try {
+      co_await check_and_register_many(c, first.relid, regs, first.columns, first.options, first.role, first.claims);
+    } catch (const PgError& e) {
+      batch_failed = e;
+    }
+    if (batch_failed) {
+      // one of them raised (or the connection went): each alone learns its own verdict
+      if (reqs.size() > 1)
+        log_info("registration batch of ", reqs.size(), " shapes failed (", batch_failed->sqlstate, " ",
+                 batch_failed->what(), "); registering them one at a time");
+      if (batch_failed->connection_lost) throw *batch_failed;
+      co_await c.rollback_if_open();
+      for (size_t i = 0; i < reqs.size(); ++i) outs[i] = co_await register_alone(c, *reqs[i]);
+    } else {
+      if (reqs.size() > 1) log_info(reqs.size(), " shapes checked and registered in one statement");
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        outs[i].rejected = std::move(regs[i].rejection);
+        outs[i].reg = std::move(regs[i].shape);
+      }
+    }
+  } catch (const PgError& e) {
+    lease_failed = e;
+  }
+  if (lease_failed)
+    for (auto& o : outs) {
+      o = RegOutcome{};
+      o.failed = *lease_failed;
+    }
+}
+
+asio::awaitable<ShapeService::LookupOutcome> ShapeService::look_up(const QualifiedName& name) {
+  if (cfg_.registration_batch <= 1) {  // one at a time, as before
+    LookupOutcome out;
+    try {
+      auto lease = co_await pool_.acquire();
+      out.lookup = co_await lookup_table(*lease, name);
+    } catch (const PgError& e) {
+      out.failed = e;
+    }
+    co_return out;
+  }
+  LookupOutcome late;
+  late.failed = PgError("the table look-up did not finish in time", "57014", false);
+  std::string key = name.schema + '\x1f' + name.name;
+  std::chrono::steady_clock::duration timeout = std::chrono::seconds(60);
+  co_return co_await lookups_.submit(std::move(key), name, timeout, std::move(late));
+}
+
+asio::awaitable<void> ShapeService::lookup_batch(const std::vector<const QualifiedName*>& names,
+                                                 std::vector<LookupOutcome>& outs) {
+  // one key, one table: every request of the batch asked for it before this look-up started
+  LookupOutcome one;
+  try {
+    auto lease = co_await pool_.acquire();
+    one.lookup = co_await lookup_table(*lease, *names.front());
+  } catch (const PgError& e) {
+    one.failed = e;
+  }
+  for (auto& o : outs) o = one;
 }
 
 asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {

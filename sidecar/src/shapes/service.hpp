@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,14 +21,18 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "config.hpp"
 #include "db/errors.hpp"
 #include "db/pool.hpp"
+#include "db/registry.hpp"
 #include "db/snapshots.hpp"
 #include "db/subset.hpp"
 #include "model/caller.hpp"
 #include "model/shape_request.hpp"
+#include "db/changes.hpp"
+#include "shapes/batcher.hpp"
 #include "shapes/coalescer.hpp"
 #include "shapes/store.hpp"
 
@@ -175,6 +180,37 @@ class ShapeService : public ShapeSource {
   asio::awaitable<void> run_reporter();
 
  private:
+  // What the database said of a registration.
+  struct RegOutcome {
+    std::optional<RegisteredShape> reg;
+    std::optional<ShapeRejection> rejected;
+    std::optional<PgError> failed;
+  };
+  // A registration: what register_shape() asks the database.
+  struct RegRequest {
+    uint32_t relid = 0;
+    std::optional<std::string> where;
+    std::vector<std::string> params;
+    std::optional<std::vector<std::string>> columns;  // the names (nullopt with a role: the permitted ones)
+    std::string options;
+    std::optional<std::string> role;
+    std::string claims;
+  };
+  // Checks and registers: alone (params, or a batch of one), or in one
+  // statement with the registrations of its group that waited meanwhile.
+  asio::awaitable<RegOutcome> register_in_db(RegRequest req);
+  asio::awaitable<RegOutcome> register_alone(PgConn& c, const RegRequest& req);
+  // A registration batch (one table, role, claims, columns, options): one
+  // statement; each alone when it fails.
+  asio::awaitable<void> register_batch(const std::vector<const RegRequest*>& reqs, std::vector<RegOutcome>& outs);
+  // The table a request names, looked up once for the requests for it that
+  // waited while the previous look-up of it ran.
+  struct LookupOutcome {
+    TableLookup lookup;
+    std::optional<PgError> failed;
+  };
+  asio::awaitable<LookupOutcome> look_up(const QualifiedName& name);
+  asio::awaitable<void> lookup_batch(const std::vector<const QualifiedName*>& names, std::vector<LookupOutcome>& outs);
   // Registers the shape in the database (validating and canonicalising its
   // WHERE) and begins it in the store.
   asio::awaitable<ShapeOutcome> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key);
@@ -227,6 +263,8 @@ class ShapeService : public ShapeSource {
   ShapeStore store_;
   PgPool pool_;
   Coalescer<std::shared_ptr<Shape>> build_queue_;
+  Batcher<RegRequest, RegOutcome> registrar_;
+  Batcher<QualifiedName, LookupOutcome> lookups_;
   std::atomic<int> builders_{0};
   PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
   std::string inval_cursor_;  // invalidated_at of the last invalidation seen

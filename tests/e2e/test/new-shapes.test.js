@@ -190,7 +190,7 @@ function startWriter(first) {
   };
 }
 
-async function storm(sidecarArgs, salt, firstId) {
+async function storm(sidecarArgs, salt, firstId, grouped = true) {
   const errors = [];
   const shapes = shapeList(salt);
   let sc = await spawnSidecar({ dbUrl: sidecarUrl, work, insecure: false, longPollTimeoutMs: 2000,
@@ -198,12 +198,21 @@ async function storm(sidecarArgs, salt, firstId) {
   try {
     await sc.waitHealthy();
     const writer = startWriter(firstId);
-    // a failing filter among the shapes of user 0's group
+    // among the shapes of user 0's and user 1's groups: a filter that fails
+    // for a row (snapshot), one the database rejects (registration), a column
+    // the role may not read (403)
     const bad = getRaw(sc.shapeUrl, `table=items&where=${encodeURIComponent('1 / (n - n) = 1')}&offset=-1`, auth({ u: 0 }));
+    const unknown = getRaw(sc.shapeUrl, `table=items&where=${encodeURIComponent('nosuchcol = 1')}&offset=-1`, auth({ u: 1 }));
+    const secret = getRaw(sc.shapeUrl, `table=docs&where=${encodeURIComponent('kind = 1')}&columns=id,secret&offset=-1`, auth({ u: 1 }));
     await Promise.all(shapes.map((s) => syncTo(sc.shapeUrl, s, errors)));
     const badRes = await bad;
     assert.equal(badRes.status, 400, `a failing filter: ${badRes.status} ${badRes.text.slice(0, 300)}`);
     assert.match(badRes.text, /division by zero/);
+    const unknownRes = await unknown;
+    assert.equal(unknownRes.status, 400, `an unknown column: ${unknownRes.status} ${unknownRes.text.slice(0, 300)}`);
+    assert.match(unknownRes.text, /nosuchcol/);
+    const secretRes = await secret;
+    assert.equal(secretRes.status, 403, `a column the role may not read: ${secretRes.status} ${secretRes.text.slice(0, 300)}`);
     await sleep(300);
     const writes1 = await writer.stop();
     assert.ok(writes1 > 0, 'the writer committed while the shapes were created');
@@ -213,7 +222,10 @@ async function storm(sidecarArgs, salt, firstId) {
     assert.deepEqual(errors, [], 'each change exactly once');
     assertMatches(shapes, await expected(shapes), 'after creating 200 shapes at once');
     const log = sc.log(100000);
-    assert.match(log, /shape snapshots taken together/, 'some snapshots were taken in groups');
+    if (grouped) {
+      assert.match(log, /shape snapshots taken together/, 'some snapshots were taken in groups');
+      assert.match(log, /shapes checked and registered in one statement/, 'some registrations were made together');
+    }
 
     // The reconnect storm: a new sidecar process; every shape comes back at once with its handle and offset.
     sc.kill('SIGKILL');
@@ -240,8 +252,13 @@ async function storm(sidecarArgs, salt, firstId) {
   }
 }
 
-test('200 new shapes at once and a reconnect storm, snapshot batch 2 over one connection', async () => {
-  await storm(['--snapshot-batch', '2', '--snapshot-connections', '1'], 0, 10000);
+test('200 new shapes at once and a reconnect storm, batches of 2 over one connection', async () => {
+  await storm(['--snapshot-batch', '2', '--snapshot-connections', '1', '--registration-batch', '2',
+    '--registration-connections', '1'], 0, 10000);
+});
+
+test('200 new shapes at once and a reconnect storm, one at a time (batch 1)', async () => {
+  await storm(['--snapshot-batch', '1', '--registration-batch', '1'], 3, 300000, false);
 });
 
 test('200 new shapes at once and a reconnect storm, default batch', async () => {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -93,6 +94,85 @@ TEST(Coalescer, NothingLostNothingRepeated) {
       take_one();
     }
     while (take_one()) {
+    }
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_EQ(got, pushed) << "max_batch " << max;
+  }
+}
+
+// One in flight per key: a key being worked on is skipped until finish(),
+// its new items gather into its next batch; other keys are not held up.
+TEST(Coalescer, OneInFlightPerKey) {
+  for (size_t max : {1u, 2u}) {
+    Coalescer<int> q(max, true);
+    q.push("a", 1);
+    std::string k;
+    EXPECT_EQ(take(q, k), std::vector<int>{1});
+    EXPECT_EQ(k, "a");
+    q.push("a", 2);
+    q.push("a", 3);
+    q.push("a", 4);
+    EXPECT_EQ(q.size(), 3u);
+    EXPECT_EQ(q.available(), 0u);  // only a's, and a is in flight
+    EXPECT_TRUE(q.take(&k).empty());
+    q.push("b", 10);
+    EXPECT_EQ(q.available(), 1u);
+    EXPECT_EQ(take(q, k), std::vector<int>{10});  // b is not held up by a
+    EXPECT_EQ(k, "b");
+    EXPECT_TRUE(q.take().empty());
+    q.finish("a");
+    EXPECT_EQ(q.available(), 3u);
+    auto next = take(q, k);
+    EXPECT_EQ(k, "a");
+    EXPECT_EQ(next, (max == 1 ? std::vector<int>{2} : std::vector<int>{2, 3}));
+    EXPECT_TRUE(q.take().empty());  // a in flight again, b still in flight
+    q.finish("a");
+    q.finish("b");
+    EXPECT_EQ(take(q, k), (max == 1 ? std::vector<int>{3} : std::vector<int>{4}));
+    q.finish("a");
+    if (max == 1) {
+      EXPECT_EQ(take(q, k), std::vector<int>{4});
+      q.finish("a");
+    }
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_TRUE(q.take().empty());
+  }
+}
+
+// Workers that take, finish and take again, keys in flight one at a time:
+// every item exactly once, in push order per key, batches within max.
+TEST(Coalescer, OneInFlightNothingLost) {
+  for (size_t max : {1u, 2u}) {
+    Coalescer<int> q(max, true);
+    std::map<std::string, std::vector<int>> pushed, got;
+    std::vector<std::string> held;  // keys taken and not finished yet
+    int next = 0;
+    for (int round = 0; round < 300; ++round) {
+      for (int j = 0; j < round % 4; ++j) {
+        std::string key = "k" + std::to_string((next * 5) % 3);
+        pushed[key].push_back(next);
+        q.push(key, next++);
+      }
+      if (round % 3 == 0 && !held.empty()) {  // a worker finishes its oldest batch
+        q.finish(held.front());
+        held.erase(held.begin());
+      }
+      std::string k;
+      auto b = q.take(&k);
+      ASSERT_LE(b.size(), max);
+      if (b.empty()) continue;
+      ASSERT_EQ(std::count(held.begin(), held.end(), k), 0) << "a key taken twice at once";
+      held.push_back(k);
+      for (int v : b) got[k].push_back(v);
+    }
+    for (;;) {
+      for (auto& k : held) q.finish(k);
+      held.clear();
+      std::string k;
+      auto b = q.take(&k);
+      if (b.empty()) break;
+      held.push_back(k);
+      for (int v : b) got[k].push_back(v);
     }
     EXPECT_EQ(q.size(), 0u);
     EXPECT_EQ(got, pushed) << "max_batch " << max;
