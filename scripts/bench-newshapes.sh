@@ -4,7 +4,10 @@
 #
 #   scripts/bench-newshapes.sh [--shapes 100000] [--new 20000] [--conns 64]
 #                              [--storm-conns 16000] [--no-storm] [--keep-log FILE]
-#                              [--statements]
+#                              [--statements] [--perf]
+#
+# --statements: pg_stat_statements in the server, its top statements after each phase.
+# --perf: perf record of the sidecar during storm b (top symbols printed).
 #
 # A table tp (2 rows per owner), --shapes equality shapes `owner_id = k`
 # registered in SQL first; then, twice, --new other owners' shapes requested
@@ -27,6 +30,7 @@ STORM_CONNS=16000
 STORM=1
 KEEP_LOG=
 STATEMENTS=0
+PERF=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--shapes) SHAPES=$2; shift 2 ;;
@@ -36,6 +40,7 @@ while [ $# -gt 0 ]; do
 	--no-storm) STORM=0; shift ;;
 	--keep-log) KEEP_LOG=$2; shift 2 ;;
 	--statements) STATEMENTS=1; shift ;;
+	--perf) PERF=1; shift ;;
 	*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
@@ -108,18 +113,22 @@ start_sidecar() {
 }
 # A: the one-shape-at-a-time path (--snapshot-batch 1) on owners 1..NEW;
 # B: this build's defaults on owners NEW+1..2*NEW. Same run, same machine.
+statements() {  # name: the server time per statement since the last reset
+	[ "$STATEMENTS" = 0 ] || psql_q -F ' | ' -c "SELECT calls, round(total_exec_time::numeric, 1) AS ms,
+		round((total_exec_time / $NEW)::numeric, 3) AS ms_per_shape, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements WHERE toplevel ORDER BY total_exec_time DESC LIMIT 16" | sed "s/^/STMT $1 /"
+	[ "$STATEMENTS" = 0 ] || psql_q -c "SELECT pg_stat_statements_reset()" >/dev/null
+}
 phase_create() {  # name first sidecar-args...
 	local name=$1 first=$2
 	shift 2
 	SHAPESYNC_SIDECAR_ARGS="$*" start_sidecar "$name"
 	echo "KV ${name}_load_before $(cut -d' ' -f1-3 /proc/loadavg)"
-	[ "$STATEMENTS" = 0 ] || psql_q -c "SELECT pg_stat_statements_reset()" >/dev/null
+	statements none >/dev/null
 	"$BIN/newshapes" --http "127.0.0.1:$HTTPPORT" --mode create --first "$first" --count "$NEW" --conns "$CONNS" \
 		--state "$WORK/state.$name" --sidecar-pid "$SIDECAR_PID" --postmaster "$POSTMASTER" | sed "s/^KV /KV ${name}_create_/"
 	echo "KV ${name}_load_after $(cut -d' ' -f1-3 /proc/loadavg)"
-	[ "$STATEMENTS" = 0 ] || psql_q -F ' | ' -c "SELECT calls, round(total_exec_time::numeric, 1) AS ms,
-		round((total_exec_time / $NEW)::numeric, 3) AS ms_per_shape, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
-		FROM pg_stat_statements WHERE toplevel ORDER BY total_exec_time DESC LIMIT 16" | sed "s/^/STMT ${name} /"
+	statements "$name"
 	stop_sidecar
 }
 phase_storm() {  # name state sidecar-args...
@@ -129,9 +138,22 @@ phase_storm() {  # name state sidecar-args...
 	psql_q -c "UPDATE tp SET n = n + 1 WHERE id IN (SELECT (g * 7) % (2 * $NEW) + 1 FROM generate_series(1, 1000) g)" >/dev/null
 	SHAPESYNC_SIDECAR_ARGS="$*" start_sidecar "$name"
 	echo "KV ${name}_load_before $(cut -d' ' -f1-3 /proc/loadavg)"
+	statements none >/dev/null
+	local perf_pid=
+	if [ "$PERF" = 1 ] && [ "$name" = storm_b ]; then
+		perf record -q -g -p "$SIDECAR_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
+		perf_pid=$!
+		sleep 0.5
+	fi
 	"$BIN/newshapes" --http "127.0.0.1:$HTTPPORT" --mode resume --state "$state" --conns "$STORM_CONNS" \
 		--sidecar-pid "$SIDECAR_PID" --postmaster "$POSTMASTER" | sed "s/^KV /KV ${name}_/"
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid"; wait "$perf_pid" || true
+		perf report -i "$WORK/perf.data" --stdio --no-children --sort symbol -g none 2>/dev/null |
+			grep -E '^ +[0-9.]+%' | head -n 25 | cut -c1-150 | sed "s/^/PERF /"
+	fi
 	echo "KV ${name}_load_after $(cut -d' ' -f1-3 /proc/loadavg)"
+	statements "$name"
 	stop_sidecar
 }
 phase_create a 1 --snapshot-batch 1

@@ -693,39 +693,42 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
           for (size_t k = 0; k < own.size(); ++k) data[own[k]] = std::move(taken[k]);
         }
       }
-      // Catch up every shape with a snapshot, reading each range of batches once for the group.
-      std::map<std::pair<uint64_t, uint64_t>, std::vector<Batch>> read;
-      auto batches = [&](uint64_t after, uint64_t upto) -> asio::awaitable<std::vector<Batch>> {
-        auto it = read.find({after, upto});
-        if (it == read.end()) {
-          std::vector<Batch> got;
-          for (uint64_t a = after; a < upto;) {
-            uint64_t u = std::min(upto, a + 2000);
-            auto part = co_await fetch_batches(c, a, u);
-            for (auto& b : part) got.push_back(std::move(b));
-            a = u;
-          }
-          it = read.emplace(std::make_pair(after, upto), std::move(got)).first;
-        }
-        co_return it->second;  // a copy: each shape consumes its own
-      };
+      // Catch up every shape with a snapshot. The batches the window no longer
+      // holds are read once for the group, from its oldest start tick to its
+      // newest floor; each shape applies those after its own start tick.
       std::vector<std::string> done_handles;
       std::vector<long long> done_rows;
+      std::vector<size_t> pending;
       for (size_t i = 0; i < n; ++i) {
         if (!data[i]) continue;
-        auto& s = group[i];
-        uint64_t start_tick = data[i]->start_tick;
-        store_.set_snapshot(*s, data[i]->snap, start_tick, &data[i]->chunks);
-        for (int round = 0; round < 5; ++round) {
-          auto floor_or_done = store_.finish_or_floor(s, start_tick);
-          if (!floor_or_done) break;
-          uint64_t floor = *floor_or_done;
-          std::vector<Batch> extra = co_await batches(start_tick, floor);
-          if (store_.finish_with(s, std::move(extra), floor)) break;
-        }
+        store_.set_snapshot(*group[i], data[i]->snap, data[i]->start_tick, &data[i]->chunks);
+        pending.push_back(i);
         built[i] = true;
-        done_handles.push_back(s->handle);
+        done_handles.push_back(group[i]->handle);
         done_rows.push_back(data[i]->rows);
+      }
+      for (int round = 0; round < 5 && !pending.empty(); ++round) {
+        std::vector<std::pair<size_t, uint64_t>> need;  // (shape, floor)
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (size_t i : pending) {
+          auto floor_or_done = store_.finish_or_floor(group[i], data[i]->start_tick);
+          if (!floor_or_done) continue;  // the window reaches back to its start tick: done
+          need.emplace_back(i, *floor_or_done);
+          lo = std::min(lo, data[i]->start_tick);
+          hi = std::max(hi, *floor_or_done);
+        }
+        pending.clear();
+        if (need.empty()) break;
+        std::vector<Batch> read;
+        for (uint64_t after = lo; after < hi;) {
+          uint64_t upto = std::min(hi, after + 2000);
+          auto part = co_await fetch_batches(c, after, upto);
+          for (auto& b : part) read.push_back(std::move(b));
+          after = upto;
+        }
+        // (each applies only the batches after its own start tick, up to its floor: no copies)
+        for (auto& [i, floor] : need)
+          if (!store_.finish_with(group[i], read, floor)) pending.push_back(i);  // the window moved: again
       }
       if (!own.empty()) {
         std::vector<std::string> own_handles;
