@@ -13,7 +13,7 @@
 # registered in SQL first; then, twice, --new other owners' shapes requested
 # over HTTP from offset=-1 to up-to-date, --conns at a time (new shapes per
 # second, per-shape latency, CPU of the sidecar, PostgreSQL and the load
-# client): a = one shape at a time (--snapshot-batch 1, the path before issue
+# client): a = one shape at a time (--snapshot-batch 1 --registration-batch 1, the path before issue
 # 15), b = this build's defaults. Then the reconnect storm, twice (a, b): 1 000
 # rows of b's owners change while the sidecar is down, a new sidecar starts and
 # every one of b's shapes comes back with its handle and offset at once
@@ -156,10 +156,10 @@ phase_storm() {  # name state sidecar-args...
 	statements "$name"
 	stop_sidecar
 }
-phase_create a 1 --snapshot-batch 1
+phase_create a 1 --snapshot-batch 1 --registration-batch 1
 phase_create b $((NEW + 1))
 [ "$STORM" = 1 ] || exit 0
-phase_storm storm_a "$WORK/state.b" --snapshot-batch 1
+phase_storm storm_a "$WORK/state.b" --snapshot-batch 1 --registration-batch 1
 phase_storm storm_b "$WORK/state.b"
 
 TPORT=$(scripts/pgcluster.sh free-port)

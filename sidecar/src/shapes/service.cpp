@@ -402,24 +402,29 @@ std::string registration_group_key(uint32_t relid, const std::optional<std::stri
 
 asio::awaitable<ShapeService::RegOutcome> ShapeService::register_in_db(RegRequest req) {
   // With params (rare) or an empty filter text: alone, as before.
-  if (!req.params.empty() || (req.where && req.where->empty()) || cfg_.registration_batch <= 1) {
-    std::optional<PgError> failed;
-    RegOutcome out;
-    try {
-      auto lease = co_await reg_pool_.acquire();
-      out = co_await register_alone(*lease, req);
-    } catch (const PgError& e) {
-      failed = e;
-    }
-    if (failed) out.failed = std::move(failed);
-    co_return out;
+  bool batched = req.params.empty() && !(req.where && req.where->empty()) && cfg_.registration_batch > 1;
+  if (batched) {
+    std::string key = registration_group_key(req.relid, req.role, req.claims, req.columns, req.options);
+    RegOutcome late;
+    late.failed = PgError("the shape's registration did not finish in time", "57014", false);
+    std::chrono::steady_clock::duration timeout =
+        std::chrono::milliseconds(cfg_.registration_timeout_ms) + std::chrono::seconds(60);
+    RegRequest copy = req;
+    RegOutcome out = co_await registrar_.submit(std::move(key), std::move(copy), timeout, std::move(late));
+    if (!out.retry_alone) co_return out;
+    // Its batch failed (one filter of it raised or took too long): alone now,
+    // in parallel with the others of the batch, each on a connection of its own.
   }
-  std::string key = registration_group_key(req.relid, req.role, req.claims, req.columns, req.options);
-  RegOutcome late;
-  late.failed = PgError("the shape's registration did not finish in time", "57014", false);
-  std::chrono::steady_clock::duration timeout =
-      std::chrono::milliseconds(cfg_.registration_timeout_ms) + std::chrono::seconds(60);
-  co_return co_await registrar_.submit(std::move(key), std::move(req), timeout, std::move(late));
+  std::optional<PgError> failed;
+  RegOutcome out;
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    out = co_await register_alone(*lease, req);
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) out.failed = std::move(failed);
+  co_return out;
 }
 
 asio::awaitable<void> ShapeService::register_batch(const std::vector<const RegRequest*>& reqs,
@@ -437,14 +442,16 @@ asio::awaitable<void> ShapeService::register_batch(const std::vector<const RegRe
     } catch (const PgError& e) {
       batch_failed = e;
     }
-    if (batch_failed) {
-      // one of them raised (or the connection went): each alone learns its own verdict
+    if (batch_failed && reqs.size() == 1 && (batch_failed->sqlstate == "57014" || batch_failed->connection_lost)) {
+      outs[0].failed = std::move(batch_failed);  // its own verdict (a second try would take as long)
+    } else if (batch_failed) {
+      // One of them raised, took too long, or the connection went: each
+      // requester registers alone (in parallel, on the pool) and learns its own verdict.
+      // (an extension older than 0.2.0 lacks check_shape(): the lone path knows what to do)
       if (reqs.size() > 1)
         log_info("registration batch of ", reqs.size(), " shapes failed (", batch_failed->sqlstate, " ",
                  batch_failed->what(), "); registering them one at a time");
-      if (batch_failed->connection_lost) throw *batch_failed;
-      co_await c.rollback_if_open();
-      for (size_t i = 0; i < reqs.size(); ++i) outs[i] = co_await register_alone(c, *reqs[i]);
+      for (auto& o : outs) o.retry_alone = true;
     } else {
       if (reqs.size() > 1) log_info(reqs.size(), " shapes checked and registered in one statement");
       for (size_t i = 0; i < reqs.size(); ++i) {

@@ -185,6 +185,7 @@ class ShapeService : public ShapeSource {
     std::optional<RegisteredShape> reg;
     std::optional<ShapeRejection> rejected;
     std::optional<PgError> failed;
+    bool retry_alone = false;  // its batch failed: register it alone to learn its own verdict
   };
   // A registration: what register_shape() asks the database.
   struct RegRequest {
