@@ -617,6 +617,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
   std::vector<std::optional<SnapshotData>> data(n);
   std::vector<size_t> own;       // indexes of the shapes this builder takes the snapshot of
   std::vector<int32_t> own_ids;  // their build locks, held
+  std::vector<int32_t> holding;  // every build lock this session holds now (released on failure)
   std::vector<bool> built(n, false);
   std::exception_ptr failure;
   {
@@ -649,6 +650,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
       std::vector<std::string> held_handles;
       for (size_t k = 0; k < need.size(); ++k) {
         if (locked[k]) {
+          holding.push_back(need_ids[k]);
           held.push_back(need[k]);
           held_handles.push_back(group[need[k]]->handle);
         } else {
@@ -671,6 +673,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
         else data[i] = std::move(again[k]);
       }
       co_await build_unlock_all(c, release);
+      holding = own_ids;
       if (!own.empty()) {
         std::vector<std::shared_ptr<Shape>> own_shapes;
         for (size_t i : own) own_shapes.push_back(group[i]);
@@ -696,6 +699,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
           for (auto& s : own_shapes) alone.push_back(s);
           own.clear();
           own_ids.clear();
+          holding.clear();
         } else {
           for (size_t k = 0; k < own.size(); ++k) data[own[k]] = std::move(taken[k]);
         }
@@ -750,6 +754,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
         log_info(own.size(), " shape snapshots stored in one transaction in ", ms, " ms");
         co_await build_unlock_all(c, own_ids);
         own_ids.clear();
+        holding.clear();
       }
       co_await report_shapes_built(c, done_handles, done_rows);
       const TableInfo& t = *group.front()->def.table;
@@ -760,7 +765,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
     }
     if (failure && c.ok()) {
       co_await c.rollback_if_open();
-      co_await build_unlock_all(c, own_ids);
+      co_await build_unlock_all(c, holding);
     }
   }
   for (size_t i = 0; i < n; ++i) {

@@ -265,3 +265,38 @@ test('200 new shapes at once and a reconnect storm, default batch', async () => 
   // other owners and kinds than the first test's where they can differ (new handles), same ones elsewhere (loaded)
   await storm([], 7, 500000);
 });
+
+test('two sidecars create the same 200 shapes at once: one snapshot per shape, both serve it', async () => {
+  const errors = [];
+  const args = ['--jwt-secret', SECRET, '--jwt-audience', AUD];
+  const a = await spawnSidecar({ dbUrl: sidecarUrl, work, insecure: false, longPollTimeoutMs: 2000, name: 'sc-a',
+    args: [...args, '--snapshot-batch', '2', '--registration-batch', '2'] });
+  const b = await spawnSidecar({ dbUrl: sidecarUrl, work, insecure: false, longPollTimeoutMs: 2000, name: 'sc-b', args });
+  try {
+    await a.waitHealthy();
+    await b.waitHealthy();
+    const writer = startWriter(700000);
+    // the same definitions on both: each sidecar finds some shapes' build locks
+    // taken by the other (it waits for and loads their snapshots) and takes the rest
+    const onA = shapeList(11);
+    const onB = shapeList(11);
+    await Promise.all([...onA.map((s) => syncTo(a.shapeUrl, s, errors)), ...onB.map((s) => syncTo(b.shapeUrl, s, errors))]);
+    await sleep(300);
+    await writer.stop();
+    await sleep(500);
+    await Promise.all([...onA.map((s) => syncTo(a.shapeUrl, s, errors)), ...onB.map((s) => syncTo(b.shapeUrl, s, errors))]);
+    assert.deepEqual(errors, [], 'each change exactly once on both sidecars');
+    const want = await expected(onA);
+    assertMatches(onA, want, 'sidecar a');
+    assertMatches(onB, want, 'sidecar b');
+    onA.forEach((s, i) => assert.equal(s.handle, onB[i].handle, 'one handle per shape on both sidecars'));
+    const snaps = await cluster.psql(`SELECT count(*) FROM shapesync.shape_snapshots WHERE handle = ANY('{${onA.map((s) => s.handle).join(',')}}')`);
+    assert.equal(Number(snaps), new Set(onA.map((s) => s.handle)).size, 'one stored snapshot per shape');
+  } catch (e) {
+    e.message += `\nsidecar a:\n${a.log(40)}\nsidecar b:\n${b.log(40)}`;
+    throw e;
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
