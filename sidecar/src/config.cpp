@@ -219,9 +219,18 @@ std::vector<Setting> settings() {
       {"--snapshot-connections", "SHAPESYNC_SNAPSHOT_CONNECTIONS", nullptr,
        "database connections for snapshots and catalog look-ups (default 2)",
        int_setting(&Config::snapshot_pool_size, 1, 64)},
+      {"--snapshot-batch", "SHAPESYNC_SNAPSHOT_BATCH", nullptr,
+       "new shapes of one table, role and column list whose snapshots are taken together, in one transaction "
+       "and one query, at most (default 256; 1: one at a time)",
+       int_setting(&Config::snapshot_batch, 1, 10000)},
       {"--registration-connections", "SHAPESYNC_REGISTRATION_CONNECTIONS", nullptr,
        "database connections for shape registration, so one slow registration does not hold up others (default 4)",
        int_setting(&Config::registration_pool_size, 1, 64)},
+      {"--registration-batch", "SHAPESYNC_REGISTRATION_BATCH", nullptr,
+       "new shapes of one table, role and column list checked and registered in one statement, at most; "
+       "requests for one table that arrive while it is looked up share the next look-up "
+       "(default 256; 1: one at a time)",
+       int_setting(&Config::registration_batch, 1, 10000)},
       {"--registration-timeout", "SHAPESYNC_REGISTRATION_TIMEOUT", nullptr,
        "statement_timeout in ms of shape registration (WHERE validation included); a WHERE that takes longer "
        "is answered 400 (default 5000)",

@@ -23,7 +23,9 @@ struct Config {
   int cache_stale_age_s = 300;
   size_t max_body_bytes = 1 << 20;
   int snapshot_pool_size = 2;
+  int snapshot_batch = 256;              // new shapes of one table/role/columns built with one snapshot query, at most
   int registration_pool_size = 4;        // connections for shape registration (parse, validate, register)
+  int registration_batch = 256;          // new shapes of one table/role/columns checked and registered in one statement, at most
   int registration_timeout_ms = 5000;    // statement_timeout of registration statements
   int snapshot_timeout_ms = 600000;      // statement_timeout of snapshot transactions (0: none)
   // Writes (POST /v1/mutations, docs/mutations.md).

@@ -131,6 +131,90 @@ asio::awaitable<RegisteredShape> get_or_create_shape_as(PgConn& c, uint32_t reli
   co_return out;
 }
 
+asio::awaitable<void> check_and_register_many(PgConn& c, uint32_t relid, std::vector<BatchRegistration>& regs,
+                                              const std::optional<std::vector<std::string>>& columns,
+                                              const std::string& options, const std::optional<std::string>& role,
+                                              const std::string& claims) {
+  if (regs.empty()) co_return;
+  // The wheres as a text[] with NULL for "no filter".
+  std::string wheres = "{";
+  for (size_t i = 0; i < regs.size(); ++i) {
+    if (i) wheres += ',';
+    if (!regs[i].where) {
+      wheres += "NULL";
+      continue;
+    }
+    wheres += '"';
+    for (char ch : *regs[i].where) {
+      if (ch == '"' || ch == '\\') wheres += '\\';
+      wheres += ch;
+    }
+    wheres += '"';
+  }
+  wheres += '}';
+  // OFFSET 0 keeps the registration a subquery of its own whose only filter,
+  // the check's verdict, is a one-time filter: get_or_create_shape() runs only
+  // for the shapes check_shape() accepted (a join filter would run it for all).
+  PgResult r;
+  if (role) {
+    PgParams args{std::to_string(relid), wheres, array_or_null(columns), options, *role, claims};
+    r = co_await c.exec(
+        "SELECT u.i, c.canonical_where AS check_where, c.error_code, c.error_field, c.error_message, "
+        "c.error_position, c.error_detail, c.error_hint, g.handle, g.shape_id, g.canonical_where, g.policy_applied, "
+        "g.shape_columns "
+        "FROM unnest($2::text[]) WITH ORDINALITY AS u(w, i) "
+        "CROSS JOIN LATERAL shapesync.check_shape($1::oid::regclass, u.w, '{}'::text[], $5::name, $6::jsonb, "
+        "$3::text[]) c "
+        "LEFT JOIN LATERAL (SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, u.w, $3::text[], $4, "
+        "'{}'::text[], $5::name, $6::jsonb) WHERE c.error_code IS NULL OFFSET 0) g ON true ORDER BY u.i",
+        args);
+  } else {
+    PgParams args{std::to_string(relid), wheres, text_array_literal(columns.value_or(std::vector<std::string>{})),
+                  options};
+    r = co_await c.exec(
+        "SELECT u.i, c.canonical_where AS check_where, c.error_code, c.error_field, c.error_message, "
+        "c.error_position, c.error_detail, c.error_hint, g.handle, g.shape_id, g.canonical_where "
+        "FROM unnest($2::text[]) WITH ORDINALITY AS u(w, i) "
+        "CROSS JOIN LATERAL shapesync.check_shape($1::oid::regclass, u.w, '{}'::text[]) c "
+        "LEFT JOIN LATERAL (SELECT * FROM shapesync.get_or_create_shape($1::oid::regclass, u.w, $3::text[], $4) "
+        "WHERE c.error_code IS NULL OFFSET 0) g ON true ORDER BY u.i",
+        args);
+  }
+  if (r.rows() != static_cast<int>(regs.size())) throw PgError("unexpected answer from the registration batch", "", false);
+  for (int row = 0; row < r.rows(); ++row) {
+    BatchRegistration& reg = regs[static_cast<size_t>(row)];
+    if (auto code = r.opt(row, "error_code")) {
+      ShapeRejection rej;
+      rej.code = *code;
+      rej.field = r.opt(row, "error_field").value_or("where");
+      rej.message = r.opt(row, "error_message").value_or("invalid shape");
+      if (auto pos = r.opt(row, "error_position")) rej.message = "At location " + *pos + ": " + rej.message;
+      if (auto d = r.opt(row, "error_detail")) rej.message += ". " + *d;
+      rej.hint = r.opt(row, "error_hint").value_or("");
+      reg.rejection = std::move(rej);
+      continue;
+    }
+    auto handle = r.opt(row, "handle");
+    if (!handle) throw PgError("get_or_create_shape() returned no handle", "", false);
+    RegisteredShape out;
+    out.handle = *handle;
+    out.shape_id = static_cast<int32_t>(std::stol(r.opt(row, "shape_id").value_or("0")));
+    out.canonical_where = r.opt(row, "canonical_where").value_or("");
+    if (role) {
+      out.policy_applied = r.opt(row, "policy_applied").value_or("f") == "t";
+      if (auto text = r.opt(row, "shape_columns")) {
+        auto parsed = parse_text_array(*text);
+        if (!parsed) throw PgError("unexpected shape_columns from the extension", "", false);
+        std::vector<std::string> cols;
+        for (auto& v : *parsed)
+          if (v) cols.push_back(*v);
+        out.shape_columns = std::move(cols);
+      }
+    }
+    reg.shape = std::move(out);
+  }
+}
+
 asio::awaitable<void> invalidate_shape(PgConn& c, const std::string& handle, const std::string& reason) {
   PgParams args{handle, reason};
   co_await c.exec("SELECT shapesync.invalidate_shape($1, $2)", args);

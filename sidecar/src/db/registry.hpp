@@ -62,6 +62,24 @@ asio::awaitable<RegisteredShape> get_or_create_shape_as(PgConn& c, uint32_t reli
                                                         const std::vector<std::string>& params,
                                                         const std::string& role, const std::string& claims);
 
+// One shape of a registration batch: its filter in; the database's verdict out.
+struct BatchRegistration {
+  std::optional<std::string> where;
+  std::optional<ShapeRejection> rejection;  // check_shape()'s refusal (nothing registered)
+  std::optional<RegisteredShape> shape;     // when accepted
+};
+// Checks and registers several shapes of one table with the same columns and
+// options (and, with `role`, the same role and claims; no params) in one
+// statement: per shape, check_shape() (refusals come back as data) and, only
+// when it accepts, get_or_create_shape(), exactly as the one-shape calls
+// above. `columns`: the selected names (nullopt with a role: the permitted
+// ones). Throws PgError when the statement fails (for every shape of it:
+// register them one at a time to learn which).
+asio::awaitable<void> check_and_register_many(PgConn& c, uint32_t relid, std::vector<BatchRegistration>& regs,
+                                              const std::optional<std::vector<std::string>>& columns,
+                                              const std::string& options, const std::optional<std::string>& role,
+                                              const std::string& claims);
+
 // Retires a shape for every sidecar (its clients refetch). Throws PgError.
 asio::awaitable<void> invalidate_shape(PgConn& c, const std::string& handle, const std::string& reason);
 

@@ -64,4 +64,30 @@ asio::awaitable<void> build_unlock(PgConn& c, int32_t shape_id);
 // Records a built shape's snapshot rows for the monitoring views.
 asio::awaitable<void> report_shape_built(PgConn& c, const std::string& handle, long long rows);
 
+// --- The same for a group of shapes, one round trip each (shapes/service.cpp
+// builds the new shapes of one table, role and column list together) ---
+
+// The stored snapshots of `handles`, in their order (nullopt: none; building:
+// claimed, not stored yet): two statements whatever the number of handles.
+asio::awaitable<std::vector<std::optional<SnapshotData>>> load_snapshots(PgConn& c,
+                                                                         const std::vector<std::string>& handles);
+// Tries the build lock of each shape; which ones this session now holds, in order.
+asio::awaitable<std::vector<bool>> try_build_locks(PgConn& c, const std::vector<int32_t>& shape_ids);
+asio::awaitable<void> build_unlock_all(PgConn& c, const std::vector<int32_t>& shape_ids);
+asio::awaitable<void> claim_snapshots(PgConn& c, const std::vector<std::string>& handles);
+asio::awaitable<void> forget_claims(PgConn& c, const std::vector<std::string>& handles);
+// One COPY for several shapes of one table and one column list, inside the
+// snapshot transaction: a UNION ALL of one SELECT per shape, each with its own
+// canonical WHERE (PostgreSQL evaluates every filter exactly as for a single
+// shape), its rows tagged with the shape's index in `wheres`.
+asio::awaitable<void> copy_snapshot_rows_many(
+    PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::vector<std::string>& wheres,
+    bool with_version,
+    const std::function<void(size_t shape, std::vector<std::optional<std::string>>&, std::string_view)>& on_row);
+// Stores the snapshots of several claimed handles in one transaction.
+asio::awaitable<void> store_snapshots(PgConn& c, const std::vector<std::string>& handles,
+                                      const std::vector<const SnapshotData*>& data);
+asio::awaitable<void> report_shapes_built(PgConn& c, const std::vector<std::string>& handles,
+                                          const std::vector<long long>& rows);
+
 }  // namespace shapesync

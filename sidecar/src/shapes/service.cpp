@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -27,6 +29,16 @@ ShapeService::ShapeService(asio::io_context& io, const Config& cfg)
       cfg_(cfg),
       store_(cfg_.chunk_bytes_threshold),
       pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.snapshot_pool_size)),
+      build_queue_(static_cast<size_t>(cfg_.snapshot_batch)),
+      // one registration statement per group at a time: the group's next ones gather behind it
+      registrar_(io, static_cast<size_t>(cfg_.registration_batch), cfg_.registration_pool_size,
+                 [this](const std::vector<const RegRequest*>& r, std::vector<RegOutcome>& o) {
+                   return register_batch(r, o);
+                 }),
+      lookups_(io, static_cast<size_t>(cfg_.registration_batch), cfg_.snapshot_pool_size,
+               [this](const std::vector<const QualifiedName*>& n, std::vector<LookupOutcome>& o) {
+                 return lookup_batch(n, o);
+               }),
       reg_pool_(io.get_executor(), cfg_.database_url, static_cast<size_t>(cfg_.registration_pool_size),
                 "SET statement_timeout = " + std::to_string(cfg_.registration_timeout_ms)) {}
 
@@ -165,14 +177,9 @@ asio::awaitable<ShapeOutcome> ShapeService::get_shape(const ShapeParams& p, cons
   for (int attempt = 0; attempt < 5; ++attempt) {
     std::shared_ptr<Shape> s = store_.resolve(def_key);
     if (!s) {
-      TableLookup lookup;
-      std::optional<PgError> failed;
-      try {
-        auto lease = co_await pool_.acquire();
-        lookup = co_await lookup_table(*lease, p.table);
-      } catch (const PgError& e) {
-        failed = e;
-      }
+      LookupOutcome looked = co_await look_up(p.table);
+      TableLookup lookup = std::move(looked.lookup);
+      std::optional<PgError> failed = std::move(looked.failed);
       if (failed) {
         if (classify_pg_error(*failed) == PgFailure::kUnreachable) {
           log_warn("cannot verify shape: ", failed->what());
@@ -272,30 +279,20 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
   std::vector<std::string> param_values;
   for (auto& [n, v] : p.params) param_values.push_back(v);
   auto fail = [](ShapeError e) { return ShapeOutcome{nullptr, std::move(e)}; };
-  std::optional<RegisteredShape> reg;
-  std::optional<ShapeRejection> rejected;
-  std::optional<PgError> failed;
-  try {
-    auto lease = co_await reg_pool_.acquire();
-    // What a request can get wrong is checked first by check_shape(), which
-    // returns the error as data: a rejected WHERE writes nothing to the
-    // server log (an ERROR would log the whole statement, every time).
-    if (def.role) {
-      // on the caller's behalf: the effective filter and the columns the role
-      // may read (columns omitted: the permitted ones)
-      std::optional<std::vector<std::string>> asked;
-      if (p.columns) asked = names;
-      rejected = (co_await check_shape_as(*lease, t.relid, p.where, param_values, *def.role, def.claims, asked)).rejection;
-      if (!rejected)
-        reg = co_await get_or_create_shape_as(*lease, t.relid, p.where, asked, options, param_values, *def.role,
-                                              def.claims);
-    } else {
-      rejected = (co_await check_shape(*lease, t.relid, p.where, param_values)).rejection;
-      if (!rejected) reg = co_await get_or_create_shape(*lease, t.relid, p.where, names, options, param_values);
-    }
-  } catch (const PgError& e) {
-    failed = e;
-  }
+  RegRequest req;
+  req.relid = t.relid;
+  req.where = p.where;
+  req.params = param_values;
+  req.options = options;
+  req.role = def.role;
+  req.claims = def.claims;
+  // on the caller's behalf: the effective filter and the columns the role
+  // may read (columns omitted: the permitted ones)
+  if (!def.role || p.columns) req.columns = names;
+  RegOutcome got = co_await register_in_db(std::move(req));
+  std::optional<RegisteredShape> reg = std::move(got.reg);
+  std::optional<ShapeRejection> rejected = std::move(got.rejected);
+  std::optional<PgError> failed = std::move(got.failed);
   if (rejected && def.role && (forbidden_code(rejected->code) || rejected->field == "policy")) {
     // the caller's role may not have this shape: say what (the role, a column, a policy)
     ShapeError e = ShapeError::invalid(rejected->field, rejected->message);
@@ -351,19 +348,179 @@ asio::awaitable<ShapeOutcome> ShapeService::register_shape(const ShapeParams& p,
   auto s = store_.begin_create(std::move(def), raw_key, reg->handle, reg->shape_id, reg->canonical_where, created);
   // Built in the background: the requests waiting on it (this one included)
   // are served its snapshot chunks as they are taken.
-  if (created) asio::co_spawn(io_, build_and_settle(s), asio::detached);
+  if (created) enqueue_build(s);
   co_return ShapeOutcome{s, {}};
 }
 
+asio::awaitable<ShapeService::RegOutcome> ShapeService::register_alone(PgConn& c, const RegRequest& req) {
+  RegOutcome out;
+  try {
+    // What a request can get wrong is checked first by check_shape(), which
+    // returns the error as data: a rejected WHERE writes nothing to the
+    // server log (an ERROR would log the whole statement, every time).
+    if (req.role) {
+      out.rejected =
+          (co_await check_shape_as(c, req.relid, req.where, req.params, *req.role, req.claims, req.columns)).rejection;
+      if (!out.rejected)
+        out.reg = co_await get_or_create_shape_as(c, req.relid, req.where, req.columns, req.options, req.params,
+                                                  *req.role, req.claims);
+    } else {
+      out.rejected = (co_await check_shape(c, req.relid, req.where, req.params)).rejection;
+      if (!out.rejected) {
+        std::vector<std::string> names = req.columns.value_or(std::vector<std::string>{});
+        out.reg = co_await get_or_create_shape(c, req.relid, req.where, names, req.options, req.params);
+      }
+    }
+  } catch (const PgError& e) {
+    out.failed = e;
+  }
+  co_return out;
+}
+
+namespace {
+
+// Registrations one statement can make together: one table, role, claims,
+// column list and options.
+std::string registration_group_key(uint32_t relid, const std::optional<std::string>& role, const std::string& claims,
+                                   const std::optional<std::vector<std::string>>& columns, const std::string& options) {
+  std::string k = std::to_string(relid);
+  k += '\x1f';
+  k += role ? "r" + *role : std::string("-");
+  k += '\x1f';
+  k += claims;
+  k += '\x1f';
+  k += options;
+  k += '\x1f';
+  if (columns) {
+    k += "c";
+    for (auto& c : *columns) k += quote_ident(c) + ",";
+  }
+  return k;
+}
+
+}  // namespace
+
+asio::awaitable<ShapeService::RegOutcome> ShapeService::register_in_db(RegRequest req) {
+  // With params (rare) or an empty filter text: alone, as before.
+  bool batched = req.params.empty() && !(req.where && req.where->empty()) && cfg_.registration_batch > 1;
+  if (batched) {
+    std::string key = registration_group_key(req.relid, req.role, req.claims, req.columns, req.options);
+    RegOutcome late;
+    late.failed = PgError("the shape's registration did not finish in time", "57014", false);
+    std::chrono::steady_clock::duration timeout =
+        std::chrono::milliseconds(cfg_.registration_timeout_ms) + std::chrono::seconds(60);
+    RegRequest copy = req;
+    RegOutcome out = co_await registrar_.submit(std::move(key), std::move(copy), timeout, std::move(late));
+    if (!out.retry_alone) co_return out;
+    // Its batch failed (one filter of it raised or took too long): alone now,
+    // in parallel with the others of the batch, each on a connection of its own.
+  }
+  std::optional<PgError> failed;
+  RegOutcome out;
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    out = co_await register_alone(*lease, req);
+  } catch (const PgError& e) {
+    failed = e;
+  }
+  if (failed) out.failed = std::move(failed);
+  co_return out;
+}
+
+asio::awaitable<void> ShapeService::register_batch(const std::vector<const RegRequest*>& reqs,
+                                                   std::vector<RegOutcome>& outs) {
+  std::optional<PgError> lease_failed;
+  try {
+    auto lease = co_await reg_pool_.acquire();
+    PgConn& c = *lease;
+    const RegRequest& first = *reqs.front();
+    std::vector<BatchRegistration> regs(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) regs[i].where = reqs[i]->where;
+    std::optional<PgError> batch_failed;
+    try {
+      co_await check_and_register_many(c, first.relid, regs, first.columns, first.options, first.role, first.claims);
+    } catch (const PgError& e) {
+      batch_failed = e;
+    }
+    if (batch_failed && reqs.size() == 1 && (batch_failed->sqlstate == "57014" || batch_failed->connection_lost)) {
+      outs[0].failed = std::move(batch_failed);  // its own verdict (a second try would take as long)
+    } else if (batch_failed) {
+      // One of them raised, took too long, or the connection went: each
+      // requester registers alone (in parallel, on the pool) and learns its own verdict.
+      // (an extension older than 0.2.0 lacks check_shape(): the lone path knows what to do)
+      if (reqs.size() > 1)
+        log_info("registration batch of ", reqs.size(), " shapes failed (", batch_failed->sqlstate, " ",
+                 batch_failed->what(), "); registering them one at a time");
+      for (auto& o : outs) o.retry_alone = true;
+    } else {
+      if (reqs.size() > 1) log_info(reqs.size(), " shapes checked and registered in one statement");
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        outs[i].rejected = std::move(regs[i].rejection);
+        outs[i].reg = std::move(regs[i].shape);
+      }
+    }
+  } catch (const PgError& e) {
+    lease_failed = e;
+  }
+  if (lease_failed)
+    for (auto& o : outs) {
+      o = RegOutcome{};
+      o.failed = *lease_failed;
+    }
+}
+
+asio::awaitable<ShapeService::LookupOutcome> ShapeService::look_up(const QualifiedName& name) {
+  if (cfg_.registration_batch <= 1) {  // one at a time, as before
+    LookupOutcome out;
+    try {
+      auto lease = co_await pool_.acquire();
+      out.lookup = co_await lookup_table(*lease, name);
+    } catch (const PgError& e) {
+      out.failed = e;
+    }
+    co_return out;
+  }
+  LookupOutcome late;
+  late.failed = PgError("the table look-up did not finish in time", "57014", false);
+  std::string key = name.schema + '\x1f' + name.name;
+  std::chrono::steady_clock::duration timeout = std::chrono::seconds(60);
+  co_return co_await lookups_.submit(std::move(key), name, timeout, std::move(late));
+}
+
+asio::awaitable<void> ShapeService::lookup_batch(const std::vector<const QualifiedName*>& names,
+                                                 std::vector<LookupOutcome>& outs) {
+  // one key, one table: every request of the batch asked for it before this look-up started
+  LookupOutcome one;
+  try {
+    auto lease = co_await pool_.acquire();
+    one.lookup = co_await lookup_table(*lease, *names.front());
+  } catch (const PgError& e) {
+    one.failed = e;
+  }
+  for (auto& o : outs) o = one;
+}
+
 asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {
+  std::exception_ptr failure;
+  try {
+    co_await build_shape(s);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) co_await settle_failure(s, failure);
+}
+
+asio::awaitable<void> ShapeService::settle_failure(const std::shared_ptr<Shape>& s, std::exception_ptr failure) {
   std::optional<PgError> failed;
   std::string other_failure;
   try {
-    co_await build_shape(s);
+    std::rethrow_exception(failure);
   } catch (const PgError& e) {
     failed = e;
   } catch (const std::exception& e) {
     other_failure = e.what();
+  } catch (...) {
+    other_failure = "unknown error";
   }
   if (!other_failure.empty()) {
     log_error("shape ", s->handle, " build failed: ", other_failure);
@@ -402,6 +559,307 @@ asio::awaitable<void> ShapeService::build_and_settle(std::shared_ptr<Shape> s) {
       log_warn("cannot retire shape ", s->handle, ": ", e2.what());
     }
   }
+}
+
+namespace {
+
+// Shapes whose snapshots one query can take together: one table, one role
+// with the same claims (the transaction runs as them), one column list, one
+// log mode.
+std::string build_group_key(const Shape& s) {
+  std::string k = std::to_string(s.def.table->relid);
+  k += '\x1f';
+  k += s.def.log_mode == LogMode::kChangesOnly ? "c" : "f";
+  k += s.def.role ? "r" + *s.def.role : std::string("-");
+  k += '\x1f';
+  k += s.def.claims;
+  k += '\x1f';
+  for (size_t i : s.def.selected) k += std::to_string(i) + ",";
+  return k;
+}
+
+}  // namespace
+
+void ShapeService::enqueue_build(std::shared_ptr<Shape> s) {
+  std::string key = build_group_key(*s);
+  build_queue_.push(key, std::move(s));
+  if (builders_.fetch_add(1) < cfg_.snapshot_pool_size)
+    asio::co_spawn(io_, run_builder(), asio::detached);
+  else
+    builders_.fetch_sub(1);
+}
+
+asio::awaitable<void> ShapeService::run_builder() {
+  for (;;) {
+    std::vector<std::shared_ptr<Shape>> group = build_queue_.take();
+    if (group.empty()) {
+      // Leaving; but a shape pushed while this builder was counted, when every
+      // builder was busy, must not be left without one.
+      builders_.fetch_sub(1);
+      if (build_queue_.size() == 0) co_return;
+      if (builders_.fetch_add(1) >= cfg_.snapshot_pool_size) {
+        builders_.fetch_sub(1);
+        co_return;
+      }
+      continue;
+    }
+    co_await build_group(std::move(group));
+  }
+}
+
+asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shape>> group) {
+  if (group.size() == 1) {  // alone, as always: its snapshot chunks are served while they stream
+    co_await build_and_settle(group.front());
+    co_return;
+  }
+  const size_t n = group.size();
+  std::vector<std::shared_ptr<Shape>> alone;  // to build one at a time
+  std::vector<std::optional<SnapshotData>> data(n);
+  std::vector<size_t> own;       // indexes of the shapes this builder takes the snapshot of
+  std::vector<int32_t> own_ids;  // their build locks, held
+  std::vector<int32_t> holding;  // every build lock this session holds now (released on failure)
+  std::vector<bool> built(n, false);
+  std::exception_ptr failure;
+  {
+    std::optional<PgPool::Lease> lease;
+    try {
+      auto got = co_await pool_.acquire();
+      lease.emplace(std::move(got));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      for (auto& s : group) co_await settle_failure(s, failure);
+      co_return;
+    }
+    PgConn& c = **lease;
+    try {
+      std::vector<std::string> handles;
+      for (auto& s : group) handles.push_back(s->handle);
+      auto stored = co_await load_snapshots(c, handles);
+      std::vector<size_t> need;
+      for (size_t i = 0; i < n; ++i) {
+        if (!stored[i]) need.push_back(i);
+        else if (stored[i]->building) alone.push_back(group[i]);  // another sidecar's, or abandoned: wait or retire alone
+        else data[i] = std::move(stored[i]);
+      }
+      std::vector<int32_t> need_ids;
+      for (size_t i : need) need_ids.push_back(group[i]->shape_id);
+      std::vector<bool> locked = co_await try_build_locks(c, need_ids);
+      std::vector<size_t> held;
+      std::vector<std::string> held_handles;
+      for (size_t k = 0; k < need.size(); ++k) {
+        if (locked[k]) {
+          holding.push_back(need_ids[k]);
+          held.push_back(need[k]);
+          held_handles.push_back(group[need[k]]->handle);
+        } else {
+          alone.push_back(group[need[k]]);  // another sidecar is taking it: the lone path waits for it
+        }
+      }
+      // Under the lock, look again: stored meanwhile (load it), or claimed by a
+      // builder that is gone (the lone path retires it).
+      auto again = co_await load_snapshots(c, held_handles);
+      std::vector<int32_t> release;
+      for (size_t k = 0; k < held.size(); ++k) {
+        size_t i = held[k];
+        if (!again[k]) {
+          own.push_back(i);
+          own_ids.push_back(group[i]->shape_id);
+          continue;
+        }
+        release.push_back(group[i]->shape_id);
+        if (again[k]->building) alone.push_back(group[i]);
+        else data[i] = std::move(again[k]);
+      }
+      co_await build_unlock_all(c, release);
+      holding = own_ids;
+      if (!own.empty()) {
+        std::vector<std::shared_ptr<Shape>> own_shapes;
+        for (size_t i : own) own_shapes.push_back(group[i]);
+        std::vector<SnapshotData> taken;
+        std::exception_ptr snap_failure;
+        try {
+          co_await take_group_snapshot(c, own_shapes, taken);
+        } catch (...) {
+          snap_failure = std::current_exception();
+        }
+        if (snap_failure) {
+          // Nothing of it was served: each shape goes on alone, so that one
+          // shape's failing filter fails only that shape.
+          std::string why = "unknown error";
+          try {
+            std::rethrow_exception(snap_failure);
+          } catch (const std::exception& e) {
+            why = e.what();
+          } catch (...) {
+          }
+          log_warn("group snapshot of ", own_shapes.size(), " shapes failed (", why, "); taking them one at a time");
+          if (c.ok()) co_await build_unlock_all(c, own_ids);
+          for (auto& s : own_shapes) alone.push_back(s);
+          own.clear();
+          own_ids.clear();
+          holding.clear();
+        } else {
+          for (size_t k = 0; k < own.size(); ++k) data[own[k]] = std::move(taken[k]);
+        }
+      }
+      // Catch up every shape with a snapshot. The batches the window no longer
+      // holds are read once for the group, from its oldest start tick to its
+      // newest floor; each shape applies those after its own start tick.
+      std::vector<std::string> done_handles;
+      std::vector<long long> done_rows;
+      std::vector<size_t> pending;
+      for (size_t i = 0; i < n; ++i) {
+        if (!data[i]) continue;
+        store_.set_snapshot(*group[i], data[i]->snap, data[i]->start_tick, &data[i]->chunks);
+        pending.push_back(i);
+        built[i] = true;
+        done_handles.push_back(group[i]->handle);
+        done_rows.push_back(data[i]->rows);
+      }
+      for (int round = 0; round < 5 && !pending.empty(); ++round) {
+        std::vector<std::pair<size_t, uint64_t>> need;  // (shape, floor)
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (size_t i : pending) {
+          auto floor_or_done = store_.finish_or_floor(group[i], data[i]->start_tick);
+          if (!floor_or_done) continue;  // the window reaches back to its start tick: done
+          need.emplace_back(i, *floor_or_done);
+          lo = std::min(lo, data[i]->start_tick);
+          hi = std::max(hi, *floor_or_done);
+        }
+        pending.clear();
+        if (need.empty()) break;
+        std::vector<Batch> read;
+        for (uint64_t after = lo; after < hi;) {
+          uint64_t upto = std::min(hi, after + 2000);
+          auto part = co_await fetch_batches(c, after, upto);
+          for (auto& b : part) read.push_back(std::move(b));
+          after = upto;
+        }
+        // (each applies only the batches after its own start tick, up to its floor: no copies)
+        for (auto& [i, floor] : need)
+          if (!store_.finish_with(group[i], read, floor)) pending.push_back(i);  // the window moved: again
+      }
+      if (!own.empty()) {
+        std::vector<std::string> own_handles;
+        std::vector<const SnapshotData*> own_data;
+        for (size_t i : own) {
+          own_handles.push_back(group[i]->handle);
+          own_data.push_back(&*data[i]);
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        co_await store_snapshots(c, own_handles, own_data);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+        log_info(own.size(), " shape snapshots stored in one transaction in ", ms, " ms");
+        co_await build_unlock_all(c, own_ids);
+        own_ids.clear();
+        holding.clear();
+      }
+      co_await report_shapes_built(c, done_handles, done_rows);
+      const TableInfo& t = *group.front()->def.table;
+      log_info(done_handles.size(), " shapes ready for ", quote_ident(t.schema), ".", quote_ident(t.name), " (",
+               own.size(), " snapshots taken together, ", done_handles.size() - own.size(), " loaded)");
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure && c.ok()) {
+      co_await c.rollback_if_open();
+      co_await build_unlock_all(c, holding);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (failure && data[i]) co_await settle_failure(group[i], failure);
+    else if (built[i]) store_.fail_create(group[i]);  // no-op once ready
+  }
+  // Not reached by the failure: never given a snapshot here (the failure came first).
+  if (failure)
+    for (size_t i = 0; i < n; ++i)
+      if (!data[i] && std::find(alone.begin(), alone.end(), group[i]) == alone.end())
+        co_await settle_failure(group[i], failure);
+  for (auto& s : alone) asio::co_spawn(io_, build_and_settle(s), asio::detached);
+}
+
+asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::vector<std::shared_ptr<Shape>>& own,
+                                                        std::vector<SnapshotData>& data) {
+  const ShapeDef& def = own.front()->def;
+  const TableInfo& t = *def.table;
+  // Once for the group: every shape in it was registered before this call.
+  co_await wait_for_writers(c, t.relid);
+  std::vector<std::string> handles;
+  std::vector<std::string> wheres;
+  for (auto& s : own) {
+    handles.push_back(s->handle);
+    wheres.push_back(s->where);
+  }
+  co_await claim_snapshots(c, handles);
+  auto t0 = std::chrono::steady_clock::now();
+  struct Out {
+    std::string cur = "[";
+    bool first = true;
+    long long rows = 0;
+    std::vector<std::shared_ptr<const std::string>> chunks;
+  };
+  std::vector<Out> out(own.size());
+  SnapshotData d;
+  std::exception_ptr failure;
+  try {
+    d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms, def.role, def.claims);
+    for (auto& s : own) store_.set_snapshot(*s, d.snap, d.start_tick);
+    if (def.log_mode == LogMode::kFull) {
+      RowValues row(t.columns.size());
+      std::string value;
+      auto on_row = [&](size_t i, std::vector<std::optional<std::string>>& fields, std::string_view version) {
+        const Shape& s = *own[i];
+        Out& o = out[i];
+        for (size_t k = 0; k < fields.size(); ++k) row[def.selected[k]] = std::move(fields[k]);
+        value.clear();
+        append_value_object(value, t, row, def.selected);
+        if (!o.first) o.cur += ',';
+        o.first = false;
+        o.cur += snapshot_row_message(row_key(s.key_prefix, t, row), value, s.relation, version_header(version));
+        ++o.rows;
+        if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
+          o.cur += ']';
+          o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
+          o.cur = "[";
+          o.first = true;
+        }
+      };
+      bool versions = row_versions_.load() && co_await can_read_versions(c, t.relid, def.role);
+      co_await copy_snapshot_rows_many(c, t, def.selected, wheres, versions, on_row);
+    }
+    co_await c.exec("COMMIT");
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (c.ok()) {
+      co_await c.rollback_if_open();
+      co_await forget_claims(c, handles);  // nothing was served: the next attempt starts afresh
+    }
+    std::rethrow_exception(failure);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  data.clear();
+  for (size_t i = 0; i < own.size(); ++i) {
+    Out& o = out[i];
+    if (!o.first) o.cur += ',';
+    o.cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
+    o.cur += ']';
+    o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
+    for (auto& ch : o.chunks) store_.publish_snapshot_chunk(own[i], ch);
+    SnapshotData sd;
+    sd.snap = d.snap;
+    sd.snap_text = d.snap_text;
+    sd.start_tick = d.start_tick;
+    sd.rows = o.rows;
+    sd.chunks = std::move(o.chunks);
+    data.push_back(std::move(sd));
+    if (events_.snapshot_taken) events_.snapshot_taken(std::chrono::duration<double>(t1 - t0).count());
+  }
+  log_info(own.size(), " shape snapshots taken together in ",
+           std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count(), " ms");
 }
 
 // Takes the shape's snapshot (after every writer that could miss the shape has

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,14 +21,19 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "config.hpp"
 #include "db/errors.hpp"
 #include "db/pool.hpp"
+#include "db/registry.hpp"
 #include "db/snapshots.hpp"
 #include "db/subset.hpp"
 #include "model/caller.hpp"
 #include "model/shape_request.hpp"
+#include "db/changes.hpp"
+#include "shapes/batcher.hpp"
+#include "shapes/coalescer.hpp"
 #include "shapes/store.hpp"
 
 namespace shapesync {
@@ -174,6 +180,38 @@ class ShapeService : public ShapeSource {
   asio::awaitable<void> run_reporter();
 
  private:
+  // What the database said of a registration.
+  struct RegOutcome {
+    std::optional<RegisteredShape> reg;
+    std::optional<ShapeRejection> rejected;
+    std::optional<PgError> failed;
+    bool retry_alone = false;  // its batch failed: register it alone to learn its own verdict
+  };
+  // A registration: what register_shape() asks the database.
+  struct RegRequest {
+    uint32_t relid = 0;
+    std::optional<std::string> where;
+    std::vector<std::string> params;
+    std::optional<std::vector<std::string>> columns;  // the names (nullopt with a role: the permitted ones)
+    std::string options;
+    std::optional<std::string> role;
+    std::string claims;
+  };
+  // Checks and registers: alone (params, or a batch of one), or in one
+  // statement with the registrations of its group that waited meanwhile.
+  asio::awaitable<RegOutcome> register_in_db(RegRequest req);
+  asio::awaitable<RegOutcome> register_alone(PgConn& c, const RegRequest& req);
+  // A registration batch (one table, role, claims, columns, options): one
+  // statement; each alone when it fails.
+  asio::awaitable<void> register_batch(const std::vector<const RegRequest*>& reqs, std::vector<RegOutcome>& outs);
+  // The table a request names, looked up once for the requests for it that
+  // waited while the previous look-up of it ran.
+  struct LookupOutcome {
+    TableLookup lookup;
+    std::optional<PgError> failed;
+  };
+  asio::awaitable<LookupOutcome> look_up(const QualifiedName& name);
+  asio::awaitable<void> lookup_batch(const std::vector<const QualifiedName*>& names, std::vector<LookupOutcome>& outs);
   // Registers the shape in the database (validating and canonicalising its
   // WHERE) and begins it in the store.
   asio::awaitable<ShapeOutcome> register_shape(const ShapeParams& p, ShapeDef def, const std::string& raw_key);
@@ -185,6 +223,24 @@ class ShapeService : public ShapeSource {
   // build_shape in the background; on failure fails the shape (and retires it
   // in the database when nobody can ever serve it).
   asio::awaitable<void> build_and_settle(std::shared_ptr<Shape> s);
+  // What a failed build leaves: the shape failed, retired when nobody can serve it.
+  asio::awaitable<void> settle_failure(const std::shared_ptr<Shape>& s, std::exception_ptr failure);
+  // A new shape waits for a builder with the others of its group (same table,
+  // role, claims, columns and log mode: one snapshot query serves them all).
+  void enqueue_build(std::shared_ptr<Shape> s);
+  // Takes groups from the queue until it is empty; at most snapshot_pool_size run.
+  asio::awaitable<void> run_builder();
+  // Builds a group: loads the stored snapshots, or takes one snapshot for all
+  // the shapes this sidecar may build (one wait for writers, one REPEATABLE
+  // READ transaction, one COPY), catches them up from shared batch reads and
+  // stores them, each step one round trip for the whole group. Shapes another
+  // sidecar is building, and any the group snapshot failed for, go on alone
+  // (build_and_settle). A group of one is built alone (its chunks stream).
+  asio::awaitable<void> build_group(std::vector<std::shared_ptr<Shape>> group);
+  // The group snapshot of `own` (caller holds their build locks): sets data[i]
+  // of each. Nothing is published before it commits.
+  asio::awaitable<void> take_group_snapshot(PgConn& c, const std::vector<std::shared_ptr<Shape>>& own,
+                                            std::vector<SnapshotData>& data);
   // Takes the snapshot (caller holds the shape's build lock), publishing each
   // chunk to the store as soon as it is complete.
   asio::awaitable<SnapshotData> take_snapshot(PgConn& c, const std::shared_ptr<Shape>& s);
@@ -207,6 +263,10 @@ class ShapeService : public ShapeSource {
   const Config& cfg_;
   ShapeStore store_;
   PgPool pool_;
+  Coalescer<std::shared_ptr<Shape>> build_queue_;
+  Batcher<RegRequest, RegOutcome> registrar_;
+  Batcher<QualifiedName, LookupOutcome> lookups_;
+  std::atomic<int> builders_{0};
   PgPool reg_pool_;  // registrations, under --registration-timeout; several, so a slow one holds up no other
   std::string inval_cursor_;  // invalidated_at of the last invalidation seen
   std::atomic<bool> db_ready_{false};

@@ -135,7 +135,8 @@ void ShapeStore::wake_all_locked() {
   for (auto& [h, s] : by_handle_) wake(*s);
 }
 
-bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t extra_upto) {
+bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra,
+                                      uint64_t extra_upto) {
   std::vector<std::pair<std::string, std::string>> inv;
   uint64_t covered = std::max(s->start_tick, extra_upto);
   if (covered < window_floor_ && last_tick_ > covered) return false;  // a gap: the caller fetches more
@@ -855,9 +856,10 @@ void ShapeStore::publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::sh
   publish_snapshot_chunk_locked(s, std::move(chunk));
 }
 
-bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches, uint64_t extra_upto) {
+bool ShapeStore::finish_create(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra_batches,
+                               uint64_t extra_upto) {
   std::lock_guard lk(mu_);
-  return finish_create_locked(s, std::move(extra_batches), extra_upto);
+  return finish_create_locked(s, extra_batches, extra_upto);
 }
 
 std::optional<uint64_t> ShapeStore::finish_or_floor(const std::shared_ptr<Shape>& s, uint64_t start_tick) {
@@ -869,10 +871,10 @@ std::optional<uint64_t> ShapeStore::finish_or_floor(const std::shared_ptr<Shape>
   return window_floor_;
 }
 
-bool ShapeStore::finish_with(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t upto) {
+bool ShapeStore::finish_with(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra, uint64_t upto) {
   std::lock_guard lk(mu_);
   if (window_floor_ > upto) return false;
-  finish_create_locked(s, std::move(extra), upto);
+  finish_create_locked(s, extra, upto);
   return true;
 }
 

@@ -257,14 +257,15 @@ class ShapeStore {
   // false (and fails the shape) when batches it needs are no longer retained.
   // `extra` holds the batches in (start_tick, extra_upto] read from the database;
   // the window must hold every later one (extra_upto >= window_floor()).
-  bool finish_create(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches = {}, uint64_t extra_upto = 0);
+  bool finish_create(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra_batches = {},
+                     uint64_t extra_upto = 0);
   // Completes creation from the window alone when it reaches back to
   // start_tick (nullopt); otherwise the window's floor: read the batches in
   // (start_tick, floor] and call finish_with().
   std::optional<uint64_t> finish_or_floor(const std::shared_ptr<Shape>& s, uint64_t start_tick);
   // Completes creation with `extra` = the batches in (start_tick, upto]; false
   // when the window moved past upto meanwhile (read again).
-  bool finish_with(const std::shared_ptr<Shape>& s, std::vector<Batch> extra, uint64_t upto);
+  bool finish_with(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra, uint64_t upto);
   // A creation failed (no-op for a ready or rotated shape): its waiters learn
   // the filter error (a 400) or this sidecar's configuration failure (a 503).
   void fail_create(const std::shared_ptr<Shape>& s, std::string build_error = {},
@@ -369,7 +370,8 @@ class ShapeStore {
   std::shared_ptr<Shape> active_locked(const std::string& def_key) const;
   std::shared_ptr<Shape> by_handle_locked(const std::string& handle) const;
   std::shared_ptr<Shape> begin_create_locked(ShapeDef def);
-  bool finish_create_locked(const std::shared_ptr<Shape>& s, std::vector<Batch> extra_batches, uint64_t extra_upto);
+  bool finish_create_locked(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra_batches,
+                            uint64_t extra_upto);
   void fail_create_locked(const std::shared_ptr<Shape>& s);
   void publish_snapshot_chunk_locked(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk);
   void invalidate_locked(const std::shared_ptr<Shape>& s, const std::string& reason);
