@@ -199,8 +199,10 @@ BEGIN
     IF s.invalidated_at IS NOT NULL THEN
         SELECT k.snap INTO hi FROM shapesync.ticks k WHERE k.tick_id = shapesync.tick_at(s.invalidated_at);
     END IF;
-    SELECT c.error INTO err FROM shapesync.changes c
-     WHERE c.op = 'X' AND c.relid = s.relid AND c.shape_ops @> ARRAY[s.shape_id * 4]
+    SELECT e.error INTO err FROM shapesync.changes c
+     CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                 c.shape_ops, c.error, c.version) e
+     WHERE c.op IN ('X', 'B') AND e.op = 'X' AND e.relid = s.relid AND e.shape_ops @> ARRAY[s.shape_id * 4]
        AND c.xid >= coalesce(pg_snapshot_xmin(lo), '0'::xid8)
        AND (hi IS NULL OR c.xid < pg_snapshot_xmax(hi))
      LIMIT 1;
