@@ -57,6 +57,10 @@ CREATE TABLE shapesync.changes (
     error   text,
     version pg_catalog.xid8
 ) USING heap;
+-- a B record packs a transaction's changes into new_row: kept out of line
+-- uncompressed (pglz on every multi-change record cost more CPU than the
+-- record saved; the child tables inherit the setting)
+ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
 CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
 COMMENT ON TABLE shapesync.changes IS
     'Change log: one record per transaction (shapesync.tx_buffer_size splits big ones) holding its changes: per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S). A transaction''s only change is a plain row of that op; any other record is op B (relid: its first change''s table, layout: its number of changes, new_row: the changes packed), read through shapesync.change_entries(). seq orders records at write time; a transaction''s changes are ordered by ord. Written only by the extension.';
@@ -162,7 +166,7 @@ CREATE VIEW shapesync.change_log AS
      CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
                                                  c.shape_ops, c.error, c.version) e;
 COMMENT ON VIEW shapesync.change_log IS
-    'The change log, one line per change (records of a transaction expanded), decoded in the reader''s session (images whose table layout changed show as NULL); a transaction''s changes in order are ORDER BY seq, ord within its xid (ord 0: the only change of its record).';
+    'The change log, one line per change (records of a transaction expanded), decoded in the reader''s session (images whose table layout changed show as NULL); a transaction''s changes in the order it made them are ORDER BY ord, seq within its xid (ord 0: a transaction''s only change).';
 
 ------------------------------------------------------------------------
 -- Ticks (PgQ's snapshot method)

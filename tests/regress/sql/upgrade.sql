@@ -24,10 +24,12 @@ AS $$
                                                           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
                                                           || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
                                                           || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
-                                                          || CASE WHEN a.attcompression <> '' THEN ' compression ' || a.attcompression::text ELSE '' END,
+                                                          || CASE WHEN a.attcompression <> '' THEN ' compression ' || a.attcompression::text ELSE '' END
+                                                          || CASE WHEN a.attstorage <> t.typstorage THEN ' storage ' || a.attstorage::text ELSE '' END,
                                                           ', ' ORDER BY a.attnum)
                                                        FROM pg_attribute a
-                                                       LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                                                       JOIN pg_type t ON t.oid = a.atttypid
+                                                      LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                                                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
                     FROM pg_class c WHERE c.oid = m.objid)
              WHEN 'pg_event_trigger'::regclass THEN
