@@ -17,7 +17,8 @@
  *	  subtransaction started); SUBXACT_EVENT_COMMIT_SUB hands them to the
  *	  parent level.
  *	- XACT_EVENT_PRE_COMMIT and XACT_EVENT_PRE_PREPARE write what is left
- *	  as one record, taking one nextval(change_seq) then.  PostgreSQL fires
+ *	  as one record (one per TXLOG_RECORD_BYTES of changes, so that a record
+ *	  fits in a heap page), taking one nextval(change_seq) per record then.  PostgreSQL fires
  *	  deferred AFTER triggers before these callbacks (CommitTransaction,
  *	  PrepareTransaction), so their changes are in the buffer; an entry
  *	  that still arrives after the flush (another extension's pre-commit
@@ -82,6 +83,9 @@ typedef struct TxlogPackedHeader
 	uint16		pad;
 	uint32		pad2;
 } TxlogPackedHeader;
+
+/* packed bytes of a B record, so that the whole log row fits in a heap page */
+#define TXLOG_RECORD_BYTES	8000
 
 #define TXLOG_HAS_NEW	0x01
 #define TXLOG_HAS_OLD	0x02
@@ -182,29 +186,45 @@ PackEntries(ShapesyncLogEntry **entries, int n)
 }
 
 /*
- * Write entries[0..n) as one record: the classic layout when it is the
- * transaction's only record and only change (single), else op 'B'.
+ * Write entries[0..n) as records: the classic layout when it is the
+ * transaction's only change (single), else op 'B' records of at most
+ * TXLOG_RECORD_BYTES of packed changes each (one bigger change makes a
+ * record of its own).  A record that small stays in the heap page (the log
+ * tables' toast_tuple_target is 8160): a TOASTed one costs a heap and an
+ * index insert per 2 kB chunk, a page-sized one a heap and an index insert
+ * per 8 kB.
  */
 static void
 TxlogWrite(ShapesyncLogEntry **entries, int n, bool single)
 {
+	int			first = 0;
+
 	if (n == 0)
 		return;
 	if (single && n == 1)
+	{
 		ShapesyncWriteLogRecord(entries[0]);
-	else
+		txlog_records++;
+		return;
+	}
+	while (first < n)
 	{
 		ShapesyncLogEntry rec;
+		Size		bytes = MAXALIGN(VARHDRSZ) + PackedEntrySize(entries[first]);
+		int			end = first + 1;
 
+		while (end < n && bytes + PackedEntrySize(entries[end]) <= TXLOG_RECORD_BYTES)
+			bytes += PackedEntrySize(entries[end++]);
 		memset(&rec, 0, sizeof(rec));
 		rec.op = 'B';
-		rec.relid = entries[0]->relid;
-		rec.layout = n;
-		rec.new_img = PackEntries(entries, n);
+		rec.relid = entries[first]->relid;
+		rec.layout = end - first;
+		rec.new_img = PackEntries(entries + first, end - first);
 		ShapesyncWriteLogRecord(&rec);
 		pfree(rec.new_img);
+		txlog_records++;
+		first = end;
 	}
-	txlog_records++;
 }
 
 /* Free entry e and the copies it holds. */

@@ -2381,8 +2381,12 @@ $$;
 -- A transaction's changes are buffered in the backend and written as one
 -- record at pre-commit (op B packs several); batch(), the change_log view
 -- and shape_filter_error() (above) read records through change_entries().
--- B records are kept out of line uncompressed (recurses to changes_0..2).
+-- B records (at most 8000 bytes of changes each) are kept uncompressed
+-- (recurses to changes_0..2), in the heap page up to a page's size.
 ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
+ALTER TABLE shapesync.changes_0 SET (toast_tuple_target = 8160);
+ALTER TABLE shapesync.changes_1 SET (toast_tuple_target = 8160);
+ALTER TABLE shapesync.changes_2 SET (toast_tuple_target = 8160);
 COMMENT ON TABLE shapesync.changes IS
     'Change log: one record per transaction (shapesync.tx_buffer_size splits big ones) holding its changes: per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S). A transaction''s only change is a plain row of that op; any other record is op B (relid: its first change''s table, layout: its number of changes, new_row: the changes packed), read through shapesync.change_entries(). seq orders records at write time; a transaction''s changes are ordered by ord. Written only by the extension.';
 COMMENT ON FUNCTION shapesync.status() IS

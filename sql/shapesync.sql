@@ -57,9 +57,12 @@ CREATE TABLE shapesync.changes (
     error   text,
     version pg_catalog.xid8
 ) USING heap;
--- a B record packs a transaction's changes into new_row: kept out of line
--- uncompressed (pglz on every multi-change record cost more CPU than the
--- record saved; the child tables inherit the setting)
+-- a B record packs a transaction's changes into new_row (at most 8000 bytes
+-- of them per record): uncompressed (pglz on every multi-change record cost
+-- more CPU than the record saved; the child tables inherit the setting), and
+-- kept in the heap page up to a page's size (the children's
+-- toast_tuple_target): a page-sized row is one heap and index insert where
+-- TOAST would make four 2 kB chunks
 ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
 CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
 COMMENT ON TABLE shapesync.changes IS
@@ -78,9 +81,9 @@ COMMENT ON INDEX shapesync.changes_xid_idx IS
 -- oldest one current again after TRUNCATEing it, once every consumer has
 -- passed all of its rows and it has been out of use for the retention time.
 -- shapesync.changes itself stays empty and reads all three.
-CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes);
-CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes);
-CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
+CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
+CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
 CREATE INDEX changes_0_xid_idx ON shapesync.changes_0 USING btree (xid);
 CREATE INDEX changes_1_xid_idx ON shapesync.changes_1 USING btree (xid);
 CREATE INDEX changes_2_xid_idx ON shapesync.changes_2 USING btree (xid);

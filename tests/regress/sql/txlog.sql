@@ -309,11 +309,14 @@ SELECT (SELECT count(*) FROM shapesync.changes WHERE xid = :'xf') > 5 AS many_re
                                                 c.shape_ops, c.error, c.version) e
          WHERE c.xid = :'xf' ORDER BY c.seq, e.ord LIMIT 1) > 3 AS first_record_holds_later_changes;
 
--- records per transaction: one without spilling, many with
+-- records per transaction: written at commit in records of at most 8000
+-- bytes of changes (one per heap page) without spilling, many more with
 SELECT (SELECT count(*) FROM shapesync.changes WHERE xid = :'xa') AS records_a,
        (SELECT count(*) FROM shapesync.changes WHERE xid = :'xb') > 100 AS many_records_b,
        (SELECT count(*) FROM shapesync.changes WHERE xid = :'xc') AS records_c,
-       (SELECT count(*) FROM shapesync.changes WHERE xid = :'xd') > 100 AS many_records_d;
+       (SELECT count(*) FROM shapesync.changes WHERE xid = :'xd') > 100 AS many_records_d,
+       (SELECT max(pg_column_size(new_row)) FROM shapesync.changes
+         WHERE xid IN (:'xa', :'xb', :'xc', :'xd')) <= 8000 AS records_fit_a_page;
 SELECT pg_temp.keep('a', 'txa', :m0, :m1) AS changes_a, pg_temp.keep('b', 'txb', :m0, :m1) AS changes_b,
        pg_temp.keep('c', 'txc', :m0, :m1) AS changes_c, pg_temp.keep('d', 'txd', :m0, :m1) AS changes_d,
        pg_temp.keep('e', 'txe', :m0, :m1) AS changes_e, pg_temp.keep('f', 'txf', :m0, :m1) AS changes_f;
@@ -344,7 +347,26 @@ SELECT (SELECT count(*) FROM txa) AS a, (SELECT count(*) FROM txb) AS b,
        (SELECT count(*) FROM txc) AS c, (SELECT count(*) FROM txd) AS d,
        (SELECT count(*) FROM txe) AS e, (SELECT count(*) FROM txf) AS f;
 
+-- a change bigger than a record's 8000 bytes is a record of its own (TOASTed)
+CREATE TABLE txg (id int PRIMARY KEY, payload text);
+SELECT shapesync.track('txg');
+SELECT created FROM shapesync.get_or_create_shape('txg', NULL, NULL);
+SELECT shapesync.tick(true) AS m0 \gset
+BEGIN;
+SELECT pg_current_xact_id() AS xg \gset
+INSERT INTO txg VALUES (1, 'small');
+INSERT INTO txg SELECT 2, string_agg(md5(i::text), '') FROM generate_series(1, 1000) i;
+INSERT INTO txg VALUES (3, 'small');
+COMMIT;
+SELECT shapesync.tick(true) AS m1 \gset
+SELECT op, layout, pg_column_size(new_row) > 8000 AS big FROM shapesync.changes WHERE xid = :'xg' ORDER BY seq;
+SELECT b.op, b.new_values[1] AS id, length(b.new_values[2]) AS len, md5(b.new_values[2]) = md5(t.payload) AS same
+  FROM shapesync.ticks k CROSS JOIN LATERAL shapesync.batch(k.tick_id) WITH ORDINALITY b
+  JOIN txg t ON t.id = b.new_values[1]::int
+ WHERE k.tick_id > :m0 AND k.tick_id <= :m1 AND b.relid = 'txg'::regclass
+ ORDER BY k.tick_id, b.ordinality;
+
 -- monitoring counts changes, not records
 SELECT change_log_rows = (SELECT count(*) FROM shapesync.change_log) AS counts_changes FROM shapesync.status();
 
-DROP TABLE txl, txl2, txa, txb, txc, txd, txe, txf;
+DROP TABLE txl, txl2, txa, txb, txc, txd, txe, txf, txg;

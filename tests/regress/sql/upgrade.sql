@@ -18,6 +18,7 @@ AS $$
                  pg_get_functiondef(m.objid) || ' acl=' || coalesce((SELECT p.proacl::text FROM pg_proc p WHERE p.oid = m.objid), '')
              WHEN 'pg_class'::regclass THEN
                  (SELECT c.relkind::text || ' persistence=' || c.relpersistence::text || ' acl=' || coalesce(c.relacl::text, '')
+                         || ' options=' || coalesce(c.reloptions::text, '')
                          || ' view=' || coalesce(pg_get_viewdef(c.oid), '')
                          || ' inherits=' || coalesce((SELECT string_agg(i.inhparent::regclass::text, ',') FROM pg_inherits i WHERE i.inhrelid = c.oid), '')
                          || ' columns=' || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
