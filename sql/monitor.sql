@@ -231,7 +231,7 @@ CREATE FUNCTION shapesync.sync_stats(
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'shapesync_sync_stats';
 COMMENT ON FUNCTION shapesync.sync_stats() IS
-    'Sync rates and lag: preload on/off, ticker worker running, ticks and changes per second over the last minute, change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
+    'Sync rates and lag: preload on/off, ticker worker running, ticks and change-log records per second over the last minute (changes_per_second: records, one per transaction and per 8000 bytes of its changes, since issue 15), change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
 
 CREATE OR REPLACE VIEW shapesync.sync_status AS
     SELECT s.*, m.* FROM shapesync.status() s CROSS JOIN shapesync.sync_stats() m;

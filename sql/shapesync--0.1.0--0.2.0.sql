@@ -2387,6 +2387,8 @@ ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
 ALTER TABLE shapesync.changes_0 SET (toast_tuple_target = 8160);
 ALTER TABLE shapesync.changes_1 SET (toast_tuple_target = 8160);
 ALTER TABLE shapesync.changes_2 SET (toast_tuple_target = 8160);
+COMMENT ON FUNCTION shapesync.sync_stats() IS
+    'Sync rates and lag: preload on/off, ticker worker running, ticks and change-log records per second over the last minute (changes_per_second: records, one per transaction and per 8000 bytes of its changes, since issue 15), change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
 COMMENT ON TABLE shapesync.changes IS
     'Change log: one record per transaction (shapesync.tx_buffer_size splits big ones) holding its changes: per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S). A transaction''s only change is a plain row of that op; any other record is op B (relid: its first change''s table, layout: its number of changes, new_row: the changes packed), read through shapesync.change_entries(). seq orders records at write time; a transaction''s changes are ordered by ord. Written only by the extension.';
 COMMENT ON FUNCTION shapesync.status() IS
