@@ -142,6 +142,17 @@ ShapesyncRelationNatts(Oid relid)
 	return natts;
 }
 
+/*
+ * Does the change log still exist?  (false once DROP EXTENSION shapesync
+ * ran in this transaction: the changes it buffered have nowhere to go)
+ */
+bool
+ShapesyncLogExists(void)
+{
+	return OidIsValid(ShapesyncRelationOid("change_seq", true)) &&
+		OidIsValid(ShapesyncRelationOid("log_state", true));
+}
+
 /* Fill the per-backend oid cache. */
 static void
 ShapesyncLookupLog(void)

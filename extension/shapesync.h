@@ -89,6 +89,7 @@ typedef struct ShapesyncLogEntry
 } ShapesyncLogEntry;
 
 extern void ShapesyncWriteLogRecord(const ShapesyncLogEntry *e);
+extern bool ShapesyncLogExists(void);
 
 /* txlog.c: the per-transaction buffer of changes */
 extern int	shapesync_tx_buffer_size;

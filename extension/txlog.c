@@ -315,6 +315,9 @@ TxlogFlush(void)
 {
 	int			n = txlog_n;
 
+	/* DROP EXTENSION shapesync in this transaction took the log with it */
+	if (n > 0 && !ShapesyncLogExists())
+		n = 0;
 	if (n > 0)
 	{
 		for (int i = 0; i < n; i++)

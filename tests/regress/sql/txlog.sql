@@ -370,3 +370,21 @@ SELECT b.op, b.new_values[1] AS id, length(b.new_values[2]) AS len, md5(b.new_va
 SELECT change_log_rows = (SELECT count(*) FROM shapesync.change_log) AS counts_changes FROM shapesync.status();
 
 DROP TABLE txl, txl2, txa, txb, txc, txd, txe, txf, txg;
+
+-- DROP EXTENSION in a transaction that buffered changes: the commit goes
+-- through (the changes have no log to go to any more)
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE shapesync_txlog;
+\c shapesync_txlog
+SET client_min_messages = warning;
+CREATE EXTENSION shapesync;
+CREATE TABLE gone (id int PRIMARY KEY);
+SELECT shapesync.track('gone');
+SELECT created FROM shapesync.get_or_create_shape('gone', NULL, NULL);
+BEGIN;
+INSERT INTO gone VALUES (1), (2);
+DROP EXTENSION shapesync CASCADE;
+COMMIT;
+SELECT count(*) AS committed_rows FROM gone;
+\c :regress_db
+DROP DATABASE shapesync_txlog;
