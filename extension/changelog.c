@@ -5,13 +5,15 @@
  *	  insertion of shapesync.changes rows.
  *
  * shapesync.capture() is an AFTER ... FOR EACH ROW trigger; it classifies
- * the row against the table's shapes (membership.c) and writes one change
- * row when someone needs it (a whole-table shape exists, or a filtered
- * shape sees the change): the writer's top-level xid8, a seq from
- * shapesync.change_seq, the table, the operation, the table's layout hash,
- * the old/new heap tuple images (composite datums, external TOAST
- * flattened) as bytea, shape_ops, and the new row's version (its xmin as
- * an xid8) when a subtransaction wrote it (versions.c).
+ * the row against the table's shapes (membership.c) and logs one change
+ * when someone needs it (a whole-table shape exists, or a filtered shape
+ * sees the change): the table, the operation, the table's layout hash, the
+ * old/new heap tuple images (composite datums, external TOAST flattened),
+ * shape_ops, and the new row's version (its xmin as an xid8) when a
+ * subtransaction wrote it (versions.c).  Changes go to the transaction's
+ * buffer (txlog.c), which writes them as one record at pre-commit: the
+ * writer's top-level xid8, a seq from shapesync.change_seq, and the change
+ * itself or, for several, an op 'B' record packing them.
  * shapesync.capture_truncate() is the
  * AFTER TRUNCATE statement trigger: one 'T' row, and the table's shapes
  * become invalid.  'X' rows (a shape filter raised) are written by
@@ -22,9 +24,11 @@
  * sql/retention.sql) with the heap AM, and its indexes are maintained
  * directly (no SPI, no executor).  The oids of the log relation
  * and of the sequence are cached per backend and forgotten on any
- * relcache invalidation of them (DROP EXTENSION, re-create).  The change
- * row is written in the writer's (sub)transaction: it commits, aborts or
- * is rolled back to a savepoint with the change it describes.
+ * relcache invalidation of them (DROP EXTENSION, re-create).  A record is
+ * written in the writer's (sub)transaction: it commits or aborts with the
+ * changes it holds, and the buffer drops the changes of a subtransaction
+ * rolled back before they were written.  Under a 0.1.0 schema (not yet
+ * updated) every change is written at once as its own row, as before.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +42,7 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -51,6 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/xid8.h"
 
 #include "shapesync.h"
@@ -71,6 +77,8 @@ PG_FUNCTION_INFO_V1(shapesync_log_schema_change);
 static Oid	changes_relid = InvalidOid;
 static Oid	change_seq_relid = InvalidOid;
 static Oid	log_state_relid = InvalidOid;
+static int	changes_natts = 0;	/* columns of the log: 9 under a 0.1.0 schema */
+static bool log_reads_records = false;	/* its batch() reads op B records */
 static bool cache_callback_registered = false;
 
 /* the log's indexes and their IndexInfos, valid while changes_relid is */
@@ -121,6 +129,46 @@ ShapesyncRelationOid(const char *relname, bool missing_ok)
 	return relid;
 }
 
+/* Number of columns of relation relid (from pg_class). */
+static int
+ShapesyncRelationNatts(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	int			natts;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	natts = ((Form_pg_class) GETSTRUCT(tup))->relnatts;
+	ReleaseSysCache(tup);
+	return natts;
+}
+
+/*
+ * Does the change log still exist?  (false once DROP EXTENSION shapesync
+ * ran in this transaction: the changes it buffered have nowhere to go)
+ */
+bool
+ShapesyncLogExists(void)
+{
+	return OidIsValid(ShapesyncRelationOid("change_seq", true)) &&
+		OidIsValid(ShapesyncRelationOid("log_state", true));
+}
+
+/*
+ * Whether the installed SQL reads op 'B' records: shapesync.change_entries()
+ * exists.  A 0.1.0 schema does not, nor does a database created from a
+ * development build of 0.2.0 before records existed (same version number,
+ * so no upgrade script brings it); their batch() would skip packed changes,
+ * so they get one row per change as before.
+ */
+static bool
+ShapesyncSchemaReadsRecords(void)
+{
+	List	   *name = list_make2(makeString(SHAPESYNC_SCHEMA), makeString("change_entries"));
+
+	return FuncnameGetCandidates(name, -1, NIL, false, false, false, true) != NULL;
+}
+
 /* Fill the per-backend oid cache. */
 static void
 ShapesyncLookupLog(void)
@@ -137,7 +185,11 @@ ShapesyncLookupLog(void)
 		Oid			state = ShapesyncRelationOid("log_state", false);
 		Oid			current = ShapesyncCurrentLogTable(state);
 		Oid			seq = ShapesyncRelationOid("change_seq", false);
+		int			natts = ShapesyncRelationNatts(current);
+		bool		records = natts == Natts_changes && ShapesyncSchemaReadsRecords();
 
+		changes_natts = natts;
+		log_reads_records = records;
 		log_state_relid = state;
 		changes_relid = current;
 		change_seq_relid = seq;
@@ -272,12 +324,11 @@ ShapesyncLogInsert(Relation logrel, HeapTuple tup)
 }
 
 /*
- * Write one change row for table relid in the current (sub)transaction.
- * tupdesc describes the images (NULL when there are none).
+ * Insert one change-log record (a classic change row, or an op 'B' record
+ * of packed changes) in the current (sub)transaction, with the next seq.
  */
 void
-ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
-				HeapTuple oldtup, ArrayType *shape_ops, const char *error)
+ShapesyncWriteLogRecord(const ShapesyncLogEntry *e)
 {
 	Relation	logrel;
 	Datum		values[Natts_changes];
@@ -296,44 +347,20 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 
 	memset(nulls, false, sizeof(nulls));
 	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	/*
-	 * The new row's version, when it differs from the top-level xid: the
-	 * tuple was written inside a subtransaction (savepoint, plpgsql
-	 * exception block, shapesync.apply_mutations()), so its xmin is the
-	 * subtransaction's xid.
-	 */
-	nulls[9] = true;
-	if (newtup != NULL && newtup->t_data != NULL)
-	{
-		TransactionId xmin = HeapTupleHeaderGetRawXmin(newtup->t_data);
-
-		if (TransactionIdIsNormal(xmin) &&
-			xmin != XidFromFullTransactionId(GetTopFullTransactionId()))
-		{
-			values[9] = FullTransactionIdGetDatum(ShapesyncWidenXid(xmin));
-			nulls[9] = false;
-		}
-	}
 	values[1] = Int64GetDatum(nextval_internal(seqrelid, false));
-	values[2] = ObjectIdGetDatum(relid);
-	values[3] = CharGetDatum(op);
-	values[4] = Int32GetDatum(layout);
-	if (newtup != NULL)
-		values[5] = heap_copy_tuple_as_datum(newtup, tupdesc);
-	else
-		nulls[5] = true;
-	if (oldtup != NULL)
-		values[6] = heap_copy_tuple_as_datum(oldtup, tupdesc);
-	else
-		nulls[6] = true;
-	if (shape_ops != NULL)
-		values[7] = PointerGetDatum(shape_ops);
-	else
-		nulls[7] = true;
-	if (error != NULL)
-		values[8] = CStringGetTextDatum(error);
-	else
-		nulls[8] = true;
+	values[2] = ObjectIdGetDatum(e->relid);
+	values[3] = CharGetDatum(e->op);
+	values[4] = Int32GetDatum(e->layout);
+	nulls[5] = e->new_img == NULL;
+	values[5] = PointerGetDatum(e->new_img);
+	nulls[6] = e->old_img == NULL;
+	values[6] = PointerGetDatum(e->old_img);
+	nulls[7] = e->shape_ops == NULL;
+	values[7] = PointerGetDatum(e->shape_ops);
+	nulls[8] = e->error == NULL;
+	values[8] = PointerGetDatum(e->error);
+	nulls[9] = e->version == 0;
+	values[9] = FullTransactionIdGetDatum(FullTransactionIdFromU64(e->version));
 
 	logrel = table_open(logrelid, RowExclusiveLock);
 	/* a 0.1.0 schema not yet updated (ALTER EXTENSION shapesync UPDATE) has no version */
@@ -346,6 +373,64 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 	table_close(logrel, NoLock);
 
 	ShapesyncDoorbellArm();
+}
+
+/*
+ * Log one change of table relid in the current (sub)transaction: into the
+ * transaction's buffer (txlog.c), written at pre-commit; straight into the
+ * log under a 0.1.0 schema (its batch() cannot read packed records).
+ * tupdesc describes the images (NULL when there are none).
+ */
+void
+ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
+				HeapTuple oldtup, ArrayType *shape_ops, const char *error)
+{
+	bool		buffered;
+	MemoryContext oldcxt;
+	ShapesyncLogEntry *e;
+
+	ShapesyncLookupLog();
+	buffered = log_reads_records;
+	oldcxt = MemoryContextSwitchTo(buffered ? ShapesyncTxlogContext() : CurrentMemoryContext);
+
+	e = palloc0(sizeof(ShapesyncLogEntry));
+	e->op = op;
+	e->relid = relid;
+	e->layout = layout;
+	/*
+	 * The new row's version, when it differs from the top-level xid: the
+	 * tuple was written inside a subtransaction (savepoint, plpgsql
+	 * exception block, shapesync.apply_mutations()), so its xmin is the
+	 * subtransaction's xid.
+	 */
+	if (newtup != NULL && newtup->t_data != NULL)
+	{
+		TransactionId xmin = HeapTupleHeaderGetRawXmin(newtup->t_data);
+
+		if (TransactionIdIsNormal(xmin) &&
+			xmin != XidFromFullTransactionId(GetTopFullTransactionId()))
+			e->version = U64FromFullTransactionId(ShapesyncWidenXid(xmin));
+	}
+	if (newtup != NULL)
+		e->new_img = (struct varlena *) DatumGetPointer(heap_copy_tuple_as_datum(newtup, tupdesc));
+	if (oldtup != NULL)
+		e->old_img = (struct varlena *) DatumGetPointer(heap_copy_tuple_as_datum(oldtup, tupdesc));
+	if (shape_ops != NULL)
+	{
+		e->shape_ops = palloc(VARSIZE(shape_ops));
+		memcpy(e->shape_ops, shape_ops, VARSIZE(shape_ops));
+	}
+	if (error != NULL)
+		e->error = (struct varlena *) cstring_to_text(error);
+	MemoryContextSwitchTo(oldcxt);
+
+	if (buffered)
+		ShapesyncTxlogAppend(e);
+	else
+	{
+		ShapesyncWriteLogRecord(e);
+		pfree(e);
+	}
 }
 
 /* Row trigger of tracked tables: log the change if a shape needs it. */

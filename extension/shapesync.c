@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "shapesync.h"
 
@@ -223,8 +224,21 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("shapesync.tx_buffer_size",
+							"Changes a transaction buffers in memory before writing them to the change log.",
+							"A transaction's changes become one change-log record at commit; past this size, "
+							"the changes of the current (sub)transaction are written at once.",
+							&shapesync_tx_buffer_size,
+							4 * 1024 * 1024,
+							0, MaxAllocSize / 4,
+							PGC_USERSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("shapesync");
 
+	/* every backend buffers its changes and writes them at pre-commit */
+	ShapesyncRegisterTxlogCallbacks();
 	/* every backend rings the doorbell after committing log writes */
 	ShapesyncRegisterXactCallback();
 

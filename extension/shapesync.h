@@ -9,7 +9,8 @@
  * worker.c (doorbell shared state and the background worker), shapes.c
  * (filter parsing and validation, registry helpers used from C),
  * membership.c (per-backend shape caches, classification of changed rows),
- * monitor.c (status reporting), versions.c (row versions), auth.c (row-level
+ * txlog.c (one change-log record per transaction: buffer, subtransactions,
+ * packed records), monitor.c (status reporting), versions.c (row versions), auth.c (row-level
  * security policies folded into effective shapes, column privileges,
  * policy/grant DDL).
  *
@@ -24,6 +25,7 @@
 #include "executor/tuptable.h"
 #include "nodes/nodes.h"
 #include "utils/array.h"
+#include "utils/palloc.h"
 #include "utils/relcache.h"
 
 #define SHAPESYNC_SCHEMA "shapesync"
@@ -71,6 +73,31 @@ extern Oid	ShapesyncRelationOid(const char *relname, bool missing_ok);
 extern void ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout,
 							HeapTuple newtup, HeapTuple oldtup, ArrayType *shape_ops,
 							const char *error);
+
+/* one change (or, op 'B', a packed record of changes) for the change log */
+typedef struct ShapesyncLogEntry
+{
+	char		op;
+	Oid			relid;
+	int32		layout;
+	struct varlena *new_img;	/* composite datums, or NULL */
+	struct varlena *old_img;
+	struct varlena *shape_ops;	/* int4[], or NULL */
+	struct varlena *error;		/* text, or NULL */
+	uint64		version;		/* the new row's xid8 when not the top xid; 0: NULL */
+	uint64		ord;			/* position in the transaction (txlog.c) */
+	int			nest_level;		/* transaction nesting level that made it */
+	Size		size;			/* bytes it holds in the buffer */
+} ShapesyncLogEntry;
+
+extern void ShapesyncWriteLogRecord(const ShapesyncLogEntry *e);
+extern bool ShapesyncLogExists(void);
+
+/* txlog.c: the per-transaction buffer of changes */
+extern int	shapesync_tx_buffer_size;
+extern MemoryContext ShapesyncTxlogContext(void);
+extern void ShapesyncTxlogAppend(ShapesyncLogEntry *e);
+extern void ShapesyncRegisterTxlogCallbacks(void);
 
 /* membership.c: what the capture trigger must write for a changed row */
 typedef struct ShapesyncRowResult

@@ -436,7 +436,6 @@ log "warm-up: 3 s of single-row INSERTs on $WARM.t"
 	"$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T 3 -D owners="${OWNERS[$WARM]}" -f "$W/insert1.sql" \
 	-h "$PGHOST_" -p "$PORT" -U postgres "$DB" >"$TMP/warmup.out" 2>&1) ||
 	{ cat "$TMP/warmup.out" >&2; die "warm-up pgbench failed"; }
-has_multi() { local m; for m in "${MULTI[@]}"; do [ "$m" = "$1" ] && return 0; done; return 1; }
 runs=$(( (${#SINGLE[@]} * 2 + ${#MULTI[@]} * 2 + ${#MOVE[@]}) * ROUNDS ))
 log "$runs pgbench runs of ${DURATION} s, $CLIENTS clients"
 for round in $(seq 1 "$ROUNDS"); do
@@ -448,8 +447,12 @@ for round in $(seq 1 "$ROUNDS"); do
 		run_case "$name" insert1 "$round"
 		run_case "$name" update1 "$round"
 	done
-	for name in "${order[@]}"; do
-		has_multi "$name" || continue
+	# the 100-row cases (all of them with --multi-only, where SINGLE is empty)
+	morder=("${MULTI[@]}")
+	if [ $((round % 2)) = 0 ]; then
+		morder=(); for ((i = ${#MULTI[@]} - 1; i >= 0; i--)); do morder+=("${MULTI[$i]}"); done
+	fi
+	for name in "${morder[@]}"; do
 		run_case "$name" insert100 "$round"
 		run_case "$name" update100 "$round"
 	done

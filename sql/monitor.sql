@@ -199,8 +199,10 @@ BEGIN
     IF s.invalidated_at IS NOT NULL THEN
         SELECT k.snap INTO hi FROM shapesync.ticks k WHERE k.tick_id = shapesync.tick_at(s.invalidated_at);
     END IF;
-    SELECT c.error INTO err FROM shapesync.changes c
-     WHERE c.op = 'X' AND c.relid = s.relid AND c.shape_ops @> ARRAY[s.shape_id * 4]
+    SELECT e.error INTO err FROM shapesync.changes c
+     CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                 c.shape_ops, c.error, c.version) e
+     WHERE c.op IN ('X', 'B') AND e.op = 'X' AND e.relid = s.relid AND e.shape_ops @> ARRAY[s.shape_id * 4]
        AND c.xid >= coalesce(pg_snapshot_xmin(lo), '0'::xid8)
        AND (hi IS NULL OR c.xid < pg_snapshot_xmax(hi))
      LIMIT 1;
@@ -229,7 +231,7 @@ CREATE FUNCTION shapesync.sync_stats(
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'shapesync_sync_stats';
 COMMENT ON FUNCTION shapesync.sync_stats() IS
-    'Sync rates and lag: preload on/off, ticker worker running, ticks and changes per second over the last minute, change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
+    'Sync rates and lag: preload on/off, ticker worker running, ticks and change-log records per second over the last minute (changes_per_second: records, one per transaction and per 8000 bytes of its changes, since issue 15), change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
 
 CREATE OR REPLACE VIEW shapesync.sync_status AS
     SELECT s.*, m.* FROM shapesync.status() s CROSS JOIN shapesync.sync_stats() m;

@@ -49,6 +49,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) TO %I', grant_sidecar.role);
     INSERT INTO shapesync.sidecar_roles (roleid) VALUES (rid) ON CONFLICT (roleid) DO NOTHING;
@@ -94,6 +95,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_sidecar.role);

@@ -187,6 +187,7 @@ BEGIN
                    'shapesync.consumer_report(text, bigint), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) TO %I', grant_sidecar.role);
     INSERT INTO shapesync.sidecar_roles (roleid) VALUES (rid) ON CONFLICT (roleid) DO NOTHING;
@@ -230,6 +231,7 @@ BEGIN
                    'shapesync.consumer_report(text, bigint), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_sidecar.role);
@@ -291,17 +293,22 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, c.relid, c.op,
-               shapesync.row_values_or_null(c.relid, c.layout, c.new_row),
-               shapesync.row_values_or_null(c.relid, c.layout, c.old_row),
-               c.shape_ops, c.error,
-               CASE WHEN c.op IN ('I', 'U') THEN coalesce(c.version, c.xid) END
+        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, e.relid, e.op,
+               shapesync.row_values_or_null(e.relid, e.layout, e.new_row),
+               shapesync.row_values_or_null(e.relid, e.layout, e.old_row),
+               e.shape_ops, e.error,
+               CASE WHEN e.op IN ('I', 'U') THEN coalesce(e.version, c.xid) END
           FROM shapesync.changes c
+         CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                     c.shape_ops, c.error, c.version) e
          WHERE c.xid >= pg_snapshot_xmin(prev_snap)
            AND c.xid < pg_snapshot_xmax(cur_snap)
            AND pg_visible_in_snapshot(c.xid, cur_snap)
            AND NOT pg_visible_in_snapshot(c.xid, prev_snap)
-         ORDER BY 3, 2;
+         -- transactions by their largest seq (row-lock order), a transaction's
+         -- changes in the order it made them: ord across its records (0 for a
+         -- transaction's only change), seq between plain rows
+         ORDER BY 3, e.ord, 2;
     -- TRUNCATE is not MVCC-safe: a rotation that committed after this
     -- function started may have emptied a table before the query above read
     -- it. Every rotation moves the horizon in the same transaction, and this
@@ -315,7 +322,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
-    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq), with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
 REVOKE ALL ON FUNCTION shapesync.batch(bigint) FROM PUBLIC;
 DO $$
 DECLARE
@@ -1921,8 +1928,10 @@ BEGIN
     IF s.invalidated_at IS NOT NULL THEN
         SELECT k.snap INTO hi FROM shapesync.ticks k WHERE k.tick_id = shapesync.tick_at(s.invalidated_at);
     END IF;
-    SELECT c.error INTO err FROM shapesync.changes c
-     WHERE c.op = 'X' AND c.relid = s.relid AND c.shape_ops @> ARRAY[s.shape_id * 4]
+    SELECT e.error INTO err FROM shapesync.changes c
+     CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                 c.shape_ops, c.error, c.version) e
+     WHERE c.op IN ('X', 'B') AND e.op = 'X' AND e.relid = s.relid AND e.shape_ops @> ARRAY[s.shape_id * 4]
        AND c.xid >= coalesce(pg_snapshot_xmin(lo), '0'::xid8)
        AND (hi IS NULL OR c.xid < pg_snapshot_xmax(hi))
      LIMIT 1;
@@ -2146,6 +2155,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) TO %I', grant_sidecar.role);
     INSERT INTO shapesync.sidecar_roles (roleid) VALUES (rid) ON CONFLICT (roleid) DO NOTHING;
@@ -2187,6 +2197,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_sidecar.role);
@@ -2270,6 +2281,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) TO %I', grant_sidecar.role);
     INSERT INTO shapesync.sidecar_roles (roleid) VALUES (rid) ON CONFLICT (roleid) DO NOTHING;
@@ -2313,6 +2325,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
+                   'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
                    'shapesync.maintain(interval, interval) FROM %I', revoke_sidecar.role);
     EXECUTE format('REVOKE USAGE ON SCHEMA shapesync FROM %I', revoke_sidecar.role);
@@ -2381,3 +2394,53 @@ COMMENT ON FUNCTION shapesync.membership_stats() IS
     'How the shape caches of this backend classify rows, one row per tracked table it wrote to: templates and filters with a range index, filters evaluated for every row, filters evaluated under the guard, and counters of rows, filter evaluations and guard subtransactions.';
 REVOKE ALL ON FUNCTION shapesync.membership_stats() FROM PUBLIC;
 -- ==== end filters (issue 15) ====
+-- ==== issue 15: one change-log record per transaction ====
+-- A transaction's changes are buffered in the backend and written as one
+-- record at pre-commit (op B packs several); batch(), the change_log view
+-- and shape_filter_error() (above) read records through change_entries().
+-- B records (at most 8000 bytes of changes each) are kept uncompressed
+-- (recurses to changes_0..2), in the heap page up to a page's size.
+ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
+ALTER TABLE shapesync.changes_0 SET (toast_tuple_target = 8160);
+ALTER TABLE shapesync.changes_1 SET (toast_tuple_target = 8160);
+ALTER TABLE shapesync.changes_2 SET (toast_tuple_target = 8160);
+COMMENT ON FUNCTION shapesync.sync_stats() IS
+    'Sync rates and lag: preload on/off, ticker worker running, ticks and change-log records per second over the last minute (changes_per_second: records, one per transaction and per 8000 bytes of its changes, since issue 15), change-log size, live consumers, and the lag (age of the oldest ticked change not yet read by every consumer) with the consumer that has it.';
+COMMENT ON TABLE shapesync.changes IS
+    'Change log: one record per transaction (shapesync.tx_buffer_size splits big ones) holding its changes: per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S). A transaction''s only change is a plain row of that op; any other record is op B (relid: its first change''s table, layout: its number of changes, new_row: the changes packed), read through shapesync.change_entries(). seq orders records at write time; a transaction''s changes are ordered by ord. Written only by the extension.';
+COMMENT ON FUNCTION shapesync.status() IS
+    'Sync health: ticker, last tick, change-log records written since it (unticked_changes, an estimate: one record per transaction, more for transactions larger than shapesync.tx_buffer_size), changes in the log (change_log_rows), and an upper bound of the age of the oldest unticked change.';
+
+CREATE FUNCTION shapesync.change_entries(op "char", relid oid, layout int4, new_row bytea, old_row bytea,
+                                         shape_ops int4[], error text, version pg_catalog.xid8)
+    RETURNS TABLE (ord bigint, relid oid, op "char", layout int4, new_row bytea, old_row bytea,
+                   shape_ops int4[], error text, version pg_catalog.xid8)
+    LANGUAGE c IMMUTABLE PARALLEL SAFE ROWS 10
+    AS 'MODULE_PATHNAME', 'shapesync_change_entries';
+COMMENT ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) IS
+    'The changes a change-log record holds (pass its columns): an op B record''s packed changes with their position ord in the transaction, or the record itself as one change with ord 0.';
+
+CREATE OR REPLACE VIEW shapesync.change_log AS
+    SELECT c.xid, c.seq,
+           e.relid::pg_catalog.regclass AS table_name,
+           CASE e.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update'
+                     WHEN 'D' THEN 'delete' WHEN 'T' THEN 'truncate'
+                     WHEN 'X' THEN 'shape_error' WHEN 'S' THEN 'schema' END AS op,
+           shapesync.row_json_or_null(e.relid, e.layout, e.new_row) AS new_row,
+           shapesync.row_json_or_null(e.relid, e.layout, e.old_row) AS old_row,
+           e.shape_ops, e.error, e.ord
+      FROM shapesync.changes c
+     CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                 c.shape_ops, c.error, c.version) e;
+COMMENT ON VIEW shapesync.change_log IS
+    'The change log, one line per change (records of a transaction expanded), decoded in the reader''s session (images whose table layout changed show as NULL); a transaction''s changes in the order it made them are ORDER BY ord, seq within its xid (ord 0: a transaction''s only change).';
+REVOKE ALL ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) FROM PUBLIC;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.rolname FROM shapesync.sidecar_roles s JOIN pg_catalog.pg_roles a ON a.oid = s.roleid LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) TO %I', r.rolname);
+    END LOOP;
+END
+$$;

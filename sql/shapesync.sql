@@ -57,9 +57,16 @@ CREATE TABLE shapesync.changes (
     error   text,
     version pg_catalog.xid8
 ) USING heap;
+-- a B record packs a transaction's changes into new_row (at most 8000 bytes
+-- of them per record): uncompressed (pglz on every multi-change record cost
+-- more CPU than the record saved; the child tables inherit the setting), and
+-- kept in the heap page up to a page's size (the children's
+-- toast_tuple_target): a page-sized row is one heap and index insert where
+-- TOAST would make four 2 kB chunks
+ALTER TABLE shapesync.changes ALTER COLUMN new_row SET STORAGE EXTERNAL;
 CREATE INDEX changes_xid_idx ON shapesync.changes USING btree (xid);
 COMMENT ON TABLE shapesync.changes IS
-    'Change log: one row per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S); written only by the extension.';
+    'Change log: one record per transaction (shapesync.tx_buffer_size splits big ones) holding its changes: per changed row of a tracked table (I/U/D) that a shape needs, per TRUNCATE (T), per shape filter error (X) and per DDL (S). A transaction''s only change is a plain row of that op; any other record is op B (relid: its first change''s table, layout: its number of changes, new_row: the changes packed), read through shapesync.change_entries(). seq orders records at write time; a transaction''s changes are ordered by ord. Written only by the extension.';
 COMMENT ON COLUMN shapesync.changes.shape_ops IS
     'Filtered shapes that see the change: shape_id * 4 + op (1 insert, 2 update, 3 delete); for X rows shape_id * 4.';
 COMMENT ON COLUMN shapesync.changes.error IS
@@ -74,9 +81,9 @@ COMMENT ON INDEX shapesync.changes_xid_idx IS
 -- oldest one current again after TRUNCATEing it, once every consumer has
 -- passed all of its rows and it has been out of use for the retention time.
 -- shapesync.changes itself stays empty and reads all three.
-CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes);
-CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes);
-CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes);
+CREATE TABLE shapesync.changes_0 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
+CREATE TABLE shapesync.changes_1 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
+CREATE TABLE shapesync.changes_2 () INHERITS (shapesync.changes) WITH (toast_tuple_target = 8160);
 CREATE INDEX changes_0_xid_idx ON shapesync.changes_0 USING btree (xid);
 CREATE INDEX changes_1_xid_idx ON shapesync.changes_1 USING btree (xid);
 CREATE INDEX changes_2_xid_idx ON shapesync.changes_2 USING btree (xid);
@@ -140,18 +147,29 @@ CREATE FUNCTION shapesync.row_json_or_null(relid oid, layout int4, img bytea) RE
 COMMENT ON FUNCTION shapesync.row_json_or_null(oid, int4, bytea) IS
     'As row_json, but NULL when the table is gone or its layout changed.';
 
+CREATE FUNCTION shapesync.change_entries(op "char", relid oid, layout int4, new_row bytea, old_row bytea,
+                                         shape_ops int4[], error text, version pg_catalog.xid8)
+    RETURNS TABLE (ord bigint, relid oid, op "char", layout int4, new_row bytea, old_row bytea,
+                   shape_ops int4[], error text, version pg_catalog.xid8)
+    LANGUAGE c IMMUTABLE PARALLEL SAFE ROWS 10
+    AS 'MODULE_PATHNAME', 'shapesync_change_entries';
+COMMENT ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) IS
+    'The changes a change-log record holds (pass its columns): an op B record''s packed changes with their position ord in the transaction, or the record itself as one change with ord 0.';
+
 CREATE VIEW shapesync.change_log AS
     SELECT c.xid, c.seq,
-           c.relid::pg_catalog.regclass AS table_name,
-           CASE c.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update'
+           e.relid::pg_catalog.regclass AS table_name,
+           CASE e.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update'
                      WHEN 'D' THEN 'delete' WHEN 'T' THEN 'truncate'
                      WHEN 'X' THEN 'shape_error' WHEN 'S' THEN 'schema' END AS op,
-           shapesync.row_json_or_null(c.relid, c.layout, c.new_row) AS new_row,
-           shapesync.row_json_or_null(c.relid, c.layout, c.old_row) AS old_row,
-           c.shape_ops, c.error
-      FROM shapesync.changes c;
+           shapesync.row_json_or_null(e.relid, e.layout, e.new_row) AS new_row,
+           shapesync.row_json_or_null(e.relid, e.layout, e.old_row) AS old_row,
+           e.shape_ops, e.error, e.ord
+      FROM shapesync.changes c
+     CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                 c.shape_ops, c.error, c.version) e;
 COMMENT ON VIEW shapesync.change_log IS
-    'The change log, decoded in the reader''s session (images whose table layout changed show as NULL).';
+    'The change log, one line per change (records of a transaction expanded), decoded in the reader''s session (images whose table layout changed show as NULL); a transaction''s changes in the order it made them are ORDER BY ord, seq within its xid (ord 0: a transaction''s only change).';
 
 ------------------------------------------------------------------------
 -- Ticks (PgQ's snapshot method)
@@ -259,17 +277,22 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, c.relid, c.op,
-               shapesync.row_values_or_null(c.relid, c.layout, c.new_row),
-               shapesync.row_values_or_null(c.relid, c.layout, c.old_row),
-               c.shape_ops, c.error,
-               CASE WHEN c.op IN ('I', 'U') THEN coalesce(c.version, c.xid) END
+        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, e.relid, e.op,
+               shapesync.row_values_or_null(e.relid, e.layout, e.new_row),
+               shapesync.row_values_or_null(e.relid, e.layout, e.old_row),
+               e.shape_ops, e.error,
+               CASE WHEN e.op IN ('I', 'U') THEN coalesce(e.version, c.xid) END
           FROM shapesync.changes c
+         CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                     c.shape_ops, c.error, c.version) e
          WHERE c.xid >= pg_snapshot_xmin(prev_snap)
            AND c.xid < pg_snapshot_xmax(cur_snap)
            AND pg_visible_in_snapshot(c.xid, cur_snap)
            AND NOT pg_visible_in_snapshot(c.xid, prev_snap)
-         ORDER BY 3, 2;
+         -- transactions by their largest seq (row-lock order), a transaction's
+         -- changes in the order it made them: ord across its records (0 for a
+         -- transaction's only change), seq between plain rows
+         ORDER BY 3, e.ord, 2;
     -- TRUNCATE is not MVCC-safe: a rotation that committed after this
     -- function started may have emptied a table before the query above read
     -- it. Every rotation moves the horizon in the same transaction, and this
@@ -283,7 +306,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
-    'Changes of a tick (visible in its snapshot, not in the previous tick''s), decoded, ordered by (tx_max_seq, seq), with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
 
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)
@@ -721,7 +744,7 @@ CREATE FUNCTION shapesync.status(
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'shapesync_status';
 COMMENT ON FUNCTION shapesync.status() IS
-    'Sync health: ticker, last tick, changes written since it (estimate), log size, and an upper bound of the age of the oldest unticked change.';
+    'Sync health: ticker, last tick, change-log records written since it (unticked_changes, an estimate: one record per transaction, more for transactions larger than shapesync.tx_buffer_size), changes in the log (change_log_rows), and an upper bound of the age of the oldest unticked change.';
 
 CREATE VIEW shapesync.sync_status AS
     SELECT * FROM shapesync.status();

@@ -112,7 +112,7 @@ DECLARE
     o   int;
 BEGIN
     FOR r IN SELECT c.new_row, c.old_row, c.shape_ops FROM shapesync.change_log c
-              WHERE c.table_name = 'docs'::regclass AND c.seq > since ORDER BY c.seq LOOP
+              WHERE c.table_name = 'docs'::regclass AND c.seq > since ORDER BY c.seq, c.ord LOOP
         FOREACH o IN ARRAY coalesce(r.shape_ops, '{}') LOOP
             CONTINUE WHEN o / 4 <> sid;
             IF r.old_row IS NOT NULL THEN

@@ -55,42 +55,57 @@ RESET extra_float_digits;
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, DMY';
 
-SELECT seq - :s0 AS n, table_name, op FROM shapesync.change_log WHERE seq > :s0 ORDER BY seq;
+-- the changes since s0 numbered in order (a transaction's changes may share
+-- one record: op B), and the same with the raw columns of each change
+CREATE TEMP VIEW lg AS
+    SELECT row_number() OVER (ORDER BY c.seq, c.ord) AS n, c.* FROM shapesync.change_log c WHERE c.seq > :s0;
+CREATE TEMP VIEW ent AS
+    SELECT row_number() OVER (ORDER BY c.seq, e.ord) AS n, c.xid, e.*
+      FROM shapesync.changes c,
+           LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                            c.shape_ops, c.error, c.version) e
+     WHERE c.seq > :s0;
+
+SELECT n, table_name, op FROM lg ORDER BY n;
 
 -- every column of the first insert, as output text
 SELECT k.key, quote_nullable(k.value) AS value
-  FROM shapesync.change_log c, json_each_text(c.new_row) WITH ORDINALITY k
- WHERE c.seq = :s0 + 1 ORDER BY k.ordinality;
+  FROM lg c, json_each_text(c.new_row) WITH ORDINALITY k
+ WHERE c.n = 1 ORDER BY k.ordinality;
 
 -- row_values: by attnum, SQL NULL for NULL
 SELECT shapesync.row_values(relid, layout, new_row)
-  FROM shapesync.changes WHERE seq = :s0 + 2;
+  FROM ent WHERE n = 2;
 SELECT array_length(shapesync.row_values(relid, layout, new_row), 1) AS natts,
        array_lower(shapesync.row_values(relid, layout, new_row), 1) AS lower_bound
-  FROM shapesync.changes WHERE seq = :s0 + 1;
+  FROM ent WHERE n = 1;
 
 -- floats
 SELECT (shapesync.row_values(relid, layout, new_row))[6] AS f8
-  FROM shapesync.changes WHERE seq BETWEEN :s0 + 3 AND :s0 + 5 ORDER BY seq;
+  FROM ent WHERE n BETWEEN 3 AND 5 ORDER BY n;
 
 -- the reader's TimeZone decides how timestamptz is shown
 SET TimeZone = 'Asia/Tokyo';
-SELECT new_row->>'tstz' AS tstz_tokyo FROM shapesync.change_log WHERE seq = :s0 + 1;
+SELECT new_row->>'tstz' AS tstz_tokyo FROM lg WHERE n = 1;
 SET TimeZone = 'UTC';
 
 -- update: old and new images; delete: old image only
 SELECT op, new_row->>'t' AS new_t, new_row->>'bp' AS new_bp, old_row->>'t' AS old_t,
        old_row->>'bp' AS old_bp
-  FROM shapesync.change_log WHERE seq = :s0 + 6;
-SELECT op, new_row, old_row FROM shapesync.change_log WHERE seq = :s0 + 7;
+  FROM lg WHERE n = 6;
+SELECT op, new_row, old_row FROM lg WHERE n = 7;
 
--- raw columns of the log
-SELECT op, relid = 'typed'::regclass AS relid_ok, new_row IS NULL AS no_new, old_row IS NULL AS no_old
+-- raw columns of the log: the third statement's three rows are one B record
+SELECT op, relid = 'typed'::regclass AS relid_ok, new_row IS NULL AS no_new, old_row IS NULL AS no_old,
+       CASE WHEN op = 'B' THEN layout END AS changes
   FROM shapesync.changes WHERE seq > :s0 ORDER BY seq;
+-- and its changes
+SELECT n, op, relid = 'typed'::regclass AS relid_ok, new_row IS NULL AS no_new, old_row IS NULL AS no_old
+  FROM ent ORDER BY n;
 -- one xid per transaction (five statements, the third inserts three rows)
 SELECT count(DISTINCT xid) AS transactions FROM shapesync.changes WHERE seq > :s0;
-SELECT count(*) AS rows_of_third FROM shapesync.changes
- WHERE xid = (SELECT xid FROM shapesync.changes WHERE seq = :s0 + 3);
+SELECT count(*) AS rows_of_third FROM ent
+ WHERE xid = (SELECT xid FROM ent WHERE n = 3);
 
 -- a large toasted value, decoded after the source row changed and was vacuumed
 CREATE TABLE big (id int PRIMARY KEY, payload text);

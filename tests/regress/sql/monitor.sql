@@ -145,8 +145,10 @@ RESET shapesync.alert_log_bytes;
 -- changes that wait for a tick longer than shapesync.alert_tick_delay
 -- (holding the tickers' lock: a tick that starts meanwhile, for example on a
 -- spurious wake-up of the worker, would see the uncommitted change's seq)
+-- (the change is written at once, taking its seq, rather than at commit)
 BEGIN;
 SELECT pg_advisory_xact_lock(7303830626947563123);
+SET LOCAL shapesync.tx_buffer_size = 0;
 INSERT INTO mon_items VALUES (100, 'u1', 1);
 SELECT pg_sleep(0.05);
 SET LOCAL shapesync.alert_tick_delay = '10ms';

@@ -17,8 +17,11 @@ CREATE FUNCTION pg_temp.ops(a int4[]) RETURNS text LANGUAGE sql AS $$
 $$;
 CREATE FUNCTION pg_temp.log(after bigint, rel regclass)
 RETURNS TABLE (n bigint, op text, id text, ops text) LANGUAGE sql AS $$
-    SELECT c.seq - after, c.op, coalesce(c.new_row, c.old_row)->>'id', pg_temp.ops(c.shape_ops)
-      FROM shapesync.change_log c WHERE c.seq > after AND c.table_name = rel ORDER BY c.seq
+    -- n: the change's position among all changes logged after seq `after`
+    SELECT c.n, c.op, coalesce(c.new_row, c.old_row)->>'id', pg_temp.ops(c.shape_ops)
+      FROM (SELECT row_number() OVER (ORDER BY l.seq, l.ord) AS n, l.*
+              FROM shapesync.change_log l WHERE l.seq > after) c
+     WHERE c.table_name = rel ORDER BY c.n
 $$;
 
 -- a tracked table without shapes: the trigger writes nothing

@@ -19,8 +19,8 @@ CREATE FUNCTION pg_temp.ops(a int4[]) RETURNS text LANGUAGE sql AS $$
 $$;
 CREATE FUNCTION pg_temp.log(after bigint)
 RETURNS TABLE (n bigint, op text, id text, ops text) LANGUAGE sql AS $$
-    SELECT c.seq - after, c.op, coalesce(c.new_row, c.old_row)->>'id', pg_temp.ops(c.shape_ops)
-      FROM shapesync.change_log c WHERE c.seq > after AND c.table_name = 'rt'::regclass ORDER BY c.seq
+    SELECT row_number() OVER (ORDER BY c.seq, c.ord), c.op, coalesce(c.new_row, c.old_row)->>'id', pg_temp.ops(c.shape_ops)
+      FROM shapesync.change_log c WHERE c.seq > after AND c.table_name = 'rt'::regclass ORDER BY c.seq, c.ord
 $$;
 -- counters of this backend's cache of rt since the last call
 CREATE TEMP TABLE last_stats AS SELECT 0::bigint AS rows, 0::bigint AS evals, 0::bigint AS subx;

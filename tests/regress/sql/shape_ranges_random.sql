@@ -125,16 +125,17 @@ SELECT count(*) FILTER (WHERE from_seq > 0) AS added, count(*) FILTER (WHERE to_
 -- all of that through incremental refreshes
 SELECT full_builds - :fb0 AS more_full_builds FROM shapesync.cache_stats() WHERE relid = 'qt'::regclass;
 
--- the logged changes of the workload
+-- the logged changes of the workload; k numbers them in log order (a
+-- transaction's changes share its record's seq and are ordered by ord)
 CREATE TEMP TABLE qlog AS
-SELECT c.seq, c.op, c.old_row::jsonb AS old_row, c.new_row::jsonb AS new_row,
+SELECT row_number() OVER (ORDER BY c.seq, c.ord) AS k, c.seq, c.op, c.old_row::jsonb AS old_row, c.new_row::jsonb AS new_row,
        coalesce(c.new_row, c.old_row)->>'id' AS id, c.shape_ops
   FROM shapesync.change_log c WHERE c.seq > :s0 AND c.table_name = 'qt'::regclass;
 SELECT count(*) > 3000 AS many_changes, count(*) FILTER (WHERE op NOT IN ('insert', 'update', 'delete')) AS others
   FROM qlog;
 
 -- expected ops per change and shape, from each shape's WHERE on the OLD/NEW images
-CREATE TEMP TABLE expected (seq bigint, shape_id int, op int);
+CREATE TEMP TABLE expected (k bigint, shape_id int, op int);
 DO $$
 DECLARE
     r record;
@@ -142,7 +143,7 @@ BEGIN
     FOR r IN SELECT shape_id, w, from_seq, to_seq FROM qshapes LOOP
         EXECUTE format($q$
             INSERT INTO expected
-            SELECT l.seq, %s,
+            SELECT l.k, %s,
                    CASE WHEN NOT o.inn AND n.inn THEN 1
                         WHEN o.inn AND n.inn AND l.old_row IS DISTINCT FROM l.new_row THEN 2
                         WHEN o.inn AND NOT n.inn THEN 3 END
@@ -158,7 +159,7 @@ END
 $$;
 DELETE FROM expected WHERE op IS NULL;
 CREATE TEMP TABLE actual AS
-SELECT l.seq, x / 4 AS shape_id, x % 4 AS op FROM qlog l, unnest(l.shape_ops) x;
+SELECT l.k, x / 4 AS shape_id, x % 4 AS op FROM qlog l, unnest(l.shape_ops) x;
 SELECT count(*) AS expected_ops FROM expected \gset
 SELECT :expected_ops > 5000 AS many_ops;
 -- differences either way: none
@@ -170,9 +171,9 @@ ORDER BY 2, 3 LIMIT 10;
 -- replaying the ops gives each shape's SELECT over the table
 CREATE TEMP TABLE replayed AS
 SELECT DISTINCT ON (a.shape_id, l.id) a.shape_id, l.id::int AS id, a.op
-  FROM actual a JOIN qlog l USING (seq) JOIN qshapes q USING (shape_id)
+  FROM actual a JOIN qlog l USING (k) JOIN qshapes q USING (shape_id)
  WHERE q.from_seq = 0 AND q.to_seq IS NULL
- ORDER BY a.shape_id, l.id, l.seq DESC;
+ ORDER BY a.shape_id, l.id, l.k DESC;
 CREATE TEMP TABLE brute (shape_id int, id int);
 DO $$
 DECLARE

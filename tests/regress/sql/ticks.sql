@@ -113,12 +113,14 @@ BEGIN
     RAISE NOTICE 'tick(false) with nothing new returns NULL: %', ok;
 END
 $$;
--- and a tick when a change was written since
+-- and a tick when a change was written since (a change written at once,
+-- as a transaction bigger than shapesync.tx_buffer_size does)
 DO $$
 DECLARE
     before bigint := (SELECT max(tick_id) FROM shapesync.ticks);
     t bigint;
 BEGIN
+    PERFORM set_config('shapesync.tx_buffer_size', '0', true);
     INSERT INTO acct VALUES (40, 40);
     t := shapesync.tick(false);
     RAISE NOTICE 'tick(false) after a write ticks: %', t > before;

@@ -18,16 +18,19 @@ AS $$
                  pg_get_functiondef(m.objid) || ' acl=' || coalesce((SELECT p.proacl::text FROM pg_proc p WHERE p.oid = m.objid), '')
              WHEN 'pg_class'::regclass THEN
                  (SELECT c.relkind::text || ' persistence=' || c.relpersistence::text || ' acl=' || coalesce(c.relacl::text, '')
+                         || ' options=' || coalesce(c.reloptions::text, '')
                          || ' view=' || coalesce(pg_get_viewdef(c.oid), '')
                          || ' inherits=' || coalesce((SELECT string_agg(i.inhparent::regclass::text, ',') FROM pg_inherits i WHERE i.inhrelid = c.oid), '')
                          || ' columns=' || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
                                                           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
                                                           || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
                                                           || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
-                                                          || CASE WHEN a.attcompression <> '' THEN ' compression ' || a.attcompression::text ELSE '' END,
+                                                          || CASE WHEN a.attcompression <> '' THEN ' compression ' || a.attcompression::text ELSE '' END
+                                                          || CASE WHEN a.attstorage <> t.typstorage THEN ' storage ' || a.attstorage::text ELSE '' END,
                                                           ', ' ORDER BY a.attnum)
                                                        FROM pg_attribute a
-                                                       LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                                                       JOIN pg_type t ON t.oid = a.atttypid
+                                                      LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                                                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
                     FROM pg_class c WHERE c.oid = m.objid)
              WHEN 'pg_event_trigger'::regclass THEN
