@@ -10,7 +10,9 @@ namespace shapesync {
 namespace {
 
 // Appends the rows of `r` (tick_id, then the columns of shapesync.batch()) to
-// batches, one Batch per tick.
+// batches, one Batch per tick. Columns come in binary format (what
+// fetch_batches asks for: no array_out/int8out in the server, no text
+// parsing here) or in text format; each is read in the format it has.
 void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   auto col = [&](const char* name) { return PQfnumber(r.raw(), name); };
   int c_tick = col("tick_id"), c_time = col("tick_time_us"), c_xid = col("xid"), c_relid = col("relid"), c_op = col("op"), c_new = col("new_values"),
@@ -18,16 +20,33 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   if (r.rows() == 0) return;
   if (c_tick < 0 || c_xid < 0 || c_relid < 0 || c_op < 0 || c_new < 0 || c_old < 0)
     throw PgError("shapesync.batch() lacks expected columns: extension version mismatch", "", false);
+  auto binary = [&](int c) { return c >= 0 && PQfformat(r.raw(), c) == 1; };
+  auto malformed = [](const char* what) {
+    return PgError(std::string("shapesync.batch() returned a malformed ") + what + " (binary format)", "", false);
+  };
+  // an integer column (int8, xid8, oid) in either format
+  auto number = [&](int i, int c, const char* what) -> uint64_t {
+    if (binary(c)) {
+      auto v = binary_uint(r.get(i, c));
+      if (!v) throw malformed(what);
+      return *v;
+    }
+    return std::stoull(std::string(r.get(i, c)));
+  };
+  auto values = [&](int i, int c) {
+    return binary(c) ? parse_binary_text_array(r.get(i, c)) : parse_text_array(r.get(i, c));
+  };
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i) {
-    uint64_t tick = std::stoull(std::string(r.get(i, c_tick)));
+    uint64_t tick = number(i, c_tick, "tick_id");
     if (out.empty() || out.back().tick_id != tick) {
       out.push_back(Batch{tick, {}});
-      if (c_time >= 0 && !r.is_null(i, c_time)) out.back().tick_time_us = std::stoll(std::string(r.get(i, c_time)));
+      if (c_time >= 0 && !r.is_null(i, c_time))
+        out.back().tick_time_us = static_cast<int64_t>(number(i, c_time, "tick_time_us"));
       rank = 0;
     }
     Batch& b = out.back();
-    uint64_t xid = std::stoull(std::string(r.get(i, c_xid)));
+    uint64_t xid = number(i, c_xid, "xid");
     if (b.txs.empty() || b.txs.back().xid != xid) {
       Tx tx;
       tx.xid = xid;
@@ -35,26 +54,30 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
       b.txs.push_back(std::move(tx));
     }
     Change ch;
-    ch.relid = static_cast<uint32_t>(std::stoul(std::string(r.get(i, c_relid))));
+    ch.relid = static_cast<uint32_t>(number(i, c_relid, "relid"));
     ch.op = r.get(i, c_op).empty() ? '?' : r.get(i, c_op)[0];
     if (!r.is_null(i, c_new)) {
-      ch.new_values = parse_text_array(r.get(i, c_new));
+      ch.new_values = values(i, c_new);
       if (!ch.new_values) ch.undecodable = true;
     }
     if (!r.is_null(i, c_old)) {
-      ch.old_values = parse_text_array(r.get(i, c_old));
+      ch.old_values = values(i, c_old);
       if (!ch.old_values) ch.undecodable = true;
     }
     if ((ch.op == 'I' || ch.op == 'U') && !ch.new_values) ch.undecodable = true;
     if ((ch.op == 'U' || ch.op == 'D') && !ch.old_values) ch.undecodable = true;
     if (c_ops >= 0 && !r.is_null(i, c_ops)) {
-      auto ops = parse_text_array(r.get(i, c_ops));
-      if (ops)
+      if (binary(c_ops)) {
+        auto ops = parse_binary_int4_array(r.get(i, c_ops));
+        if (!ops) throw malformed("shape_ops");
+        ch.shape_ops = std::move(*ops);
+      } else if (auto ops = parse_text_array(r.get(i, c_ops))) {
         for (auto& o : *ops)
           if (o) ch.shape_ops.push_back(static_cast<int32_t>(std::stol(*o)));
+      }
     }
     if (c_err >= 0 && !r.is_null(i, c_err)) ch.error = std::string(r.get(i, c_err));
-    if (c_ver >= 0 && !r.is_null(i, c_ver)) ch.version = std::stoull(std::string(r.get(i, c_ver)));
+    if (c_ver >= 0 && !r.is_null(i, c_ver)) ch.version = number(i, c_ver, "version");
     b.txs.back().changes.push_back(std::move(ch));
   }
 }
@@ -74,7 +97,7 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
         "(SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint FROM shapesync.ticks k "
         " WHERE k.tick_id = $1::bigint) AS tick_time_us "
         "FROM shapesync.batch($1::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality",
-        one);
+        one, true);
     decode_batches(r, out);
     co_return out;
   }
@@ -91,7 +114,7 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
       "                   FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true "
       "CROSS JOIN LATERAL shapesync.batch(t.tick_id) WITH ORDINALITY AS b "
       "ORDER BY t.tick_id, b.ordinality",
-      args);
+      args, true);
   decode_batches(r, out);
   co_return out;
 }

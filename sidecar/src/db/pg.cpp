@@ -143,7 +143,7 @@ asio::awaitable<PgResult> PgConn::exec(std::string_view sql, const PgParams& par
 }
 
 asio::awaitable<PgResult> PgConn::exec_prepared(const std::string& name, std::string_view sql,
-                                                const PgParams& params) {
+                                                const PgParams& params, bool binary_result) {
   if (!ok()) fail("not connected");
   std::vector<const char*> vals;
   vals.reserve(params.size());
@@ -156,7 +156,8 @@ asio::awaitable<PgResult> PgConn::exec_prepared(const std::string& name, std::st
       co_await collect();
       prepared_.insert(name);
     }
-    if (!PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(vals.size()), vals.data(), nullptr, nullptr, 0))
+    if (!PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(vals.size()), vals.data(), nullptr, nullptr,
+                             binary_result ? 1 : 0))
       fail("cannot send query");
     co_await flush();
     try {

@@ -84,7 +84,9 @@ class PgConn {
   // for the statements on the path of every change). A statement whose result
   // type changed under it (an extension upgrade) is prepared again once.
   // Throws PgError.
-  asio::awaitable<PgResult> exec_prepared(const std::string& name, std::string_view sql, const PgParams& params);
+  // binary_result: every column of the result in binary format (PQfformat 1)
+  asio::awaitable<PgResult> exec_prepared(const std::string& name, std::string_view sql, const PgParams& params,
+                                          bool binary_result = false);
 
   // Runs `COPY (...) TO STDOUT` (text format) and hands each data row (without
   // its newline) to `on_row` as it arrives, so the caller works while the

@@ -61,4 +61,79 @@ std::optional<RowValues> parse_text_array(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// Reads a big-endian unsigned integer of n bytes at s[pos], advancing pos.
+bool read_be(std::string_view s, size_t& pos, size_t n, uint64_t& v) {
+  if (pos > s.size() || s.size() - pos < n) return false;
+  v = 0;
+  for (size_t k = 0; k < n; ++k) v = (v << 8) | static_cast<unsigned char>(s[pos + k]);
+  pos += n;
+  return true;
+}
+
+// Walks a one-dimensional binary array (lower bound 1), calling
+// element(bytes or nullopt) for each; false on malformed input.
+template <typename F>
+bool walk_binary_array(std::string_view s, F&& element) {
+  size_t pos = 0;
+  uint64_t ndim, flags, elemtype;
+  if (!read_be(s, pos, 4, ndim) || !read_be(s, pos, 4, flags) || !read_be(s, pos, 4, elemtype)) return false;
+  if (ndim == 0) return pos == s.size();
+  if (ndim != 1) return false;
+  uint64_t n, lbound;
+  if (!read_be(s, pos, 4, n) || !read_be(s, pos, 4, lbound) || lbound != 1) return false;
+  if (n > s.size()) return false;  // every element takes at least 4 bytes
+  for (uint64_t k = 0; k < n; ++k) {
+    uint64_t len;
+    if (!read_be(s, pos, 4, len)) return false;
+    if (len == 0xFFFFFFFFu) {
+      element(std::optional<std::string_view>());
+      continue;
+    }
+    if (len > s.size() - pos) return false;
+    element(std::optional<std::string_view>(s.substr(pos, len)));
+    pos += len;
+  }
+  return pos == s.size();
+}
+
+}  // namespace
+
+std::optional<RowValues> parse_binary_text_array(std::string_view s) {
+  RowValues out;
+  bool ok = walk_binary_array(s, [&](std::optional<std::string_view> e) {
+    if (e)
+      out.emplace_back(std::string(*e));
+    else
+      out.emplace_back(std::nullopt);
+  });
+  if (!ok) return std::nullopt;
+  return out;
+}
+
+std::optional<std::vector<int32_t>> parse_binary_int4_array(std::string_view s) {
+  std::vector<int32_t> out;
+  bool bad = false;
+  bool ok = walk_binary_array(s, [&](std::optional<std::string_view> e) {
+    if (!e) return;
+    size_t pos = 0;
+    uint64_t v;
+    if (e->size() == 4 && read_be(*e, pos, 4, v))
+      out.push_back(static_cast<int32_t>(static_cast<uint32_t>(v)));
+    else
+      bad = true;
+  });
+  if (!ok || bad) return std::nullopt;
+  return out;
+}
+
+std::optional<uint64_t> binary_uint(std::string_view s) {
+  if (s.size() != 1 && s.size() != 2 && s.size() != 4 && s.size() != 8) return std::nullopt;
+  size_t pos = 0;
+  uint64_t v;
+  read_be(s, pos, s.size(), v);
+  return v;
+}
+
 }  // namespace shapesync

@@ -114,6 +114,63 @@ TEST(TextArray, ParsesQuotingEscapesAndNull) {
   EXPECT_EQ(*(*parse_text_array(text_array_literal({"a\"b", "c\\d"})))[0], "a\"b");
 }
 
+namespace {
+// array_send's layout: ndim, has-null flag, element type, (length, lower bound) per dimension, then
+// each element as a 4-byte length (-1 for NULL) and its bytes, all in network order
+std::string be32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+std::string binary_array(const std::vector<std::optional<std::string>>& elems, uint32_t elemtype = 25,
+                         uint32_t lbound = 1) {
+  std::string o = be32(1) + be32(0) + be32(elemtype) + be32(static_cast<uint32_t>(elems.size())) + be32(lbound);
+  for (auto& e : elems) o += e ? be32(static_cast<uint32_t>(e->size())) + *e : be32(0xFFFFFFFFu);
+  return o;
+}
+}  // namespace
+
+TEST(BinaryArray, TextElementsAreTheirRawBytes) {
+  std::string nul("a\0b", 3);
+  auto r = parse_binary_text_array(binary_array({"1", "q\"x", std::nullopt, "", "NULL", nul}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->size(), 6u);
+  EXPECT_EQ(*(*r)[0], "1");
+  EXPECT_EQ(*(*r)[1], "q\"x");
+  EXPECT_FALSE((*r)[2]);
+  EXPECT_EQ(*(*r)[3], "");
+  EXPECT_EQ(*(*r)[4], "NULL");
+  EXPECT_EQ(*(*r)[5], nul);
+  // an empty array has no dimensions
+  EXPECT_TRUE(parse_binary_text_array(be32(0) + be32(0) + be32(25))->empty());
+}
+
+TEST(BinaryArray, MalformedIsRejected) {
+  std::string good = binary_array({"abc", "de"});
+  EXPECT_TRUE(parse_binary_text_array(good));
+  // every truncation, and a byte too many
+  for (size_t n = 0; n < good.size(); ++n) EXPECT_FALSE(parse_binary_text_array(good.substr(0, n))) << n;
+  EXPECT_FALSE(parse_binary_text_array(good + "x"));
+  // a length past the end, a lower bound other than 1, two dimensions
+  std::string past = be32(1) + be32(0) + be32(25) + be32(1) + be32(1) + be32(1000) + "abc";
+  EXPECT_FALSE(parse_binary_text_array(past));
+  EXPECT_FALSE(parse_binary_text_array(binary_array({"a"}, 25, 0)));
+  std::string two = be32(2) + be32(0) + be32(25) + be32(1) + be32(1) + be32(1) + be32(1) + be32(1) + "a";
+  EXPECT_FALSE(parse_binary_text_array(two));
+  // an element count far beyond the bytes
+  EXPECT_FALSE(parse_binary_text_array(be32(1) + be32(0) + be32(25) + be32(0x7FFFFFFF) + be32(1)));
+}
+
+TEST(BinaryArray, Int4ElementsAndIntegers) {
+  auto ops = parse_binary_int4_array(binary_array({be32(4 * 7 + 1), std::nullopt, be32(0xFFFFFFFFu)}, 23));
+  ASSERT_TRUE(ops);
+  EXPECT_EQ(*ops, (std::vector<int32_t>{29, -1}));
+  EXPECT_FALSE(parse_binary_int4_array(binary_array({"abc"}, 23)));  // not 4 bytes
+  EXPECT_EQ(binary_uint(be32(0x01020304)), 0x01020304u);
+  EXPECT_EQ(binary_uint(be32(0) + be32(5)), 5u);
+  EXPECT_EQ(binary_uint(std::string(1, 'B')), static_cast<uint64_t>('B'));
+  EXPECT_FALSE(binary_uint("abc"));
+  EXPECT_FALSE(binary_uint(""));
+}
+
 TEST(Snapshot, ParsesAndTestsVisibility) {
   auto s = PgSnapshot::parse("100:110:103,105");
   ASSERT_TRUE(s);
