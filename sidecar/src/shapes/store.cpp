@@ -182,7 +182,7 @@ bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, std::vect
   s->ready = true;
   if (!spill_dir_.empty() && s->chunk_ends.size() > keep_chunks_) spill_due_.insert(s.get());
   by_handle_[s->handle] = s;
-  by_relid_[s->def.table->relid].push_back(s);
+  by_relid_[s->def.table->relid].emplace(s.get(), s);
   if (s->filtered)
     by_shape_id_[s->shape_id] = s;
   else
@@ -229,8 +229,10 @@ void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::s
   auto it = active_.find(s->def.key);
   if (it != active_.end() && it->second == s) active_.erase(it);
   by_handle_.erase(s->handle);
-  auto& v = by_relid_[s->def.table->relid];
-  v.erase(std::remove(v.begin(), v.end(), s), v.end());
+  if (auto v = by_relid_.find(s->def.table->relid); v != by_relid_.end()) {
+    auto e = v->second.find(s.get());
+    if (e != v->second.end() && e->second == s) v->second.erase(e);
+  }
   auto& w = whole_by_relid_[s->def.table->relid];
   w.erase(std::remove(w.begin(), w.end(), s), w.end());
   auto it2 = by_shape_id_.find(s->shape_id);
@@ -326,6 +328,23 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
   if (now_us == 0)
     now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                  std::chrono::system_clock::now().time_since_epoch()).count();
+  if (fruitless_at_us_ && now_us - fruitless_at_us_ < 1'000'000 && count <= budget_.max_shapes &&
+      charged_total_locked() < fruitless_total_ + budget_.max_bytes / 64)
+    return;
+  const size_t jobs_before = jobs.size();
+  const uint64_t evictions_before = evictions_;
+  struct Outcome {  // remembers a pass that freed nothing
+    ShapeStore& st;
+    std::vector<SpillJob>& jobs;
+    size_t jobs_before;
+    uint64_t evictions_before;
+    int64_t now;
+    ~Outcome() {
+      bool fruitless = jobs.size() == jobs_before && st.evictions_ == evictions_before;
+      st.fruitless_at_us_ = fruitless ? now : 0;
+      st.fruitless_total_ = fruitless ? st.charged_total_locked() : 0;
+    }
+  } outcome{*this, jobs, jobs_before, evictions_before, now_us};
   const size_t target = budget_.low_water();
   size_t pending = 0;  // what the jobs free once written (and the evictions they end with)
   struct Planned {
@@ -422,8 +441,10 @@ void ShapeStore::evict_locked(const std::shared_ptr<Shape>& sp) {
   auto it = active_.find(s.def.key);
   if (it != active_.end() && it->second == sp) active_.erase(it);
   by_handle_.erase(s.handle);
-  auto& v = by_relid_[s.def.table->relid];
-  v.erase(std::remove(v.begin(), v.end(), sp), v.end());
+  if (auto v = by_relid_.find(s.def.table->relid); v != by_relid_.end()) {
+    auto e = v->second.find(&s);
+    if (e != v->second.end() && e->second == sp) v->second.erase(e);
+  }
   auto& w = whole_by_relid_[s.def.table->relid];
   w.erase(std::remove(w.begin(), w.end(), sp), w.end());
   auto it2 = by_shape_id_.find(s.shape_id);
@@ -688,8 +709,14 @@ struct Pending {
 }  // namespace
 
 std::vector<std::shared_ptr<Shape>> ShapeStore::shapes_of(uint32_t relid) const {
+  std::vector<std::shared_ptr<Shape>> out;
   auto it = by_relid_.find(relid);
-  return it == by_relid_.end() ? std::vector<std::shared_ptr<Shape>>{} : it->second;
+  if (it == by_relid_.end()) return out;
+  out.reserve(it->second.size());
+  for (auto& [p, sp] : it->second) out.push_back(sp);
+  // in creation order (the order applies do not depend on hashing)
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->dir_gen < b->dir_gen; });
+  return out;
 }
 
 namespace {

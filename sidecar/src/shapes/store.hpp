@@ -478,7 +478,8 @@ class ShapeStore {
   std::map<std::string, std::shared_ptr<Shape>> active_;     // definition key → shape
   std::map<std::string, std::string> aliases_;               // request definition key → definition key
   std::map<std::string, std::shared_ptr<Shape>> by_handle_;  // handle → shape (ready ones)
-  std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> by_relid_;        // every ready shape
+  // every ready shape, by table (a map per table: removing one of 100 000 shapes is not a scan)
+  std::unordered_map<uint32_t, std::unordered_map<const Shape*, std::shared_ptr<Shape>>> by_relid_;
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes
   std::unordered_map<int32_t, std::shared_ptr<Shape>> by_shape_id_;          // ready filtered shapes
   std::deque<Batch> window_;
@@ -519,6 +520,12 @@ class ShapeStore {
   uint64_t evict_seq_ = 0;
   size_t evicted_bytes_ = 0;
   uint64_t pressure_spills_ = 0, pressure_spilled_bytes_ = 0, evictions_ = 0, reloads_ = 0;
+  // A pass over budget that could free nothing (every shape live or busy):
+  // the next full pass waits until the count grew by 1/64 of the budget or a
+  // second went by, so a store kept over budget by live shapes does not sort
+  // every shape under the lock at every tick.
+  int64_t fruitless_at_us_ = 0;
+  size_t fruitless_total_ = 0;
 };
 
 }  // namespace shapesync
