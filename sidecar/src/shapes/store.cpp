@@ -329,7 +329,7 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                  std::chrono::system_clock::now().time_since_epoch()).count();
   if (fruitless_at_us_ && now_us - fruitless_at_us_ < 1'000'000 && count <= budget_.max_shapes &&
-      charged_total_locked() < fruitless_total_ + budget_.max_bytes / 64)
+      charged_total_locked() <= fruitless_total_ + budget_.max_bytes / 64)
     return;
   const size_t jobs_before = jobs.size();
   const uint64_t evictions_before = evictions_;
