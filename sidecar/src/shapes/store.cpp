@@ -81,10 +81,20 @@ std::shared_ptr<Shape> ShapeStore::begin_create_locked(ShapeDef def) {
   s->counted = true;
   s->dir_gen = next_dir_gen_++;
   charge(*s, sizeof(Shape) + cost::kShapeIndexes + s->def.key.size() + s->key_prefix.size() + s->relation.size() +
-                 s->schema_header.size() + s->def.claims.size() + (s->def.role ? s->def.role->size() : 0));
+                 s->schema_header.size() + s->def.claims.size() + (s->def.role ? s->def.role->size() : 0) +
+                 s->def.selected.size() * sizeof(size_t) + table_cost(*s->def.table));
   active_[s->def.key] = s;
   return s;
 }
+
+// A table description: each shape has its own (the request's look-up made it).
+size_t ShapeStore::table_cost(const TableInfo& t) {
+  size_t n = sizeof(TableInfo) + cost::kChunk + t.schema.size() + t.name.size() + t.pk.size() * sizeof(size_t);
+  n += t.columns.size() * (sizeof(ColumnInfo) + 64);
+  return n;
+}
+
+size_t ShapeStore::entry_cost(const std::string& json) { return json.capacity() + 1 + cost::kEntry; }
 
 void ShapeStore::charge(const Shape& s, size_t n) const {
   if (!s.counted) return;
@@ -260,7 +270,7 @@ void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   s.log.push_back({off, std::make_shared<const std::string>(std::move(json))});
   s.log_memory_bytes += n;
   if (s.counted) log_memory_ += n;
-  charge(s, n + cost::kEntry);
+  charge(s, entry_cost(*s.log.back().json));
   if (s.ready) ++appended_entries_;
   s.open_chunk_bytes += n + 1;
   if (s.open_chunk_bytes >= chunk_bytes_) {
@@ -360,7 +370,7 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     ++p.jobs;
     p.last_job = k;
     p.next_index = j.end_index + 1;
-    for (auto& e : j.entries) p.bytes += e.json->size() + cost::kEntry;
+    for (auto& e : j.entries) p.bytes += entry_cost(*e.json);
   }
   for (auto& [sh, p] : planned) pending += p.bytes;
   // least recently used first (ties keep the handle order)
@@ -384,8 +394,8 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     j.end_index = sh.entry_count() - 1;
     j.entries.assign(sh.log.begin() + static_cast<std::ptrdiff_t>(from - sh.log_base), sh.log.end());
     for (auto& e : j.entries) {
-      pending += e.json->size() + cost::kEntry;
-      p.bytes += e.json->size() + cost::kEntry;
+      pending += entry_cost(*e.json);
+      p.bytes += entry_cost(*e.json);
     }
     j.path = shape_dir(sh) + "/" + std::to_string(j.end_index) + ".seg";
     j.pressure = true;
@@ -501,8 +511,9 @@ bool ShapeStore::commit_spill_locked(const SpillJob& job) {
     size_t b = sh.log.front().json->size();
     sh.log_memory_bytes -= b;
     log_memory_ -= std::min(log_memory_, b);
-    uncharge(sh, b + cost::kEntry);
-    freed += b + cost::kEntry;
+    size_t c = entry_cost(*sh.log.front().json);
+    uncharge(sh, c);
+    freed += c;
     sh.log.pop_front();
   }
   if (job.pressure) {

@@ -262,6 +262,7 @@ struct MemoryBudget {
 // malloc's own figures; counters kept as things are added and dropped, never a walk).
 namespace cost {
 constexpr size_t kEntry = 112;         // a LogEntry in the deque + its shared string's control block and header
+                                       // (the JSON is charged by its capacity, not its length)
 constexpr size_t kChunk = 64;          // a shared snapshot chunk or cached body, besides its bytes
 constexpr size_t kShapeIndexes = 512;  // the shape's nodes in the store's maps and vectors
 constexpr size_t kAlias = 96;          // a request key -> definition key entry, besides the keys
@@ -283,6 +284,9 @@ class ShapeStore {
   // The memory budget (default: none). Spilling and eviction need set_spill().
   void set_budget(MemoryBudget b);
   MemoryBudget budget() const;
+  // What the budget charges for a log entry and a table description (allocations, estimated).
+  static size_t entry_cost(const std::string& json);
+  static size_t table_cost(const TableInfo& t);
 
   // --- shapes ---
   std::shared_ptr<Shape> active(const std::string& def_key) const;
