@@ -417,8 +417,7 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     long jobs_of = it == planned.end() ? 0 : static_cast<long>(it->second.jobs);
     if (!evictable_locked(sp, now_us, jobs_of)) continue;
     if (jobs_of == 0 && sp->log.empty()) {
-      pending += sp->held_bytes;
-      evict_locked(sp);
+      evict_locked(sp);  // its charge goes at once (not pending)
     } else {
       spill_rest(sp);
       Planned& p = planned[sp.get()];
