@@ -240,6 +240,17 @@ TEST_F(Budget, ShapesUsedRecentlyAreNotEvicted) {
   EXPECT_NE(store.by_handle(hb), nullptr);
 }
 
+TEST_F(Budget, OnePassEvictsDownToTheLowWaterMark) {
+  for (int i = 0; i < 10; ++i) use(get(std::to_string(i)), now - (20 - i));
+  size_t held = store.stats().held_bytes;
+  store.set_budget({held / 2, SIZE_MAX, 0, 1 << 20});  // about half of them must go
+  pass();
+  StoreStats st = store.stats();
+  EXPECT_LE(st.held_bytes, store.budget().low_water()) << st.evictions << " evicted";
+  EXPECT_GE(st.evictions, 5u);
+  EXPECT_LT(st.evictions, 10u) << "no more than needed";
+}
+
 TEST_F(Budget, APassThatFreedNothingWaitsASecond) {
   auto a = get("a");
   std::string handle = a->handle;
