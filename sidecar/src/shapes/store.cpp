@@ -404,11 +404,14 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     p.next_index = j.end_index + 1;
     jobs.push_back(std::move(j));
   };
-  // 1. the in-memory logs go to segment files, least recently used first
-  for (auto& [used, sp] : lru) {
-    if (!over()) break;
-    if (!sp->invalid) spill_rest(sp);
-  }
+  // 1. the in-memory logs go to segment files, least recently used first;
+  // shapes with live clients last (their readers would be sent to the files)
+  auto live = [](const Shape& sh) { return sh.waiters || sh.live_clients.load(std::memory_order_relaxed) > 0; };
+  for (int sweep = 0; sweep < 2; ++sweep)
+    for (auto& [used, sp] : lru) {
+      if (!over()) break;
+      if (!sp->invalid && live(*sp) == (sweep == 1)) spill_rest(sp);
+    }
   // 2. idle shapes are evicted, least recently used first: at once when
   // nothing of theirs is in memory, else once their last spill is written
   for (auto& [used, sp] : lru) {

@@ -251,6 +251,28 @@ TEST_F(Budget, OnePassEvictsDownToTheLowWaterMark) {
   EXPECT_LT(st.evictions, 10u) << "no more than needed";
 }
 
+TEST_F(Budget, ShapesWithLiveClientsSpillLast) {
+  auto a = get("a");  // least recently used, but a client waits on it
+  auto b = get("b");
+  use(a, now - 20);
+  use(b, now - 10);
+  a->live_clients = 1;
+  apply(batch(2, 200, {ins(1, std::string(3000, 'x'))}));  // big enough to be more than the 10% margin
+  size_t one = ShapeStore::entry_cost(*a->log[0].json);
+  size_t held = store.stats().held_bytes;
+  store.set_budget({held - one / 4, SIZE_MAX, 0, 1 << 20});  // one log's worth must go
+  ASSERT_LT(held - store.budget().low_water(), one);
+  EXPECT_EQ(pass(), 1u);
+  EXPECT_EQ(a->log.size(), 1u) << "the live shape keeps its newest entries";
+  EXPECT_TRUE(b->log.empty());
+  // when the idle ones are not enough, live ones spill too
+  store.set_budget({1, SIZE_MAX, INT64_MAX, 1 << 20});
+  now += 2'000'000;
+  pass();
+  EXPECT_TRUE(a->log.empty());
+  a->live_clients = 0;
+}
+
 TEST_F(Budget, APassThatFreedNothingWaitsASecond) {
   auto a = get("a");
   std::string handle = a->handle;
