@@ -230,6 +230,29 @@ struct Bench {
   std::string out;
 };
 
+// The shape store's memory figures from GET /metrics, as KV "<name>_<when>"
+// (absent when this sidecar has no memory budget metrics).
+void store_metrics(const std::string& when) {
+  std::string text;
+  try {
+    Http c;
+    auto res = c.get("/metrics");
+    if (res.result_int() != 200) return;
+    text = res.body();
+  } catch (...) {
+    return;
+  }
+  for (const char* name : {"shapesync_memory_held_bytes", "shapesync_memory_budget_bytes", "shapesync_shapes",
+                           "shapesync_evicted_shapes", "shapesync_shape_evictions_total", "shapesync_shape_reloads_total",
+                           "shapesync_memory_spills_total", "shapesync_log_memory_bytes", "shapesync_window_bytes"}) {
+    std::string key = std::string("\n") + name + " ";
+    auto at = text.find(key);
+    if (at == std::string::npos) continue;
+    auto end = text.find('\n', at + key.size());
+    kv(std::string(name + 10) + "_" + when, text.substr(at + key.size(), end - at - key.size()));
+  }
+}
+
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
@@ -520,6 +543,7 @@ int main(int argc, char** argv) {
     }
     kv("metrics_status", st);
   }
+  store_metrics("held");
 
   // 4. The tracked run with probes, then the sentinel.
   exec(db, "CHECKPOINT");
@@ -691,6 +715,12 @@ int main(int argc, char** argv) {
   if (verr.load()) std::cerr << "  read-back errors: " << verr.load() << ", last: " << reg_err << "\n";
   kv("deliveries_per_s", fmt("%.0f", delivered.load() / applied_s));
   std::cerr << "  " << delivered.load() << " entries in the held shapes' logs (table says " << changes_held << ")\n";
+  store_metrics("end");
+  {
+    auto p_last = proc_sample(O.sidecar_pid);
+    kv("rss_last_mib", fmt("%.1f", p_last.rss_kb / 1024.0));
+    kv("rss_peak_last_mib", fmt("%.1f", std::max(p_last.hwm_kb, p_last.rss_kb) / 1024.0));
+  }
   PQfinish(db);
   return 0;
 }

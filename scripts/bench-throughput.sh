@@ -14,6 +14,9 @@
 #
 # --quick: 10 000 shapes, 2 000 held by the sidecar, 5 s of writes (a smoke run).
 # --held:  shapes the sidecar holds (default: all of --shapes).
+# BENCH_KV_OUT=<file>: also copy the program's KV lines there (e.g. the memory budget's
+#          figures from /metrics: held bytes, evictions); sidecar settings come from its
+#          environment (SHAPESYNC_MAX_MEMORY=1G, ...).
 # --perf:  perf record on the sidecar from the start of the writes to the sentinel;
 #          --perf-backends: on the sidecar's PostgreSQL sessions instead (batch reads).
 set -euo pipefail
@@ -107,6 +110,8 @@ if ! "$BIN/throughput" --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --side
 	exit 1
 fi
 ELAPSED=$(($(date +%s) - T0))
+# every KV line of the program (memory figures included), for a caller that wants more than the section
+[ -z "${BENCH_KV_OUT:-}" ] || cp "$WORK/kv" "$BENCH_KV_OUT"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 SIDECAR_WARN=$(grep -iE 'warn|error' "$WORK/shapesyncd.log" | sed -E 's/^[^ ]+ [^ ]+ //' | sort | uniq -c | sort -rn | head -n 5 || true)
 PGV=$(psql_q -c 'SHOW server_version')

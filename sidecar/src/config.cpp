@@ -1,6 +1,7 @@
 // Command-line flags and environment variables of shapesyncd.
 #include "config.hpp"
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -42,6 +43,30 @@ std::function<std::string(Config&, const std::string&)> int_setting(T Config::*f
     if (e.empty()) c.*field = static_cast<T>(x);
     return e;
   };
+}
+
+// A byte size: digits with an optional K, M, G or T suffix (powers of 1024;
+// "KB", "KiB", "MiB"... alike, any case).
+std::string parse_bytes(const std::string& v, unsigned long long lo, unsigned long long hi, unsigned long long& out) {
+  size_t i = 0;
+  while (i < v.size() && v[i] >= '0' && v[i] <= '9') ++i;
+  if (i == 0 || i > 15) return "not a size (bytes, or a number with K, M, G or T): " + v;
+  unsigned long long n = std::stoull(v.substr(0, i));
+  std::string unit;
+  for (char ch : v.substr(i)) unit += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  int shift = -1;
+  if (unit.empty() || unit == "B") shift = 0;
+  const std::string prefixes = "KMGT";
+  for (size_t k = 0; k < prefixes.size(); ++k) {
+    std::string p(1, prefixes[k]);
+    if (unit == p || unit == p + "B" || unit == p + "IB") shift = 10 * static_cast<int>(k + 1);
+  }
+  if (shift < 0) return "not a size (bytes, or a number with K, M, G or T): " + v;
+  if (shift > 0 && n > (~0ULL >> shift)) return "too large: " + v;
+  out = n << shift;
+  if (out < lo || out > hi)
+    return "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "] bytes: " + v;
+  return "";
 }
 
 std::vector<Setting> settings() {
@@ -126,6 +151,23 @@ std::vector<Setting> settings() {
       {"--window-bytes", "SHAPESYNC_WINDOW_BYTES", nullptr,
        "memory for recent decoded batches, from which new shapes catch up without a query (default 134217728)",
        int_setting(&Config::window_bytes, 0, 1LL << 40)},
+      {"--max-memory", "SHAPESYNC_MAX_MEMORY", nullptr,
+       "memory budget of the shape store (logs, snapshots, shapes, the window): over it, shape logs go to segment "
+       "files and idle shapes are evicted (reloaded when asked for again); bytes or with K/M/G/T; 0 = none "
+       "(default 1G)",
+       [](Config& c, const std::string& v) {
+         unsigned long long x;
+         std::string e = parse_bytes(v, 0, 1ULL << 50, x);
+         if (e.empty()) c.max_memory = static_cast<size_t>(x);
+         return e;
+       }},
+      {"--max-shapes", "SHAPESYNC_MAX_SHAPES", "ELECTRIC_MAX_SHAPES",
+       "shapes held in memory, at most: the least recently used idle ones are evicted (0 = no limit; default 0)",
+       int_setting(&Config::max_shapes, 0, 1LL << 40)},
+      {"--evict-idle", "SHAPESYNC_EVICT_IDLE", nullptr,
+       "ms a shape must have gone without a request (and without live clients) before it may be evicted "
+       "(default 60000)",
+       int_setting(&Config::evict_idle_ms, 0, 86400000)},
       {"--consumer-name", "SHAPESYNC_CONSUMER_NAME", nullptr,
        "this sidecar's name among the change log's consumers (shapesync.consumer_status); "
        "keep it stable across restarts (default shapesyncd@<hostname>:<port>)",

@@ -17,6 +17,9 @@ struct Config {
   std::string data_dir;                  // segment files; "" = $TMPDIR/shapesyncd-<port>
   int memory_chunks = 1;                 // closed log chunks per shape kept in memory
   size_t window_bytes = 128u << 20;      // decoded batches kept for new shapes, at most
+  size_t max_memory = size_t{1} << 30;   // memory budget of the shape store (0: none); docs/sidecar.md
+  size_t max_shapes = 0;                 // shapes held in memory, at most (0: no limit)
+  int evict_idle_ms = 60000;             // a shape unused this long may be evicted when over budget
   std::string consumer_name;             // in shapesync.consumers; "" = shapesyncd@<host>:<port>
   size_t chunk_bytes_threshold = 10485760;  // ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
   int cache_max_age_s = 60;

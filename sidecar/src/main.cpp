@@ -79,6 +79,17 @@ int main(int argc, char** argv) {
   IoContext io(threads);
   ShapeService shapes(io, cfg);
   shapes.store().set_spill(segment_dir, static_cast<size_t>(cfg.memory_chunks));
+  {
+    MemoryBudget budget;
+    if (cfg.max_memory) budget.max_bytes = cfg.max_memory;
+    if (cfg.max_shapes) budget.max_shapes = cfg.max_shapes;
+    budget.idle_us = static_cast<int64_t>(cfg.evict_idle_ms) * 1000;
+    shapes.store().set_budget(budget);
+    log_info("memory budget of the shape store: ",
+             cfg.max_memory ? std::to_string(cfg.max_memory) + " bytes" : std::string("none"),
+             cfg.max_shapes ? ", at most " + std::to_string(cfg.max_shapes) + " shapes" : std::string(),
+             "; idle shapes may be evicted after ", cfg.evict_idle_ms, " ms");
+  }
   App app(shapes, gate);
   WriteService writes(io, cfg);  // POST /v1/mutations (docs/mutations.md)
   app.set_writer(&writes);

@@ -39,7 +39,14 @@ Response App::metrics(const Request& req) {
     std::lock_guard lk(scrape);
     catch_up(pm_.changes, st.applied_changes);
     catch_up(pm_.log_entries, st.appended_entries);
+    catch_up(pm_.memory_spills, st.pressure_spills);
+    catch_up(pm_.memory_spilled_bytes, st.pressure_spilled_bytes);
+    catch_up(pm_.shape_evictions, st.evictions);
+    catch_up(pm_.shape_reloads, st.reloads);
   }
+  pm_.memory_held_bytes.set(static_cast<double>(st.held_bytes));
+  pm_.memory_budget_bytes.set(st.max_memory == SIZE_MAX ? 0.0 : static_cast<double>(st.max_memory));
+  pm_.evicted_shapes.set(static_cast<double>(st.evicted_shapes));
   pm_.shapes.set(static_cast<double>(st.shapes));
   pm_.log_memory_bytes.set(static_cast<double>(st.log_memory_bytes));
   pm_.log_disk_bytes.set(static_cast<double>(st.log_disk_bytes));

@@ -202,6 +202,14 @@ struct SidecarMetrics {
   Gauge& shapes;                         // shapes held
   Gauge& log_memory_bytes;
   Gauge& log_disk_bytes;
+  // Memory budget (--max-memory; docs/sidecar.md "Memory budget").
+  Gauge& memory_held_bytes;              // what the shape store charges itself for
+  Gauge& memory_budget_bytes;            // --max-memory (0: none)
+  Gauge& evicted_shapes;                 // evicted shapes remembered for a cheap reload
+  Counter& memory_spills;                // segment files written because of the budget
+  Counter& memory_spilled_bytes;         // memory they freed
+  Counter& shape_evictions;              // shapes evicted from memory
+  Counter& shape_reloads;                // evicted shapes reloaded from their segment files
   Histogram& snapshot_duration;          // seconds
   Family<Counter>& auth_failures;        // {reason}
   Family<Counter>& mutations;            // {status}: applied, conflict, rejected, aborted

@@ -986,8 +986,10 @@ asio::awaitable<void> ShapeService::build_shape(std::shared_ptr<Shape> s) {
       asio::steady_timer pause(ex, std::chrono::milliseconds(50));
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    uint64_t start_tick = data->start_tick;
-    store_.set_snapshot(*s, data->snap, start_tick, &data->chunks);
+    store_.set_snapshot(*s, data->snap, data->start_tick, &data->chunks);
+    // A shape evicted from memory (--max-memory) comes back with its segment
+    // files and catches up from where it left off; otherwise from its snapshot.
+    uint64_t start_tick = std::max(data->start_tick, store_.restore_evicted(s));
     // Catch up: batches after start_tick that the window no longer holds come
     // from the database.
     std::exception_ptr failure;
@@ -1197,6 +1199,8 @@ asio::awaitable<void> ShapeService::poll_invalidations(PgConn& c) {
     if (auto s = store_.by_handle(inv.handle)) {
       store_.invalidate(s, inv.reason);
       log_info("shape ", s->handle, " invalidated in the database: ", inv.reason);
+    } else {
+      store_.drop_evicted(inv.handle);  // evicted from memory: its stub and files go
     }
   }
 }
@@ -1221,8 +1225,10 @@ asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notifi
       co_await restart_after_truncation(c, co_await log_horizon(c));
       continue;
     }
+    // the window is part of the memory budget: at most a quarter of it
+    size_t window_cap = cfg_.max_memory ? std::min(cfg_.window_bytes, cfg_.max_memory / 4) : cfg_.window_bytes;
     auto invalidated = store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks),
-                                        cfg_.window_bytes);
+                                        window_cap);
     if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
     co_await spill_segments();
     if (upto == hi) co_return;
@@ -1309,6 +1315,7 @@ asio::awaitable<void> ShapeService::run_ticker() {
           ticker_lock_held = false;
         }
         co_await process_new_ticks(c, notified);
+        co_await spill_segments();  // also when no tick came: the budget, idle shapes to evict
         if (std::chrono::steady_clock::now() - last_inval_check > std::chrono::milliseconds(cfg_.poll_interval_ms)) {
           co_await poll_invalidations(c);
           co_await report_consumer(c);

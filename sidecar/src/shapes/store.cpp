@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -77,8 +78,43 @@ std::shared_ptr<Shape> ShapeStore::begin_create_locked(ShapeDef def) {
   s->key_prefix = key_prefix(*s->def.table);
   s->relation = relation_json(*s->def.table);
   s->schema_header = schema_json(*s->def.table, s->def.selected);
+  s->counted = true;
+  s->dir_gen = next_dir_gen_++;
+  charge(*s, sizeof(Shape) + cost::kShapeIndexes + s->def.key.size() + s->key_prefix.size() + s->relation.size() +
+                 s->schema_header.size() + s->def.claims.size() + (s->def.role ? s->def.role->size() : 0) +
+                 s->def.selected.size() * sizeof(size_t) + table_cost(*s->def.table));
   active_[s->def.key] = s;
   return s;
+}
+
+// A table description: each shape has its own (the request's look-up made it).
+size_t ShapeStore::table_cost(const TableInfo& t) {
+  size_t n = sizeof(TableInfo) + cost::kChunk + t.schema.size() + t.name.size() + t.pk.size() * sizeof(size_t);
+  n += t.columns.size() * (sizeof(ColumnInfo) + 64);
+  return n;
+}
+
+size_t ShapeStore::entry_cost(const std::string& json) { return json.capacity() + 1 + cost::kEntry; }
+
+void ShapeStore::charge(const Shape& s, size_t n) const {
+  if (!s.counted) return;
+  s.held_bytes += n;
+  held_ += n;
+}
+
+void ShapeStore::uncharge(const Shape& s, size_t n) const {
+  if (!s.counted) return;
+  n = std::min(n, s.held_bytes);
+  s.held_bytes -= n;
+  held_ -= std::min(held_, n);
+}
+
+void ShapeStore::release_locked(Shape& s) {
+  if (!s.counted) return;
+  held_ -= std::min(held_, s.held_bytes);
+  log_memory_ -= std::min(log_memory_, s.log_memory_bytes);
+  s.held_bytes = 0;
+  s.counted = false;
 }
 
 void TimerWaiter::wake() {
@@ -138,10 +174,12 @@ void ShapeStore::wake_all_locked() {
 bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra,
                                       uint64_t extra_upto) {
   std::vector<std::pair<std::string, std::string>> inv;
-  uint64_t covered = std::max(s->start_tick, extra_upto);
+  // a reloaded shape's log already holds every batch up to resume_tick
+  uint64_t from = std::max(s->start_tick, s->resume_tick);
+  uint64_t covered = std::max(from, extra_upto);
   if (covered < window_floor_ && last_tick_ > covered) return false;  // a gap: the caller fetches more
   for (auto& b : extra)
-    if (b.tick_id > s->start_tick && b.tick_id <= extra_upto) apply_batch(b, s.get(), inv);
+    if (b.tick_id > from && b.tick_id <= extra_upto) apply_batch(b, s.get(), inv);
   for (auto& b : window_)
     if (b.tick_id > covered && b.tick_id <= last_tick_) apply_batch(b, s.get(), inv);
   if (!inv.empty()) {  // truncated, altered or its filter raised while it was being created
@@ -155,7 +193,7 @@ bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, const std
   s->ready = true;
   if (!spill_dir_.empty() && s->chunk_ends.size() > keep_chunks_) spill_due_.insert(s.get());
   by_handle_[s->handle] = s;
-  by_relid_[s->def.table->relid].push_back(s);
+  by_relid_[s->def.table->relid].emplace(s.get(), s);
   if (s->filtered)
     by_shape_id_[s->shape_id] = s;
   else
@@ -165,6 +203,7 @@ bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, const std
 }
 
 void ShapeStore::publish_snapshot_chunk_locked(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
+  charge(*s, chunk->size() + cost::kChunk);
   s->snapshot_chunks.push_back(std::move(chunk));
   wake(*s);
 }
@@ -178,6 +217,12 @@ bool ShapeStore::can_read(const Shape& s, const RequestOffset& ro) {
 
 void ShapeStore::fail_create_locked(const std::shared_ptr<Shape>& s) {
   s->failed = true;
+  release_locked(*s);
+  if (!s->spilled.empty()) {  // restored from an eviction, then failed: its files go
+    dead_dirs_.push_back(shape_dir(*s));
+    for (auto& c : s->spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+    s->spilled.clear();
+  }
   auto it = active_.find(s->def.key);
   if (it != active_.end() && it->second == s) active_.erase(it);
   wake(*s);
@@ -191,11 +236,14 @@ void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::s
   for (auto& c : s->spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
   s->invalid = true;
   s->invalid_reason = reason;
+  release_locked(*s);
   auto it = active_.find(s->def.key);
   if (it != active_.end() && it->second == s) active_.erase(it);
   by_handle_.erase(s->handle);
-  auto& v = by_relid_[s->def.table->relid];
-  v.erase(std::remove(v.begin(), v.end(), s), v.end());
+  if (auto v = by_relid_.find(s->def.table->relid); v != by_relid_.end()) {
+    auto e = v->second.find(s.get());
+    if (e != v->second.end() && e->second == s) v->second.erase(e);
+  }
   auto& w = whole_by_relid_[s->def.table->relid];
   w.erase(std::remove(w.begin(), w.end(), s), w.end());
   auto it2 = by_shape_id_.find(s->shape_id);
@@ -212,6 +260,9 @@ void ShapeStore::restart_from_locked(uint64_t t, const std::string& reason) {
   window_bytes_ = 0;
   last_tick_ = t;
   window_floor_ = t;
+  std::vector<std::string> stubs;
+  for (auto& [h, e] : evicted_) stubs.push_back(h);
+  for (auto& h : stubs) drop_evicted_locked(h);
 }
 
 
@@ -219,6 +270,8 @@ void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   size_t n = json.size();
   s.log.push_back({off, std::make_shared<const std::string>(std::move(json))});
   s.log_memory_bytes += n;
+  if (s.counted) log_memory_ += n;
+  charge(s, entry_cost(*s.log.back().json));
   if (s.ready) ++appended_entries_;
   s.open_chunk_bytes += n + 1;
   if (s.open_chunk_bytes >= chunk_bytes_) {
@@ -228,13 +281,17 @@ void ShapeStore::append(Shape& s, LogOffset off, std::string json) {
   }
 }
 
-std::string ShapeStore::shape_dir(const Shape& s) const {
+namespace {
+std::string dir_name(const std::string& handle, uint64_t gen) {
   std::string name;
-  for (char c : s.handle) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
-  return spill_dir_ + "/" + name;
+  for (char c : handle) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return name + "." + std::to_string(gen);
 }
+}  // namespace
 
-std::vector<SpillJob> ShapeStore::take_spills_locked() {
+std::string ShapeStore::shape_dir(const Shape& s) const { return spill_dir_ + "/" + dir_name(s.handle, s.dir_gen); }
+
+std::vector<SpillJob> ShapeStore::take_spills_locked(int64_t now_us) {
   std::vector<SpillJob> jobs;
   for (Shape* raw : spill_due_) {
     auto sp = by_handle_locked(raw->handle);
@@ -258,21 +315,224 @@ std::vector<SpillJob> ShapeStore::take_spills_locked() {
     }
   }
   spill_due_.clear();
+  if (!spill_dir_.empty()) take_pressure_spills_locked(jobs, now_us);
   return jobs;
+}
+
+bool ShapeStore::evictable_locked(const std::shared_ptr<Shape>& sp, int64_t now_us, long other_refs) const {
+  const Shape& s = *sp;
+  if (s.invalid || !s.ready || !s.counted || s.waiters) return false;
+  if (s.live_clients.load(std::memory_order_relaxed) > 0) return false;
+  if (now_us - s.last_used_us.load(std::memory_order_relaxed) < budget_.idle_us) return false;
+  // Nobody but the store (the caller's copy and `other_refs` spill jobs) holds
+  // it: no request is in flight on it. References are only handed out under
+  // this lock, so none can appear while we hold it.
+  long expected = 4 + other_refs;  // the caller's copy, by_handle_, by_relid_, whole_by_relid_ or by_shape_id_
+  if (auto a = active_.find(s.def.key); a != active_.end() && a->second == sp) ++expected;
+  return sp.use_count() == expected;
+}
+
+void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_t now_us) {
+  size_t count = by_handle_.size();
+  bool over_bytes = charged_total_locked() > budget_.max_bytes;
+  if (!over_bytes && count <= budget_.max_shapes) return;
+  if (now_us == 0)
+    now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now().time_since_epoch()).count();
+  if (fruitless_at_us_ && now_us - fruitless_at_us_ < 1'000'000 && count <= budget_.max_shapes &&
+      charged_total_locked() <= fruitless_total_ + budget_.max_bytes / 64)
+    return;
+  const size_t jobs_before = jobs.size();
+  const uint64_t evictions_before = evictions_;
+  struct Outcome {  // remembers a pass that freed nothing
+    ShapeStore& st;
+    std::vector<SpillJob>& jobs;
+    size_t jobs_before;
+    uint64_t evictions_before;
+    int64_t now;
+    ~Outcome() {
+      bool fruitless = jobs.size() == jobs_before && st.evictions_ == evictions_before;
+      st.fruitless_at_us_ = fruitless ? now : 0;
+      st.fruitless_total_ = fruitless ? st.charged_total_locked() : 0;
+    }
+  } outcome{*this, jobs, jobs_before, evictions_before, now_us};
+  const size_t target = budget_.low_water();
+  size_t pending = 0;  // what the jobs free once written (and the evictions they end with)
+  struct Planned {
+    size_t jobs = 0;        // spill jobs of this shape
+    size_t last_job = 0;    // index of its last one
+    size_t next_index = 0;  // first entry no job covers
+    size_t bytes = 0;       // counted in `pending`
+  };
+  std::unordered_map<const Shape*, Planned> planned;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    auto& j = jobs[k];
+    Planned& p = planned[j.shape.get()];
+    ++p.jobs;
+    p.last_job = k;
+    p.next_index = j.end_index + 1;
+    for (auto& e : j.entries) p.bytes += entry_cost(*e.json);
+  }
+  for (auto& [sh, p] : planned) pending += p.bytes;
+  // least recently used first (ties keep the handle order)
+  std::vector<std::pair<int64_t, std::shared_ptr<Shape>>> lru;
+  lru.reserve(count);
+  for (auto& [h, sp] : by_handle_) lru.emplace_back(sp->last_used_us.load(std::memory_order_relaxed), sp);
+  std::stable_sort(lru.begin(), lru.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto over = [&] {
+    size_t total = charged_total_locked();
+    return total > target && total - target > pending;
+  };
+  // Spills what `sp` still has in memory beyond its planned jobs.
+  auto spill_rest = [&](const std::shared_ptr<Shape>& sp) {
+    Shape& sh = *sp;
+    Planned& p = planned[&sh];
+    size_t from = p.jobs ? p.next_index : sh.log_base;
+    if (from >= sh.entry_count()) return;
+    SpillJob j;
+    j.shape = sp;
+    j.first_index = from;
+    j.end_index = sh.entry_count() - 1;
+    j.entries.assign(sh.log.begin() + static_cast<std::ptrdiff_t>(from - sh.log_base), sh.log.end());
+    for (auto& e : j.entries) {
+      pending += entry_cost(*e.json);
+      p.bytes += entry_cost(*e.json);
+    }
+    j.path = shape_dir(sh) + "/" + std::to_string(j.end_index) + ".seg";
+    j.pressure = true;
+    ++p.jobs;
+    p.last_job = jobs.size();
+    p.next_index = j.end_index + 1;
+    jobs.push_back(std::move(j));
+  };
+  // 1. the in-memory logs go to segment files, least recently used first;
+  // shapes with live clients last (their readers would be sent to the files)
+  auto live = [](const Shape& sh) { return sh.waiters || sh.live_clients.load(std::memory_order_relaxed) > 0; };
+  for (int sweep = 0; sweep < 2; ++sweep)
+    for (auto& [used, sp] : lru) {
+      if (!over()) break;
+      if (!sp->invalid && live(*sp) == (sweep == 1)) spill_rest(sp);
+    }
+  // 2. idle shapes are evicted, least recently used first: at once when
+  // nothing of theirs is in memory, else once their last spill is written
+  for (auto& [used, sp] : lru) {
+    if (!over() && count <= budget_.max_shapes) break;
+    auto it = planned.find(sp.get());
+    long jobs_of = it == planned.end() ? 0 : static_cast<long>(it->second.jobs);
+    if (!evictable_locked(sp, now_us, jobs_of)) continue;
+    if (jobs_of == 0 && sp->log.empty()) {
+      evict_locked(sp);  // its charge goes at once (not pending)
+    } else {
+      spill_rest(sp);
+      Planned& p = planned[sp.get()];
+      SpillJob& last = jobs[p.last_job];
+      last.evict = true;
+      last.other_refs = static_cast<long>(p.jobs) - 1;
+      pending += sp->held_bytes - std::min(sp->held_bytes, p.bytes);
+    }
+    --count;
+  }
+}
+
+void ShapeStore::evict_locked(const std::shared_ptr<Shape>& sp) {
+  Shape& s = *sp;
+  drop_evicted_locked(s.handle);  // (none expected)
+  EvictedShape e;
+  e.shape_id = s.shape_id;
+  e.start_tick = s.start_tick;
+  e.tick = last_tick_;  // every batch up to here is in its log
+  e.dir_gen = s.dir_gen;
+  e.spilled = s.spilled;
+  e.chunk_ends = s.chunk_ends;
+  e.log_base = s.log_base;
+  e.open_chunk_bytes = s.open_chunk_bytes;
+  e.bytes = cost::kStub + 2 * s.handle.size() + e.chunk_ends.size() * sizeof(size_t);
+  for (auto& c : e.spilled) e.bytes += sizeof(SpilledChunk) + c.path.size();
+  e.seq = ++evict_seq_;
+  grown_.erase(&s);
+  spill_due_.erase(&s);
+  auto it = active_.find(s.def.key);
+  if (it != active_.end() && it->second == sp) active_.erase(it);
+  by_handle_.erase(s.handle);
+  if (auto v = by_relid_.find(s.def.table->relid); v != by_relid_.end()) {
+    auto e = v->second.find(&s);
+    if (e != v->second.end() && e->second == sp) v->second.erase(e);
+  }
+  auto& w = whole_by_relid_[s.def.table->relid];
+  w.erase(std::remove(w.begin(), w.end(), sp), w.end());
+  auto it2 = by_shape_id_.find(s.shape_id);
+  if (it2 != by_shape_id_.end() && it2->second == sp) by_shape_id_.erase(it2);
+  release_locked(s);
+  held_ += e.bytes;
+  evicted_bytes_ += e.bytes;
+  evicted_order_.emplace_back(e.seq, s.handle);
+  evicted_.emplace(s.handle, std::move(e));
+  ++evictions_;
+  trim_evicted_locked();
+}
+
+void ShapeStore::drop_evicted_locked(const std::string& handle) {
+  auto it = evicted_.find(handle);
+  if (it == evicted_.end()) return;
+  EvictedShape& e = it->second;
+  held_ -= std::min(held_, e.bytes);
+  evicted_bytes_ -= std::min(evicted_bytes_, e.bytes);
+  for (auto& c : e.spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+  if (!spill_dir_.empty()) dead_dirs_.push_back(spill_dir_ + "/" + dir_name(handle, e.dir_gen));
+  evicted_.erase(it);
+}
+
+void ShapeStore::trim_evicted_locked() {
+  // Stubs take at most an eighth of the budget: past that the oldest go (a
+  // shape without one is rebuilt from its snapshot and the change log).
+  size_t cap = budget_.max_stub_bytes();
+  auto live = [&](const std::pair<uint64_t, std::string>& o) {
+    auto it = evicted_.find(o.second);
+    return it != evicted_.end() && it->second.seq == o.first;
+  };
+  while (!evicted_order_.empty() && (evicted_bytes_ > cap || !live(evicted_order_.front()))) {
+    auto o = std::move(evicted_order_.front());
+    evicted_order_.pop_front();
+    if (live(o)) drop_evicted_locked(o.second);
+  }
+  if (evicted_order_.size() > 2 * evicted_.size() + 64) {  // stale entries of reloaded shapes
+    std::deque<std::pair<uint64_t, std::string>> kept;
+    for (auto& o : evicted_order_)
+      if (live(o)) kept.push_back(std::move(o));
+    evicted_order_.swap(kept);
+  }
 }
 
 bool ShapeStore::commit_spill_locked(const SpillJob& job) {
   Shape& sh = *job.shape;
-  if (sh.invalid || sh.log_base != job.first_index || sh.entry_count() <= job.end_index || job.entries.empty())
+  if (sh.invalid || !sh.counted || sh.log_base != job.first_index || sh.entry_count() <= job.end_index ||
+      job.entries.empty())
     return false;
   size_t n = job.end_index - job.first_index + 1;
+  size_t freed = 0;
   for (size_t k = 0; k < n; ++k) {
-    sh.log_memory_bytes -= sh.log.front().json->size();
+    size_t b = sh.log.front().json->size();
+    sh.log_memory_bytes -= b;
+    log_memory_ -= std::min(log_memory_, b);
+    size_t c = entry_cost(*sh.log.front().json);
+    uncharge(sh, c);
+    freed += c;
     sh.log.pop_front();
   }
-  sh.log_base = job.end_index + 1;
+  if (job.pressure) {
+    ++pressure_spills_;
+    pressure_spilled_bytes_ += freed;
+  }
   sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.path, job.file_bytes});
+  charge(sh, sizeof(SpilledChunk) + job.path.size());
+  sh.log_base = job.end_index + 1;
   disk_bytes_ += job.file_bytes;
+  // the last spill of a shape chosen for eviction: evicted now, if it is still idle
+  if (job.evict && sh.log.empty()) {
+    int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch()).count();
+    if (evictable_locked(job.shape, now, job.other_refs)) evict_locked(job.shape);
+  }
   return true;
 }
 
@@ -291,11 +551,6 @@ int64_t ShapeStore::commit_time_locked(LogOffset first) const {
   return it->second;  // its tick, or (older than every tick remembered) the oldest
 }
 
-size_t ShapeStore::log_memory_bytes_locked() const {
-  size_t n = 0;
-  for (auto& [h, sh] : by_handle_) n += sh->log_memory_bytes;
-  return n;
-}
 
 std::vector<LogEntry> ShapeStore::replay_locked(const Shape& s, const std::vector<Batch>& batches) {
   Shape scratch;
@@ -468,8 +723,14 @@ struct Pending {
 }  // namespace
 
 std::vector<std::shared_ptr<Shape>> ShapeStore::shapes_of(uint32_t relid) const {
+  std::vector<std::shared_ptr<Shape>> out;
   auto it = by_relid_.find(relid);
-  return it == by_relid_.end() ? std::vector<std::shared_ptr<Shape>>{} : it->second;
+  if (it == by_relid_.end()) return out;
+  out.reserve(it->second.size());
+  for (auto& [p, sp] : it->second) out.push_back(sp);
+  // in creation order (the order applies do not depend on hashing)
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->dir_gen < b->dir_gen; });
+  return out;
 }
 
 namespace {
@@ -782,7 +1043,9 @@ LogRead ShapeStore::read_cached(const Shape& s, const RequestOffset& ro, Shape::
   c.end = r.end;
   c.up_to_date = r.up_to_date;
   c.commit_us = r.commit_us;
+  if (c.body) uncharge(s, c.body->size() + cost::kChunk);
   c.body = r.built;
+  charge(s, c.body->size() + cost::kChunk);
   return r;
 }
 
@@ -821,7 +1084,10 @@ std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def, const std::string&
                                                 int32_t shape_id, std::string where, bool& created) {
   std::lock_guard lk(mu_);
   // one lock: concurrent registrations of one definition make one shape
-  aliases_[request_key] = def.key;
+  if (auto [a, inserted] = aliases_.try_emplace(request_key, def.key); inserted)
+    held_ += request_key.size() + def.key.size() + cost::kAlias;
+  else
+    a->second = def.key;
   created = false;
   if (auto existing = active_locked(def.key)) return existing;
   auto s = begin_create_locked(std::move(def));
@@ -829,6 +1095,7 @@ std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def, const std::string&
   s->shape_id = shape_id;
   s->filtered = !where.empty();
   s->where = std::move(where);
+  charge(*s, s->handle.size() + s->where.size());
   created = true;
   return s;
 }
@@ -848,7 +1115,49 @@ void ShapeStore::set_snapshot(Shape& s, const PgSnapshot& snap, uint64_t start_t
   std::lock_guard lk(mu_);
   s.snap = snap;
   s.start_tick = start_tick;
-  if (chunks) s.snapshot_chunks = *chunks;
+  if (chunks) {
+    for (auto& c : s.snapshot_chunks) uncharge(s, c->size() + cost::kChunk);
+    s.snapshot_chunks = *chunks;
+    for (auto& c : s.snapshot_chunks) charge(s, c->size() + cost::kChunk);
+  }
+}
+
+void ShapeStore::set_budget(MemoryBudget b) {
+  std::lock_guard lk(mu_);
+  budget_ = b;
+}
+
+MemoryBudget ShapeStore::budget() const {
+  std::lock_guard lk(mu_);
+  return budget_;
+}
+
+uint64_t ShapeStore::restore_evicted(const std::shared_ptr<Shape>& s) {
+  std::lock_guard lk(mu_);
+  auto it = evicted_.find(s->handle);
+  if (it == evicted_.end() || s->ready || !s->log.empty() || !s->spilled.empty()) return 0;
+  EvictedShape& e = it->second;
+  if (e.shape_id != s->shape_id || e.start_tick != s->start_tick) {  // not the same snapshot: start afresh
+    drop_evicted_locked(s->handle);
+    return 0;
+  }
+  s->spilled = std::move(e.spilled);
+  s->chunk_ends = std::move(e.chunk_ends);
+  s->log_base = e.log_base;
+  s->open_chunk_bytes = e.open_chunk_bytes;
+  s->dir_gen = e.dir_gen;
+  s->resume_tick = e.tick;
+  for (auto& c : s->spilled) charge(*s, sizeof(SpilledChunk) + c.path.size());
+  held_ -= std::min(held_, e.bytes);
+  evicted_bytes_ -= std::min(evicted_bytes_, e.bytes);
+  evicted_.erase(it);  // its files now belong to the shape (disk_bytes_ unchanged)
+  ++reloads_;
+  return s->resume_tick;
+}
+
+void ShapeStore::drop_evicted(const std::string& handle) {
+  std::lock_guard lk(mu_);
+  drop_evicted_locked(handle);
 }
 
 void ShapeStore::publish_snapshot_chunk(const std::shared_ptr<Shape>& s, std::shared_ptr<const std::string> chunk) {
@@ -948,7 +1257,14 @@ StoreStats ShapeStore::stats() const {
   StoreStats st;
   st.shapes = by_handle_.size();
   st.waiting = waiting_;
-  st.log_memory_bytes = log_memory_bytes_locked();
+  st.log_memory_bytes = log_memory_;
+  st.held_bytes = charged_total_locked();
+  st.max_memory = budget_.max_bytes;
+  st.evicted_shapes = evicted_.size();
+  st.pressure_spills = pressure_spills_;
+  st.pressure_spilled_bytes = pressure_spilled_bytes_;
+  st.evictions = evictions_;
+  st.reloads = reloads_;
   st.log_disk_bytes = disk_bytes_;
   st.window_bytes = window_bytes_;
   st.window_batches = window_.size();
@@ -972,9 +1288,9 @@ int64_t ShapeStore::commit_time_us(LogOffset first) const {
   return commit_time_locked(first);
 }
 
-std::vector<SpillJob> ShapeStore::take_spills() {
+std::vector<SpillJob> ShapeStore::take_spills(int64_t now_us) {
   std::lock_guard lk(mu_);
-  return take_spills_locked();
+  return take_spills_locked(now_us);
 }
 
 bool ShapeStore::commit_spill(const SpillJob& job) {

@@ -125,6 +125,14 @@ struct Shape {
   size_t open_chunk_bytes = 0;
   size_t log_memory_bytes = 0;     // JSON bytes of the entries in memory
 
+  // Memory budget (ShapeStore::set_budget): what the store charges this shape
+  // for (its structure, snapshot chunks, in-memory log, cached live bodies);
+  // `counted` while it is charged (from begin_create until it is dropped).
+  mutable size_t held_bytes = 0;
+  bool counted = false;
+  uint64_t dir_gen = 0;      // its segment directory is <handle>.<dir_gen> (a reload never meets an old one's files)
+  uint64_t resume_tick = 0;  // reloaded after an eviction: every batch up to this tick is in its log already
+
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
   std::string build_error;  // failed because its filter raised on a row: 400 for its waiters
@@ -167,6 +175,12 @@ struct SpillJob {
   std::vector<LogEntry> entries;
   std::string path;
   size_t file_bytes = 0;  // set by the writer (disk usage, for monitoring)
+  bool pressure = false;  // written because the store is over its memory budget
+  // The shape's last job before its eviction: once written, the shape is
+  // evicted if it is still idle (other_refs: its other jobs in the same batch,
+  // which hold it too while they live).
+  bool evict = false;
+  long other_refs = 0;
 };
 
 // What a read of the log returns.
@@ -219,7 +233,41 @@ struct ShapeRead {
 struct StoreStats {
   size_t shapes = 0, waiting = 0, log_memory_bytes = 0, log_disk_bytes = 0, window_bytes = 0, window_batches = 0;
   uint64_t last_tick = 0, applied_changes = 0, appended_entries = 0;
+  // Memory budget (docs/sidecar.md, "Memory budget").
+  size_t held_bytes = 0;       // everything the store charges (shapes, stubs, aliases, window)
+  size_t max_memory = 0;       // the budget (SIZE_MAX: none)
+  size_t evicted_shapes = 0;   // stubs of evicted shapes kept for a cheap reload
+  uint64_t pressure_spills = 0, pressure_spilled_bytes = 0, evictions = 0, reloads = 0;
 };
+
+// The memory budget: above max_bytes the store spills in-memory logs to
+// segment files (least recently used shapes first), then evicts idle shapes
+// (no request holds them, no live client, unused for idle_us) until it holds
+// at most low_water() again; it also keeps at most max_shapes shapes.
+struct MemoryBudget {
+  size_t max_bytes = SIZE_MAX;
+  size_t max_shapes = SIZE_MAX;
+  int64_t idle_us = 60'000'000;
+  // Stubs of evicted shapes (what a cheap reload needs), at most; past it the
+  // oldest go and their shapes are rebuilt from the database. 0: an eighth of max_bytes.
+  size_t stub_bytes = 0;
+  size_t low_water() const { return max_bytes == SIZE_MAX ? max_bytes : max_bytes - max_bytes / 10; }
+  size_t max_stub_bytes() const {
+    if (stub_bytes) return stub_bytes;
+    return max_bytes == SIZE_MAX ? SIZE_MAX : max_bytes / 8;
+  }
+};
+
+// What the store charges for (estimates of the allocations behind them, not
+// malloc's own figures; counters kept as things are added and dropped, never a walk).
+namespace cost {
+constexpr size_t kEntry = 112;         // a LogEntry in the deque + its shared string's control block and header
+                                       // (the JSON is charged by its capacity, not its length)
+constexpr size_t kChunk = 64;          // a shared snapshot chunk or cached body, besides its bytes
+constexpr size_t kShapeIndexes = 512;  // the shape's nodes in the store's maps and vectors
+constexpr size_t kAlias = 96;          // a request key -> definition key entry, besides the keys
+constexpr size_t kStub = 160;          // an evicted shape's stub, besides its segment list
+}  // namespace cost
 
 class ShapeStore {
  public:
@@ -233,6 +281,12 @@ class ShapeStore {
     keep_chunks_ = keep_chunks;
   }
   const std::string& spill_dir() const { return spill_dir_; }
+  // The memory budget (default: none). Spilling and eviction need set_spill().
+  void set_budget(MemoryBudget b);
+  MemoryBudget budget() const;
+  // What the budget charges for a log entry and a table description (allocations, estimated).
+  static size_t entry_cost(const std::string& json);
+  static size_t table_cost(const TableInfo& t);
 
   // --- shapes ---
   std::shared_ptr<Shape> active(const std::string& def_key) const;
@@ -312,8 +366,18 @@ class ShapeStore {
   int64_t commit_time_us(LogOffset first) const;
 
   // --- segment files ---
-  // Closed chunks due to be spilled (ready shapes only); see SpillJob.
-  std::vector<SpillJob> take_spills();
+  // Closed chunks due to be spilled (ready shapes only); see SpillJob. Over
+  // the memory budget, also the in-memory logs of the least recently used
+  // shapes (SpillJob::pressure), and idle shapes with nothing left in memory
+  // are evicted (now_us: the time idleness is measured against; 0 = the clock).
+  std::vector<SpillJob> take_spills(int64_t now_us = 0);
+  // Called when a reloaded shape's snapshot is set (before catching it up):
+  // when it was evicted with this snapshot, gives it back its segment files and
+  // log position and returns the tick its log is complete up to (it catches up
+  // from there); else 0 (it catches up from its snapshot's tick).
+  uint64_t restore_evicted(const std::shared_ptr<Shape>& s);
+  // Forgets the stub of an evicted shape (retired in the database meanwhile).
+  void drop_evicted(const std::string& handle);
   // The job's file is written: drop its entries from memory (no-op when the
   // shape is gone or changed meanwhile; the caller then deletes the file).
   bool commit_spill(const SpillJob& job);
@@ -378,11 +442,21 @@ class ShapeStore {
   void restart_from_locked(uint64_t t, const std::string& reason);
   std::vector<std::pair<std::string, std::string>> apply_locked(Batch batch);
   void trim_window_locked(size_t max_batches, size_t max_bytes);
-  std::vector<SpillJob> take_spills_locked();
+  std::vector<SpillJob> take_spills_locked(int64_t now_us);
+  void take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_t now_us);
+  bool evictable_locked(const std::shared_ptr<Shape>& s, int64_t now_us, long other_refs = 0) const;
+  void evict_locked(const std::shared_ptr<Shape>& s);
+  void drop_evicted_locked(const std::string& handle);
+  void trim_evicted_locked();
+  // Memory accounting: charge / uncharge a shape (no-op once it is released).
+  void charge(const Shape& s, size_t n) const;
+  void uncharge(const Shape& s, size_t n) const;
+  // Drops a shape's charge when the store lets go of it.
+  void release_locked(Shape& s);
+  size_t charged_total_locked() const { return held_ + window_bytes_; }
   bool commit_spill_locked(const SpillJob& job);
   std::vector<std::string> take_dead_dirs_locked();
   std::vector<LogEntry> replay_locked(const Shape& s, const std::vector<Batch>& batches);
-  size_t log_memory_bytes_locked() const;
   int64_t commit_time_locked(LogOffset first) const;
   LogRead read_locked(const Shape& s, const RequestOffset& ro) const;
   LogRead read_live_locked(const Shape& s, const RequestOffset& ro) const;
@@ -410,7 +484,8 @@ class ShapeStore {
   std::map<std::string, std::shared_ptr<Shape>> active_;     // definition key → shape
   std::map<std::string, std::string> aliases_;               // request definition key → definition key
   std::map<std::string, std::shared_ptr<Shape>> by_handle_;  // handle → shape (ready ones)
-  std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> by_relid_;        // every ready shape
+  // every ready shape, by table (a map per table: removing one of 100 000 shapes is not a scan)
+  std::unordered_map<uint32_t, std::unordered_map<const Shape*, std::shared_ptr<Shape>>> by_relid_;
   std::map<uint32_t, std::vector<std::shared_ptr<Shape>>> whole_by_relid_;  // ready whole-table shapes
   std::unordered_map<int32_t, std::shared_ptr<Shape>> by_shape_id_;          // ready filtered shapes
   std::deque<Batch> window_;
@@ -431,6 +506,32 @@ class ShapeStore {
   uint64_t last_tick_ = 0;
   uint64_t window_floor_ = 0;
   size_t waiting_ = 0;
+
+  // Memory budget.
+  MemoryBudget budget_;
+  mutable size_t held_ = 0;        // charged: shapes (held_bytes), stubs, aliases (the window apart)
+  mutable size_t log_memory_ = 0;  // JSON bytes of in-memory log entries of charged shapes
+  uint64_t next_dir_gen_ = 1;
+  struct EvictedShape {
+    int32_t shape_id = 0;
+    uint64_t start_tick = 0, tick = 0, dir_gen = 0;
+    std::vector<SpilledChunk> spilled;
+    std::vector<size_t> chunk_ends;
+    size_t log_base = 0, open_chunk_bytes = 0;
+    size_t bytes = 0;  // charged for it
+    uint64_t seq = 0;  // eviction order
+  };
+  std::unordered_map<std::string, EvictedShape> evicted_;  // handle -> stub
+  std::deque<std::pair<uint64_t, std::string>> evicted_order_;  // (seq, handle), oldest first (stale entries skipped)
+  uint64_t evict_seq_ = 0;
+  size_t evicted_bytes_ = 0;
+  uint64_t pressure_spills_ = 0, pressure_spilled_bytes_ = 0, evictions_ = 0, reloads_ = 0;
+  // A pass over budget that could free nothing (every shape live or busy):
+  // the next full pass waits until the count grew by 1/64 of the budget or a
+  // second went by, so a store kept over budget by live shapes does not sort
+  // every shape under the lock at every tick.
+  int64_t fruitless_at_us_ = 0;
+  size_t fruitless_total_ = 0;
 };
 
 }  // namespace shapesync

@@ -42,7 +42,12 @@ after(async () => {
 
 const segFiles = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.seg')).sort((a, b) => Number.parseInt(a) - Number.parseInt(b)) : []);
 const shapeDirs = () => (existsSync(dataDir) ? readdirSync(dataDir) : []);
-const dirOf = (handle) => join(dataDir, handle.replace(/[^A-Za-z0-9_-]/g, '_'));
+// <handle>.<generation>: a shape reloaded after an eviction never meets an older copy's files
+const dirOf = (handle) => {
+  const name = handle.replace(/[^A-Za-z0-9_-]/g, '_');
+  const found = shapeDirs().filter((d) => d.startsWith(`${name}.`));
+  return join(dataDir, found.at(-1) ?? `${name}.0`);
+};
 
 /** Every response body from offset -1 to the first up-to-date: [{offset, status, text}]. */
 async function walk(base) {
@@ -77,9 +82,9 @@ test('old chunks move to segment files and read back byte-identical; lost files 
       new Map(want.map((r) => [String(r.id), Number(r.rev)]))), { timeoutMs: 20_000, what: 'client caught up' });
 
     const handle = f.stream.shapeHandle;
+    await waitFor(() => segFiles(dirOf(handle)).length >= 3, { what: 'segment files written' });
     const dir = dirOf(handle);
     assert.deepEqual(shapeDirs(), [dir.split('/').pop()], 'one directory, named after the handle');
-    await waitFor(() => segFiles(dir).length >= 3, { what: 'segment files written' });
     const files = segFiles(dir);
 
     // memory holds the open chunk and one closed chunk (4000 bytes each), not the ~600 updates
@@ -122,8 +127,8 @@ test('a lost segment the change log no longer holds: the shape is retired, 409, 
     await firstRows(f);
     await writeRevisions(200, 320);
     const h1 = f.stream.shapeHandle;
+    await waitFor(() => segFiles(dirOf(h1)).length >= 2, { timeoutMs: 20_000, what: `segment files written (${shapeDirs()})` });
     const dir = dirOf(h1);
-    await waitFor(() => segFiles(dir).length >= 2, { timeoutMs: 20_000, what: `segment files written (${shapeDirs()})` });
     // rotate the change log past the shape's changes (the live sidecar has read them)
     for (let i = 0; i < 3; i++) {
       await cluster.psql('UPDATE docs SET rev = rev + 1 WHERE id = 20; SELECT shapesync.tick(true);');

@@ -1,0 +1,438 @@
+// The shape store's memory budget (--max-memory, --max-shapes): accounting,
+// spilling and eviction order, and evicted shapes coming back with the same
+// log. No database, no sockets; segment files in a temporary directory.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <random>
+
+#include <unistd.h>
+
+#include "config.hpp"
+#include "shapes/store.hpp"
+
+using namespace shapesync;
+using json = nlohmann::json;
+
+namespace {
+
+std::shared_ptr<const TableInfo> table() {
+  auto t = std::make_shared<TableInfo>();
+  t->relid = 42;
+  t->schema = "public";
+  t->name = "items";
+  t->columns = {{"id", 1, "int4", 0, 0, true, -1, "int4"},
+                {"title", 2, "text", 0, -1, false, -1, "text"},
+                {"done", 3, "bool", 0, -1, false, -1, "bool"}};
+  t->pk = {0};
+  return t;
+}
+
+Change ins(int id, std::string title) { return {42, 'I', false, RowValues{std::to_string(id), title, "f"}, std::nullopt}; }
+Change upd(int id, std::string from, std::string to) {
+  return {42, 'U', false, RowValues{std::to_string(id), to, "f"}, RowValues{std::to_string(id), from, "f"}};
+}
+
+Batch batch(uint64_t tick, uint64_t xid, std::vector<Change> c) {
+  return {tick, {{xid, make_position(tick, 1), std::move(c)}}};
+}
+
+// A store with segment files and a budget, its shapes registered with an
+// identity (whole-table shapes: every change is in every one).
+struct Budget : ::testing::Test {
+  std::string base = ::testing::TempDir() + "/budget-" + std::to_string(::getpid()) + "-" +
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::string dir;
+  ShapeStore store{400};  // small chunks: many chunk boundaries
+  int64_t now = 1'000'000'000;
+
+  void SetUp() override {
+    std::string err;
+    ASSERT_TRUE(prepare_segment_dir(base, dir, err)) << err;
+    store.set_spill(dir, 1);
+  }
+  void TearDown() override { std::filesystem::remove_all(base); }
+
+  std::shared_ptr<Shape> create(const std::string& name, uint64_t start_tick = 1) {
+    ShapeDef d;
+    d.table = table();
+    d.selected = {0, 1, 2};
+    d.key = "def-" + name;
+    bool created = false;
+    auto s = store.begin_create(d, "req-" + name, "h-" + name, 0, "", created);
+    EXPECT_TRUE(created);
+    std::vector<std::shared_ptr<const std::string>> chunks{std::make_shared<const std::string>("[]")};
+    store.set_snapshot(*s, *PgSnapshot::parse("1:1:"), start_tick, &chunks);
+    return s;
+  }
+  // Creates (or reloads) a shape and catches it up from the window.
+  std::shared_ptr<Shape> get(const std::string& name) {
+    if (auto s = store.resolve("req-" + name)) return s;
+    auto s = create(name);
+    uint64_t from = std::max<uint64_t>(1, store.restore_evicted(s));
+    // as ShapeService::build_shape: what the window no longer holds comes from
+    // "the database" (every batch applied, kept here)
+    if (auto floor = store.finish_or_floor(s, from)) {
+      std::vector<Batch> extra;
+      for (auto& b : history)
+        if (b.tick_id > from && b.tick_id <= *floor) extra.push_back(b);
+      EXPECT_TRUE(store.finish_with(s, std::move(extra), *floor));
+    }
+    EXPECT_TRUE(s->ready);
+    return s;
+  }
+  std::vector<Batch> history;
+  void apply(Batch b) {
+    history.push_back(b);
+    store.apply(std::move(b));
+  }
+  // One pass of the ticker: due spills written, evictions done.
+  size_t pass() {
+    auto jobs = store.take_spills(now);
+    for (auto& j : jobs) {
+      std::string err;
+      std::filesystem::create_directories(std::filesystem::path(j.path).parent_path());
+      EXPECT_TRUE(write_segment(j.path, j.entries, err)) << err;
+      j.file_bytes = std::filesystem::file_size(j.path);
+      EXPECT_TRUE(store.commit_spill(j));
+    }
+    for (auto& d : store.take_dead_dirs()) std::filesystem::remove_all(d);
+    return jobs.size();
+  }
+  // Every message of the shape's log, read as a client would, chunk by chunk.
+  std::vector<std::string> walk(const std::shared_ptr<Shape>& s) {
+    std::vector<std::string> out;
+    LogOffset at = LogOffset::snapshot_end();
+    for (int guard = 0; guard < 100000; ++guard) {
+      LogRead r = store.read(*s, RequestOffset{RequestOffset::Kind::kAt, at});
+      if (r.segment) {
+        std::vector<std::shared_ptr<const std::string>> got;
+        EXPECT_TRUE(read_segment(*r.segment, r.segment_after, got)) << r.segment->path;
+        r.entries = std::move(got);
+        r.segment.reset();
+      }
+      for (auto& e : r.entries) out.push_back(*e);
+      at = r.end;
+      if (r.up_to_date) return out;
+    }
+    ADD_FAILURE() << "no up-to-date";
+    return out;
+  }
+  void use(const std::shared_ptr<Shape>& s, int64_t at) { s->last_used_us.store(at); }
+};
+
+}  // namespace
+
+TEST_F(Budget, HeldBytesFollowWhatTheStoreHolds) {
+  StoreStats empty = store.stats();
+  EXPECT_EQ(empty.held_bytes, 0u);
+  auto a = get("a");
+  size_t with_shape = store.stats().held_bytes;
+  EXPECT_GT(with_shape, sizeof(Shape));
+  EXPECT_EQ(a->held_bytes + store.stats().held_bytes - a->held_bytes, with_shape);
+  // an entry costs its JSON and a fixed overhead
+  apply(batch(2, 200, {ins(1, "hello")}));
+  StoreStats st = store.stats();
+  size_t json_bytes = a->log_memory_bytes;
+  EXPECT_GT(json_bytes, 0u);
+  EXPECT_EQ(st.log_memory_bytes, json_bytes);
+  size_t window = st.window_bytes;
+  EXPECT_EQ(st.held_bytes, with_shape + ShapeStore::entry_cost(*a->log.back().json) + window);
+  EXPECT_GE(ShapeStore::entry_cost(*a->log.back().json), json_bytes + cost::kEntry);
+  // a cached live body is charged, and replaced (not added) by the next one
+  store.read_live(*a, *parse_offset("0_inf"));
+  size_t with_body = store.stats().held_bytes;
+  EXPECT_GT(with_body, st.held_bytes);
+  store.read_live(*a, *parse_offset("0_inf"));
+  EXPECT_EQ(store.stats().held_bytes, with_body);
+  // dropped with the shape: what is left is the alias and the window
+  store.invalidate(a, "test");
+  size_t alias = std::string("req-a").size() + std::string("def-a").size() + cost::kAlias;
+  EXPECT_EQ(store.stats().held_bytes, alias + window);
+  EXPECT_EQ(store.stats().log_memory_bytes, 0u);
+  // a shape that fails while being created is dropped too
+  auto b = create("b");
+  store.fail_create(b);
+  EXPECT_EQ(store.stats().held_bytes, 2 * alias + window);
+}
+
+TEST_F(Budget, SnapshotChunksAreChargedOnce) {
+  auto s = create("a");
+  size_t before = store.stats().held_bytes;
+  auto chunk = std::make_shared<const std::string>(std::string(1000, 'x'));
+  store.publish_snapshot_chunk(s, chunk);
+  EXPECT_EQ(store.stats().held_bytes, before + 1000 + cost::kChunk);
+  // the builder then sets the whole snapshot (the same chunks): replaced, not added
+  std::vector<std::shared_ptr<const std::string>> all{chunk};
+  store.set_snapshot(*s, *PgSnapshot::parse("1:1:"), 1, &all);
+  EXPECT_EQ(store.stats().held_bytes, before - 2 - cost::kChunk + 1000 + cost::kChunk);
+}
+
+TEST_F(Budget, UnderBudgetNothingMoves) {
+  store.set_budget({1 << 30, SIZE_MAX, 0});
+  auto a = get("a");
+  apply(batch(2, 200, {ins(1, "x")}));
+  EXPECT_EQ(pass(), 0u);
+  EXPECT_EQ(a->log.size(), 1u);
+  EXPECT_EQ(store.stats().evictions, 0u);
+}
+
+TEST_F(Budget, SpillsLeastRecentlyUsedFirstThenEvictsIdleOnes) {
+  std::vector<std::shared_ptr<Shape>> s;
+  for (int i = 0; i < 5; ++i) s.push_back(get(std::to_string(i)));
+  // shape 0 used longest ago ... shape 4 most recently
+  for (int i = 0; i < 5; ++i) use(s[i], now - (10 - i) * 1'000'000);
+  apply(batch(2, 200, {ins(1, "one"), ins(2, "two")}));  // an entry pair in every shape
+  StoreStats st = store.stats();
+  size_t per_log = ShapeStore::entry_cost(*s[0]->log[0].json) + ShapeStore::entry_cost(*s[0]->log[1].json);
+  // room for all but about two logs: the two least recently used spill
+  store.set_budget({st.held_bytes - per_log, SIZE_MAX, 0});
+  size_t low = store.budget().low_water();
+  size_t need = st.held_bytes - low;
+  size_t expect_spills = (need + per_log - 1) / per_log;
+  ASSERT_GE(expect_spills, 2u);
+  ASSERT_LT(expect_spills, 5u);
+  EXPECT_EQ(pass(), expect_spills);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(s[i]->log.empty(), i < expect_spills) << i;
+  EXPECT_EQ(store.stats().pressure_spills, expect_spills);
+  EXPECT_EQ(store.stats().evictions, 0u) << "spilling was enough";
+  // Now too small for the shapes themselves: idle ones go, least recently used
+  // first; shape 0 is held by a request (a reference), shape 1 has a live
+  // client: neither goes.
+  auto held = s[0];
+  s[1]->live_clients = 1;
+  std::vector<std::string> handles;
+  for (auto& x : s) handles.push_back(x->handle);
+  std::weak_ptr<Shape> w2 = s[2];
+  s.erase(s.begin() + 2, s.end());  // the test lets go of 2, 3, 4
+  store.set_budget({1, SIZE_MAX, 0, 1 << 20});
+  pass();  // evicts 2, and 3 and 4 once their logs are written
+  pass();  // nothing more it may do
+  EXPECT_TRUE(w2.expired()) << "evicted: the store let go of it";
+  EXPECT_EQ(store.by_handle(handles[2]), nullptr);
+  EXPECT_EQ(store.by_handle(handles[3]), nullptr);
+  EXPECT_EQ(store.by_handle(handles[4]), nullptr);
+  EXPECT_NE(store.by_handle(handles[0]), nullptr) << "a request holds it";
+  EXPECT_NE(store.by_handle(handles[1]), nullptr) << "a live client";
+  EXPECT_EQ(store.stats().evictions, 3u);
+  EXPECT_EQ(store.stats().evicted_shapes, 3u);
+  EXPECT_EQ(store.stats().shapes, 2u);
+  s[1]->live_clients = 0;
+  held.reset();
+  s.clear();
+  now += 1'100'000;  // the last pass freed nothing: the next full one waits a second
+  pass();
+  EXPECT_EQ(store.stats().shapes, 0u);
+}
+
+TEST_F(Budget, ShapesUsedRecentlyAreNotEvicted) {
+  store.set_budget({1, SIZE_MAX, 5'000'000});  // idle for 5 s first
+  auto a = get("a");
+  auto b = get("b");
+  use(a, now - 10'000'000);
+  use(b, now - 1'000'000);
+  std::string ha = a->handle, hb = b->handle;
+  a.reset();
+  b.reset();
+  pass();
+  EXPECT_EQ(store.by_handle(ha), nullptr);
+  EXPECT_NE(store.by_handle(hb), nullptr);
+}
+
+TEST_F(Budget, OnePassEvictsDownToTheLowWaterMark) {
+  for (int i = 0; i < 10; ++i) use(get(std::to_string(i)), now - (20 - i));
+  size_t held = store.stats().held_bytes;
+  store.set_budget({held / 2, SIZE_MAX, 0, 1 << 20});  // about half of them must go
+  pass();
+  StoreStats st = store.stats();
+  EXPECT_LE(st.held_bytes, store.budget().low_water()) << st.evictions << " evicted";
+  EXPECT_GE(st.evictions, 5u);
+  EXPECT_LT(st.evictions, 10u) << "no more than needed";
+}
+
+TEST_F(Budget, ShapesWithLiveClientsSpillLast) {
+  auto a = get("a");  // least recently used, but a client waits on it
+  auto b = get("b");
+  use(a, now - 20);
+  use(b, now - 10);
+  a->live_clients = 1;
+  apply(batch(2, 200, {ins(1, std::string(3000, 'x'))}));  // big enough to be more than the 10% margin
+  size_t one = ShapeStore::entry_cost(*a->log[0].json);
+  size_t held = store.stats().held_bytes;
+  store.set_budget({held - one / 4, SIZE_MAX, 0, 1 << 20});  // one log's worth must go
+  ASSERT_LT(held - store.budget().low_water(), one);
+  EXPECT_EQ(pass(), 1u);
+  EXPECT_EQ(a->log.size(), 1u) << "the live shape keeps its newest entries";
+  EXPECT_TRUE(b->log.empty());
+  // when the idle ones are not enough, live ones spill too
+  store.set_budget({1, SIZE_MAX, INT64_MAX, 1 << 20});
+  now += 2'000'000;
+  pass();
+  EXPECT_TRUE(a->log.empty());
+  a->live_clients = 0;
+}
+
+TEST_F(Budget, APassThatFreedNothingWaitsASecond) {
+  auto a = get("a");
+  std::string handle = a->handle;
+  a->live_clients = 1;  // live: cannot go
+  store.set_budget({1, SIZE_MAX, 0, 1 << 20});
+  EXPECT_EQ(pass(), 0u);
+  a->live_clients = 0;
+  a.reset();
+  now += 500'000;
+  pass();  // within the second, nothing grew: not even looked at
+  EXPECT_NE(store.by_handle(handle), nullptr);
+  now += 600'000;
+  pass();
+  EXPECT_EQ(store.by_handle(handle), nullptr) << "evicted once the second is over";
+}
+
+TEST_F(Budget, MaxShapesKeepsTheMostRecentlyUsed) {
+  store.set_budget({SIZE_MAX, 3, 0});
+  std::vector<std::string> handles;
+  for (int i = 0; i < 6; ++i) {
+    auto s = get(std::to_string(i));
+    use(s, now - (10 - i));
+    handles.push_back(s->handle);
+  }
+  pass();
+  EXPECT_EQ(store.stats().evictions, 3u);
+  EXPECT_EQ(store.stats().shapes, 3u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(store.by_handle(handles[i]) != nullptr, i >= 3) << i;
+}
+
+TEST_F(Budget, AnEvictedShapeComesBackWithTheSameLog) {
+  auto control = get("control");  // never evicted: held by the test
+  auto a = get("a");
+  uint64_t tick = 2;
+  auto write = [&](int n) {
+    for (int k = 0; k < n; ++k, ++tick)
+      apply(batch(tick, 1000 + tick, {ins(static_cast<int>(tick), "row " + std::to_string(tick)),
+                                            upd(static_cast<int>(tick), "row", "changed " + std::to_string(tick))}));
+  };
+  write(20);
+  std::vector<std::string> before = walk(a);
+  ASSERT_EQ(before, walk(control));
+  std::string handle = a->handle;
+  a.reset();
+  store.set_budget({1, SIZE_MAX, 0, 1 << 20});
+  pass();  // spills
+  pass();  // evicts
+  ASSERT_EQ(store.by_handle(handle), nullptr);
+  ASSERT_EQ(store.stats().evicted_shapes, 1u);
+  write(7);  // changes while it is out of memory
+  store.set_budget({SIZE_MAX, SIZE_MAX, 0});
+  a = get("a");
+  EXPECT_EQ(a->handle, handle);
+  EXPECT_EQ(store.stats().reloads, 1u);
+  EXPECT_EQ(store.stats().evicted_shapes, 0u);
+  EXPECT_FALSE(a->spilled.empty()) << "its segment files came back";
+  std::vector<std::string> after = walk(a);
+  EXPECT_EQ(after, walk(control)) << "no change lost or repeated";
+  EXPECT_EQ(after.size(), before.size() + 7 * 2);
+  write(3);
+  EXPECT_EQ(walk(a), walk(control));
+}
+
+TEST_F(Budget, WithoutItsStubAShapeIsRebuiltFromItsSnapshot) {
+  auto control = get("control");
+  auto a = get("a");
+  for (uint64_t t = 2; t < 12; ++t) apply(batch(t, 500 + t, {ins(static_cast<int>(t), "r")}));
+  std::string handle = a->handle;
+  a.reset();
+  store.set_budget({1, SIZE_MAX, 0, 1 << 20});
+  pass();
+  pass();
+  ASSERT_EQ(store.stats().evicted_shapes, 1u);
+  store.drop_evicted(handle);  // as when retired in the database, or stubs over their share
+  EXPECT_EQ(store.stats().evicted_shapes, 0u);
+  pass();  // its directory is deleted
+  store.set_budget({SIZE_MAX, SIZE_MAX, 0});
+  a = get("a");
+  EXPECT_EQ(store.stats().reloads, 0u);
+  EXPECT_TRUE(a->spilled.empty());
+  EXPECT_EQ(walk(a), walk(control));
+}
+
+// Tiny budget, many shapes, many rounds: every shape spills and is evicted
+// many times while changes keep coming and shapes are asked for again; each
+// ends with exactly the control's log, and what the store holds stays within
+// the budget plus what one round adds and what cannot be evicted.
+TEST_F(Budget, TinyBudgetManyRoundsLosesNothing) {
+  const size_t budget = 16 * 1024;
+  store.set_budget({budget, SIZE_MAX, 0, 8192});
+  auto control = get("control");  // held: counts against the budget and is never evicted
+  std::mt19937 rng(7);
+  const int kShapes = 8;
+  std::vector<std::string> names;
+  for (int i = 0; i < kShapes; ++i) names.push_back("s" + std::to_string(i));
+  for (auto& n : names) get(n);
+  uint64_t tick = 2;
+  size_t worst = 0;
+  for (int round = 0; round < 120; ++round) {
+    std::vector<Change> cs;
+    int n = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < n; ++k) cs.push_back(ins(static_cast<int>(tick * 10 + k), std::string(rng() % 60, 'v')));
+    apply(batch(tick, 10000 + tick, std::move(cs)));
+    ++tick;
+    store.trim_window(SIZE_MAX, 4096);  // the service's cap: a quarter of the budget
+    now += 1000;
+    // a few clients ask for a shape (reloading it when it was evicted) and read it
+    for (int k = 0; k < 2; ++k) {
+      auto s = get(names[rng() % kShapes]);
+      use(s, now);
+      if (rng() % 10 == 0) {
+        EXPECT_TRUE(walk(s) == walk(control)) << "round " << round << " " << s->handle;
+      }
+    }
+    pass();
+    worst = std::max(worst, store.stats().held_bytes);
+  }
+  StoreStats st = store.stats();
+  EXPECT_GT(st.evictions, static_cast<uint64_t>(kShapes * 5)) << "every shape evicted many times";
+  // reloaded from their stubs, or (stubs over their share) rebuilt from the snapshot
+  EXPECT_GT(st.reloads, static_cast<uint64_t>(kShapes));
+  EXPECT_GT(st.pressure_spills, 50u);
+  for (auto& n : names) EXPECT_TRUE(walk(get(n)) == walk(control)) << n;
+  // Slack: the control shape (never evicted; its log spills, its structure and
+  // cached bodies stay) and the two shapes just asked for, plus the window.
+  size_t slack = control->held_bytes + 2 * 2048 + 4096;
+  EXPECT_LE(worst, budget + slack) << "held " << worst;
+  RecordProperty("worst_held_bytes", std::to_string(worst));
+}
+
+TEST(BudgetConfig, MaxMemoryTakesSuffixes) {
+  auto run = [](std::vector<std::string> a) {
+    std::vector<std::string> all = {"shapesyncd", "--database-url", "postgresql:///x", "--insecure"};
+    all.insert(all.end(), a.begin(), a.end());
+    std::vector<char*> argv;
+    for (auto& s : all) argv.push_back(s.data());
+    return parse_config(static_cast<int>(argv.size()), argv.data());
+  };
+  auto mem = [&](std::string v) -> long long {
+    auto c = run({"--max-memory", v});
+    if (!std::holds_alternative<Config>(c)) return -1;
+    return static_cast<long long>(std::get<Config>(c).max_memory);
+  };
+  EXPECT_EQ(std::get<Config>(run({})).max_memory, size_t{1} << 30) << "default 1 GiB";
+  EXPECT_EQ(mem("4096"), 4096);
+  EXPECT_EQ(mem("4K"), 4096);
+  EXPECT_EQ(mem("4kib"), 4096);
+  EXPECT_EQ(mem("512M"), 512LL << 20);
+  EXPECT_EQ(mem("1G"), 1LL << 30);
+  EXPECT_EQ(mem("2GB"), 2LL << 30);
+  EXPECT_EQ(mem("0"), 0);
+  for (std::string bad : {"", "G", "1.5G", "-1", "10X", "1GG", "99999999999999999999"}) {
+    EXPECT_EQ(mem(bad), -1) << bad;
+  }
+  auto bad = run({"--max-memory", "lots"});
+  ASSERT_TRUE(std::holds_alternative<ConfigExit>(bad));
+  EXPECT_NE(std::get<ConfigExit>(bad).message.find("--max-memory"), std::string::npos)
+      << std::get<ConfigExit>(bad).message;
+  auto c = run({"--max-shapes", "100000", "--evict-idle", "0"});
+  ASSERT_TRUE(std::holds_alternative<Config>(c));
+  EXPECT_EQ(std::get<Config>(c).max_shapes, 100000u);
+  EXPECT_EQ(std::get<Config>(c).evict_idle_ms, 0);
+}
