@@ -98,7 +98,8 @@ PGPORT=$(scripts/pgcluster.sh free-port)
 URL=$(SHAPESYNC_PG_FSYNC=off scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-SIDECAR_ARGS=(--max-existing-requests 1000000 --long-poll-timeout 20000 --insecure)
+# every load client connects from 127.0.0.1: no per-address cap (default 1024)
+SIDECAR_ARGS=(--max-existing-requests 1000000 --long-poll-timeout 20000 --insecure --max-connections-per-address 0)
 RUNS=0
 start_sidecar() {
 	HTTPPORT=$(scripts/pgcluster.sh free-port)
