@@ -46,19 +46,21 @@ BIN=${SHAPESYNC_BUILD:-build}
 [ -x "$BIN/fanout" ] && [ -x "$BIN/shapesyncd" ] || { echo "build first: make sidecar" >&2; exit 1; }
 
 # N clients need N descriptors in the load client and as many in the sidecar. Raise the
-# hard limit when allowed (CAP_SYS_RESOURCE); otherwise N is capped at hard limit − 50.
+# hard limit when allowed (CAP_SYS_RESOURCE); otherwise N is capped at hard limit − 200: the sidecar
+# keeps 128 descriptors in reserve (--max-connections defaults to the limit minus that) and
+# answers 503 too_many_connections past it.
 MAXN=0
 case "$ONLY" in
 '') NS="$CLIENTS $WHERE_CLIENTS" ;; A | C) NS=$CLIENTS ;; B) NS=$WHERE_CLIENTS ;; *) NS= ;;
 esac
 for n in $NS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 50)) ]; then
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 200)) ]; then
 	ulimit -Hn $((MAXN + 1000)) 2>/dev/null || true
 fi
 ulimit -Sn "$(ulimit -Hn)"
 CAP_NOTE=
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 50)) ]; then
-	LIM=$(($(ulimit -Hn) - 50))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((MAXN + 200)) ]; then
+	LIM=$(($(ulimit -Hn) - 200))
 	clamp() { local out= n; for n in $1; do [ "$n" -gt "$LIM" ] && n=$LIM; out="$out $n"; done; echo $out; }
 	CLIENTS=$(clamp "$CLIENTS")
 	WHERE_CLIENTS=$(clamp "$WHERE_CLIENTS")
