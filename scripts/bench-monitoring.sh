@@ -43,7 +43,7 @@ PGPORT=$(scripts/pgcluster.sh free-port)
 URL=$(SHAPESYNC_PG_FSYNC=off scripts/pgcluster.sh start "$WORK/pg" "$PGPORT" bench 2>/dev/null | tail -n1)
 HTTPPORT=$(scripts/pgcluster.sh free-port)
 BASE="http://127.0.0.1:$HTTPPORT"
-build/shapesyncd --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" >"$WORK/shapesyncd.log" 2>&1 &
+build/shapesyncd --database-url "$URL" --listen "127.0.0.1:$HTTPPORT" --insecure >"$WORK/shapesyncd.log" 2>&1 &
 SIDECAR_PID=$!
 for _ in $(seq 1 100); do
 	curl -sf "$BASE/v1/health" | grep -q active && break
