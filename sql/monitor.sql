@@ -396,7 +396,7 @@ BEGIN
                    grant_monitor.role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
                    'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
-                   'shapesync.cache_stats(), shapesync.dashboard_data() TO %I', grant_monitor.role);
+                   'shapesync.cache_stats(), shapesync.membership_stats(), shapesync.dashboard_data() TO %I', grant_monitor.role);
 END
 $$;
 COMMENT ON FUNCTION shapesync.grant_monitor(name) IS
@@ -416,7 +416,7 @@ BEGIN
                    revoke_monitor.role);
     EXECUTE format('REVOKE EXECUTE ON FUNCTION shapesync.status(), shapesync.worker_pid(), shapesync.sync_stats(), '
                    'shapesync.sidecar_stats(), shapesync.table_stats(), shapesync.check(), '
-                   'shapesync.cache_stats(), shapesync.dashboard_data() FROM %I', revoke_monitor.role);
+                   'shapesync.cache_stats(), shapesync.membership_stats(), shapesync.dashboard_data() FROM %I', revoke_monitor.role);
 END
 $$;
 COMMENT ON FUNCTION shapesync.revoke_monitor(name) IS

@@ -237,6 +237,7 @@ SELECT count(*) >= 0 AS consumer_status FROM shapesync.consumer_status;
 SELECT count(*) AS log_tables FROM shapesync.log_tables;
 SELECT count(*) AS tracked_tables FROM shapesync.tracked_tables;
 SELECT count(*) >= 0 AS cache_stats FROM shapesync.cache_stats();
+SELECT count(*) >= 0 AS membership_stats FROM shapesync.membership_stats();
 SELECT count(*) AS status FROM shapesync.status();
 -- no sidecar function, no write, no data
 SELECT shapesync.consumer_report_stats('evil', '{}');
