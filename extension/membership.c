@@ -602,6 +602,33 @@ StripRelabel(Node *node)
 	return node;
 }
 
+/*
+ * Whether node is "column op $n" or "$n op column" (relabelings stripped):
+ * a binary OpExpr between a column of the table and a lifted constant; sets
+ * *var, *param and *var_left (the column is the left operand).
+ */
+static bool
+MatchColumnParam(Node *node, Var **var, Param **param, bool *var_left)
+{
+	OpExpr	   *op = (OpExpr *) node;
+	Node	   *l;
+	Node	   *r;
+
+	if (!IsA(node, OpExpr) || list_length(op->args) != 2)
+		return false;
+	l = StripRelabel(linitial(op->args));
+	r = StripRelabel(lsecond(op->args));
+	if (IsA(l, Var) && IsA(r, Param))
+		*var_left = true;
+	else if (IsA(r, Var) && IsA(l, Param))
+		*var_left = false;
+	else
+		return false;
+	*var = (Var *) (*var_left ? l : r);
+	*param = (Param *) (*var_left ? r : l);
+	return (*var)->varno == 1 && (*var)->varattno > 0 && (*param)->paramkind == PARAM_EXTERN;
+}
+
 /* Find a "column = $n" conjunct with a hashable strict operator and set up the index. */
 static void
 SetupKeyIndex(ShapeTemplate *t, Node *expr)
@@ -617,27 +644,13 @@ SetupKeyIndex(ShapeTemplate *t, Node *expr)
 	foreach(lc, conjuncts)
 	{
 		OpExpr	   *op = (OpExpr *) lfirst(lc);
-		Node	   *l;
-		Node	   *r;
 		Var		   *var;
 		Param	   *param;
 		bool		var_left;
 		RegProcedure lhs_hash;
 		RegProcedure rhs_hash;
 
-		if (!IsA(op, OpExpr) || list_length(op->args) != 2)
-			continue;
-		l = StripRelabel(linitial(op->args));
-		r = StripRelabel(lsecond(op->args));
-		if (IsA(l, Var) && IsA(r, Param))
-			var_left = true;
-		else if (IsA(r, Var) && IsA(l, Param))
-			var_left = false;
-		else
-			continue;
-		var = (Var *) (var_left ? l : r);
-		param = (Param *) (var_left ? r : l);
-		if (var->varno != 1 || var->varattno <= 0 || param->paramkind != PARAM_EXTERN)
+		if (!MatchColumnParam((Node *) op, &var, &param, &var_left))
 			continue;
 		if (!op_hashjoinable(op->opno, exprType(linitial(op->args))) ||
 			!func_strict(op->opfuncid))
@@ -684,8 +697,6 @@ SetupRangeIndex(ShapeTemplate *t, Node *expr)
 	foreach(lc, conjuncts)
 	{
 		OpExpr	   *op = (OpExpr *) lfirst(lc);
-		Node	   *l;
-		Node	   *r;
 		Var		   *var;
 		Param	   *param;
 		bool		var_left;
@@ -697,19 +708,7 @@ SetupRangeIndex(ShapeTemplate *t, Node *expr)
 		bool		lower;
 		bool		incl;
 
-		if (!IsA(op, OpExpr) || list_length(op->args) != 2)
-			continue;
-		l = StripRelabel(linitial(op->args));
-		r = StripRelabel(lsecond(op->args));
-		if (IsA(l, Var) && IsA(r, Param))
-			var_left = true;
-		else if (IsA(r, Var) && IsA(l, Param))
-			var_left = false;
-		else
-			continue;
-		var = (Var *) (var_left ? l : r);
-		param = (Param *) (var_left ? r : l);
-		if (var->varno != 1 || var->varattno <= 0 || param->paramkind != PARAM_EXTERN)
+		if (!MatchColumnParam((Node *) op, &var, &param, &var_left))
 			continue;
 		if (t->range_attno != 0 && var->varattno != t->range_attno)
 			continue;
