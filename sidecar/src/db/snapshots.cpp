@@ -1,6 +1,8 @@
 // Shape snapshots in the database.
 #include "db/snapshots.hpp"
 
+#include <charconv>
+
 #include "db/act_as.hpp"
 #include "db/copy_text.hpp"
 #include "db/text_array.hpp"
@@ -35,6 +37,8 @@ std::string snapshot_select(const TableInfo& t, const std::vector<size_t>& selec
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
   return sql;
 }
+
+PgError malformed_copy_row() { return PgError("unexpected COPY row from the snapshot query", "", false); }
 }  // namespace
 
 asio::awaitable<void> wait_for_writers(PgConn& c, uint32_t relid) {
@@ -72,25 +76,22 @@ asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const st
   co_return d;
 }
 
-asio::awaitable<void> copy_snapshot_rows(
-    PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::string& where, bool with_version,
-    const std::function<void(std::vector<std::optional<std::string>>&, std::string_view)>& on_row) {
+void SnapshotRow::append_message(std::string& out) const {
+  if (!e_.append_message(out)) throw malformed_copy_row();
+}
+
+asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
+                                         const std::string& where, bool with_version,
+                                         const std::function<void(const SnapshotRow&)>& on_row) {
   std::string sql = "COPY (SELECT " + snapshot_select(t, selected, with_version);
   // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
   if (!where.empty()) sql += " WHERE " + where;
   sql += ") TO STDOUT";
-  std::vector<std::optional<std::string>> fields;
-  std::string version;
-  const size_t width = selected.size() + (with_version ? 1 : 0);
+  CopyRowEncoder enc(t, selected, 0, with_version);
+  const SnapshotRow row(enc);
   co_await c.copy_out(sql, [&](std::string_view line) {
-    if (!parse_copy_row(line, fields) || fields.size() != width)
-      throw PgError("unexpected COPY row from the snapshot query", "", false);
-    version.clear();
-    if (with_version) {
-      if (fields.back()) version = std::move(*fields.back());
-      fields.pop_back();
-    }
-    on_row(fields, version);
+    if (!enc.split(line)) throw malformed_copy_row();
+    on_row(row);
   });
 }
 
@@ -253,7 +254,7 @@ asio::awaitable<void> forget_claims(PgConn& c, const std::vector<std::string>& h
 asio::awaitable<void> copy_snapshot_rows_many(
     PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::vector<std::string>& wheres,
     bool with_version,
-    const std::function<void(size_t shape, std::vector<std::optional<std::string>>&, std::string_view)>& on_row) {
+    const std::function<void(size_t shape, const SnapshotRow&)>& on_row) {
   if (wheres.empty()) co_return;
   const std::string select = snapshot_select(t, selected, with_version);
   std::string sql = "COPY (";
@@ -264,21 +265,15 @@ asio::awaitable<void> copy_snapshot_rows_many(
     if (!wheres[i].empty()) sql += " WHERE " + wheres[i];
   }
   sql += ") TO STDOUT";
-  std::vector<std::optional<std::string>> fields;
-  std::string version;
-  const size_t width = 1 + selected.size() + (with_version ? 1 : 0);
+  CopyRowEncoder enc(t, selected, 1, with_version);
+  const SnapshotRow row(enc);
   co_await c.copy_out(sql, [&](std::string_view line) {
-    if (!parse_copy_row(line, fields) || fields.size() != width || !fields.front())
-      throw PgError("unexpected COPY row from the snapshot query", "", false);
-    size_t shape = std::stoul(*fields.front());
-    if (shape >= wheres.size()) throw PgError("unexpected COPY row from the snapshot query", "", false);
-    fields.erase(fields.begin());
-    version.clear();
-    if (with_version) {
-      if (fields.back()) version = std::move(*fields.back());
-      fields.pop_back();
-    }
-    on_row(shape, fields, version);
+    if (!enc.split(line)) throw malformed_copy_row();
+    std::string_view tag = enc.lead_field(0);
+    size_t shape = 0;
+    auto [end, ec] = std::from_chars(tag.data(), tag.data() + tag.size(), shape);
+    if (ec != std::errc() || end != tag.data() + tag.size() || shape >= wheres.size()) throw malformed_copy_row();
+    on_row(shape, row);
   });
 }
 

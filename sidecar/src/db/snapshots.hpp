@@ -13,6 +13,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "db/copy_text.hpp"
 #include "db/pg.hpp"
 #include "model/batch.hpp"
 #include "model/table.hpp"
@@ -43,13 +44,24 @@ asio::awaitable<void> forget_claim(PgConn& c, const std::string& handle);
 // The caller ends it (COMMIT, or rollback_if_open).
 asio::awaitable<SnapshotData> begin_snapshot(PgConn& c, int timeout_ms, const std::optional<std::string>& role = {},
                                              const std::string& claims = "{}");
+// A snapshot row as COPY gave it, encoded on demand as its Shape protocol
+// insert message (straight from the COPY text: no per-field strings).
+class SnapshotRow {
+ public:
+  explicit SnapshotRow(const CopyRowEncoder& e) : e_(e) {}
+  // Appends {"key":…,"value":{…},"headers":{"operation":"insert",…}} with the
+  // row's version header when copied with versions; PgError when malformed.
+  void append_message(std::string& out) const;
+
+ private:
+  const CopyRowEncoder& e_;
+};
 // Streams the shape's rows (`selected` columns of ONLY the table, filtered by
-// the canonical WHERE) to `on_row`: values indexed like the selected columns,
-// and the row's version (shapesync.row_version(xmin), decimal) when
-// `with_version` (extension 0.2.0), else "".
-asio::awaitable<void> copy_snapshot_rows(
-    PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::string& where, bool with_version,
-    const std::function<void(std::vector<std::optional<std::string>>&, std::string_view)>& on_row);
+// the canonical WHERE) to `on_row`, with each row's version
+// (shapesync.row_version(xmin), decimal) when `with_version` (extension 0.2.0).
+asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
+                                         const std::string& where, bool with_version,
+                                         const std::function<void(const SnapshotRow&)>& on_row);
 // True when `role` (nullopt: the current user) may read the table's row
 // versions: SELECT on its xmin system column, which a table-level SELECT
 // grant gives and column grants give only when they name xmin.
@@ -83,7 +95,7 @@ asio::awaitable<void> forget_claims(PgConn& c, const std::vector<std::string>& h
 asio::awaitable<void> copy_snapshot_rows_many(
     PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::vector<std::string>& wheres,
     bool with_version,
-    const std::function<void(size_t shape, std::vector<std::optional<std::string>>&, std::string_view)>& on_row);
+    const std::function<void(size_t shape, const SnapshotRow&)>& on_row);
 // Stores the snapshots of several claimed handles in one transaction.
 asio::awaitable<void> store_snapshots(PgConn& c, const std::vector<std::string>& handles,
                                       const std::vector<const SnapshotData*>& data);

@@ -807,17 +807,11 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
     d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms, def.role, def.claims);
     for (auto& s : own) store_.set_snapshot(*s, d.snap, d.start_tick);
     if (def.log_mode == LogMode::kFull) {
-      RowValues row(t.columns.size());
-      std::string value;
-      auto on_row = [&](size_t i, std::vector<std::optional<std::string>>& fields, std::string_view version) {
-        const Shape& s = *own[i];
+      auto on_row = [&](size_t i, const SnapshotRow& row) {
         Out& o = out[i];
-        for (size_t k = 0; k < fields.size(); ++k) row[def.selected[k]] = std::move(fields[k]);
-        value.clear();
-        append_value_object(value, t, row, def.selected);
         if (!o.first) o.cur += ',';
         o.first = false;
-        o.cur += snapshot_row_message(row_key(s.key_prefix, t, row), value, s.relation, version_header(version));
+        row.append_message(o.cur);
         ++o.rows;
         if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
           o.cur += ']';
@@ -894,15 +888,10 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
     d = co_await begin_snapshot(c, cfg_.snapshot_timeout_ms, s->def.role, s->def.claims);
     store_.set_snapshot(*sp, d.snap, d.start_tick);
     if (s->def.log_mode == LogMode::kFull) {
-      RowValues row(t.columns.size());
-      std::string value;
-      auto on_row = [&](std::vector<std::optional<std::string>>& fields, std::string_view version) {
-        for (size_t k = 0; k < fields.size(); ++k) row[s->def.selected[k]] = std::move(fields[k]);
-        value.clear();
-        append_value_object(value, t, row, s->def.selected);
+      auto on_row = [&](const SnapshotRow& row) {
         if (!first) cur += ',';
         first = false;
-        cur += snapshot_row_message(row_key(s->key_prefix, t, row), value, s->relation, version_header(version));
+        row.append_message(cur);
         ++rows;
         if (cur.size() >= cfg_.chunk_bytes_threshold) {
           cur += ']';
