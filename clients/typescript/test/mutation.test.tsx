@@ -41,11 +41,14 @@ function renderTodos(client: SyncClient, list: string) {
 describe('useSyncedMutation', () => {
   it('shows an insert at once, keeps it through the POST, and drops the optimistic state when its txid arrives', async () => {
     const list = await newList(null)
-    // shape answers are held back 400 ms, so the POST returns well before the
-    // change arrives on the stream
+    // live shape answers are held back until the POST has returned and been
+    // checked, so the change cannot arrive on the stream before (a fixed delay
+    // was not enough on a loaded machine)
+    let release!: () => void
+    const gate = new Promise<void>((res) => (release = res))
     const slowShapes: typeof fetch = async (input, init) => {
       const r = await fetch(input, init)
-      if (String(input).includes('/v1/shape') && String(input).includes('live=true')) await new Promise((res) => setTimeout(res, 400))
+      if (String(input).includes('/v1/shape') && String(input).includes('live=true')) await gate
       return r
     }
     const alice = makeClient('alice', { fetch: slowShapes })
@@ -68,6 +71,7 @@ describe('useSyncedMutation', () => {
     expect(await psql(`SELECT title FROM todos WHERE id = '${id}'`)).toBe('optimistic milk')
     expect(result.current.status.pendingWrites).toBe(1)
     expect(result.current.shape.data.map((t) => t.title)).toEqual(['optimistic milk'])
+    release()
 
     // the txid arrives on the stream: the optimistic state goes, the server's row stays
     await waitFor(() => expect(result.current.status.pendingWrites).toBe(0), { timeout: 10_000 })
