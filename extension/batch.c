@@ -55,6 +55,7 @@
 #include "shapesync.h"
 
 PG_FUNCTION_INFO_V1(shapesync_batch);
+PG_FUNCTION_INFO_V1(shapesync_batches);
 
 /* one log record of the batch, copied out of the scan */
 typedef struct BatchRecord
@@ -194,7 +195,8 @@ LogTruncatedError(int64 tick_id, const char *detail)
  * before it does not exist.  SPI is connected.
  */
 static int
-ReadRecords(int64 tick_id, MemoryContext cxt, BatchRecord ***records_out)
+ReadRecords(int64 tick_id, MemoryContext cxt, BatchRecord ***records_out,
+			bool *time_isnull, int64 *time_us)
 {
 	Oid			snap_types[1] = {INT8OID};
 	Oid			rec_types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
@@ -212,12 +214,15 @@ ReadRecords(int64 tick_id, MemoryContext cxt, BatchRecord ***records_out)
 	plan = KeptPlan(&snaps_plan,
 					"SELECT (SELECT t.snap FROM shapesync.ticks t WHERE t.tick_id = $1), "
 					"(SELECT t.snap FROM shapesync.ticks t WHERE t.tick_id < $1 "
-					"ORDER BY t.tick_id DESC LIMIT 1)", 1, snap_types);
+					"ORDER BY t.tick_id DESC LIMIT 1), "
+					"(SELECT (extract(epoch FROM t.tick_time) * 1000000)::bigint "
+					"FROM shapesync.ticks t WHERE t.tick_id = $1)", 1, snap_types);
 	args[0] = Int64GetDatum(tick_id);
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading shapesync.ticks failed");
 	cur_snap = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull_cur);
 	prev_snap = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull_prev);
+	*time_us = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, time_isnull));
 	*records_out = NULL;
 	if (isnull_cur || isnull_prev)
 		return -1;
@@ -345,15 +350,15 @@ ExpandRecord(BatchRecord *r, BatchChange **changes, int64 *n, int64 *cap)
 }
 
 /*
- * batch(tick_id): the changes of a tick, decoded, in batch order; see the
- * head of this file.
+ * Put the changes of tick tick_id (none when no_tick) into the result, in
+ * batch order (steps 1 to 6 of the head of this file), each row's values
+ * from column first_col on; the columns before it are tick_id and the
+ * tick's time in microseconds since the Unix epoch (batches()).  SPI is
+ * connected.
  */
-Datum
-shapesync_batch(PG_FUNCTION_ARGS)
+static void
+ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bool		no_tick = PG_ARGISNULL(0);
-	int64		tick_id = no_tick ? 0 : PG_GETARG_INT64(0);
 	MemoryContext cxt;
 	MemoryContext row_cxt;
 	MemoryContext oldcxt;
@@ -365,15 +370,12 @@ shapesync_batch(PG_FUNCTION_ARGS)
 	int64		cap;
 	int64		horizon;
 	bool		have_horizon;
+	bool		time_isnull = true;
+	int64		time_us = 0;
 
-	InitMaterializedSRF(fcinfo, (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) &&
-								 rsinfo->expectedDesc != NULL) ? MAT_SRF_USE_EXPECTED_DESC : 0);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "shapesync batch",
 								ALLOCSET_DEFAULT_SIZES);
 	row_cxt = AllocSetContextCreate(cxt, "shapesync batch row", ALLOCSET_DEFAULT_SIZES);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 
 	/* 1. */
 	have_horizon = ReadHorizon(&horizon);
@@ -393,13 +395,12 @@ shapesync_batch(PG_FUNCTION_ARGS)
 	}
 
 	/* 2., 3. (batch(NULL): no such tick, as the SQL formulation) */
-	nrecords = no_tick ? -1 : ReadRecords(tick_id, cxt, &records);
+	nrecords = no_tick ? -1 : ReadRecords(tick_id, cxt, &records, &time_isnull, &time_us);
 	if (nrecords < 0)
 	{
 		/* no such tick, or no tick before it: empty, as the SQL formulation */
-		SPI_finish();
 		MemoryContextDelete(cxt);
-		return (Datum) 0;
+		return;
 	}
 
 	/* 4. */
@@ -429,10 +430,19 @@ shapesync_batch(PG_FUNCTION_ARGS)
 	for (int64 i = 0; i < nchanges; i++)
 	{
 		BatchChange *c = &changes[i];
-		Datum		values[BATCH_COLS];
-		bool		nulls[BATCH_COLS];
+		Datum		all_values[BATCH_COLS + 2];
+		bool		all_nulls[BATCH_COLS + 2];
+		Datum	   *values = all_values + first_col;
+		bool	   *nulls = all_nulls + first_col;
 
 		MemoryContextSwitchTo(row_cxt);
+		if (first_col == 2)
+		{
+			all_values[0] = Int64GetDatum(tick_id);
+			all_nulls[0] = false;
+			all_values[1] = Int64GetDatum(time_us);
+			all_nulls[1] = time_isnull;
+		}
 		values[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(c->xid));
 		values[1] = Int64GetDatum(c->seq);
 		values[2] = Int64GetDatum(c->tx_max_seq);
@@ -453,7 +463,7 @@ shapesync_batch(PG_FUNCTION_ARGS)
 		nulls[9] = !(c->op == 'I' || c->op == 'U');
 		values[9] = nulls[9] ? (Datum) 0 :
 			FullTransactionIdGetDatum(FullTransactionIdFromU64(c->version != 0 ? c->version : c->xid));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, all_values, all_nulls);
 		MemoryContextReset(row_cxt);
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -463,7 +473,61 @@ shapesync_batch(PG_FUNCTION_ARGS)
 	if (tick_id > 0 && ReadHorizon(&horizon) && horizon >= tick_id)
 		LogTruncatedError(tick_id, "It was truncated while being read.");
 
-	SPI_finish();
 	MemoryContextDelete(cxt);
+}
+
+/* Set up the materialized result of a batch function. */
+static ReturnSetInfo *
+BatchResult(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) &&
+								 rsinfo->expectedDesc != NULL) ? MAT_SRF_USE_EXPECTED_DESC : 0);
+	return rsinfo;
+}
+
+/*
+ * batch(tick_id): the changes of a tick, decoded, in batch order; see the
+ * head of this file.
+ */
+Datum
+shapesync_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = BatchResult(fcinfo);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ReadTick(rsinfo, PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), 0);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * batches(after, upto): batch(t) for every tick id t in (after, upto], in
+ * that order, each row with t and the tick's time: what the sidecar read
+ * with generate_series, LATERAL batch() and a sort of the whole result,
+ * without the sort.  Every tick id is read, not just the ticks that exist:
+ * one at or below the horizon raises SS001 as batch() does.
+ */
+Datum
+shapesync_batches(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = BatchResult(fcinfo);
+	int64		after;
+	int64		upto;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return (Datum) 0;
+	after = PG_GETARG_INT64(0);
+	upto = PG_GETARG_INT64(1);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int64 t = after + 1; t <= upto && t > after; t++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		ReadTick(rsinfo, false, t, 2);
+	}
+	SPI_finish();
 	return (Datum) 0;
 }

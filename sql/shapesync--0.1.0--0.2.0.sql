@@ -2280,6 +2280,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
+                   'shapesync.batches(bigint, bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2324,6 +2325,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
+                   'shapesync.batches(bigint, bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2451,7 +2453,8 @@ $$;
 -- shapesync.batch() becomes the C batch reader (extension/batch.c), same
 -- signature, rows, order and errors (CREATE OR REPLACE keeps the grants
 -- grant_sidecar() gave); the plpgsql formulation stays as
--- shapesync.batch_sql(), the reference of the regress test.
+-- shapesync.batch_sql(), the reference of the regress test.  The sidecar reads
+-- a range of ticks with shapesync.batches(), in order without a sort.
 
 CREATE FUNCTION shapesync.batch_sql(tick_id bigint)
     RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
@@ -2525,3 +2528,23 @@ CREATE OR REPLACE FUNCTION shapesync.batch(tick_id bigint)
     AS 'MODULE_PATHNAME', 'shapesync_batch';
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
     'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all. Must run at READ COMMITTED.';
+
+CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
+    RETURNS TABLE (tick_id bigint, tick_time_us bigint, xid pg_catalog.xid8, seq bigint, tx_max_seq bigint,
+                   relid oid, op "char", new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 1000
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batches';
+COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
+    'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
+REVOKE ALL ON FUNCTION shapesync.batches(bigint, bigint) FROM PUBLIC;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.rolname FROM shapesync.sidecar_roles s JOIN pg_catalog.pg_roles a ON a.oid = s.roleid LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.batches(bigint, bigint) TO %I', r.rolname);
+    END LOOP;
+END
+$$;

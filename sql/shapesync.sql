@@ -323,6 +323,16 @@ CREATE FUNCTION shapesync.batch(tick_id bigint)
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
     'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all. Must run at READ COMMITTED.';
 
+CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
+    RETURNS TABLE (tick_id bigint, tick_time_us bigint, xid pg_catalog.xid8, seq bigint, tx_max_seq bigint,
+                   relid oid, op "char", new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 1000
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batches';
+COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
+    'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
+
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)
 ------------------------------------------------------------------------

@@ -58,6 +58,33 @@ BEGIN
 END
 $$;
 
+-- batches(after, upto) against what the sidecar read before it: batch_sql()
+-- of every tick id in the range, with the tick's time, sorted; the count of
+-- rows and of rows that differ (position included), or the error
+CREATE FUNCTION pg_temp.compare_range(after bigint, upto bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+    d bigint;
+    st text;
+    msg text;
+BEGIN
+    SELECT count(*), count(*) FILTER (WHERE x IS DISTINCT FROM y) INTO n, d
+      FROM shapesync.batches(after, upto) WITH ORDINALITY x
+      FULL JOIN (SELECT t.tick_id, k.tick_time_us, r.xid, r.seq, r.tx_max_seq, r.relid, r.op, r.new_values,
+                        r.old_values, r.shape_ops, r.error, r.version,
+                        row_number() OVER (ORDER BY t.tick_id, r.ordinality) AS ordinality
+                   FROM generate_series(after + 1, upto) AS t(tick_id)
+                   LEFT JOIN LATERAL (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint AS tick_time_us
+                                        FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true
+                  CROSS JOIN LATERAL shapesync.batch_sql(t.tick_id) WITH ORDINALITY AS r) y USING (ordinality);
+    RETURN n || ' rows, ' || d || ' differ';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    RETURN st || ': ' || regexp_replace(msg, '[0-9]+', 'N');
+END
+$$;
+
 CREATE TABLE br1 (id int PRIMARY KEY, owner int, v text, n numeric, d date);
 CREATE TABLE br2 (k text PRIMARY KEY, payload jsonb, flag boolean);
 SELECT shapesync.track('br1'), shapesync.track('br2');
@@ -125,6 +152,10 @@ SELECT shapesync.tick(true) AS m1 \gset
 CALL pg_temp.random_work(60, 0.5);
 SELECT shapesync.tick(true) AS m2 \gset
 SELECT * FROM pg_temp.compare(:m0, :m2);
+SELECT pg_temp.compare_range(:m0, :m2);
+-- an empty range, NULL
+SELECT count(*) FROM shapesync.batches(:m2, :m2);
+SELECT count(*) FROM shapesync.batches(NULL, :m2);
 -- the log has classic rows, B records and more than one record per transaction
 SELECT count(*) FILTER (WHERE op <> 'B') > 0 AS classic, count(*) FILTER (WHERE op = 'B') > 0 AS packed,
        count(DISTINCT xid) < count(*) AS multi_record
@@ -145,6 +176,7 @@ INSERT INTO br1 VALUES (10000, 1, 'last', 1, NULL);
 COMMIT;
 SELECT shapesync.tick(true) AS m4 \gset
 SELECT * FROM pg_temp.compare(:m3, :m4);
+SELECT pg_temp.compare_range(:m3, :m4);
 
 -- undecodable images: a changed layout and a dropped table come back NULL
 CREATE TABLE br3 (id int PRIMARY KEY, v text);
@@ -230,6 +262,8 @@ SELECT shapesync.tick(true) AS m15 \gset
 SELECT horizon_tick > :m13 AND horizon_tick <= :m14 AS horizon_moved FROM shapesync.log_state;
 SELECT rows > 0 AS rows, differing_rows, differing_outcomes, failed_ticks > 0 AS refused
   FROM pg_temp.compare(:m13, :m15);
+SELECT pg_temp.compare_range(:m13, :m15);
+SELECT pg_temp.compare_range((SELECT horizon_tick FROM shapesync.log_state), :m15) ~ '^[0-9]+ rows, 0 differ$' AS after_horizon;
 SELECT pg_temp.outcome('batch', :m13 + 1) ~ '^SS001: the change log no longer holds tick [0-9]+ [|] Changes visible in tick [0-9]+ were truncated' AS first_tick_truncated;
 
 DROP TABLE br1, br2;
