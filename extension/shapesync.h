@@ -53,6 +53,8 @@ extern int	shapesync_alert_window_s;
 
 /* row-level security applies to the caller on a shape's table */
 #define ERRCODE_SHAPESYNC_ROW_SECURITY MAKE_SQLSTATE('S','S','0','0','2')
+/* batch(): the change log no longer holds (all of) a tick's changes */
+#define ERRCODE_SHAPESYNC_LOG_TRUNCATED MAKE_SQLSTATE('S','S','0','0','1')
 
 /* issue 11 (docs/auth.md): a policy cannot become part of a shape (subquery, ...) */
 #define ERRCODE_SHAPESYNC_POLICY_NOT_SUPPORTED MAKE_SQLSTATE('S','S','0','1','1')
@@ -98,6 +100,36 @@ extern int	shapesync_tx_buffer_size;
 extern MemoryContext ShapesyncTxlogContext(void);
 extern void ShapesyncTxlogAppend(ShapesyncLogEntry *e);
 extern void ShapesyncRegisterTxlogCallbacks(void);
+
+/* reading an op 'B' record's packed changes (txlog.c) */
+typedef struct ShapesyncRecordReader
+{
+	char	   *p;
+	char	   *end;
+} ShapesyncRecordReader;
+
+typedef struct ShapesyncPackedChange
+{
+	uint64		ord;
+	Oid			relid;
+	char		op;
+	int32		layout;
+	struct varlena *new_img;	/* NULL when absent; point into the record */
+	struct varlena *old_img;
+	struct varlena *shape_ops;
+	struct varlena *error;
+	uint64		version;		/* 0: NULL */
+} ShapesyncPackedChange;
+
+extern void ShapesyncRecordBegin(ShapesyncRecordReader *r, bytea *rec);
+extern bool ShapesyncRecordNext(ShapesyncRecordReader *r, ShapesyncPackedChange *c);
+
+/* decode.c: decoding many images in one call (the batch reader) */
+typedef struct ShapesyncDecoder ShapesyncDecoder;
+extern ShapesyncDecoder *ShapesyncDecoderCreate(MemoryContext cxt);
+extern Datum ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout,
+										 bytea *img, bool *isnull);
+extern void ShapesyncDecoderClose(ShapesyncDecoder *d);
 
 /* membership.c: what the capture trigger must write for a changed row */
 typedef struct ShapesyncRowResult

@@ -399,24 +399,103 @@ BadRecord(const char *detail)
 			 errdetail("%s", detail)));
 }
 
-/* The varlena at *p if flags has bit (checked against end), else NULL. */
-static Datum
-UnpackVarlena(char **p, char *end, uint8 flags, uint8 bit, bool *isnull)
+/*
+ * The varlena at *p if flags has bit (checked against end), else NULL;
+ * advances *p past it.  Points into the record: no copy.
+ */
+static struct varlena *
+UnpackVarlena(char **p, char *end, uint8 flags, uint8 bit)
 {
 	uint32		len;
-	void	   *copy;
+	struct varlena *v;
 
-	*isnull = (flags & bit) == 0;
-	if (*isnull)
-		return (Datum) 0;
+	if ((flags & bit) == 0)
+		return NULL;
 	if (end - *p < VARHDRSZ || VARATT_IS_1B(*p))
 		BadRecord("A packed value is truncated.");
 	len = VARSIZE(*p);
 	if (len < VARHDRSZ || len > (uint32) (end - *p))
 		BadRecord("A packed value runs past the record.");
-	copy = palloc(len);
-	memcpy(copy, *p, len);
+	v = (struct varlena *) *p;
 	*p += Min((Size) MAXALIGN(len), (Size) (end - *p));
+	return v;
+}
+
+/*
+ * Start reading the changes of op 'B' record rec (detoasted; its values are
+ * MAXALIGNed as far as rec is).
+ */
+void
+ShapesyncRecordBegin(ShapesyncRecordReader *r, bytea *rec)
+{
+	/*
+	 * A detoasted copy is MAXALIGNed; an in-place short value is not, and is
+	 * never a valid record anyway (it would be under 127 bytes).
+	 */
+	if (VARSIZE(rec) < MAXALIGN(VARHDRSZ))
+		BadRecord("The record is too short.");
+	r->p = (char *) rec + MAXALIGN(VARHDRSZ);
+	r->end = (char *) rec + VARSIZE(rec);
+}
+
+/*
+ * The record's next change into *c (its varlenas point into the record),
+ * false after the last; raises on a malformed record.
+ */
+bool
+ShapesyncRecordNext(ShapesyncRecordReader *r, ShapesyncPackedChange *c)
+{
+	TxlogPackedHeader h;
+	char	   *p = r->p;
+	char	   *entry_end;
+
+	if (p >= r->end)
+		return false;
+	if ((Size) (r->end - p) < MAXALIGN(sizeof(TxlogPackedHeader)))
+		BadRecord("An entry header is truncated.");
+	memcpy(&h, p, sizeof(h));
+	if (h.len < MAXALIGN(sizeof(TxlogPackedHeader)) || h.len > (uint32) (r->end - p))
+		BadRecord("An entry's length runs past the record.");
+	entry_end = p + h.len;
+	p += MAXALIGN(sizeof(TxlogPackedHeader));
+
+	c->ord = h.ord;
+	c->relid = (Oid) h.relid;
+	c->op = h.op;
+	c->layout = h.layout;
+	c->version = h.version;
+	c->new_img = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_NEW);
+	c->old_img = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_OLD);
+	c->shape_ops = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_OPS);
+	c->error = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_ERROR);
+	if (c->shape_ops != NULL)
+	{
+		ArrayType	a;
+
+		/* the header only: the record may be unaligned (change_entries()) */
+		if (VARSIZE(c->shape_ops) < sizeof(ArrayType))
+			BadRecord("An entry's shape_ops is not an int4[].");
+		memcpy(&a, c->shape_ops, sizeof(ArrayType));
+		if (a.elemtype != INT4OID || a.ndim > 1)
+			BadRecord("An entry's shape_ops is not an int4[].");
+	}
+	if (p != entry_end)
+		BadRecord("An entry's length does not match its values.");
+	r->p = entry_end;
+	return true;
+}
+
+/* A palloc'd copy of varlena v as a Datum; *isnull when v is NULL. */
+static Datum
+CopyVarlena(const struct varlena *v, bool *isnull)
+{
+	void	   *copy;
+
+	*isnull = (v == NULL);
+	if (v == NULL)
+		return (Datum) 0;
+	copy = palloc(VARSIZE(v));
+	memcpy(copy, v, VARSIZE(v));
 	return PointerGetDatum(copy);
 }
 
@@ -465,51 +544,24 @@ shapesync_change_entries(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(3))
 		BadRecord("A record of op B has no packed changes.");
 	{
-		bytea	   *rec = PG_GETARG_BYTEA_P(3);
-		char	   *base = (char *) rec;
-		char	   *end = base + VARSIZE(rec);
-		char	   *p = base + MAXALIGN(VARHDRSZ);
-		TxlogPackedHeader h;
+		ShapesyncRecordReader reader;
+		ShapesyncPackedChange c;
 
-		/*
-		 * A detoasted copy is MAXALIGNed; an in-place short value is not,
-		 * and is never a valid record anyway (it would be under 127 bytes).
-		 */
-		if (VARSIZE(rec) < MAXALIGN(VARHDRSZ))
-			BadRecord("The record is too short.");
-		while (p < end)
+		ShapesyncRecordBegin(&reader, PG_GETARG_BYTEA_P(3));
+		while (ShapesyncRecordNext(&reader, &c))
 		{
-			char	   *entry_end;
-
-			if ((Size) (end - p) < MAXALIGN(sizeof(TxlogPackedHeader)))
-				BadRecord("An entry header is truncated.");
-			memcpy(&h, p, sizeof(h));
-			if (h.len < MAXALIGN(sizeof(TxlogPackedHeader)) || h.len > (uint32) (end - p))
-				BadRecord("An entry's length runs past the record.");
-			entry_end = p + h.len;
-			p += MAXALIGN(sizeof(TxlogPackedHeader));
-
 			memset(nulls, false, sizeof(nulls));
-			values[0] = Int64GetDatum((int64) h.ord);
-			values[1] = ObjectIdGetDatum((Oid) h.relid);
-			values[2] = CharGetDatum(h.op);
-			values[3] = Int32GetDatum(h.layout);
-			values[4] = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_NEW, &nulls[4]);
-			values[5] = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_OLD, &nulls[5]);
-			values[6] = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_OPS, &nulls[6]);
-			values[7] = UnpackVarlena(&p, entry_end, h.flags, TXLOG_HAS_ERROR, &nulls[7]);
-			if (!nulls[6])
-			{
-				ArrayType  *a = DatumGetArrayTypeP(values[6]);
-
-				if (ARR_ELEMTYPE(a) != INT4OID || ARR_NDIM(a) > 1)
-					BadRecord("An entry's shape_ops is not an int4[].");
-			}
-			nulls[8] = (h.version == 0);
+			values[0] = Int64GetDatum((int64) c.ord);
+			values[1] = ObjectIdGetDatum(c.relid);
+			values[2] = CharGetDatum(c.op);
+			values[3] = Int32GetDatum(c.layout);
+			values[4] = CopyVarlena(c.new_img, &nulls[4]);
+			values[5] = CopyVarlena(c.old_img, &nulls[5]);
+			values[6] = CopyVarlena(c.shape_ops, &nulls[6]);
+			values[7] = CopyVarlena(c.error, &nulls[7]);
+			nulls[8] = (c.version == 0);
 			values[8] = nulls[8] ? (Datum) 0 :
-				FullTransactionIdGetDatum(FullTransactionIdFromU64(h.version));
-			if (p != entry_end)
-				BadRecord("An entry's length does not match its values.");
+				FullTransactionIdGetDatum(FullTransactionIdFromU64(c.version));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

@@ -2280,6 +2280,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
+                   'shapesync.batches(bigint, bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2324,6 +2325,7 @@ BEGIN
                    'shapesync.consumer_report_stats(text, jsonb), '
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
+                   'shapesync.batches(bigint, bigint), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2441,6 +2443,108 @@ DECLARE
 BEGIN
     FOR r IN SELECT a.rolname FROM shapesync.sidecar_roles s JOIN pg_catalog.pg_roles a ON a.oid = s.roleid LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) TO %I', r.rolname);
+    END LOOP;
+END
+$$;
+
+
+-- ==== batch reader in C (issue 16) ====
+--
+-- shapesync.batch() becomes the C batch reader (extension/batch.c), same
+-- signature, rows, order and errors (CREATE OR REPLACE keeps the grants
+-- grant_sidecar() gave); the plpgsql formulation stays as
+-- shapesync.batch_sql(), the reference of the regress test.  The sidecar reads
+-- a range of ticks with shapesync.batches(), in order without a sort.
+
+CREATE FUNCTION shapesync.batch_sql(tick_id bigint)
+    RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
+                   new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE ROWS 100
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur_snap  pg_snapshot;
+    prev_snap pg_snapshot;
+    horizon   bigint;
+BEGIN
+    SELECT s.horizon_tick INTO horizon FROM shapesync.log_state s;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'shapesync.batch() must run at isolation level READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'It checks after reading that no rotation truncated what it read, which needs a new snapshot per statement.';
+    END IF;
+    IF batch_sql.tick_id > 0 AND batch_sql.tick_id <= horizon THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch_sql.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = format('Changes visible in tick %s were truncated; batches are complete only after it.', horizon),
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
+    SELECT t.snap INTO cur_snap FROM shapesync.ticks t WHERE t.tick_id = batch_sql.tick_id;
+    SELECT t.snap INTO prev_snap FROM shapesync.ticks t
+     WHERE t.tick_id < batch_sql.tick_id ORDER BY t.tick_id DESC LIMIT 1;
+    IF cur_snap IS NULL OR prev_snap IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.xid, c.seq, max(c.seq) OVER (PARTITION BY c.xid) AS tx_max_seq, e.relid, e.op,
+               shapesync.row_values_or_null(e.relid, e.layout, e.new_row),
+               shapesync.row_values_or_null(e.relid, e.layout, e.old_row),
+               e.shape_ops, e.error,
+               CASE WHEN e.op IN ('I', 'U') THEN coalesce(e.version, c.xid) END
+          FROM shapesync.changes c
+         CROSS JOIN LATERAL shapesync.change_entries(c.op, c.relid, c.layout, c.new_row, c.old_row,
+                                                     c.shape_ops, c.error, c.version) e
+         WHERE c.xid >= pg_snapshot_xmin(prev_snap)
+           AND c.xid < pg_snapshot_xmax(cur_snap)
+           AND pg_visible_in_snapshot(c.xid, cur_snap)
+           AND NOT pg_visible_in_snapshot(c.xid, prev_snap)
+         -- transactions by their largest seq (row-lock order), a transaction's
+         -- changes in the order it made them: ord across its records (0 for a
+         -- transaction's only change), seq between plain rows
+         ORDER BY 3, e.ord, 2;
+    -- TRUNCATE is not MVCC-safe: a rotation that committed after this
+    -- function started may have emptied a table before the query above read
+    -- it. Every rotation moves the horizon in the same transaction, and this
+    -- statement sees it (VOLATILE: a new snapshot per statement).
+    IF batch_sql.tick_id > 0 AND (SELECT s.horizon_tick FROM shapesync.log_state s) >= batch_sql.tick_id THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch_sql.tick_id
+            USING ERRCODE = 'SS001',
+                  DETAIL = 'It was truncated while being read.',
+                  HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION shapesync.batch_sql(bigint) IS
+    'The SQL formulation of shapesync.batch(), kept as the reference its regress test compares the C reader with (same rows, order and errors; not granted to the sidecar). Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
+REVOKE ALL ON FUNCTION shapesync.batch_sql(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION shapesync.batch(tick_id bigint)
+    RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
+                   new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batch';
+COMMENT ON FUNCTION shapesync.batch(bigint) IS
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all. Must run at READ COMMITTED.';
+
+CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
+    RETURNS TABLE (tick_id bigint, tick_time_us bigint, xid pg_catalog.xid8, seq bigint, tx_max_seq bigint,
+                   relid oid, op "char", new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 1000
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batches';
+COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
+    'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
+REVOKE ALL ON FUNCTION shapesync.batches(bigint, bigint) FROM PUBLIC;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.rolname FROM shapesync.sidecar_roles s JOIN pg_catalog.pg_roles a ON a.oid = s.roleid LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.batches(bigint, bigint) TO %I', r.rolname);
     END LOOP;
 END
 $$;

@@ -246,7 +246,9 @@ $$;
 COMMENT ON FUNCTION shapesync.tick(boolean) IS
     'Record a tick (snapshot and seq high-water mark) and return its id, or NULL when nothing can be new (unless force); commit it with synchronous_commit = on, then NOTIFY shapesync.';
 
-CREATE FUNCTION shapesync.batch(tick_id bigint)
+-- The SQL formulation of batch() (below), kept as the reference that the
+-- regress test (batch_reader) compares the C reader with.
+CREATE FUNCTION shapesync.batch_sql(tick_id bigint)
     RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
                    new_values text[], old_values text[], shape_ops int4[], error text,
                    version pg_catalog.xid8)
@@ -264,15 +266,15 @@ BEGIN
             USING ERRCODE = 'active_sql_transaction',
                   DETAIL = 'It checks after reading that no rotation truncated what it read, which needs a new snapshot per statement.';
     END IF;
-    IF batch.tick_id > 0 AND batch.tick_id <= horizon THEN
-        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+    IF batch_sql.tick_id > 0 AND batch_sql.tick_id <= horizon THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch_sql.tick_id
             USING ERRCODE = 'SS001',
                   DETAIL = format('Changes visible in tick %s were truncated; batches are complete only after it.', horizon),
                   HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
     END IF;
-    SELECT t.snap INTO cur_snap FROM shapesync.ticks t WHERE t.tick_id = batch.tick_id;
+    SELECT t.snap INTO cur_snap FROM shapesync.ticks t WHERE t.tick_id = batch_sql.tick_id;
     SELECT t.snap INTO prev_snap FROM shapesync.ticks t
-     WHERE t.tick_id < batch.tick_id ORDER BY t.tick_id DESC LIMIT 1;
+     WHERE t.tick_id < batch_sql.tick_id ORDER BY t.tick_id DESC LIMIT 1;
     IF cur_snap IS NULL OR prev_snap IS NULL THEN
         RETURN;
     END IF;
@@ -297,16 +299,39 @@ BEGIN
     -- function started may have emptied a table before the query above read
     -- it. Every rotation moves the horizon in the same transaction, and this
     -- statement sees it (VOLATILE: a new snapshot per statement).
-    IF batch.tick_id > 0 AND (SELECT s.horizon_tick FROM shapesync.log_state s) >= batch.tick_id THEN
-        RAISE EXCEPTION 'the change log no longer holds tick %', batch.tick_id
+    IF batch_sql.tick_id > 0 AND (SELECT s.horizon_tick FROM shapesync.log_state s) >= batch_sql.tick_id THEN
+        RAISE EXCEPTION 'the change log no longer holds tick %', batch_sql.tick_id
             USING ERRCODE = 'SS001',
                   DETAIL = 'It was truncated while being read.',
                   HINT = 'Re-sync the shapes that need older changes (shapesync.log_retention keeps them longer).';
     END IF;
 END
 $$;
+COMMENT ON FUNCTION shapesync.batch_sql(bigint) IS
+    'The SQL formulation of shapesync.batch(), kept as the reference its regress test compares the C reader with (same rows, order and errors; not granted to the sidecar). Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
+
+-- The batch reader (extension/batch.c): what batch_sql() returns, in the
+-- same order and with the same errors, read through the xid indexes,
+-- grouped and ordered in memory, each image decoded once.
+CREATE FUNCTION shapesync.batch(tick_id bigint)
+    RETURNS TABLE (xid pg_catalog.xid8, seq bigint, tx_max_seq bigint, relid oid, op "char",
+                   new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batch';
 COMMENT ON FUNCTION shapesync.batch(bigint) IS
-    'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all.';
+    'Changes of a tick (visible in its snapshot, not in the previous tick''s), one row per change (records expanded), decoded, ordered by transaction (tx_max_seq) and within it in the order the changes were made; seq is the seq of the record holding the change; with the new row''s version for I/U; SQLSTATE SS001 when the change log no longer holds them all. Must run at READ COMMITTED.';
+
+CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
+    RETURNS TABLE (tick_id bigint, tick_time_us bigint, xid pg_catalog.xid8, seq bigint, tx_max_seq bigint,
+                   relid oid, op "char", new_values text[], old_values text[], shape_ops int4[], error text,
+                   version pg_catalog.xid8)
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 1000
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batches';
+COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
+    'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
 
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)
