@@ -1,6 +1,9 @@
 // Batches and catalog look-ups.
 #include "db/changes.hpp"
 
+#include <atomic>
+#include <chrono>
+
 #include "util/log.hpp"
 #include "util/log_limit.hpp"
 #include "db/text_array.hpp"
@@ -82,6 +85,23 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   }
 }
 
+// Whether the database has shapesync.batches(): known for good once it has
+// (an extension is not downgraded under a running sidecar), asked again a
+// minute after it had not (ALTER EXTENSION UPDATE may add it meanwhile).
+asio::awaitable<bool> has_batches_function(PgConn& c) {
+  static std::atomic<int64_t> known{0};  // 1: yes; < 0: no, as of -known steady ms; 0: never asked
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count() + 1;
+  int64_t k = known.load();
+  if (k == 1) co_return true;
+  if (k < 0 && now_ms + k < 60000) co_return false;
+  PgResult r = co_await c.exec("SELECT to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL");
+  bool yes = r.rows() == 1 && r.get(0, 0) == "t";
+  known.store(yes ? 1 : -now_ms);
+  co_return yes;
+}
+
 }  // namespace
 
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto) {
@@ -102,6 +122,21 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
     co_return out;
   }
   PgParams args{std::to_string(after), std::to_string(upto)};
+  if (!co_await has_batches_function(c)) {
+    // An extension from before shapesync.batches() (0.1.0, or a development
+    // 0.2.0 being upgraded in place): batch() per tick id, sorted here.
+    PgResult r = co_await c.exec_prepared(
+        "shapesync_batches_v0",
+        "SELECT t.tick_id, b.*, k.tick_time_us "
+        "FROM generate_series($1::bigint + 1, $2::bigint) AS t(tick_id) "
+        "LEFT JOIN LATERAL (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint AS tick_time_us "
+        "                   FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true "
+        "CROSS JOIN LATERAL shapesync.batch(t.tick_id) WITH ORDINALITY AS b "
+        "ORDER BY t.tick_id, b.ordinality",
+        args, true);
+    decode_batches(r, out);
+    co_return out;
+  }
   PgResult r = co_await c.exec_prepared(
       "shapesync_batches",
       // batch(t) of every tick id in the range, with the tick's time (for the

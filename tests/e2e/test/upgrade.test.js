@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startStack, SIDECAR_ROLE } from '../lib/stack.js';
+import { spawnSidecar } from '../lib/procs.js';
 import { follow, firstRows, assertConsistent, select, rawShape, changes } from '../lib/shape-helpers.js';
 
 let stack;
@@ -43,6 +44,27 @@ test('an upgrade with live clients loses nothing and keeps handles', async () =>
   const logRows = (await select(stack, 'SELECT count(*)::int AS n FROM shapesync.changes'))[0].n;
 
   await stack.psql(`INSERT INTO up_todos VALUES (11, 'u1', 'before the upgrade')`);
+  // Commits on 0.1.0, one tick each (0.1.0 has batch() but not batches():
+  // the sidecar reads ranges of ticks another way).
+  await stack.psql(Array.from({ length: 40 }, (_, i) =>
+    `INSERT INTO up_todos VALUES (${100 + i}, 'u${i % 2}', 'burst ${i}'); SELECT pg_sleep(0.02);`).join('\n'));
+  await assertConsistent(all, () => select(stack, 'SELECT * FROM up_todos'), 'whole table, burst on 0.1.0');
+  await assertConsistent(u1, () => select(stack, `SELECT * FROM up_todos WHERE owner = 'u1'`), 'u1, burst on 0.1.0');
+  // A second sidecar on 0.1.0 loads the stored snapshot and reads every tick
+  // since it in one range.
+  const second = await spawnSidecar({ dbUrl: stack.dbUrl, longPollTimeoutMs: 1000, name: 'second' });
+  try {
+    await second.waitHealthy();
+    const late = follow(second.shapeUrl, { table: 'up_todos' });
+    open.push(late);
+    await firstRows(late);
+    assert.equal(late.stream.shapeHandle, handles[0], 'the second sidecar serves the same shape');
+    await assertConsistent(late, () => select(stack, 'SELECT * FROM up_todos'), 'second sidecar on 0.1.0');
+    assert.deepEqual(late.errors, []);
+    late.close();
+  } finally {
+    second.kill();
+  }
   await stack.psql('ALTER EXTENSION shapesync UPDATE');
   await stack.psql(`INSERT INTO up_todos VALUES (12, 'u1', 'after the upgrade');
                     UPDATE up_todos SET title = 'changed after' WHERE id = 1;
