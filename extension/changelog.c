@@ -415,6 +415,7 @@ BuildDeltaImage(TupleDesc tupdesc, TupleTableSlot *oldslot, const Bitmapset *cha
 	d = palloc0(off + tup->t_len);
 	SET_VARSIZE(d, off + tup->t_len);
 	d->magic = SHAPESYNC_DELTA_MAGIC;
+	d->no_type = InvalidOid;
 	d->natts = (uint16) natts;
 	d->flags = 0;
 	for (int i = 0; i < natts; i++)

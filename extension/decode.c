@@ -194,11 +194,13 @@ bool
 ShapesyncIsDeltaImage(const struct varlena *img)
 {
 	uint32		magic;
+	Oid			no_type;
 
 	if (VARATT_IS_1B(img) || VARSIZE(img) < offsetof(ShapesyncDeltaHeader, changed))
 		return false;
 	memcpy(&magic, (const char *) img + offsetof(ShapesyncDeltaHeader, magic), sizeof(magic));
-	return magic == SHAPESYNC_DELTA_MAGIC;
+	memcpy(&no_type, (const char *) img + offsetof(ShapesyncDeltaHeader, no_type), sizeof(no_type));
+	return magic == SHAPESYNC_DELTA_MAGIC && no_type == InvalidOid;
 }
 
 /* Raise the error of a partial old image that cannot be read. */

@@ -86,8 +86,10 @@ extern void ShapesyncLogUpdate(Relation rel, int32 layout, HeapTuple newtup,
  * columns" of an update).  A bytea: this header, then changed[] (bit i set:
  * column i + 1 changed), then, MAXALIGNed, a composite datum of the table's
  * row type holding OLD's values of the changed columns and NULL elsewhere.
- * A full image (a composite datum) has datum_typmod -1 where this has the
- * magic, so the two cannot be mistaken for each other.  Readers get the
+ * Where a full image (a composite datum) has datum_typeid, the table's row
+ * type, this has InvalidOid (and the magic where a datum has datum_typmod,
+ * which may hold anything: a datum version), so the two cannot be mistaken
+ * for each other.  Readers get the
  * full old row back from ShapesyncExpandOldImage() (decode.c), which
  * shapesync.change_entries() calls: every column not changed is NEW's.
  * Images written before this format (full composite datums) pass through
@@ -98,7 +100,8 @@ extern void ShapesyncLogUpdate(Relation rel, int32 layout, HeapTuple newtup,
 typedef struct ShapesyncDeltaHeader
 {
 	int32		vl_len_;		/* varlena header */
-	uint32		magic;			/* SHAPESYNC_DELTA_MAGIC */
+	uint32		magic;			/* SHAPESYNC_DELTA_MAGIC (a datum's typmod) */
+	Oid			no_type;		/* InvalidOid (a datum's typeid) */
 	uint16		natts;			/* of the table when written */
 	uint16		flags;			/* 0 */
 	bits8		changed[FLEXIBLE_ARRAY_MEMBER];
