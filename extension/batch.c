@@ -454,7 +454,8 @@ ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col)
 		if (c->new_img != NULL)
 			values[5] = ShapesyncDecodeValuesOrNull(decoder, c->relid, c->layout, c->new_img, &nulls[5]);
 		if (c->old_img != NULL)
-			values[6] = ShapesyncDecodeValuesOrNull(decoder, c->relid, c->layout, c->old_img, &nulls[6]);
+			values[6] = ShapesyncDecodeOldValuesOrNull(decoder, c->relid, c->layout, c->old_img,
+													   c->new_img, &nulls[6]);
 		nulls[7] = (c->shape_ops == NULL);
 		values[7] = PointerGetDatum(c->shape_ops);
 		nulls[8] = (c->error == NULL);

@@ -8,8 +8,9 @@
  * the row against the table's shapes (membership.c) and logs one change
  * when someone needs it (a whole-table shape exists, or a filtered shape
  * sees the change): the table, the operation, the table's layout hash, the
- * old/new heap tuple images (composite datums, external TOAST flattened),
- * shape_ops, and the new row's version (its xmin as an xid8) when a
+ * old/new heap tuple images (composite datums, external TOAST flattened;
+ * an UPDATE's old image holds only the columns it changed, see
+ * ShapesyncDeltaHeader, unless shapesync.full_old_images is on), shape_ops, and the new row's version (its xmin as an xid8) when a
  * subtransaction wrote it (versions.c).  Changes go to the transaction's
  * buffer (txlog.c), which writes them as one record at pre-commit: the
  * writer's top-level xid8, a seq from shapesync.change_seq, and the change
@@ -34,6 +35,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -89,6 +91,9 @@ static bool log_indexes_valid = false;
 static Oid	log_index_relid = InvalidOid;	/* the table they belong to */
 
 static Oid	ShapesyncCurrentLogTable(Oid state_relid);
+
+/* GUC shapesync.full_old_images: an UPDATE logs its whole old row */
+bool		shapesync_full_old_images = false;
 
 /* Forget the cached oids when one of the relations is invalidated. */
 static void
@@ -376,14 +381,62 @@ ShapesyncWriteLogRecord(const ShapesyncLogEntry *e)
 }
 
 /*
- * Log one change of table relid in the current (sub)transaction: into the
- * transaction's buffer (txlog.c), written at pre-commit; straight into the
- * log under a 0.1.0 schema (its batch() cannot read packed records).
- * tupdesc describes the images (NULL when there are none).
+ * The old image of an UPDATE that logs only the changed columns (see
+ * ShapesyncDeltaHeader): OLD's values of the attnums in changed (external
+ * TOAST values fetched: an image holds no TOAST pointers), NULL elsewhere.
+ * Allocated in the current memory context.
  */
-void
-ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
-				HeapTuple oldtup, ArrayType *shape_ops, const char *error)
+static struct varlena *
+BuildDeltaImage(TupleDesc tupdesc, TupleTableSlot *oldslot, const Bitmapset *changed)
+{
+	int			natts = tupdesc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * Max(natts, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(natts, 1));
+	Size		off = ShapesyncDeltaTupleOffset(natts);
+	HeapTuple	tup;
+	ShapesyncDeltaHeader *d;
+
+	slot_getallattrs(oldslot);
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		nulls[i] = true;
+		values[i] = (Datum) 0;
+		if (!bms_is_member(i + 1, changed) || oldslot->tts_isnull[i])
+			continue;
+		nulls[i] = false;
+		values[i] = oldslot->tts_values[i];
+		if (att->attlen == -1 && VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
+			values[i] = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(values[i])));
+	}
+	tup = heap_form_tuple(tupdesc, values, nulls);
+
+	d = palloc0(off + tup->t_len);
+	SET_VARSIZE(d, off + tup->t_len);
+	d->magic = SHAPESYNC_DELTA_MAGIC;
+	d->no_type = InvalidOid;
+	d->natts = (uint16) natts;
+	d->flags = 0;
+	for (int i = 0; i < natts; i++)
+		if (bms_is_member(i + 1, changed))
+			d->changed[i / 8] |= (bits8) (1 << (i % 8));
+	memcpy((char *) d + off, tup->t_data, tup->t_len);
+	heap_freetuple(tup);
+	pfree(values);
+	pfree(nulls);
+	return (struct varlena *) d;
+}
+
+/*
+ * Log one change in the current (sub)transaction (see ShapesyncLogRow);
+ * old_img, when given, is the old image already built in the buffer's
+ * memory context (the changed columns of an UPDATE).
+ */
+static void
+LogChange(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
+		  HeapTuple oldtup, TupleTableSlot *oldslot, const Bitmapset *changed,
+		  ArrayType *shape_ops, const char *error)
 {
 	bool		buffered;
 	MemoryContext oldcxt;
@@ -413,7 +466,24 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 	}
 	if (newtup != NULL)
 		e->new_img = (struct varlena *) DatumGetPointer(heap_copy_tuple_as_datum(newtup, tupdesc));
-	if (oldtup != NULL)
+	/*
+	 * An UPDATE's old image holds only the changed columns, unless asked
+	 * for in full, or the log is read by a 0.1.0 batch(), which decodes
+	 * old_row directly rather than through change_entries(), or the whole
+	 * image is as small.
+	 */
+	if (oldslot != NULL && buffered && !shapesync_full_old_images)
+	{
+		e->old_img = BuildDeltaImage(tupdesc, oldslot, changed);
+		/* a narrow row: its whole image is no bigger than the partial one */
+		if (oldtup != NULL && !HeapTupleHasExternal(oldtup) &&
+			oldtup->t_len <= VARSIZE(e->old_img))
+		{
+			pfree(e->old_img);
+			e->old_img = NULL;
+		}
+	}
+	if (e->old_img == NULL && oldtup != NULL)
 		e->old_img = (struct varlena *) DatumGetPointer(heap_copy_tuple_as_datum(oldtup, tupdesc));
 	if (shape_ops != NULL)
 	{
@@ -431,6 +501,35 @@ ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple n
 		ShapesyncWriteLogRecord(e);
 		pfree(e);
 	}
+}
+
+/*
+ * Log one change of table relid in the current (sub)transaction: into the
+ * transaction's buffer (txlog.c), written at pre-commit; straight into the
+ * log under a 0.1.0 schema (its batch() cannot read packed records).
+ * tupdesc describes the images (NULL when there are none); images are full.
+ */
+void
+ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout, HeapTuple newtup,
+				HeapTuple oldtup, ArrayType *shape_ops, const char *error)
+{
+	LogChange(relid, tupdesc, op, layout, newtup, oldtup, NULL, NULL, shape_ops, error);
+}
+
+/*
+ * Log an UPDATE of rel: the new image in full, the old one as the columns
+ * of oldslot that differ from newslot (changed, when the classification
+ * computed it already, else computed here).
+ */
+void
+ShapesyncLogUpdate(Relation rel, int32 layout, HeapTuple newtup, HeapTuple oldtup,
+				   TupleTableSlot *oldslot, TupleTableSlot *newslot,
+				   const Bitmapset *changed, ArrayType *shape_ops)
+{
+	if (changed == NULL)
+		changed = ShapesyncChangedColumns(oldslot, newslot);
+	LogChange(RelationGetRelid(rel), RelationGetDescr(rel), 'U', layout, newtup, oldtup,
+			  oldslot, changed, shape_ops, NULL);
 }
 
 /* Row trigger of tracked tables: log the change if a shape needs it. */
@@ -468,8 +567,9 @@ shapesync_capture(PG_FUNCTION_ARGS)
 	{
 		ShapesyncClassifyRow(rel, trigdata->tg_trigslot, trigdata->tg_newslot, &res);
 		if (res.needed)
-			ShapesyncLogRow(RelationGetRelid(rel), RelationGetDescr(rel), 'U', res.layout,
-							trigdata->tg_newtuple, trigdata->tg_trigtuple, res.shape_ops, NULL);
+			ShapesyncLogUpdate(rel, res.layout, trigdata->tg_newtuple, trigdata->tg_trigtuple,
+							   trigdata->tg_trigslot, trigdata->tg_newslot,
+							   res.changed_known ? res.changed : NULL, res.shape_ops);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(event))
 	{

@@ -14,6 +14,13 @@
  * The per-attribute output functions are cached in fn_extra, keyed by
  * (relid, layout), so a batch decodes many rows with one lookup.
  *
+ * An UPDATE's old image is written with only the columns the update
+ * changed (ShapesyncDeltaHeader in shapesync.h); ShapesyncExpandOldImage()
+ * turns it back into the whole old row, taking every other column from the
+ * new image.  shapesync.change_entries() does that for every reader, so the
+ * decoding functions here only ever see whole images; given a partial one
+ * they raise.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -167,24 +174,204 @@ ImageIsSane(HeapTupleHeader td, uint32 len, TupleDesc tupdesc)
 	return true;
 }
 
-/* Raise unless img is a composite datum of rel's row type that lies inside itself. */
+
+/*
+ * Is the composite datum td of len bytes a sane image of a row of tupdesc
+ * (row type typeid)?
+ */
+static bool
+TupleImageIsSane(HeapTupleHeader td, uint32 len, TupleDesc tupdesc, Oid typeid)
+{
+	return len >= SizeofHeapTupleHeader &&
+		td->t_hoff >= SizeofHeapTupleHeader && td->t_hoff <= len &&
+		HeapTupleHeaderGetNatts(td) <= tupdesc->natts &&
+		(!(td->t_infomask & HEAP_HASNULL) ||
+		 offsetof(HeapTupleHeaderData, t_bits) + BITMAPLEN(HeapTupleHeaderGetNatts(td)) <= td->t_hoff) &&
+		HeapTupleHeaderGetTypeId(td) == typeid &&
+		ImageIsSane(td, len, tupdesc);
+}
+
+/* Is img (a detoasted varlena) an UPDATE's old image of its changed columns only? */
+bool
+ShapesyncIsDeltaImage(const struct varlena *img)
+{
+	uint32		magic;
+	Oid			no_type;
+
+	if (VARATT_IS_1B(img) || VARSIZE(img) < offsetof(ShapesyncDeltaHeader, changed))
+		return false;
+	memcpy(&magic, (const char *) img + offsetof(ShapesyncDeltaHeader, magic), sizeof(magic));
+	memcpy(&no_type, (const char *) img + offsetof(ShapesyncDeltaHeader, no_type), sizeof(no_type));
+	return magic == SHAPESYNC_DELTA_MAGIC && no_type == InvalidOid;
+}
+
+/*
+ * Raise unless img is a whole composite datum of rel's row type that lies
+ * inside itself (an UPDATE's old image of its changed columns only is
+ * expanded first: ShapesyncExpandOldImage).
+ */
 static void
 CheckImage(Relation rel, bytea *img)
 {
-	TupleDesc	tupdesc = RelationGetDescr(rel);
-	uint32		len = VARSIZE(img);
-	HeapTupleHeader td = (HeapTupleHeader) img;
-
-	if (len < SizeofHeapTupleHeader ||
-		td->t_hoff < SizeofHeapTupleHeader || td->t_hoff > len ||
-		HeapTupleHeaderGetNatts(td) > tupdesc->natts ||
-		((td->t_infomask & HEAP_HASNULL) &&
-		 offsetof(HeapTupleHeaderData, t_bits) + BITMAPLEN(HeapTupleHeaderGetNatts(td)) > td->t_hoff) ||
-		HeapTupleHeaderGetTypeId(td) != rel->rd_rel->reltype ||
-		!ImageIsSane(td, len, tupdesc))
+	if (ShapesyncIsDeltaImage(img))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("row image of table \"%s\" holds only the columns an update changed",
+						RelationGetRelationName(rel)),
+				 errdetail("The old image of an update is written without the columns that kept their value."),
+				 errhint("Read the images through shapesync.change_entries(), which returns whole rows.")));
+	if (!TupleImageIsSane((HeapTupleHeader) img, VARSIZE(img), RelationGetDescr(rel), rel->rd_rel->reltype))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("invalid row image for table \"%s\"", RelationGetRelationName(rel))));
+}
+
+
+/* Raise the error of a partial old image that cannot be read. */
+static void
+BadDeltaImage(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("invalid old row image of an update"),
+			 errdetail("%s", detail)));
+}
+
+/* the tuple descriptors ShapesyncImageDesc() found, kept in fn_extra */
+#define IMAGE_DESC_SLOTS 4
+typedef struct ImageDescCache
+{
+	int			next;			/* slot to fill next */
+	struct
+	{
+		Oid			relid;
+		int32		layout;
+		TupleDesc	desc;		/* NULL: no such table with that layout */
+	}			slots[IMAGE_DESC_SLOTS];
+} ImageDescCache;
+
+/*
+ * The tuple descriptor of images of table relid written with layout (a
+ * copy, with the defaults of columns added since rows were written), or
+ * NULL when the table is gone or has another layout now; cached in
+ * flinfo->fn_extra.  A descriptor of the same layout hash describes the
+ * same physical tuple, so one found once stays right for the query.
+ */
+TupleDesc
+ShapesyncImageDesc(FmgrInfo *flinfo, Oid relid, int32 layout)
+{
+	ImageDescCache *cache = (ImageDescCache *) flinfo->fn_extra;
+	Relation	rel;
+	TupleDesc	desc = NULL;
+	int			slot;
+
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(ImageDescCache));
+		flinfo->fn_extra = cache;
+	}
+	for (int i = 0; i < IMAGE_DESC_SLOTS; i++)
+		if (OidIsValid(cache->slots[i].relid) && cache->slots[i].relid == relid &&
+			cache->slots[i].layout == layout)
+			return cache->slots[i].desc;
+
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel != NULL)
+	{
+		if (rel->rd_rel->relkind == RELKIND_RELATION &&
+			ShapesyncLayoutHash(RelationGetDescr(rel)) == layout)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(flinfo->fn_mcxt);
+
+			desc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
+			MemoryContextSwitchTo(oldcxt);
+		}
+		relation_close(rel, AccessShareLock);
+	}
+	slot = cache->next;
+	cache->next = (cache->next + 1) % IMAGE_DESC_SLOTS;
+	if (cache->slots[slot].desc != NULL)
+		FreeTupleDesc(cache->slots[slot].desc);
+	cache->slots[slot].relid = relid;
+	cache->slots[slot].layout = layout;
+	cache->slots[slot].desc = desc;
+	return desc;
+}
+
+/*
+ * The whole old row of an UPDATE from its old image old_img and its new
+ * image new_img (both detoasted, MAXALIGNed, of rows described by desc):
+ * old_img itself when it is whole (written by shapesync.full_old_images or
+ * before partial images existed), else a new composite datum holding the
+ * changed columns from old_img and every other column from new_img.
+ */
+struct varlena *
+ShapesyncExpandOldImage(TupleDesc desc, struct varlena *new_img, struct varlena *old_img)
+{
+	ShapesyncDeltaHeader *d = (ShapesyncDeltaHeader *) old_img;
+	int			natts = desc->natts;
+	uint32		size = VARSIZE(old_img);
+	Size		off;
+	HeapTupleHeader ntd = (HeapTupleHeader) new_img;
+	HeapTupleHeader otd;
+	HeapTupleData ntup;
+	HeapTupleData otup;
+	HeapTuple	merged;
+	Datum	   *nvalues;
+	bool	   *nnulls;
+	Datum	   *ovalues;
+	bool	   *onulls;
+	Datum		result;
+
+	if (!ShapesyncIsDeltaImage(old_img))
+		return old_img;
+	if (size < offsetof(ShapesyncDeltaHeader, changed) + BITMAPLEN(d->natts))
+		BadDeltaImage("Its column bitmap is truncated.");
+	if (d->natts != natts)
+		BadDeltaImage("It was written for another number of columns.");
+	off = ShapesyncDeltaTupleOffset(natts);
+	if (off > size)
+		BadDeltaImage("It holds no row.");
+	if (VARATT_IS_1B(new_img) ||
+		!TupleImageIsSane(ntd, VARSIZE(new_img), desc, desc->tdtypeid))
+		BadDeltaImage("The new row image is not a row of the table.");
+	otd = (HeapTupleHeader) ((char *) old_img + off);
+	if (!TupleImageIsSane(otd, size - off, desc, desc->tdtypeid))
+		BadDeltaImage("Its row is not a row of the table.");
+
+	ntup.t_len = VARSIZE(new_img);
+	ItemPointerSetInvalid(&ntup.t_self);
+	ntup.t_tableOid = InvalidOid;
+	ntup.t_data = ntd;
+	otup.t_len = size - off;
+	ItemPointerSetInvalid(&otup.t_self);
+	otup.t_tableOid = InvalidOid;
+	otup.t_data = otd;
+
+	nvalues = palloc(sizeof(Datum) * Max(natts, 1));
+	nnulls = palloc(sizeof(bool) * Max(natts, 1));
+	ovalues = palloc(sizeof(Datum) * Max(natts, 1));
+	onulls = palloc(sizeof(bool) * Max(natts, 1));
+	heap_deform_tuple(&ntup, desc, nvalues, nnulls);
+	heap_deform_tuple(&otup, desc, ovalues, onulls);
+	for (int i = 0; i < natts; i++)
+	{
+		if (TupleDescAttr(desc, i)->attisdropped)
+			nnulls[i] = true;
+		else if (d->changed[i / 8] & (1 << (i % 8)))
+		{
+			nvalues[i] = ovalues[i];
+			nnulls[i] = onulls[i];
+		}
+	}
+	merged = heap_form_tuple(desc, nvalues, nnulls);
+	result = heap_copy_tuple_as_datum(merged, desc);
+	heap_freetuple(merged);
+	pfree(nvalues);
+	pfree(nnulls);
+	pfree(ovalues);
+	pfree(onulls);
+	return (struct varlena *) DatumGetPointer(result);
 }
 
 /*
@@ -564,6 +751,38 @@ ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea 
 			OutputFunctionCall(&t->out[i], d->values[i]);
 	*isnull = false;
 	return CStringsToTextArray(d->texts, t->natts);
+}
+
+/*
+ * The same for an UPDATE's old image, which may hold only the columns the
+ * update changed: those from it, every other column from new_img (the
+ * same row back as change_entries() gives).
+ */
+Datum
+ShapesyncDecodeOldValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *old_img,
+							   bytea *new_img, bool *isnull)
+{
+	DecoderTable *t;
+
+	if (!ShapesyncIsDeltaImage(old_img))
+		return ShapesyncDecodeValuesOrNull(d, relid, layout, old_img, isnull);
+	t = d->last;
+	if (t == NULL || t->relid != relid)
+		t = d->last = DecoderOpen(d, relid);
+	if (t->rel == NULL || t->layout != layout)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	if (new_img == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("invalid old row image for table \"%s\"", RelationGetRelationName(t->rel)),
+				 errdetail("It holds only the columns the update changed, and the change has no new row.")));
+	return ShapesyncDecodeValuesOrNull(d, relid, layout,
+									   (bytea *) ShapesyncExpandOldImage(RelationGetDescr(t->rel),
+																		 new_img, old_img),
+									   isnull);
 }
 
 /* Close the tables the decoder opened (their locks stay until the end of the transaction). */

@@ -1665,29 +1665,38 @@ EvalFilter(TableShapes *ts, ShapeTemplate *t, ShapeFilter *f, TupleTableSlot *sl
 	return !isnull && DatumGetBool(d);
 }
 
-/* Columns whose value differs between OLD and NEW. */
+/* Attnums whose value differs (binary, or in nullness) between OLD and NEW. */
+Bitmapset *
+ShapesyncChangedColumns(TupleTableSlot *oldslot, TupleTableSlot *newslot)
+{
+	TupleDesc	desc = oldslot->tts_tupleDescriptor;
+	Bitmapset  *changed = NULL;
+
+	slot_getallattrs(oldslot);
+	slot_getallattrs(newslot);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		on = oldslot->tts_isnull[i];
+		bool		nn = newslot->tts_isnull[i];
+
+		if (att->attisdropped)
+			continue;
+		if (on != nn ||
+			(!on && !datumIsEqual(oldslot->tts_values[i], newslot->tts_values[i],
+								  att->attbyval, att->attlen)))
+			changed = bms_add_member(changed, i + 1);
+	}
+	return changed;
+}
+
+/* Columns whose value differs between OLD and NEW (computed once per row). */
 static Bitmapset *
 ChangedColumns(RowState *rs)
 {
 	if (!rs->changed_known)
 	{
-		TupleDesc	desc = rs->oldslot->tts_tupleDescriptor;
-
-		slot_getallattrs(rs->oldslot);
-		slot_getallattrs(rs->newslot);
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			bool		on = rs->oldslot->tts_isnull[i];
-			bool		nn = rs->newslot->tts_isnull[i];
-
-			if (att->attisdropped)
-				continue;
-			if (on != nn ||
-				(!on && !datumIsEqual(rs->oldslot->tts_values[i], rs->newslot->tts_values[i],
-									  att->attbyval, att->attlen)))
-				rs->changed = bms_add_member(rs->changed, i + 1);
-		}
+		rs->changed = ShapesyncChangedColumns(rs->oldslot, rs->newslot);
 		rs->changed_known = true;
 	}
 	return rs->changed;
@@ -2171,6 +2180,8 @@ ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *news
 	res->needed = false;
 	res->shape_ops = NULL;
 	res->layout = ts->layout;
+	res->changed_known = false;
+	res->changed = NULL;
 	if (ts->nwhole == 0 && ts->nfiltered == 0)
 		return;
 
@@ -2209,6 +2220,9 @@ ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *news
 
 	res->shape_ops = OpsArray(rs.ops, rs.nops);
 	res->needed = ts->nwhole > 0 || rs.nops > 0;
+	/* the capture trigger's old image of an UPDATE needs them too */
+	res->changed_known = rs.changed_known;
+	res->changed = rs.changed;
 }
 
 #define CACHE_STATS_COLS 10

@@ -235,6 +235,17 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("shapesync.full_old_images",
+							 "Log the whole old row of an UPDATE, not only the columns it changed.",
+							 "Readers see the same old row either way (the unchanged columns are "
+							 "the new row's); the whole row makes the change log bigger. "
+							 "For comparison and diagnosis.",
+							 &shapesync_full_old_images,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("shapesync");
 
 	/* every backend buffers its changes and writes them at pre-commit */

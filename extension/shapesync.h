@@ -22,6 +22,8 @@
 #include "access/htup.h"
 #include "access/transam.h"
 #include "access/tupdesc.h"
+#include "fmgr.h"
+#include "nodes/bitmapset.h"
 #include "executor/tuptable.h"
 #include "nodes/nodes.h"
 #include "utils/array.h"
@@ -75,6 +77,47 @@ extern Oid	ShapesyncRelationOid(const char *relname, bool missing_ok);
 extern void ShapesyncLogRow(Oid relid, TupleDesc tupdesc, char op, int32 layout,
 							HeapTuple newtup, HeapTuple oldtup, ArrayType *shape_ops,
 							const char *error);
+extern void ShapesyncLogUpdate(Relation rel, int32 layout, HeapTuple newtup,
+							   HeapTuple oldtup, TupleTableSlot *oldslot,
+							   TupleTableSlot *newslot, const Bitmapset *changed,
+							   ArrayType *shape_ops);
+
+/*
+ * The old image of an UPDATE, as the capture trigger writes it (changelog.c):
+ * only the columns whose value differs from the new row's (the "changed
+ * columns" of an update).  A bytea: this header, then changed[] (bit i set:
+ * column i + 1 changed), then, MAXALIGNed, a composite datum of the table's
+ * row type holding OLD's values of the changed columns and NULL elsewhere.
+ * Where a full image (a composite datum) has datum_typeid, the table's row
+ * type, this has InvalidOid (and the magic where a datum has datum_typmod,
+ * which may hold anything: a datum version), so the two cannot be mistaken
+ * for each other.  Readers get the
+ * full old row back from ShapesyncExpandOldImage() (decode.c), which
+ * shapesync.change_entries() calls: every column not changed is NEW's.
+ * Images written before this format (full composite datums) pass through
+ * unchanged.
+ */
+#define SHAPESYNC_DELTA_MAGIC 0x31445353	/* "SSD1" in a little-endian dump */
+
+typedef struct ShapesyncDeltaHeader
+{
+	int32		vl_len_;		/* varlena header */
+	uint32		magic;			/* SHAPESYNC_DELTA_MAGIC (a datum's typmod) */
+	Oid			no_type;		/* InvalidOid (a datum's typeid) */
+	uint16		natts;			/* of the table when written */
+	uint16		flags;			/* 0 */
+	bits8		changed[FLEXIBLE_ARRAY_MEMBER];
+} ShapesyncDeltaHeader;
+
+/* offset of the composite datum in a delta image of natts columns */
+#define ShapesyncDeltaTupleOffset(natts) \
+	MAXALIGN(offsetof(ShapesyncDeltaHeader, changed) + BITMAPLEN(natts))
+
+extern bool shapesync_full_old_images;
+extern bool ShapesyncIsDeltaImage(const struct varlena *img);
+extern TupleDesc ShapesyncImageDesc(FmgrInfo *flinfo, Oid relid, int32 layout);
+extern struct varlena *ShapesyncExpandOldImage(TupleDesc desc, struct varlena *new_img,
+											   struct varlena *old_img);
 
 /* one change (or, op 'B', a packed record of changes) for the change log */
 typedef struct ShapesyncLogEntry
@@ -129,6 +172,8 @@ typedef struct ShapesyncDecoder ShapesyncDecoder;
 extern ShapesyncDecoder *ShapesyncDecoderCreate(MemoryContext cxt);
 extern Datum ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout,
 										 bytea *img, bool *isnull);
+extern Datum ShapesyncDecodeOldValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout,
+											 bytea *old_img, bytea *new_img, bool *isnull);
 extern void ShapesyncDecoderClose(ShapesyncDecoder *d);
 
 /* membership.c: what the capture trigger must write for a changed row */
@@ -137,10 +182,13 @@ typedef struct ShapesyncRowResult
 	bool		needed;			/* write a change row */
 	ArrayType  *shape_ops;		/* NULL: no filtered shape sees the change */
 	int32		layout;			/* the table's layout hash */
+	bool		changed_known;	/* UPDATE: changed is set */
+	Bitmapset  *changed;		/* UPDATE: attnums whose value differs */
 } ShapesyncRowResult;
 
 extern void ShapesyncClassifyRow(Relation rel, TupleTableSlot *oldslot,
 								 TupleTableSlot *newslot, ShapesyncRowResult *res);
+extern Bitmapset *ShapesyncChangedColumns(TupleTableSlot *oldslot, TupleTableSlot *newslot);
 
 /* worker.c */
 extern void ShapesyncShmemRequest(void);

@@ -502,10 +502,40 @@ CopyVarlena(const struct varlena *v, bool *isnull)
 #define CHANGE_ENTRIES_COLS 9
 
 /*
+ * values[5] (old_row) of a change to output: for an UPDATE whose old image
+ * holds only the changed columns, the whole old row (decode.c), unless the
+ * table is gone or has another layout now (then no reader can decode it
+ * anyway: the image is left as it is).
+ */
+static void
+ExpandOldRow(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+{
+	struct varlena *old_img;
+	struct varlena *new_img;
+	TupleDesc	desc;
+
+	if (DatumGetChar(values[2]) != 'U' || nulls[4] || nulls[5])
+		return;
+	old_img = (struct varlena *) DatumGetPointer(values[5]);
+	if (!VARATT_IS_EXTENDED(old_img) && !ShapesyncIsDeltaImage(old_img))
+		return;
+	old_img = PG_DETOAST_DATUM_COPY(values[5]);
+	if (!ShapesyncIsDeltaImage(old_img))
+		return;
+	desc = ShapesyncImageDesc(fcinfo->flinfo, DatumGetObjectId(values[1]),
+							  DatumGetInt32(values[3]));
+	if (desc == NULL)
+		return;
+	new_img = PG_DETOAST_DATUM_COPY(values[4]);
+	values[5] = PointerGetDatum(ShapesyncExpandOldImage(desc, new_img, old_img));
+}
+
+/*
  * change_entries(op, relid, layout, new_row, old_row, shape_ops, error,
  * version): the changes a change-log record holds, as (ord, relid, op,
  * layout, new_row, old_row, shape_ops, error, version); a classic record
- * is one change with ord 0.
+ * is one change with ord 0.  The old_row of an UPDATE is the whole old row
+ * (ExpandOldRow), whatever form the record stores it in.
  */
 Datum
 shapesync_change_entries(PG_FUNCTION_ARGS)
@@ -537,6 +567,7 @@ shapesync_change_entries(PG_FUNCTION_ARGS)
 			nulls[i] = PG_ARGISNULL(arg);
 			values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(arg);
 		}
+		ExpandOldRow(fcinfo, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		return (Datum) 0;
 	}
@@ -562,6 +593,7 @@ shapesync_change_entries(PG_FUNCTION_ARGS)
 			nulls[8] = (c.version == 0);
 			values[8] = nulls[8] ? (Datum) 0 :
 				FullTransactionIdGetDatum(FullTransactionIdFromU64(c.version));
+			ExpandOldRow(fcinfo, values, nulls);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

@@ -30,7 +30,18 @@ INSERT INTO trunc VALUES (1, 'one'), (2, 'two'), (3, 'three');
 
 CREATE TABLE victim (id int PRIMARY KEY);
 
-SELECT shapesync.track(t) FROM unnest(ARRAY['mv', 'wire', 'cols', 'people', 'ident', 'trunc', 'victim']) t;
+-- rows wide enough that an UPDATE logs only the columns it changed
+-- (wide_p); wide_f gets the same statements with the whole old image
+CREATE TABLE wide_p (id int PRIMARY KEY, priority int, title text, note text, big text,
+                     pad text DEFAULT repeat('p', 300));
+INSERT INTO wide_p (id, priority, title, note, big) VALUES
+  (1, 9, 't1', 'n1', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g)),
+  (2, 8, 't2', NULL, 'small'), (3, 3, 't3', 'n3', NULL);
+CREATE TABLE wide_f (LIKE wide_p INCLUDING ALL);
+INSERT INTO wide_f SELECT * FROM wide_p;
+
+SELECT shapesync.track(t) FROM unnest(ARRAY['mv', 'wire', 'cols', 'people', 'ident', 'trunc', 'victim',
+                                            'wide_p', 'wide_f']) t;
 `;
 
 let stack;
@@ -171,6 +182,67 @@ test('wire: move-in is insert, move-out delete, update payloads by replica; colu
   // Same offsets for the same transactions in every shape: the marker ends all three logs.
   assert.equal(def.offset, full.offset);
   assert.equal(def.offset, cols.offset);
+});
+
+test('wire: updates logging only their changed columns send what whole old images send, every replica mode', async () => {
+  const where = `where=${enc('priority > 5')}`;
+  const shapes = {};
+  for (const t of ['wide_p', 'wide_f']) {
+    shapes[t] = {
+      def: await rawShape(stack, `table=${t}&${where}`),
+      full: await rawShape(stack, `table=${t}&${where}&replica=full`),
+      cols: await rawShape(stack, `table=${t}&${where}&columns=id,priority,note`),
+    };
+  }
+  // One statement per transaction, then the same in one transaction.
+  const stmts = (t) => `
+    UPDATE ${t} SET title = 't1x' WHERE id = 1;
+    UPDATE ${t} SET note = NULL WHERE id = 1;
+    UPDATE ${t} SET note = 'back', title = NULL WHERE id = 1;
+    UPDATE ${t} SET big = 'no longer big' WHERE id = 1;
+    UPDATE ${t} SET big = (SELECT string_agg(md5(g::text), '') FROM generate_series(2, 301) g) WHERE id = 2;
+    UPDATE ${t} SET title = 't2x' WHERE id = 2;
+    UPDATE ${t} SET id = 10 WHERE id = 1;
+    UPDATE ${t} SET priority = 1 WHERE id = 2;
+    UPDATE ${t} SET priority = 7, note = 'in' WHERE id = 3;
+    UPDATE ${t} SET pad = 'x' WHERE id = 3;
+    BEGIN;
+    UPDATE ${t} SET note = 'tx', priority = priority + 1;
+    UPDATE ${t} SET id = id + 100 WHERE id = 3;
+    COMMIT;`;
+  await stack.psql(stmts('wide_p'));
+  await stack.psql(`SET shapesync.full_old_images = on; ${stmts('wide_f')}`);
+
+  const norm = (t, m) => {
+    const v = JSON.parse(JSON.stringify(msgView(m)).replaceAll(`"${t}"`, '"T"'));
+    for (const h of ['key_change_to', 'key_change_from'])
+      if (m.headers[h] !== undefined) v[h] = m.headers[h].replaceAll(`"${t}"`, '"T"');
+    return v;
+  };
+  const counts = { def: 15, full: 15, cols: 10 };
+  const got = {};
+  for (const mode of ['def', 'full', 'cols']) {
+    for (const t of ['wide_p', 'wide_f']) {
+      got[`${mode}/${t}`] = (await shapes[t][mode].live(counts[mode])).map((m) => norm(t, m));
+    }
+    assert.deepEqual(got[`${mode}/wide_p`], got[`${mode}/wide_f`], `replica/columns ${mode}`);
+    assert.equal(got[`${mode}/wide_p`].length, counts[mode], `${mode}: ${JSON.stringify(got[`${mode}/wide_p`])}`);
+  }
+  const bigOld = (await select(stack, `SELECT string_agg(md5(g::text), '') AS b FROM generate_series(1, 300) g`))[0].b;
+  const k1 = '"public"."T"/"1"';
+  const k10 = '"public"."T"/"10"';
+  const full = got['full/wide_p'];
+  assert.deepEqual(full.slice(0, 4).map((m) => m.old_value), [
+    { title: 't1' }, { note: 'n1' }, { title: 't1x', note: null }, { big: bigOld },
+  ]);
+  assert.deepEqual(full.slice(0, 4).map((m) => m.key), [k1, k1, k1, k1]);
+  // the key change: a delete of the old key carrying the whole old row, an insert of the new
+  const move = full.filter((m) => m.key_change_to === k10 || m.key_change_from === k1);
+  assert.deepEqual(move.map((m) => [m.op, m.key]), [['delete', k1], ['insert', k10]]);
+  assert.deepEqual(move[0].value, {
+    id: '1', priority: '9', title: null, note: 'back', big: 'no longer big', pad: 'p'.repeat(300),
+  });
+  assert.deepEqual(got['def/wide_p'].slice(0, 2).map((m) => m.value), [{ id: '1', title: 't1x' }, { id: '1', note: null }]);
 });
 
 // --- 2. columns ------------------------------------------------------------
