@@ -1043,18 +1043,20 @@ void scenario_sync() {
     std::cerr << "warning: shape delivered " << cold.rows << " / " << warm.rows << " rows, table has " << o.rows << "\n";
   double copy_rate = copy_rows / copy_s;
   auto row = [&](const std::string& what, double s, long long rows, long long bytes, long long reqs, double cpu,
-                 double ratio_base, long long rss_kb) {
+                 double ratio_base, long long rss_kb, const Window::Result* w) {
     std::cout << "ROW sync | " << what << " | " << rows << " | " << reqs << " | " << fmt("%.2f", s) << " | "
               << fmt("%.0f", rows / s) << " | " << fmt("%.1f", bytes / s / 1048576.0) << " | "
               << fmt("%.1f", bytes / 1048576.0) << " | " << fmt("%.2f", (rows / s) / ratio_base) << " | "
               << (cpu < 0 ? std::string("–") : fmt("%.0f", cpu)) << " | "
-              << (rss_kb < 0 ? std::string("–") : mib(rss_kb)) << " |\n";
+              << (rss_kb < 0 ? std::string("–") : mib(rss_kb)) << " | "
+              << (w ? fmt("%.0f", w->client_pct) : std::string("–")) << " | "
+              << (w ? fmt("%.0f", w->machine_pct) : std::string("–")) << " |\n";
   };
-  row("`COPY (SELECT ...) TO STDOUT` (libpq)", copy_s, copy_rows, copy_bytes, 1, -1, copy_rate, -1);
+  row("`COPY (SELECT ...) TO STDOUT` (libpq)", copy_s, copy_rows, copy_bytes, 1, -1, copy_rate, -1, nullptr);
   row("shapesync, cold (creates the shape: snapshot query, JSON, stores it in PostgreSQL)", cold_s, cold.rows,
-      cold.bytes, cold.requests, cr.sidecar_pct, copy_rate, std::max(p_cold.hwm_kb, p_cold.rss_kb));
+      cold.bytes, cold.requests, cr.sidecar_pct, copy_rate, std::max(p_cold.hwm_kb, p_cold.rss_kb), &cr);
   row("shapesync, warm (second client, chunks served from memory)", warm_s, warm.rows, warm.bytes, warm.requests,
-      wr.sidecar_pct, copy_rate, p_warm.rss_kb);
+      wr.sidecar_pct, copy_rate, p_warm.rss_kb, &wr);
   std::cout.flush();
   exec(w, "DROP TABLE " + G.table);
   PQfinish(w);

@@ -244,8 +244,8 @@ Initial sync of a $ROWS-row table (6 columns: bigint, int, text, numeric, timest
 chunk offset until up-to-date, one client; COPY of the same rows and columns through libpq in the same run
 (after one warm-up COPY). MB/s counts the bytes received (JSON for shapesync, COPY text for COPY).
 
-| path | rows | requests | seconds | rows/s | MB/s | MB | rate / COPY's | sidecar CPU % | sidecar RSS MiB (peak) |
-|---|---|---|---|---|---|---|---|---|---|
+| path | rows | requests | seconds | rows/s | MB/s | MB | rate / COPY's | sidecar CPU % | sidecar RSS MiB (peak) | load client CPU % | machine busy % |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 $(rows sync)
 EOT
 	fi
