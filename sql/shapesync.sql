@@ -151,7 +151,7 @@ CREATE FUNCTION shapesync.change_entries(op "char", relid oid, layout int4, new_
                                          shape_ops int4[], error text, version pg_catalog.xid8)
     RETURNS TABLE (ord bigint, relid oid, op "char", layout int4, new_row bytea, old_row bytea,
                    shape_ops int4[], error text, version pg_catalog.xid8)
-    LANGUAGE c IMMUTABLE PARALLEL SAFE ROWS 10
+    LANGUAGE c STABLE PARALLEL SAFE ROWS 10
     AS 'MODULE_PATHNAME', 'shapesync_change_entries';
 COMMENT ON FUNCTION shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8) IS
     'The changes a change-log record holds (pass its columns): an op B record''s packed changes with their position ord in the transaction, or the record itself as one change with ord 0.';
