@@ -43,6 +43,7 @@ Response App::metrics(const Request& req) {
     catch_up(pm_.memory_spilled_bytes, st.pressure_spilled_bytes);
     catch_up(pm_.shape_evictions, st.evictions);
     catch_up(pm_.shape_reloads, st.reloads);
+    catch_up(pm_.fetch_shrinks, st.fetch_shrinks);
   }
   pm_.memory_held_bytes.set(static_cast<double>(st.held_bytes));
   pm_.memory_budget_bytes.set(st.max_memory == SIZE_MAX ? 0.0 : static_cast<double>(st.max_memory));
@@ -52,6 +53,9 @@ Response App::metrics(const Request& req) {
   pm_.log_disk_bytes.set(static_cast<double>(st.log_disk_bytes));
   pm_.waiting_requests.set(static_cast<double>(st.waiting));
   pm_.window_bytes.set(static_cast<double>(st.window_bytes));
+  pm_.memory_inflight_bytes.set(static_cast<double>(st.inflight_bytes));
+  pm_.memory_inflight_peak_bytes.set(static_cast<double>(st.inflight_peak_bytes));
+  pm_.fetch_span_ticks.set(static_cast<double>(st.fetch_span));
   pm_.window_batches.set(static_cast<double>(st.window_batches));
   pm_.last_tick.set(static_cast<double>(st.last_tick));
   pm_.initial_requests.set(initial_requests_.load());

@@ -404,6 +404,16 @@ SidecarMetrics::SidecarMetrics()
                                        "Idle shapes evicted from memory (over --max-memory or --max-shapes).")),
       shape_reloads(registry.counter("shapesync_shape_reloads_total",
                                      "Evicted shapes reloaded from their segment files when asked for again.")),
+      memory_inflight_bytes(registry.gauge("shapesync_memory_inflight_bytes",
+                                           "Decoded batches read from the change log and not yet applied (counted in "
+                                           "shapesync_memory_held_bytes).")),
+      memory_inflight_peak_bytes(registry.gauge("shapesync_memory_inflight_peak_bytes",
+                                                "The most decoded batches ever in flight at once.")),
+      fetch_shrinks(registry.counter("shapesync_fetch_shrinks_total",
+                                     "Reads of the change log that decoded to more than their share of --max-memory: "
+                                     "the span of ticks read at once shrank (back-pressure).")),
+      fetch_span_ticks(registry.gauge("shapesync_fetch_span_ticks",
+                                      "Ticks the follower's next read of the change log may span.")),
       snapshot_duration(registry.histogram("shapesync_snapshot_duration_seconds",
                                            "Time to build a shape's initial snapshot.", duration_buckets())),
       auth_failures(registry.counter_family("shapesync_auth_failures_total",

@@ -210,6 +210,10 @@ struct SidecarMetrics {
   Counter& memory_spilled_bytes;         // memory they freed
   Counter& shape_evictions;              // shapes evicted from memory
   Counter& shape_reloads;                // evicted shapes reloaded from their segment files
+  Gauge& memory_inflight_bytes;          // decoded batches read and not yet applied (counted in held)
+  Gauge& memory_inflight_peak_bytes;     // the most ever in flight
+  Counter& fetch_shrinks;                // follower reads over their cap: the span of ticks shrank
+  Gauge& fetch_span_ticks;               // ticks the follower's next read may span
   Histogram& snapshot_duration;          // seconds
   Family<Counter>& auth_failures;        // {reason}
   Family<Counter>& mutations;            // {status}: applied, conflict, rejected, aborted

@@ -710,37 +710,41 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
       std::vector<std::string> done_handles;
       std::vector<long long> done_rows;
       std::vector<size_t> pending;
+      std::vector<uint64_t> from(n, 0);  // where each shape's catch-up starts
       for (size_t i = 0; i < n; ++i) {
         if (!data[i]) continue;
         store_.set_snapshot(*group[i], data[i]->snap, data[i]->start_tick, &data[i]->chunks);
+        // an evicted shape (--max-memory) comes back with its segment files
+        // and catches up from where it left off, as build_shape does
+        from[i] = std::max(data[i]->start_tick, store_.restore_evicted(group[i]));
         pending.push_back(i);
         built[i] = true;
         done_handles.push_back(group[i]->handle);
         done_rows.push_back(data[i]->rows);
       }
       for (int round = 0; round < 5 && !pending.empty(); ++round) {
-        std::vector<std::pair<size_t, uint64_t>> need;  // (shape, floor)
+        std::vector<std::shared_ptr<Shape>> need;
         uint64_t lo = UINT64_MAX, hi = 0;
+        std::vector<size_t> again;
         for (size_t i : pending) {
-          auto floor_or_done = store_.finish_or_floor(group[i], data[i]->start_tick);
-          if (!floor_or_done) continue;  // the window reaches back to its start tick: done
-          need.emplace_back(i, *floor_or_done);
-          lo = std::min(lo, data[i]->start_tick);
+          auto floor_or_done = store_.finish_or_floor(group[i], from[i]);
+          if (!floor_or_done) continue;  // the window reaches back to where it is: done
+          need.push_back(group[i]);
+          again.push_back(i);
+          lo = std::min(lo, from[i]);
           hi = std::max(hi, *floor_or_done);
         }
         pending.clear();
         if (need.empty()) break;
-        std::vector<Batch> read;
-        for (uint64_t after = lo; after < hi;) {
-          uint64_t upto = std::min(hi, after + 2000);
-          auto part = co_await fetch_batches(c, after, upto);
-          for (auto& b : part) read.push_back(std::move(b));
-          after = upto;
+        // one read for the group, a part at a time; each shape takes the
+        // batches after its own position (no copies)
+        co_await catch_up_parts(c, need, lo, hi);
+        for (size_t i : again) {
+          from[i] = std::max(from[i], hi);
+          pending.push_back(i);  // finished by the next round's finish_or_floor (or stopped: no-op)
         }
-        // (each applies only the batches after its own start tick, up to its floor: no copies)
-        for (auto& [i, floor] : need)
-          if (!store_.finish_with(group[i], read, floor)) pending.push_back(i);  // the window moved: again
       }
+      for (size_t i : pending) store_.finish_or_floor(group[i], from[i]);  // after the last round
       if (!own.empty()) {
         std::vector<std::string> own_handles;
         std::vector<const SnapshotData*> own_data;
@@ -980,21 +984,18 @@ asio::awaitable<void> ShapeService::build_shape(std::shared_ptr<Shape> s) {
     // files and catches up from where it left off; otherwise from its snapshot.
     uint64_t start_tick = std::max(data->start_tick, store_.restore_evicted(s));
     // Catch up: batches after start_tick that the window no longer holds come
-    // from the database.
+    // from the database, a part at a time (catch_up_parts).
     std::exception_ptr failure;
     try {
       for (int round = 0; round < 5; ++round) {
         auto floor_or_done = store_.finish_or_floor(s, start_tick);
         if (!floor_or_done) break;
         uint64_t floor = *floor_or_done;
-        std::vector<Batch> extra;
-        for (uint64_t after = start_tick; after < floor;) {
-          uint64_t upto = std::min(floor, after + 2000);
-          auto part = co_await fetch_batches(c, after, upto);
-          for (auto& b : part) extra.push_back(std::move(b));
-          after = upto;
-        }
-        if (store_.finish_with(s, std::move(extra), floor)) break;
+        std::vector<std::shared_ptr<Shape>> one{s};
+        if (!co_await catch_up_parts(c, one, start_tick, floor)) break;
+        start_tick = floor;
+        // the last round's catch-up is finished here (or the shape fails below)
+        if (round == 4) store_.finish_or_floor(s, start_tick);
       }
       if (own) {
         auto t0 = std::chrono::steady_clock::now();
@@ -1012,6 +1013,25 @@ asio::awaitable<void> ShapeService::build_shape(std::shared_ptr<Shape> s) {
              " rows, ", data->chunks.size(), " chunk(s), from tick ", start_tick);
   }
   store_.fail_create(s);  // no-op once ready
+}
+
+asio::awaitable<bool> ShapeService::catch_up_parts(PgConn& c, const std::vector<std::shared_ptr<Shape>>& shapes,
+                                                   uint64_t after, uint64_t upto) {
+  FetchPacer pacer(2000);
+  std::vector<std::shared_ptr<Shape>> going = shapes;
+  while (after < upto && !going.empty()) {
+    uint64_t to = std::min(upto, after + pacer.span());
+    auto part = co_await fetch_batches(c, after, to);
+    size_t bytes = 0;
+    for (auto& b : part) bytes += ShapeStore::batch_cost(b);
+    pacer.observe(to - after, bytes, store_.budget().fetch_bytes(false));
+    std::vector<std::shared_ptr<Shape>> still;
+    for (auto& s : going)
+      if (store_.catch_up(s, part, after, to)) still.push_back(s);
+    going.swap(still);
+    after = to;
+  }
+  co_return after >= upto;
 }
 
 asio::awaitable<void> ShapeService::record_invalidations(PgConn& c,
@@ -1201,7 +1221,11 @@ asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notifi
     notified = 0;
     if (hi <= last) hi = co_await newest_tick(c);
     if (hi <= last) co_return;
-    uint64_t upto = std::min(hi, last + 500);
+    // Back-pressure: the span of ticks read at once follows the bytes they
+    // decode to (shapes/fetch_pacer.hpp), smaller while the store is over its
+    // budget; every tick is still read, in order.
+    const bool over = store_.over_budget();
+    uint64_t upto = std::min(hi, last + follow_pacer_.span());
     std::vector<Batch> batches;
     std::optional<PgError> truncated;
     try {
@@ -1214,10 +1238,16 @@ asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notifi
       co_await restart_after_truncation(c, co_await log_horizon(c));
       continue;
     }
+    size_t bytes = 0;
+    for (auto& b : batches) bytes += ShapeStore::batch_cost(b);
+    uint64_t shrinks = follow_pacer_.shrunk();
+    follow_pacer_.observe(upto - last, bytes, store_.budget().fetch_bytes(over));
+    store_.set_inflight(bytes, follow_pacer_.span(), follow_pacer_.shrunk() != shrinks);  // charged until applied
     // the window is part of the memory budget: at most a quarter of it
     size_t window_cap = cfg_.max_memory ? std::min(cfg_.window_bytes, cfg_.max_memory / 4) : cfg_.window_bytes;
     auto invalidated = store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks),
                                         window_cap);
+    store_.set_inflight(0);
     if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
     co_await spill_segments();
     if (upto == hi) co_return;

@@ -34,6 +34,7 @@
 #include "db/changes.hpp"
 #include "shapes/batcher.hpp"
 #include "shapes/coalescer.hpp"
+#include "shapes/fetch_pacer.hpp"
 #include "shapes/store.hpp"
 
 namespace shapesync {
@@ -247,6 +248,13 @@ class ShapeService : public ShapeSource {
   // Applies every tick after the last one applied; `notified` is the newest
   // tick id a NOTIFY named (0: ask the database).
   asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
+  // Catches shapes being created up over (after, upto] of the change log
+  // (every shape's position >= after): read a part at a time, each part paced
+  // by its decoded bytes (FetchPacer, the budget's fetch_bytes) and applied to
+  // every shape (ShapeStore::catch_up) before the next is read, so memory is
+  // one part, not the whole range. False when no shape can go on.
+  asio::awaitable<bool> catch_up_parts(PgConn& c, const std::vector<std::shared_ptr<Shape>>& shapes, uint64_t after,
+                                       uint64_t upto);
   asio::awaitable<void> record_invalidations(PgConn& c, const std::vector<std::pair<std::string, std::string>>& inv);
   asio::awaitable<void> poll_invalidations(PgConn& c);
   // One report; false when there was nothing to report.
@@ -273,6 +281,7 @@ class ShapeService : public ShapeSource {
   std::atomic<bool> own_ticking_{false};
   std::atomic<bool> row_versions_{false};  // set by the follower from the extension's version
   std::atomic<bool> stopping_{false};
+  FetchPacer follow_pacer_;  // the tick follower's span (run_ticker's coroutine only)
   Events events_;
 };
 

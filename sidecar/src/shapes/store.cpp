@@ -96,6 +96,33 @@ size_t ShapeStore::table_cost(const TableInfo& t) {
 
 size_t ShapeStore::entry_cost(const std::string& json) { return json.capacity() + 1 + cost::kEntry; }
 
+size_t ShapeStore::batch_cost(const Batch& b) {
+  size_t bytes = sizeof(Batch);
+  for (auto& tx : b.txs) {
+    bytes += sizeof(Tx);
+    for (auto& c : tx.changes) {
+      bytes += sizeof(Change) + c.error.size() + c.shape_ops.size() * sizeof(int32_t);
+      for (const auto* v : {&c.new_values, &c.old_values})
+        if (*v)
+          for (auto& x : **v) bytes += sizeof(x) + (x ? x->size() : 0);
+    }
+  }
+  return bytes;
+}
+
+void ShapeStore::set_inflight(size_t bytes, uint64_t span, bool shrunk) {
+  std::lock_guard lk(mu_);
+  inflight_ = bytes;
+  inflight_peak_ = std::max(inflight_peak_, bytes);
+  if (span) fetch_span_ = span;
+  if (shrunk) ++fetch_shrinks_;
+}
+
+bool ShapeStore::over_budget() const {
+  std::lock_guard lk(mu_);
+  return charged_total_locked() > budget_.max_bytes;
+}
+
 void ShapeStore::charge(const Shape& s, size_t n) const {
   if (!s.counted) return;
   s.held_bytes += n;
@@ -173,6 +200,7 @@ void ShapeStore::wake_all_locked() {
 
 bool ShapeStore::finish_create_locked(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra,
                                       uint64_t extra_upto) {
+  if (s->invalid || s->failed) return false;  // rotated or failed while it caught up: never ready
   std::vector<std::pair<std::string, std::string>> inv;
   // a reloaded shape's log already holds every batch up to resume_tick
   uint64_t from = std::max(s->start_tick, s->resume_tick);
@@ -925,16 +953,7 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply_locked(Batch 
     if (tick_times_.size() > kTickTimes) tick_times_.pop_front();
   }
   if (!batch.txs.empty()) {
-    size_t bytes = sizeof(Batch);
-    for (auto& tx : batch.txs) {
-      bytes += sizeof(Tx);
-      for (auto& c : tx.changes) {
-        bytes += sizeof(Change) + c.error.size() + c.shape_ops.size() * sizeof(int32_t);
-        for (const auto* v : {&c.new_values, &c.old_values})
-          if (*v)
-            for (auto& x : **v) bytes += sizeof(x) + (x ? x->size() : 0);
-      }
-    }
+    size_t bytes = batch_cost(batch);
     window_.push_back(std::move(batch));
     window_sizes_.push_back(bytes);
     window_bytes_ += bytes;
@@ -1180,6 +1199,25 @@ std::optional<uint64_t> ShapeStore::finish_or_floor(const std::shared_ptr<Shape>
   return window_floor_;
 }
 
+bool ShapeStore::catch_up(const std::shared_ptr<Shape>& s, const std::vector<Batch>& part, uint64_t after,
+                          uint64_t upto) {
+  std::lock_guard lk(mu_);
+  if (s->ready || s->invalid || s->failed) return false;
+  uint64_t from = std::max(s->start_tick, s->resume_tick);
+  if (from >= upto) return true;  // the part is behind it
+  if (from < after) throw std::logic_error("catch_up: the part starts after the shape's position (changes would be lost)");
+  std::vector<std::pair<std::string, std::string>> inv;
+  for (auto& b : part)
+    if (b.tick_id > from && b.tick_id <= upto) apply_batch(b, s.get(), inv);
+  if (!inv.empty()) {  // as in finish_create_locked: rotated while it was being created
+    s->invalid = false;
+    invalidate_locked(s, inv.front().second);
+    return false;
+  }
+  s->resume_tick = upto;
+  return true;
+}
+
 bool ShapeStore::finish_with(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra, uint64_t upto) {
   std::lock_guard lk(mu_);
   if (window_floor_ > upto) return false;
@@ -1268,6 +1306,10 @@ StoreStats ShapeStore::stats() const {
   st.log_disk_bytes = disk_bytes_;
   st.window_bytes = window_bytes_;
   st.window_batches = window_.size();
+  st.inflight_bytes = inflight_;
+  st.inflight_peak_bytes = inflight_peak_;
+  st.fetch_shrinks = fetch_shrinks_;
+  st.fetch_span = fetch_span_;
   st.last_tick = last_tick_;
   st.applied_changes = applied_changes_;
   st.appended_entries = appended_entries_;

@@ -131,7 +131,9 @@ struct Shape {
   mutable size_t held_bytes = 0;
   bool counted = false;
   uint64_t dir_gen = 0;      // its segment directory is <handle>.<dir_gen> (a reload never meets an old one's files)
-  uint64_t resume_tick = 0;  // reloaded after an eviction: every batch up to this tick is in its log already
+  // Every batch up to this tick is in its log already: reloaded after an
+  // eviction, or caught up a part at a time (ShapeStore::catch_up) while created.
+  uint64_t resume_tick = 0;
 
   bool ready = false;    // snapshot taken and caught up
   bool failed = false;   // creation failed (waiters retry)
@@ -238,6 +240,11 @@ struct StoreStats {
   size_t max_memory = 0;       // the budget (SIZE_MAX: none)
   size_t evicted_shapes = 0;   // stubs of evicted shapes kept for a cheap reload
   uint64_t pressure_spills = 0, pressure_spilled_bytes = 0, evictions = 0, reloads = 0;
+  // Batches read from the change log and not yet applied (ShapeStore::set_inflight):
+  // now, the most ever, and how often the follower's read came out over its
+  // cap and its span of ticks shrank (FetchPacer).
+  size_t inflight_bytes = 0, inflight_peak_bytes = 0;
+  uint64_t fetch_shrinks = 0, fetch_span = 0;
 };
 
 // The memory budget: above max_bytes the store spills in-memory logs to
@@ -255,6 +262,13 @@ struct MemoryBudget {
   size_t max_stub_bytes() const {
     if (stub_bytes) return stub_bytes;
     return max_bytes == SIZE_MAX ? SIZE_MAX : max_bytes / 8;
+  }
+  // What one read of the change log may decode to (FetchPacer's cap): a
+  // sixteenth of the budget, a sixty-fourth while the store is over it (its
+  // logs spill between two reads, so smaller reads let the spilling keep up).
+  size_t fetch_bytes(bool over) const {
+    if (max_bytes == SIZE_MAX) return SIZE_MAX;
+    return std::max<size_t>(1, over ? max_bytes / 64 : max_bytes / 16);
   }
 };
 
@@ -287,6 +301,14 @@ class ShapeStore {
   // What the budget charges for a log entry and a table description (allocations, estimated).
   static size_t entry_cost(const std::string& json);
   static size_t table_cost(const TableInfo& t);
+  // What a decoded batch takes (estimated; the window and in-flight reads are charged so).
+  static size_t batch_cost(const Batch& b);
+  // Decoded batches read from the change log and not applied yet: charged
+  // against the budget until set back to 0 (the follower sets it around
+  // apply_all); `span` and `shrunk` are the reader's pacing, for monitoring.
+  void set_inflight(size_t bytes, uint64_t span = 0, bool shrunk = false);
+  // Over the budget now (what the store charges, in-flight reads included)?
+  bool over_budget() const;
 
   // --- shapes ---
   std::shared_ptr<Shape> active(const std::string& def_key) const;
@@ -320,6 +342,14 @@ class ShapeStore {
   // Completes creation with `extra` = the batches in (start_tick, upto]; false
   // when the window moved past upto meanwhile (read again).
   bool finish_with(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra, uint64_t upto);
+  // Catches a shape being created up by one part of the change log: `part`
+  // holds every batch in (after, upto]; those after the shape's own position
+  // (its start tick, or where an earlier part or its restored log left it,
+  // which must be >= after) go into its log now, and its position moves to
+  // upto. So a long catch-up is read and applied a part at a time (memory: one
+  // part), then finished with finish_or_floor(). False when the shape can no
+  // longer be created (rotated by a change in the part, or failed): stop.
+  bool catch_up(const std::shared_ptr<Shape>& s, const std::vector<Batch>& part, uint64_t after, uint64_t upto);
   // A creation failed (no-op for a ready or rotated shape): its waiters learn
   // the filter error (a 400) or this sidecar's configuration failure (a 503).
   void fail_create(const std::shared_ptr<Shape>& s, std::string build_error = {},
@@ -453,7 +483,7 @@ class ShapeStore {
   void uncharge(const Shape& s, size_t n) const;
   // Drops a shape's charge when the store lets go of it.
   void release_locked(Shape& s);
-  size_t charged_total_locked() const { return held_ + window_bytes_; }
+  size_t charged_total_locked() const { return held_ + window_bytes_ + inflight_; }
   bool commit_spill_locked(const SpillJob& job);
   std::vector<std::string> take_dead_dirs_locked();
   std::vector<LogEntry> replay_locked(const Shape& s, const std::vector<Batch>& batches);
@@ -491,6 +521,8 @@ class ShapeStore {
   std::deque<Batch> window_;
   std::deque<size_t> window_sizes_;
   size_t window_bytes_ = 0;
+  size_t inflight_ = 0, inflight_peak_ = 0;  // set_inflight()
+  uint64_t fetch_shrinks_ = 0, fetch_span_ = 0;
   uint64_t applied_changes_ = 0;   // changes of batches applied (apply())
   uint64_t appended_entries_ = 0;  // entries appended to ready shapes' logs
   size_t disk_bytes_ = 0;          // segment files of live shapes

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.hpp"
+#include "shapes/fetch_pacer.hpp"
 #include "shapes/store.hpp"
 
 using namespace shapesync;
@@ -72,15 +73,32 @@ struct Budget : ::testing::Test {
     auto s = create(name);
     uint64_t from = std::max<uint64_t>(1, store.restore_evicted(s));
     // as ShapeService::build_shape: what the window no longer holds comes from
-    // "the database" (every batch applied, kept here)
+    // "the database" (every batch applied, kept here): all at once, or (with
+    // part_ticks) a part of that many ticks at a time, as catch_up_parts does
     if (auto floor = store.finish_or_floor(s, from)) {
-      std::vector<Batch> extra;
-      for (auto& b : history)
-        if (b.tick_id > from && b.tick_id <= *floor) extra.push_back(b);
-      EXPECT_TRUE(store.finish_with(s, std::move(extra), *floor));
+      if (part_ticks) {
+        for (uint64_t after = from; after < *floor;) {
+          uint64_t upto = std::min(*floor, after + part_ticks);
+          EXPECT_TRUE(store.catch_up(s, read_history(after, upto), after, upto));
+          after = upto;
+          ++parts_read;
+        }
+        EXPECT_FALSE(store.finish_or_floor(s, *floor)) << "the window reaches back to the parts";
+      } else {
+        EXPECT_TRUE(store.finish_with(s, read_history(from, *floor), *floor));
+      }
     }
     EXPECT_TRUE(s->ready);
     return s;
+  }
+  size_t part_ticks = 0;
+  size_t parts_read = 0;
+  // The batches of (after, upto], as fetch_batches reads them.
+  std::vector<Batch> read_history(uint64_t after, uint64_t upto) const {
+    std::vector<Batch> out;
+    for (auto& b : history)
+      if (b.tick_id > after && b.tick_id <= upto) out.push_back(b);
+    return out;
   }
   std::vector<Batch> history;
   void apply(Batch b) {
@@ -360,7 +378,29 @@ TEST_F(Budget, WithoutItsStubAShapeIsRebuiltFromItsSnapshot) {
 // many times while changes keep coming and shapes are asked for again; each
 // ends with exactly the control's log, and what the store holds stays within
 // the budget plus what one round adds and what cannot be evicted.
-TEST_F(Budget, TinyBudgetManyRoundsLosesNothing) {
+// The scenario of TinyBudgetManyRoundsLosesNothing; `parts` > 0: evicted
+// shapes catch up a part of that many ticks at a time (ShapeStore::catch_up).
+static void tiny_budget_rounds(Budget& t, size_t parts);
+
+TEST_F(Budget, TinyBudgetManyRoundsLosesNothing) { tiny_budget_rounds(*this, 0); }
+
+// Reloads whose catch-up is read and applied a part at a time (what
+// ShapeService::catch_up_parts does, so memory is one part, not the range)
+// end with the same logs as a never-evicted shape.
+TEST_F(Budget, TinyBudgetCatchUpInPartsLosesNothing) {
+  tiny_budget_rounds(*this, 3);
+  EXPECT_GT(parts_read, 50u) << "catch-ups went through parts";
+}
+
+static void tiny_budget_rounds(Budget& t, size_t parts) {
+  auto& store = t.store;
+  auto& now = t.now;
+  t.part_ticks = parts;
+  auto get = [&](const std::string& n) { return t.get(n); };
+  auto walk = [&](const std::shared_ptr<Shape>& s) { return t.walk(s); };
+  auto apply = [&](Batch b) { t.apply(std::move(b)); };
+  auto use = [&](const std::shared_ptr<Shape>& s, int64_t at) { t.use(s, at); };
+  auto pass = [&] { return t.pass(); };
   const size_t budget = 16 * 1024;
   store.set_budget({budget, SIZE_MAX, 0, 8192});
   auto control = get("control");  // held: counts against the budget and is never evicted
@@ -400,7 +440,191 @@ TEST_F(Budget, TinyBudgetManyRoundsLosesNothing) {
   // cached bodies stay) and the two shapes just asked for, plus the window.
   size_t slack = control->held_bytes + 2 * 2048 + 4096;
   EXPECT_LE(worst, budget + slack) << "held " << worst;
-  RecordProperty("worst_held_bytes", std::to_string(worst));
+  ::testing::Test::RecordProperty("worst_held_bytes", std::to_string(worst));
+}
+
+TEST_F(Budget, CatchUpPartsAreAppliedOnceAndInOrder) {
+  for (uint64_t tick = 2; tick <= 30; ++tick) apply(batch(tick, 100 + tick, {ins(static_cast<int>(tick), "t")}));
+  auto whole = create("whole");
+  ASSERT_TRUE(store.finish_create(whole, read_history(1, 30), 30));
+  auto parted = create("parted");
+  // parts that overlap what the shape already has are taken from its position on
+  ASSERT_TRUE(store.catch_up(parted, read_history(1, 10), 1, 10));
+  ASSERT_TRUE(store.catch_up(parted, read_history(1, 10), 1, 10)) << "a part behind it is a no-op";
+  ASSERT_TRUE(store.catch_up(parted, read_history(5, 20), 5, 20));
+  // a part that starts after its position would lose ticks: refused
+  EXPECT_THROW(store.catch_up(parted, read_history(25, 30), 25, 30), std::logic_error);
+  ASSERT_TRUE(store.catch_up(parted, read_history(20, 30), 20, 30));
+  EXPECT_FALSE(store.finish_or_floor(parted, 30));
+  ASSERT_TRUE(parted->ready);
+  EXPECT_EQ(walk(parted), walk(whole));
+  EXPECT_EQ(walk(parted).size(), 29u);
+  // a ready shape takes no part (the follower feeds it)
+  EXPECT_FALSE(store.catch_up(parted, read_history(30, 31), 30, 31));
+}
+
+TEST_F(Budget, ARotatedShapeIsNotMadeReadyByItsCatchUp) {
+  apply(batch(2, 102, {ins(1, "a")}));
+  auto s = create("rot");
+  store.invalidate(s, "dropped");
+  EXPECT_FALSE(store.catch_up(s, read_history(1, 2), 1, 2));
+  EXPECT_FALSE(store.finish_or_floor(s, 2));  // done: it is not ready and never will be
+  EXPECT_FALSE(s->ready);
+  EXPECT_FALSE(store.by_handle(s->handle));
+}
+
+TEST(FetchPacer, ShrinksInProportionToTheCapAndGrowsBackByDoubling) {
+  FetchPacer p(500);
+  EXPECT_EQ(p.span(), 1u) << "nothing known yet: one tick";
+  for (uint64_t want : {2, 4, 8, 16, 32, 64, 128, 256, 500, 500}) {  // small full reads: doubles up to its maximum
+    p.observe(p.span(), 0, 1000);
+    EXPECT_EQ(p.span(), want);
+  }
+  p.observe(500, 5000, 1000);  // 10 bytes a tick: 100 fit
+  EXPECT_EQ(p.span(), 100u);
+  EXPECT_EQ(p.shrunk(), 1u);
+  p.observe(100, 1000, 1000);  // at the cap: stays
+  EXPECT_EQ(p.span(), 100u);
+  p.observe(40, 100, 1000);    // caught up (fewer ticks than the span): no growth
+  EXPECT_EQ(p.span(), 100u);
+  p.observe(100, 400, 1000);   // a full read under half the cap: doubles
+  EXPECT_EQ(p.span(), 200u);
+  p.observe(200, 400, 1000);
+  p.observe(400, 400, 1000);
+  EXPECT_EQ(p.span(), 500u) << "never past its maximum";
+  p.observe(500, 1'000'000, 10);  // one tick is larger than the cap: the floor is one tick
+  EXPECT_EQ(p.span(), 1u);
+  p.observe(1, 1'000'000, 10);
+  EXPECT_EQ(p.span(), 1u);
+  EXPECT_EQ(p.shrunk(), 3u);
+  p.observe(0, 1'000'000, 10);  // nothing read: nothing learnt
+  EXPECT_EQ(p.span(), 1u);
+  FetchPacer none(500);
+  for (int k = 0; k < 12; ++k) none.observe(none.span(), SIZE_MAX / 2, SIZE_MAX);  // no budget: never shrinks
+  EXPECT_EQ(none.span(), 500u);
+  EXPECT_EQ(none.shrunk(), 0u);
+}
+
+TEST(FetchPacer, CapIsAShareOfTheBudget) {
+  MemoryBudget b;
+  EXPECT_EQ(b.fetch_bytes(false), SIZE_MAX) << "no budget, no cap";
+  b.max_bytes = size_t{1} << 30;
+  EXPECT_EQ(b.fetch_bytes(false), size_t{64} << 20);
+  EXPECT_EQ(b.fetch_bytes(true), size_t{16} << 20) << "smaller while over the budget";
+  b.max_bytes = 10;
+  EXPECT_EQ(b.fetch_bytes(true), 1u);
+}
+
+// A follower reading the change log in paced spans under a tiny budget, with
+// bursts that make it fall behind: reads cross the cap many times (the span
+// shrinks and grows back), in-flight batches count against the budget while
+// they are applied, and every shape ends equal to a never-evicted copy fed
+// the same changes. The same bursts read unpaced (what the follower did
+// before: up to 64 ticks at once) put several times more in flight.
+struct PacedRun {
+  StoreStats st;
+  size_t max_tick_bytes = 0;  // the largest single tick
+  size_t reads = 0, grew = 0, min_span = SIZE_MAX, max_span = 0;
+};
+
+static PacedRun paced_following(Budget& t, bool paced) {
+  auto& store = t.store;
+  const size_t budget = 16 * 1024;
+  store.set_budget({budget, SIZE_MAX, 0, 8192});
+  ShapeStore plain(400);  // no budget, no spilling: the reference
+  auto ref_of = [&](const std::string& name) {
+    ShapeDef d;
+    d.table = table();
+    d.selected = {0, 1, 2};
+    d.key = "def-" + name;
+    auto s = plain.begin_create(d);
+    std::vector<std::shared_ptr<const std::string>> chunks{std::make_shared<const std::string>("[]")};
+    plain.set_snapshot(*s, *PgSnapshot::parse("1:1:"), 1, &chunks);
+    EXPECT_TRUE(plain.finish_create(s));
+    return s;
+  };
+  std::vector<std::string> names{"p0", "p1", "p2"};
+  std::vector<std::shared_ptr<Shape>> refs;
+  for (auto& n : names) {
+    t.get(n);
+    refs.push_back(ref_of(n));
+  }
+  std::mt19937 rng(11);
+  FetchPacer pacer(64);
+  PacedRun out;
+  uint64_t written = 1, read = 1;
+  for (int round = 0; round < 60; ++round) {
+    // writers commit 0..24 ticks of 1..6 changes each (bursts: the follower falls behind)
+    int ticks = static_cast<int>(rng() % 25);
+    for (int k = 0; k < ticks; ++k) {
+      ++written;
+      std::vector<Change> cs;
+      int n = 1 + static_cast<int>(rng() % 6);
+      for (int j = 0; j < n; ++j)
+        cs.push_back(ins(static_cast<int>(written * 10 + j), std::string(rng() % 80, 'w')));
+      t.history.push_back(batch(written, 5000 + written, std::move(cs)));
+      out.max_tick_bytes = std::max(out.max_tick_bytes, ShapeStore::batch_cost(t.history.back()));
+      plain.apply(t.history.back());
+    }
+    // the follower, as process_new_ticks: reads of at most span ticks until
+    // it has read everything, each applied, then the budget's pass
+    while (read < written) {
+      bool over = store.over_budget();
+      uint64_t upto = std::min<uint64_t>(written, read + pacer.span());
+      out.max_span = std::max<size_t>(out.max_span, upto - read);
+      out.min_span = std::min<size_t>(out.min_span, upto - read);
+      auto part = t.read_history(read, upto);
+      size_t bytes = 0;
+      for (auto& b : part) bytes += ShapeStore::batch_cost(b);
+      uint64_t before = pacer.shrunk(), span_before = pacer.span();
+      pacer.observe(upto - read, bytes, paced ? store.budget().fetch_bytes(over) : SIZE_MAX);
+      if (pacer.span() > span_before) ++out.grew;
+      ++out.reads;
+      size_t held_before = store.stats().held_bytes;
+      store.set_inflight(bytes, pacer.span(), pacer.shrunk() != before);
+      EXPECT_EQ(store.stats().held_bytes, held_before + bytes) << "in flight counts against the budget";
+      store.apply_all(std::move(part), upto, SIZE_MAX, budget / 4);
+      store.set_inflight(0);
+      read = upto;
+      t.pass();
+    }
+    t.now += 1000;
+    t.use(t.get(names[rng() % names.size()]), t.now);  // a client comes back (reloading it when evicted)
+    t.pass();
+  }
+  while (read < written) {  // the follower catches up
+    uint64_t upto = std::min<uint64_t>(written, read + pacer.span());
+    store.apply_all(t.read_history(read, upto), upto, SIZE_MAX, budget / 4);
+    read = upto;
+    t.pass();
+  }
+  out.st = store.stats();
+  EXPECT_EQ(out.st.fetch_shrinks, pacer.shrunk());
+  EXPECT_EQ(out.st.inflight_bytes, 0u);
+  EXPECT_GT(out.st.evictions, 10u);
+  EXPECT_GT(out.st.pressure_spills, 10u);
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_TRUE(t.walk(t.get(names[i])) == t.walk(refs[i])) << names[i];
+  return out;
+}
+
+TEST_F(Budget, PacedFollowingUnderATinyBudgetLosesNothing) {
+  PacedRun r = paced_following(*this, true);
+  EXPECT_GT(r.st.fetch_shrinks, 20u) << "reads crossed the cap many times";
+  EXPECT_EQ(r.min_span, 1u);
+  EXPECT_GT(r.grew, 3u) << "and the span grew back";
+  // a read is about its cap (a sixteenth of the budget), or one tick when a tick is larger
+  EXPECT_LE(r.st.inflight_peak_bytes, 2 * std::max<size_t>(16 * 1024 / 16, r.max_tick_bytes));
+  RecordProperty("inflight_peak_bytes", std::to_string(r.st.inflight_peak_bytes));
+}
+
+TEST_F(Budget, UnpacedFollowingPutsMoreInFlight) {
+  PacedRun r = paced_following(*this, false);
+  EXPECT_EQ(r.st.fetch_shrinks, 0u);
+  EXPECT_GT(r.max_span, 20u);
+  // the paced run of the same bursts: its peak in flight is a fraction of this one
+  RecordProperty("inflight_peak_bytes", std::to_string(r.st.inflight_peak_bytes));
+  EXPECT_GT(r.st.inflight_peak_bytes, 4 * std::max<size_t>(16 * 1024 / 16, r.max_tick_bytes))
+      << "the paced run of the same bursts stays within twice the larger of its cap and one tick";
 }
 
 TEST(BudgetConfig, MaxMemoryTakesSuffixes) {
