@@ -738,6 +738,17 @@ RowValues by_column(const TableInfo& t, const RowValues& by_attnum, bool& ok) {
   return r;
 }
 
+// The values of a decoded row (indexed by attnum - 1) indexed like t.columns:
+// the decoded row itself when no column was ever dropped before the last
+// (column i is attnum i + 1: nothing to copy), else a copy in `scratch`.
+const RowValues* columns_of(const TableInfo& t, const RowValues& by_attnum, RowValues& scratch, bool& ok) {
+  bool same = by_attnum.size() >= t.columns.size();
+  for (size_t i = 0; same && i < t.columns.size(); ++i) same = t.columns[i].attnum == static_cast<int>(i) + 1;
+  if (same) return &by_attnum;
+  scratch = by_column(t, by_attnum, ok);
+  return &scratch;
+}
+
 struct Pending {
   std::string key;
   std::string value;
@@ -769,9 +780,14 @@ void emit(const Shape& s, const Change& c, ShapeOp op, uint64_t pos, std::vector
   const auto& sel = s.def.selected;
   bool full = s.def.replica == Replica::kFull;
   bool ok = !c.undecodable;
-  RowValues nv, ov;
-  if (ok && c.new_values) nv = by_column(t, *c.new_values, ok);
-  if (ok && c.old_values) ov = by_column(t, *c.old_values, ok);
+  static const RowValues kNone;
+  RowValues nv_copy, ov_copy;
+  const RowValues* nvp = &kNone;
+  const RowValues* ovp = &kNone;
+  if (ok && c.new_values) nvp = columns_of(t, *c.new_values, nv_copy, ok);
+  if (ok && c.old_values) ovp = columns_of(t, *c.old_values, ov_copy, ok);
+  const RowValues& nv = *nvp;
+  const RowValues& ov = *ovp;
   Pending p;
   p.op_position = pos;
   p.version = c.version;

@@ -648,3 +648,38 @@ TEST_F(Fixture, RestartFromTakesTheLockOnceAndStartsOver) {
   apply({10, {tx(300, 10, 1, {ins(row("2", "b"))})}});
   EXPECT_EQ(read(s2, "0_inf").size(), 2u);  // the insert and up-to-date
 }
+
+// A table with a dropped column: decoded rows are indexed by attnum - 1, the
+// table's columns skip the dropped one, so values must be mapped, not taken
+// by position (the identity fast path is only for tables without such gaps).
+TEST_F(Fixture, ValuesOfATableWithADroppedColumnAreMappedByAttnum) {
+  auto t = std::make_shared<TableInfo>();
+  t->relid = 42;
+  t->schema = "public";
+  t->name = "items";
+  t->columns = {{"id", 1, "int4", 0, 0, true, -1, "int4"}, {"done", 3, "bool", 0, -1, false, -1, "bool"}};
+  t->pk = {0};
+  t->natts = 3;
+  ShapeDef d;
+  d.table = t;
+  d.selected = {0, 1};
+  d.replica = Replica::kFull;
+  d.key = "dropped";
+  auto s = store.begin_create(d);
+  s->handle = "h-dropped";
+  s->snap = *PgSnapshot::parse("100:100:");
+  s->start_tick = 1;
+  s->snapshot_chunks = {std::make_shared<const std::string>("[]")};
+  store.finish_create(s, {});
+  // attnum 2 (dropped) decodes as NULL
+  RowValues a{std::string("7"), std::nullopt, std::string("f")};
+  RowValues b{std::string("7"), std::nullopt, std::string("t")};
+  apply({2, {tx(200, 2, 1, {ins(a), upd(a, b), del(b)})}});
+  json m = read(s, "0_inf");
+  ASSERT_EQ(m.size(), 4u);
+  EXPECT_EQ(m[0]["value"], json::parse(R"({"id":"7","done":"f"})"));
+  EXPECT_EQ(m[1]["value"], json::parse(R"({"id":"7","done":"t"})"));
+  EXPECT_EQ(m[1]["old_value"], json::parse(R"({"done":"f"})"));
+  EXPECT_EQ(m[2]["value"], json::parse(R"({"id":"7","done":"t"})"));
+  EXPECT_EQ(m[0]["key"], "\"public\".\"items\"/\"7\"");
+}
