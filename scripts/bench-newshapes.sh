@@ -134,8 +134,11 @@ phase_create() {  # name first sidecar-args...
 phase_storm() {  # name state sidecar-args...
 	local name=$1 state=$2
 	shift 2
-	# changes while the sidecar is down: the storm's catch-up has something to bring
-	psql_q -c "UPDATE tp SET n = n + 1 WHERE id IN (SELECT (g * 7) % (2 * $NEW) + 1 FROM generate_series(1, 1000) g)" >/dev/null
+	# changes while the sidecar is down: the storm's catch-up has something to bring.
+	# Rows NEW+1..2*NEW are owned by b's owners (row i belongs to owner i while
+	# i <= OWNERS): 1 000 distinct rows of b's shapes (before, the ids fell in
+	# a's owners and the storm brought back no entry at all).
+	psql_q -c "UPDATE tp SET n = n + 1 WHERE id IN (SELECT $NEW + 1 + (g * 7) % $NEW FROM generate_series(1, 1000) g)" >/dev/null
 	SHAPESYNC_SIDECAR_ARGS="$*" start_sidecar "$name"
 	echo "KV ${name}_load_before $(cut -d' ' -f1-3 /proc/loadavg)"
 	statements none >/dev/null
