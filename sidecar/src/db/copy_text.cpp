@@ -78,27 +78,6 @@ struct JsonSpecial {
 };
 constexpr JsonSpecial kSpecial;
 
-void append_json_escaped_byte(std::string& out, unsigned char c) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    default:
-      if (c >= 0x20) {
-        out += static_cast<char>(c);
-      } else {
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
-      }
-  }
-}
-
 // Appends the JSON string body (no quotes) of a COPY field's value: COPY
 // escapes undone (as parse_copy_row does), JSON escapes applied, and with
 // double_slash every / doubled (a key part). False on a trailing backslash.
@@ -116,7 +95,7 @@ bool append_copy_field_json(std::string& out, std::string_view f, bool double_sl
       continue;
     }
     if (c != '\\') {
-      append_json_escaped_byte(out, c);
+      append_json_escaped(out, c);
       continue;
     }
     if (++k >= n) return false;  // a lone trailing backslash
@@ -150,7 +129,7 @@ bool append_copy_field_json(std::string& out, std::string_view f, bool double_sl
     if (double_slash && v == '/')
       out += "//";
     else
-      append_json_escaped_byte(out, v);
+      append_json_escaped(out, v);
   }
   out.append(p + run, n - run);
   return true;

@@ -5,8 +5,28 @@
 
 namespace shapesync {
 
-void append_json_string(std::string& out, std::string_view s) {
+void append_json_escaped(std::string& out, unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
+  switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    case '\b': out += "\\b"; break;
+    case '\f': out += "\\f"; break;
+    default:
+      if (c >= 0x20) {
+        out += static_cast<char>(c);
+      } else {
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+  }
+}
+
+void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   size_t run = 0;  // start of the current run of bytes needing no escape
   for (size_t i = 0; i < s.size(); ++i) {
@@ -14,19 +34,7 @@ void append_json_string(std::string& out, std::string_view s) {
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(s.data() + run, i - run);
     run = i + 1;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
-    }
+    append_json_escaped(out, c);
   }
   out.append(s.data() + run, s.size() - run);
   out += '"';

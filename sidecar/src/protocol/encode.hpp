@@ -15,6 +15,9 @@ namespace shapesync {
 
 // Appends s as a JSON string literal (with quotes).
 void append_json_string(std::string& out, std::string_view s);
+// Appends one byte of a JSON string's body, escaped when JSON requires it
+// (", \\ and control characters); any other byte as it is.
+void append_json_escaped(std::string& out, unsigned char c);
 
 // `"schema"."table"/` — the key prefix of a table (relation parts escape / and .).
 std::string key_prefix(const TableInfo& t);
