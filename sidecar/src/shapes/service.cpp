@@ -1139,7 +1139,7 @@ asio::awaitable<void> ShapeService::spill_segments() {
 }
 
 asio::awaitable<FillResult> ShapeService::fill_segment(const std::shared_ptr<Shape>& s, LogRead& r) {
-  SpilledChunk seg = *r.segment;
+  SegmentFile seg = *r.segment;
   std::vector<std::shared_ptr<const std::string>> got;
   if (read_segment(seg, r.segment_after, got)) {
     r.entries = std::move(got);

@@ -319,6 +319,10 @@ std::string dir_name(const std::string& handle, uint64_t gen) {
 
 std::string ShapeStore::shape_dir(const Shape& s) const { return spill_dir_ + "/" + dir_name(s.handle, s.dir_gen); }
 
+std::string ShapeStore::segment_path(const Shape& s, size_t end_index) const {
+  return shape_dir(s) + "/" + std::to_string(end_index) + ".seg";
+}
+
 std::vector<SpillJob> ShapeStore::take_spills_locked(int64_t now_us) {
   std::vector<SpillJob> jobs;
   for (Shape* raw : spill_due_) {
@@ -337,7 +341,7 @@ std::vector<SpillJob> ShapeStore::take_spills_locked(int64_t now_us) {
       j.first_index = first;
       j.end_index = ends[k];
       for (size_t g = first; g <= ends[k]; ++g) j.entries.push_back(sh.log[g - sh.log_base]);
-      j.path = shape_dir(sh) + "/" + std::to_string(ends[k]) + ".seg";
+      j.path = segment_path(sh, ends[k]);
       jobs.push_back(std::move(j));
       first = ends[k] + 1;
     }
@@ -426,7 +430,7 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
       pending += entry_cost(*e.json);
       p.bytes += entry_cost(*e.json);
     }
-    j.path = shape_dir(sh) + "/" + std::to_string(j.end_index) + ".seg";
+    j.path = segment_path(sh, j.end_index);
     j.pressure = true;
     ++p.jobs;
     p.last_job = jobs.size();
@@ -475,7 +479,7 @@ void ShapeStore::evict_locked(const std::shared_ptr<Shape>& sp) {
   e.log_base = s.log_base;
   e.open_chunk_bytes = s.open_chunk_bytes;
   e.bytes = cost::kStub + 2 * s.handle.size() + e.chunk_ends.size() * sizeof(size_t);
-  for (auto& c : e.spilled) e.bytes += sizeof(SpilledChunk) + c.path.size();
+  e.bytes += e.spilled.size() * sizeof(SpilledChunk);
   e.seq = ++evict_seq_;
   grown_.erase(&s);
   spill_due_.erase(&s);
@@ -551,8 +555,8 @@ bool ShapeStore::commit_spill_locked(const SpillJob& job) {
     ++pressure_spills_;
     pressure_spilled_bytes_ += freed;
   }
-  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.path, job.file_bytes});
-  charge(sh, sizeof(SpilledChunk) + job.path.size());
+  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.file_bytes});
+  charge(sh, sizeof(SpilledChunk));
   sh.log_base = job.end_index + 1;
   disk_bytes_ += job.file_bytes;
   // the last spill of a shape chosen for eviction: evicted now, if it is still idle
@@ -688,7 +692,7 @@ bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, s
   return true;
 }
 
-bool read_segment(const SpilledChunk& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out) {
+bool read_segment(const SegmentFile& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out) {
   FILE* f = std::fopen(c.path.c_str(), "rb");
   if (!f) return false;
   std::string buf;
@@ -1025,7 +1029,7 @@ LogRead ShapeStore::read_locked(const Shape& s, const RequestOffset& ro) const {
   if (reads_segment(s, ro)) {
     auto sc = std::upper_bound(s.spilled.begin(), s.spilled.end(), after,
                                [](const LogOffset& o, const SpilledChunk& c) { return o < c.last; });
-    r.segment = *sc;
+    r.segment = SegmentFile{*sc, segment_path(s, sc->end_index)};
     r.segment_after = after;
     r.first = after < sc->first ? sc->first : after;
     r.end = sc->last;
@@ -1182,7 +1186,7 @@ uint64_t ShapeStore::restore_evicted(const std::shared_ptr<Shape>& s) {
   s->open_chunk_bytes = e.open_chunk_bytes;
   s->dir_gen = e.dir_gen;
   s->resume_tick = e.tick;
-  for (auto& c : s->spilled) charge(*s, sizeof(SpilledChunk) + c.path.size());
+  charge(*s, s->spilled.size() * sizeof(SpilledChunk));
   held_ -= std::min(held_, e.bytes);
   evicted_bytes_ -= std::min(evicted_bytes_, e.bytes);
   evicted_.erase(it);  // its files now belong to the shape (disk_bytes_ unchanged)

@@ -45,11 +45,17 @@ struct LogEntry {
 // A closed log chunk moved out of memory into a segment file under the data
 // directory. The file is a cache: when it is missing or damaged the chunk is
 // rebuilt from the change log (ShapeService::fill_segment).
+// What a shape keeps of a chunk it spilled (also in an evicted shape's stub,
+// so it is small: the file's path follows from the shape and end_index).
 struct SpilledChunk {
   LogOffset first, last;  // offsets of its first and last entries
   size_t end_index = 0;   // global index of its last entry
-  std::string path;
   size_t bytes = 0;       // size of the file
+};
+
+// A spilled chunk and the path of its file (what a read of it needs).
+struct SegmentFile : SpilledChunk {
+  std::string path;
 };
 
 // Segment file I/O (no store lock needed; the file is immutable once written).
@@ -58,7 +64,7 @@ struct SpilledChunk {
 bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error);
 // The entries of `c` after `after` (JSON texts), or false when the file is
 // missing, damaged or not the chunk it should be.
-bool read_segment(const SpilledChunk& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out);
+bool read_segment(const SegmentFile& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out);
 // Makes <data_dir>/shapes empty (segment files of an earlier run are not
 // reused) and returns its path; refuses a directory shapesyncd did not create.
 bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, std::string& error);
@@ -191,7 +197,7 @@ struct LogRead {
   std::shared_ptr<const std::string> snapshot_chunk;  // set for snapshot reads (a complete body)
   // set when the entries are in a segment file: the caller reads them
   // (read_segment(*segment, segment_after, entries)) outside the lock
-  std::optional<SpilledChunk> segment;
+  std::optional<SegmentFile> segment;
   LogOffset segment_after;
   std::shared_ptr<const std::string> built;           // set by read_live: the whole body, already built
   LogOffset end;
@@ -415,6 +421,7 @@ class ShapeStore {
   std::vector<std::string> take_dead_dirs();
   // Directory of a shape's segment files.
   std::string shape_dir(const Shape& s) const;
+  std::string segment_path(const Shape& s, size_t end_index) const;  // a spilled chunk's file
   // The entries a shape's log would have for `batches` (a scratch replay, for
   // rebuilding a lost segment file); the shape itself is not touched.
   std::vector<LogEntry> replay(const Shape& s, const std::vector<Batch>& batches);

@@ -410,13 +410,15 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
   // damaged: truncated file, or a file of another chunk
   {
     std::string p = jobs[0].path;
+    SegmentFile seg0{s->spilled[0], small.segment_path(*s, s->spilled[0].end_index)};
+    EXPECT_EQ(seg0.path, p);
     std::filesystem::resize_file(p, std::filesystem::file_size(p) - 3);
     std::vector<std::shared_ptr<const std::string>> got;
-    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+    EXPECT_FALSE(read_segment(seg0, LogOffset::snapshot_end(), got));
     std::filesystem::copy_file(jobs[1].path, p, std::filesystem::copy_options::overwrite_existing);
-    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+    EXPECT_FALSE(read_segment(seg0, LogOffset::snapshot_end(), got));
     std::filesystem::remove(p);
-    EXPECT_FALSE(read_segment(s->spilled[0], LogOffset::snapshot_end(), got));
+    EXPECT_FALSE(read_segment(seg0, LogOffset::snapshot_end(), got));
   }
   // the scratch replay gives the same entries as the log had
   {
@@ -426,7 +428,8 @@ TEST(StoreSpill, SpilledChunksReadBackByteIdentical) {
     auto replayed = small.replay(*s, bs);
     ASSERT_EQ(replayed.size(), 30u);
     std::vector<std::shared_ptr<const std::string>> got;
-    ASSERT_TRUE(read_segment(s->spilled[1], LogOffset::snapshot_end(), got));
+    ASSERT_TRUE(read_segment(SegmentFile{s->spilled[1], small.segment_path(*s, s->spilled[1].end_index)},
+                            LogOffset::snapshot_end(), got));
     size_t first = s->spilled[0].end_index + 1;
     for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(*got[k], *replayed[first + k].json);
   }
