@@ -362,14 +362,24 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
   } release{&counter};
   if (req.method() == http::verb::post || is_subset_request(q)) co_return co_await serve_subset(req, q, p, who.caller);
   std::string def_key = definition_key(p) + who.caller.key;
-  ShapeOutcome got = co_await shapes_.get_shape(p, def_key, who.caller);
-  if (!got.shape) co_return error_response(req, got.error);
-  std::shared_ptr<Shape> shape = std::move(got.shape);
-  shape->requests.fetch_add(1, std::memory_order_relaxed);
-  shape->last_used_us.store(metrics::unix_now_us(), std::memory_order_relaxed);
-  if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle) co_return must_refetch(req, shape->handle);
+  std::shared_ptr<Shape> shape;
+  // A shape handed out while its rebuild was under way (its stored snapshot
+  // is served meanwhile) may then fail to build: retired (its changes are no
+  // longer in the change log) or rotated. Its definition is looked up again,
+  // so a request with its handle gets 409 and the new handle, not 503.
+  for (int attempt = 0;; ++attempt) {
+    ShapeOutcome got = co_await shapes_.get_shape(p, def_key, who.caller);
+    if (!got.shape) co_return error_response(req, got.error);
+    shape = std::move(got.shape);
+    shape->requests.fetch_add(1, std::memory_order_relaxed);
+    shape->last_used_us.store(metrics::unix_now_us(), std::memory_order_relaxed);
+    if (p.offset.kind == RequestOffset::Kind::kAt && *p.handle != shape->handle)
+      co_return must_refetch(req, shape->handle);
+    if (co_await shapes_.wait_servable(shape, p)) break;
+    ShapeStatus st = store_.status(*shape);
+    if (attempt == 2 || !(st.failed || st.invalid)) co_return error_response(req, co_await shapes_.not_servable(p));
+  }
   if (p.live_sse) {
-    if (!co_await shapes_.wait_servable(shape, p)) co_return error_response(req, co_await shapes_.not_servable(p));
     auto res = co_await serve_sse(req, p, shape, out, later.sse);
     if (later.sse) {
       release.c = nullptr;  // end_sse() releases it
@@ -377,7 +387,6 @@ asio::awaitable<std::optional<Response>> App::handle_shape(const Request& req, s
     }
     co_return res;
   }
-  if (!co_await shapes_.wait_servable(shape, p)) co_return error_response(req, co_await shapes_.not_servable(p));
   LogRead unread;
   auto res = serve_shape(req, p, shape, later.wait, unread, later.commit_us);
   if (later.wait) {

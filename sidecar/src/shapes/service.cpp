@@ -543,10 +543,16 @@ asio::awaitable<void> ShapeService::settle_failure(const std::shared_ptr<Shape>&
   bool bad_filter = retire && !unservable;
   bool config = classify_pg_error(e) == PgFailure::kConfiguration;
   if (config) log_configuration_error(e, "taking or storing the shape's snapshot", "SELECT, INSERT, UPDATE, DELETE");
-  // fail it here first: the retirement below reaches this store again
-  // through poll_invalidations, and its waiters must learn why from this
-  store_.fail_create(s, bad_filter ? std::string(e.what()) : std::string(),
-                     config ? std::make_shared<const PgError>(e) : nullptr);
+  // A bad filter fails here first: the retirement below reaches this store
+  // again through poll_invalidations, and its waiters must learn why from
+  // this. An unservable shape is retired first: its waiters, woken by the
+  // failure, look again and must find the registry handing out a new handle
+  // (a request with the old handle gets 409 at once, not 503 "retry").
+  auto fail_it = [&] {
+    store_.fail_create(s, bad_filter ? std::string(e.what()) : std::string(),
+                       config ? std::make_shared<const PgError>(e) : nullptr);
+  };
+  if (!unservable) fail_it();
   if (bad_filter || unservable) {
     std::string reason = bad_filter ? std::string("snapshot failed: ") + e.what()
                          : e.sqlstate == kLogTruncated ? std::string("change log retention: ") + e.what()
@@ -559,6 +565,7 @@ asio::awaitable<void> ShapeService::settle_failure(const std::shared_ptr<Shape>&
       log_warn("cannot retire shape ", s->handle, ": ", e2.what());
     }
   }
+  if (unservable) fail_it();
 }
 
 namespace {
