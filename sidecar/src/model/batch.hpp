@@ -51,6 +51,9 @@ struct Batch {
   // epoch (0: not read): the latest its changes can have committed, give or
   // take the tick interval (docs/monitoring.md, "commit time").
   int64_t tick_time_us = 0;
+  // ShapeStore::batch_cost(), once computed (0: not yet): the follower paces
+  // its reads by it and the window charges it, for the same unchanged batch.
+  size_t cost = 0;
 };
 
 }  // namespace shapesync

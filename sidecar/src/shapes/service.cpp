@@ -1246,7 +1246,7 @@ asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notifi
       continue;
     }
     size_t bytes = 0;
-    for (auto& b : batches) bytes += ShapeStore::batch_cost(b);
+    for (auto& b : batches) bytes += b.cost = ShapeStore::batch_cost(b);
     uint64_t shrinks = follow_pacer_.shrunk();
     follow_pacer_.observe(upto - last, bytes, store_.budget().fetch_bytes(over));
     store_.set_inflight(bytes, follow_pacer_.span(), follow_pacer_.shrunk() != shrinks);  // charged until applied

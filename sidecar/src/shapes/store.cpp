@@ -973,7 +973,7 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply_locked(Batch 
     if (tick_times_.size() > kTickTimes) tick_times_.pop_front();
   }
   if (!batch.txs.empty()) {
-    size_t bytes = batch_cost(batch);
+    size_t bytes = batch.cost ? batch.cost : batch_cost(batch);
     window_.push_back(std::move(batch));
     window_sizes_.push_back(bytes);
     window_bytes_ += bytes;
