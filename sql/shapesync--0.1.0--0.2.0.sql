@@ -2281,6 +2281,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.batches(bigint, bigint), '
+                   'shapesync.text_array_send(text[]), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2326,6 +2327,7 @@ BEGIN
                    'shapesync.dashboard_data(), '
                    'shapesync.batch(bigint), '
                    'shapesync.batches(bigint, bigint), '
+                   'shapesync.text_array_send(text[]), '
                    'shapesync.row_values_or_null(oid, int4, bytea), '
                    'shapesync.change_entries("char", oid, int4, bytea, bytea, int4[], text, pg_catalog.xid8), '
                    'shapesync.tick(boolean), '
@@ -2539,12 +2541,20 @@ CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
 COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
     'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
 REVOKE ALL ON FUNCTION shapesync.batches(bigint, bigint) FROM PUBLIC;
+
+CREATE FUNCTION shapesync.text_array_send(a text[]) RETURNS bytea
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_text_array_send';
+COMMENT ON FUNCTION shapesync.text_array_send(text[]) IS
+    'array_send(a) for a one-dimensional text[] (the same bytes), without a function call and a buffer per element: how the sidecar reads batches'' new_values and old_values. Reads nothing but its argument.';
+REVOKE ALL ON FUNCTION shapesync.text_array_send(text[]) FROM PUBLIC;
 DO $$
 DECLARE
     r record;
 BEGIN
     FOR r IN SELECT a.rolname FROM shapesync.sidecar_roles s JOIN pg_catalog.pg_roles a ON a.oid = s.roleid LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.batches(bigint, bigint) TO %I', r.rolname);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION shapesync.batches(bigint, bigint), '
+                       'shapesync.text_array_send(text[]) TO %I', r.rolname);
     END LOOP;
 END
 $$;

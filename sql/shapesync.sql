@@ -333,6 +333,12 @@ CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
 COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
     'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
 
+CREATE FUNCTION shapesync.text_array_send(a text[]) RETURNS bytea
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'shapesync_text_array_send';
+COMMENT ON FUNCTION shapesync.text_array_send(text[]) IS
+    'array_send(a) for a one-dimensional text[] (the same bytes), without a function call and a buffer per element: how the sidecar reads batches'' new_values and old_values. Reads nothing but its argument.';
+
 ------------------------------------------------------------------------
 -- Shapes registry (see docs/shape-membership.md)
 ------------------------------------------------------------------------

@@ -85,22 +85,38 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
   }
 }
 
-// Whether the database has shapesync.batches(): known for good once it has
-// (an extension is not downgraded under a running sidecar), asked again a
-// minute after it had not (ALTER EXTENSION UPDATE may add it meanwhile).
-asio::awaitable<bool> has_batches_function(PgConn& c) {
-  static std::atomic<int64_t> known{0};  // 1: yes; < 0: no, as of -known steady ms; 0: never asked
+// What the database's batch reader offers: 2, shapesync.batches() and
+// shapesync.text_array_send(); 1, batches() only (a development 0.2.0);
+// 0, neither (0.1.0). Known for good at 2 (an extension is not downgraded
+// under a running sidecar), asked again a minute after a lower answer (ALTER
+// EXTENSION UPDATE may add them meanwhile).
+asio::awaitable<int> reader_level(PgConn& c) {
+  struct Known {
+    int level = -1;  // -1: never asked
+    int64_t at_ms = 0;
+  };
+  static std::atomic<uint64_t> known{0};  // level + 1 in the low byte, ms of the answer above it
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::steady_clock::now().time_since_epoch())
-                             .count() + 1;
-  int64_t k = known.load();
-  if (k == 1) co_return true;
-  if (k < 0 && now_ms + k < 60000) co_return false;
-  PgResult r = co_await c.exec("SELECT to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL");
-  bool yes = r.rows() == 1 && r.get(0, 0) == "t";
-  known.store(yes ? 1 : -now_ms);
-  co_return yes;
+                             .count();
+  uint64_t k = known.load();
+  Known was{static_cast<int>(k & 0xff) - 1, static_cast<int64_t>(k >> 8)};
+  if (was.level == 2 || (was.level >= 0 && now_ms - was.at_ms < 60000)) co_return was.level;
+  PgResult r = co_await c.exec(
+      "SELECT (to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL)::int + "
+      "(to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL AND "
+      " to_regprocedure('shapesync.text_array_send(text[])') IS NOT NULL)::int");
+  int level = r.rows() == 1 ? static_cast<int>(r.get_int(0, 0)) : 0;
+  known.store(static_cast<uint64_t>(level + 1) | (static_cast<uint64_t>(now_ms) << 8));
+  co_return level;
 }
+
+// The columns of batch() / batches() after the tick's: the row images
+// through text_array_send() when the database has it (bytea holding
+// array_send's bytes, which decode_batches parses as it parses a text[]).
+constexpr const char* kPackedColumns =
+    "b.xid, b.seq, b.tx_max_seq, b.relid, b.op, shapesync.text_array_send(b.new_values) AS new_values, "
+    "shapesync.text_array_send(b.old_values) AS old_values, b.shape_ops, b.error, b.version";
 
 }  // namespace
 
@@ -111,18 +127,19 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
     // statement prepared once per session and half the work of the range
     // query below (no generate_series, no joins to plan).
     PgParams one{std::to_string(upto)};
-    PgResult r = co_await c.exec_prepared(
-        "shapesync_batch_1",
-        "SELECT $1::bigint AS tick_id, b.*, "
-        "(SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint FROM shapesync.ticks k "
-        " WHERE k.tick_id = $1::bigint) AS tick_time_us "
-        "FROM shapesync.batch($1::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality",
-        one, true);
+    bool packed = co_await reader_level(c) >= 2;
+    const std::string name = packed ? "shapesync_batch_1p" : "shapesync_batch_1";
+    const std::string sql = std::string("SELECT $1::bigint AS tick_id, ") + (packed ? kPackedColumns : "b.*") +
+                            ", (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint FROM shapesync.ticks k "
+                            " WHERE k.tick_id = $1::bigint) AS tick_time_us "
+                            "FROM shapesync.batch($1::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
+    PgResult r = co_await c.exec_prepared(name, sql, one, true);
     decode_batches(r, out);
     co_return out;
   }
   PgParams args{std::to_string(after), std::to_string(upto)};
-  if (!co_await has_batches_function(c)) {
+  int level = co_await reader_level(c);
+  if (level == 0) {
     // An extension from before shapesync.batches() (0.1.0, or a development
     // 0.2.0 being upgraded in place): batch() per tick id, sorted here.
     PgResult r = co_await c.exec_prepared(
@@ -137,15 +154,18 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
     decode_batches(r, out);
     co_return out;
   }
-  PgResult r = co_await c.exec_prepared(
-      "shapesync_batches",
-      // batch(t) of every tick id in the range, with the tick's time (for the
-      // commit-to-send latency, docs/monitoring.md), already in order: no
-      // sort of the whole range. Every tick id is read, not just the rows of
-      // shapesync.ticks: ticks before the change log's horizon are deleted,
-      // and one of them raises SS001 where a join would skip it without a word.
-      "SELECT b.* FROM shapesync.batches($1::bigint, $2::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality",
-      args, true);
+  // batch(t) of every tick id in the range, with the tick's time (for the
+  // commit-to-send latency, docs/monitoring.md), already in order: no
+  // sort of the whole range. Every tick id is read, not just the rows of
+  // shapesync.ticks: ticks before the change log's horizon are deleted,
+  // and one of them raises SS001 where a join would skip it without a word.
+  // (Name and text are locals: GCC 12 mishandles a conditional's temporaries
+  // in a co_await's arguments; the sidecar died on it.)
+  const std::string name = level >= 2 ? "shapesync_batches_p" : "shapesync_batches";
+  const std::string sql = std::string("SELECT ") +
+                          (level >= 2 ? std::string("b.tick_id, b.tick_time_us, ") + kPackedColumns : "b.*") +
+                          " FROM shapesync.batches($1::bigint, $2::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
+  PgResult r = co_await c.exec_prepared(name, sql, args, true);
   decode_batches(r, out);
   co_return out;
 }

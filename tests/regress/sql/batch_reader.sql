@@ -266,6 +266,30 @@ SELECT pg_temp.compare_range(:m13, :m15);
 SELECT pg_temp.compare_range((SELECT horizon_tick FROM shapesync.log_state), :m15) ~ '^[0-9]+ rows, 0 differ$' AS after_horizon;
 SELECT pg_temp.outcome('batch', :m13 + 1) ~ '^SS001: the change log no longer holds tick [0-9]+ [|] Changes visible in tick [0-9]+ were truncated' AS first_tick_truncated;
 
+-- text_array_send(a), what the sidecar reads new_values and old_values
+-- through, is array_send(a) byte for byte: for every array the reader just
+-- returned, and for random ones (NULLs, multibyte text, short and long
+-- values, empty arrays, another lower bound); a 2-D or non-text array is
+-- refused with a clear error
+SELECT count(*) > 0 AS arrays,
+       count(*) FILTER (WHERE shapesync.text_array_send(a) IS DISTINCT FROM array_send(a)) AS differing
+  FROM (SELECT new_values AS a FROM shapesync.batches(:m14, :m15)
+        UNION ALL SELECT old_values FROM shapesync.batches(:m14, :m15)) s WHERE a IS NOT NULL;
+SELECT setseed(0.5);
+SELECT count(*) AS arrays,
+       count(*) FILTER (WHERE shapesync.text_array_send(a) IS DISTINCT FROM array_send(a)) AS differing
+  FROM (SELECT CASE WHEN g % 11 = 0 THEN '{}'::text[]
+                    ELSE (SELECT array_agg(CASE WHEN random() < 0.2 THEN NULL
+                                                ELSE repeat(chr(48 + (random() * 70)::int + 0 * e), (random() * (1 + g % 300))::int)
+                                                     || CASE WHEN random() < 0.5 THEN 'é€' ELSE '' END END)
+                            FROM generate_series(1, 1 + g % 13) e) END AS a
+          FROM generate_series(1, 600) gs(g)) s;
+SELECT shapesync.text_array_send(a) = array_send(a) AS same
+  FROM (VALUES ('[3:5]={x,NULL,"y z"}'::text[]), ('{NULL,NULL}'::text[]), (ARRAY[repeat('w', 5000)])) v(a);
+SELECT shapesync.text_array_send(NULL) IS NULL AS strict;
+SELECT shapesync.text_array_send('{{a,b},{c,d}}'::text[]);
+SELECT shapesync.text_array_send(ARRAY[1,2]::int[]::text[]) = array_send(ARRAY['1','2']) AS cast_ok;
+
 DROP TABLE br1, br2;
 DROP OWNED BY br_reader;
 DROP ROLE br_reader;
