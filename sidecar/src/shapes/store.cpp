@@ -252,7 +252,10 @@ void ShapeStore::fail_create_locked(const std::shared_ptr<Shape>& s) {
     s->spilled.clear();
   }
   auto it = active_.find(s->def.key);
-  if (it != active_.end() && it->second == s) active_.erase(it);
+  if (it != active_.end() && it->second == s) {
+    active_.erase(it);
+    drop_aliases_locked(s->def.key);
+  }
   wake(*s);
 }
 
@@ -266,7 +269,10 @@ void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::s
   s->invalid_reason = reason;
   release_locked(*s);
   auto it = active_.find(s->def.key);
-  if (it != active_.end() && it->second == s) active_.erase(it);
+  if (it != active_.end() && it->second == s) {
+    active_.erase(it);
+    drop_aliases_locked(s->def.key);
+  }
   by_handle_.erase(s->handle);
   if (auto v = by_relid_.find(s->def.table->relid); v != by_relid_.end()) {
     auto e = v->second.find(s.get());
@@ -484,7 +490,10 @@ void ShapeStore::evict_locked(const std::shared_ptr<Shape>& sp) {
   grown_.erase(&s);
   spill_due_.erase(&s);
   auto it = active_.find(s.def.key);
-  if (it != active_.end() && it->second == sp) active_.erase(it);
+  if (it != active_.end() && it->second == sp) {
+    active_.erase(it);
+    drop_aliases_locked(sp->def.key);
+  }
   by_handle_.erase(s.handle);
   if (auto v = by_relid_.find(s.def.table->relid); v != by_relid_.end()) {
     auto e = v->second.find(&s);
@@ -1113,6 +1122,18 @@ std::shared_ptr<Shape> ShapeStore::by_handle(const std::string& handle) const {
   return by_handle_locked(handle);
 }
 
+void ShapeStore::drop_aliases_locked(const std::string& def_key) {
+  auto o = aliases_of_.find(def_key);
+  if (o == aliases_of_.end()) return;
+  for (auto& rk : o->second) {
+    auto a = aliases_.find(rk);
+    if (a == aliases_.end() || a->second != def_key) continue;
+    held_ -= std::min(held_, rk.size() + def_key.size() + cost::kAlias);
+    aliases_.erase(a);
+  }
+  aliases_of_.erase(o);
+}
+
 std::shared_ptr<Shape> ShapeStore::resolve(const std::string& request_key) const {
   std::lock_guard lk(mu_);
   auto a = aliases_.find(request_key);
@@ -1123,10 +1144,19 @@ std::shared_ptr<Shape> ShapeStore::begin_create(ShapeDef def, const std::string&
                                                 int32_t shape_id, std::string where, bool& created) {
   std::lock_guard lk(mu_);
   // one lock: concurrent registrations of one definition make one shape
-  if (auto [a, inserted] = aliases_.try_emplace(request_key, def.key); inserted)
+  if (auto [a, inserted] = aliases_.try_emplace(request_key, def.key); inserted) {
     held_ += request_key.size() + def.key.size() + cost::kAlias;
-  else
+    aliases_of_[def.key].push_back(request_key);
+  } else if (a->second != def.key) {
+    if (auto o = aliases_of_.find(a->second); o != aliases_of_.end()) {
+      std::erase(o->second, request_key);
+      if (o->second.empty()) aliases_of_.erase(o);
+    }
+    held_ -= std::min(held_, a->second.size());
+    held_ += def.key.size();
     a->second = def.key;
+    aliases_of_[def.key].push_back(request_key);
+  }
   created = false;
   if (auto existing = active_locked(def.key)) return existing;
   auto s = begin_create_locked(std::move(def));

@@ -469,6 +469,7 @@ class ShapeStore {
  private:
   // The methods below expect mu_ held (the public ones above take it and call them).
   std::shared_ptr<Shape> active_locked(const std::string& def_key) const;
+  void drop_aliases_locked(const std::string& def_key);
   std::shared_ptr<Shape> by_handle_locked(const std::string& handle) const;
   std::shared_ptr<Shape> begin_create_locked(ShapeDef def);
   bool finish_create_locked(const std::shared_ptr<Shape>& s, const std::vector<Batch>& extra_batches,
@@ -520,6 +521,10 @@ class ShapeStore {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Shape>> active_;     // definition key → shape
   std::map<std::string, std::string> aliases_;               // request definition key → definition key
+  // definition key → the request keys aliased to it: they go when its shape
+  // leaves active_ (evicted, invalidated, failed), so aliases stay bounded by
+  // the shapes held (a request without one looks its definition up again)
+  std::unordered_map<std::string, std::vector<std::string>> aliases_of_;
   std::map<std::string, std::shared_ptr<Shape>> by_handle_;  // handle → shape (ready ones)
   // every ready shape, by table (a map per table: removing one of 100 000 shapes is not a scan)
   std::unordered_map<uint32_t, std::unordered_map<const Shape*, std::shared_ptr<Shape>>> by_relid_;
