@@ -210,8 +210,12 @@ SELECT shapesync.tick(true) AS m9 \gset
 INSERT INTO shapesync.changes_0 (xid, seq, relid, op, layout, new_row)
 VALUES (pg_current_xact_id(), nextval('shapesync.change_seq'), 0, 'B', 1, NULL);
 SELECT shapesync.tick(true) AS m10 \gset
-SELECT t - :m7 AS forged, pg_temp.outcome('batch', t), pg_temp.outcome('batch', t) = pg_temp.outcome('batch_sql', t) AS same
-  FROM generate_series(:m7 + 1, :m10) t ORDER BY t;
+-- (the extension's worker may tick between a forged record and the next
+-- explicit tick: such ticks are empty for both readers and left out)
+SELECT row_number() OVER (ORDER BY t) AS forged, outcome, outcome = pg_temp.outcome('batch_sql', t) AS same
+  FROM (SELECT t, pg_temp.outcome('batch', t) AS outcome FROM generate_series(:m7 + 1, :m10) t) s
+ WHERE outcome <> '0 rows' OR outcome IS DISTINCT FROM pg_temp.outcome('batch_sql', t)
+ ORDER BY t;
 DELETE FROM shapesync.changes_0 WHERE relid = 0;
 
 -- a reader without SELECT on a table whose changes are in the batch
