@@ -103,6 +103,24 @@ GetDecodeCache(FunctionCallInfo fcinfo, Relation rel, int32 layout)
  * trusted (only images taken from shapesync.changes should be passed in;
  * EXECUTE is not granted to PUBLIC).
  */
+/*
+ * A change's relation must be a table the caller may SELECT from: the
+ * decoders give its rows' values, so they check what a SELECT would.
+ */
+static void
+CheckReadableTable(Relation rel)
+{
+	AclResult	aclresult;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
+}
+
 static bool
 ImageIsSane(HeapTupleHeader td, uint32 len, TupleDesc tupdesc)
 {
@@ -393,7 +411,6 @@ DecodeImage(FunctionCallInfo fcinfo, Oid relid, int32 layout, bytea *img,
 	Datum	   *values;
 	bool	   *nulls;
 	char	  **texts;
-	AclResult	aclresult;
 
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
@@ -404,14 +421,7 @@ DecodeImage(FunctionCallInfo fcinfo, Oid relid, int32 layout, bytea *img,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
 	}
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
-
-	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
+	CheckReadableTable(rel);
 
 	tupdesc = RelationGetDescr(rel);
 	if (ShapesyncLayoutHash(tupdesc) != layout)
@@ -604,7 +614,6 @@ DecoderOpen(ShapesyncDecoder *d, Oid relid)
 {
 	DecoderTable *t;
 	Relation	rel;
-	AclResult	aclresult;
 	MemoryContext oldcxt;
 
 	for (int i = 0; i < d->ntables; i++)
@@ -628,13 +637,7 @@ DecoderOpen(ShapesyncDecoder *d, Oid relid)
 	{
 		TupleDesc	tupdesc = RelationGetDescr(rel);
 
-		if (rel->rd_rel->relkind != RELKIND_RELATION)
-			ereport(ERROR,
-					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-					 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
-		aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
-		if (aclresult != ACLCHECK_OK)
-			aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
+		CheckReadableTable(rel);
 		t->rel = rel;
 		t->layout = ShapesyncLayoutHash(tupdesc);
 		t->natts = tupdesc->natts;
