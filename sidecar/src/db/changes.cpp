@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 
 #include "util/log.hpp"
 #include "util/log_limit.hpp"
@@ -89,56 +90,79 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
 // shapesync.text_array_send(); 1, batches() only (a development 0.2.0);
 // 0, neither (0.1.0). Known for good at 2 (an extension is not downgraded
 // under a running sidecar), asked again a minute after a lower answer (ALTER
-// EXTENSION UPDATE may add them meanwhile).
-asio::awaitable<int> reader_level(PgConn& c) {
-  struct Known {
-    int level = -1;  // -1: never asked
-    int64_t at_ms = 0;
-  };
-  static std::atomic<uint64_t> known{0};  // level + 1 in the low byte, ms of the answer above it
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::steady_clock::now().time_since_epoch())
-                             .count();
-  uint64_t k = known.load();
-  Known was{static_cast<int>(k & 0xff) - 1, static_cast<int64_t>(k >> 8)};
-  if (was.level == 2 || (was.level >= 0 && now_ms - was.at_ms < 60000)) co_return was.level;
+// EXTENSION UPDATE may add them meanwhile). The answer is read without a
+// coroutine (every live tick reads it); only asking is one.
+std::atomic<int> known_level{-1};  // -1: never asked
+std::atomic<int64_t> known_at_ms{0};
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<int> known_reader_level() {
+  int level = known_level.load();
+  if (level == 2 || (level >= 0 && steady_ms() - known_at_ms.load() < 60000)) return level;
+  return std::nullopt;
+}
+
+asio::awaitable<int> ask_reader_level(PgConn& c) {
   PgResult r = co_await c.exec(
-      "SELECT (to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL)::int + "
-      "(to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL AND "
-      " to_regprocedure('shapesync.text_array_send(text[])') IS NOT NULL)::int");
-  int level = r.rows() == 1 ? static_cast<int>(r.get_int(0, 0)) : 0;
-  known.store(static_cast<uint64_t>(level + 1) | (static_cast<uint64_t>(now_ms) << 8));
+      "SELECT to_regprocedure('shapesync.batches(bigint,bigint)') IS NOT NULL, "
+      "to_regprocedure('shapesync.text_array_send(text[])') IS NOT NULL");
+  bool batches = r.rows() == 1 && r.get(0, 0) == "t";
+  int level = !batches ? 0 : r.get(0, 1) == "t" ? 2 : 1;
+  known_at_ms.store(steady_ms());
+  known_level.store(level);
   co_return level;
 }
 
-// The columns of batch() / batches() after the tick's: the row images
-// through text_array_send() when the database has it (bytea holding
-// array_send's bytes, which decode_batches parses as it parses a text[]).
+// The statements, by reader level (built once): the row images through
+// text_array_send() when the database has it (bytea holding array_send's
+// bytes, which decode_batches parses as it parses a text[]).
 constexpr const char* kPackedColumns =
     "b.xid, b.seq, b.tx_max_seq, b.relid, b.op, shapesync.text_array_send(b.new_values) AS new_values, "
     "shapesync.text_array_send(b.old_values) AS old_values, b.shape_ops, b.error, b.version";
+
+std::string one_tick_sql(bool packed) {
+  return std::string("SELECT $1::bigint AS tick_id, ") + (packed ? kPackedColumns : "b.*") +
+         ", (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint FROM shapesync.ticks k "
+         " WHERE k.tick_id = $1::bigint) AS tick_time_us "
+         "FROM shapesync.batch($1::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
+}
+
+// batch(t) of every tick id in the range, with the tick's time (for the
+// commit-to-send latency, docs/monitoring.md), already in order: no sort of
+// the whole range. Every tick id is read, not just the rows of
+// shapesync.ticks: ticks before the change log's horizon are deleted, and one
+// of them raises SS001 where a join would skip it without a word.
+std::string range_sql(bool packed) {
+  return std::string("SELECT ") + (packed ? std::string("b.tick_id, b.tick_time_us, ") + kPackedColumns : "b.*") +
+         " FROM shapesync.batches($1::bigint, $2::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
+}
 
 }  // namespace
 
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto) {
   std::vector<Batch> out;
+  int level;
+  if (auto k = known_reader_level()) level = *k;
+  else level = co_await ask_reader_level(c);
   if (upto == after + 1) {
     // One tick, what a live follower reads after each notification: a
     // statement prepared once per session and half the work of the range
     // query below (no generate_series, no joins to plan).
     PgParams one{std::to_string(upto)};
-    bool packed = co_await reader_level(c) >= 2;
-    const std::string name = packed ? "shapesync_batch_1p" : "shapesync_batch_1";
-    const std::string sql = std::string("SELECT $1::bigint AS tick_id, ") + (packed ? kPackedColumns : "b.*") +
-                            ", (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint FROM shapesync.ticks k "
-                            " WHERE k.tick_id = $1::bigint) AS tick_time_us "
-                            "FROM shapesync.batch($1::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
-    PgResult r = co_await c.exec_prepared(name, sql, one, true);
+    // (Names and texts are named constants: GCC 12 mishandles a conditional's
+    // temporaries in a co_await's arguments; the sidecar died on it.)
+    static const std::string kName[2] = {"shapesync_batch_1", "shapesync_batch_1p"};
+    static const std::string kSql[2] = {one_tick_sql(false), one_tick_sql(true)};
+    const int packed = level >= 2 ? 1 : 0;
+    PgResult r = co_await c.exec_prepared(kName[packed], kSql[packed], one, true);
     decode_batches(r, out);
     co_return out;
   }
   PgParams args{std::to_string(after), std::to_string(upto)};
-  int level = co_await reader_level(c);
   if (level == 0) {
     // An extension from before shapesync.batches() (0.1.0, or a development
     // 0.2.0 being upgraded in place): batch() per tick id, sorted here.
@@ -154,18 +178,10 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
     decode_batches(r, out);
     co_return out;
   }
-  // batch(t) of every tick id in the range, with the tick's time (for the
-  // commit-to-send latency, docs/monitoring.md), already in order: no
-  // sort of the whole range. Every tick id is read, not just the rows of
-  // shapesync.ticks: ticks before the change log's horizon are deleted,
-  // and one of them raises SS001 where a join would skip it without a word.
-  // (Name and text are locals: GCC 12 mishandles a conditional's temporaries
-  // in a co_await's arguments; the sidecar died on it.)
-  const std::string name = level >= 2 ? "shapesync_batches_p" : "shapesync_batches";
-  const std::string sql = std::string("SELECT ") +
-                          (level >= 2 ? std::string("b.tick_id, b.tick_time_us, ") + kPackedColumns : "b.*") +
-                          " FROM shapesync.batches($1::bigint, $2::bigint) WITH ORDINALITY AS b ORDER BY b.ordinality";
-  PgResult r = co_await c.exec_prepared(name, sql, args, true);
+  static const std::string kName[2] = {"shapesync_batches", "shapesync_batches_p"};
+  static const std::string kSql[2] = {range_sql(false), range_sql(true)};
+  const int packed = level >= 2 ? 1 : 0;
+  PgResult r = co_await c.exec_prepared(kName[packed], kSql[packed], args, true);
   decode_batches(r, out);
   co_return out;
 }
