@@ -60,9 +60,12 @@ test('two users edit the shared list: each sees the other\'s change within 100 m
     await to.page.waitForSelector(`${todoSel(id)}[data-done="${done}"]`, { timeout: 5_000 });
     // the other page's render, the clicking page's click and POST, and the
     // commit's own timestamp (track_commit_timestamp; one clock for all)
-    const ev = await events(from.page);
-    const click = ev.filter((e) => e.type === 'click' && e.id === id && e.t >= mark - 50).at(-1);
-    const post = ev.filter((e) => e.type === 'post' && e.t >= click.t).at(0);
+    const click = (await events(from.page)).filter((e) => e.type === 'click' && e.id === id && e.t >= mark - 50).at(-1);
+    // the other page may render the change (live stream) before the clicking
+    // page has the POST's answer: wait for that answer too
+    await from.page.waitForFunction((after) => window.__demo.events.some((e) => e.type === 'post' && e.t >= after && e.end),
+      click.t, { timeout: 5_000 });
+    const post = (await events(from.page)).filter((e) => e.type === 'post' && e.t >= click.t).at(0);
     await to.page.waitForFunction((p) => window.__demo.events.some((e) => e.type === 'render' && e.id === p.id && e.done === String(p.done) && e.t >= p.after),
       { id, done, after: click.t });
     const render = (await events(to.page)).filter((e) => e.type === 'render' && e.id === id && e.done === String(done) && e.t >= click.t).at(0);
