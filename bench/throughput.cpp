@@ -7,10 +7,13 @@
 //              --pgbench PATH --pg-host H --pg-port P --pg-db DB --work DIR
 //              [--shapes N] [--held H] [--duration S] [--clients C] [--rows-per-tx 100]
 //              [--register-threads 64] [--probe-ms 1000] [--perf-out FILE] [--perf-what sidecar|backends]
+//              [--owner-index 0|1]
 //
 // Steps (one run, one cluster, one sidecar):
 //   1. tp (tracked) and tp_base (untracked): id bigint primary key, owner_id int,
-//      v text, n int; 2·N rows each, row id i owned by (i − 1) % N + 1.
+//      v text, n int; 2·N rows each, row id i owned by (i − 1) % N + 1. With
+//      --owner-index 1 both also get an index on owner_id (holding 100 000 shapes
+//      then takes about a minute instead of a sequential scan per snapshot).
 //   2. Baseline: pgbench on tp_base for S s (C clients, -M prepared): 100-row
 //      INSERT ... SELECT transactions (owners spread) and 100-row UPDATEs
 //      (n = n + 1 on 100 consecutive ids = 100 different owners), half each.
@@ -74,6 +77,7 @@ struct Options {
   int sidecar_pid = 0, shapes = 100000, held = 100000, duration = 20, clients = 2, rows_per_tx = 100;
   int register_threads = 64, probe_ms = 1000;
   bool perf_backends = false;  // perf the sidecar's PostgreSQL sessions instead of the sidecar
+  bool owner_index = false;    // an index on owner_id (both tables): snapshots of held shapes use it
 };
 Options O;
 
@@ -413,6 +417,7 @@ int main(int argc, char** argv) {
     else if (a == "--probe-ms") O.probe_ms = std::stoi(v);
     else if (a == "--perf-out") O.perf_out = v;
     else if (a == "--perf-what") O.perf_backends = v == "backends";
+    else if (a == "--owner-index") O.owner_index = v == "1" || v == "yes";
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -421,7 +426,7 @@ int main(int argc, char** argv) {
   if (O.url.empty() || O.work.empty() || O.pg_host.empty() || O.pg_port.empty() || O.pg_db.empty()) {
     std::cerr << "usage: throughput --database-url URL --http HOST:PORT --sidecar-pid PID --pgbench PATH "
                  "--pg-host H --pg-port P --pg-db DB --work DIR [--shapes N] [--held H] [--duration S] "
-                 "[--clients C] [--rows-per-tx R] [--register-threads T] [--probe-ms MS] [--perf-out FILE]\n";
+                 "[--clients C] [--rows-per-tx R] [--register-threads T] [--probe-ms MS] [--perf-out FILE] [--owner-index 0|1]\n";
     return 2;
   }
   O.held = std::min(O.held, O.shapes);
@@ -440,10 +445,12 @@ int main(int argc, char** argv) {
     exec(db, "INSERT INTO " + t + " SELECT g, (g - 1) % " + std::to_string(O.shapes) +
                  " + 1, 'row ' || g, 0 FROM generate_series(1, " + std::to_string(nrows) + ") g");
     exec(db, "CREATE SEQUENCE " + t + "_ids START " + std::to_string(nrows + 1));
+    if (O.owner_index) exec(db, "CREATE INDEX ON " + t + " (owner_id)");
     exec(db, "VACUUM ANALYZE " + t);
   }
   exec(db, "SELECT shapesync.track('tp')");
   kv("rows", nrows);
+  kv("owner_index", O.owner_index ? 1 : 0);
 
   // 2. Baseline on the untracked copy.
   exec(db, "CHECKPOINT");

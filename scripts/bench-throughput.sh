@@ -11,9 +11,12 @@
 #
 #   scripts/bench-throughput.sh [--quick] [--write] [--shapes 100000] [--held N]
 #                               [--duration 30] [--clients 2] [--perf] [--perf-backends]
+#                               [--owner-index]
 #
 # --quick: 10 000 shapes, 2 000 held by the sidecar, 5 s of writes (a smoke run).
 # --held:  shapes the sidecar holds (default: all of --shapes).
+# --owner-index: index owner_id in both tables (the baseline's too), so that holding
+#          100 000 shapes does not scan the table once per snapshot.
 # BENCH_KV_OUT=<file>: also copy the program's KV lines there (e.g. the memory budget's
 #          figures from /metrics: held bytes, evictions); sidecar settings come from its
 #          environment (SHAPESYNC_MAX_MEMORY=1G, ...).
@@ -31,6 +34,7 @@ CLIENTS=2
 WRITE=0
 PERF=0
 PERF_WHAT=sidecar
+OWNER_INDEX=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) SHAPES=10000; HELD=${HELD:-2000}; DURATION=5; shift ;;
@@ -41,7 +45,8 @@ while [ $# -gt 0 ]; do
 	--clients) CLIENTS=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
 	--perf-backends) PERF=1; PERF_WHAT=backends; shift ;;
-	*) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	--owner-index) OWNER_INDEX=1; shift ;;
+	*) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
 HELD=${HELD:-$SHAPES}
@@ -104,7 +109,7 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then PERF_ARGS=(--perf-out "$W
 T0=$(date +%s)
 if ! "$BIN/throughput" --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --sidecar-pid "$SIDECAR_PID" \
 	--pgbench "$PGBIN/pgbench" --pg-host 127.0.0.1 --pg-port "$PGPORT" --pg-db bench --work "$WORK" \
-	--shapes "$SHAPES" --held "$HELD" --duration "$DURATION" --clients "$CLIENTS" "${PERF_ARGS[@]}" >"$WORK/kv"; then
+	--shapes "$SHAPES" --held "$HELD" --duration "$DURATION" --clients "$CLIENTS" --owner-index "$OWNER_INDEX" "${PERF_ARGS[@]}" >"$WORK/kv"; then
 	echo "throughput failed; sidecar log tail:" >&2
 	tail -n 30 "$WORK/shapesyncd.log" >&2
 	exit 1

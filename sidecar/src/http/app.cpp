@@ -628,7 +628,7 @@ void App::shape_headers(const Request& req, const ShapeParams& p, const Shape& s
   res.set(http::field::content_type, "application/json; charset=utf-8");
   res.set("electric-handle", s.handle);
   res.set("electric-offset", r.end.to_string());
-  if (!p.live) res.set("electric-schema", s.schema_header);
+  if (!p.live) res.set("electric-schema", *s.schema_header);
   if (r.up_to_date) res.set("electric-up-to-date", "");
   if (p.live)
     res.set("electric-cursor",

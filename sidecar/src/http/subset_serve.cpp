@@ -67,10 +67,10 @@ asio::awaitable<Response> App::serve_subset(const Request& req, const QueryMap& 
     co_return must_refetch(req, shape->handle);
   // a shape's identity is set once, at creation: read without the store's lock
   const std::string& handle = shape->handle;
-  const std::string& schema_header = shape->schema_header;
+  const std::string& schema_header = *shape->schema_header;
   const std::string& shape_where = shape->where;
-  const std::string& prefix = shape->key_prefix;
-  const std::string& relation = shape->relation;
+  const std::string& prefix = *shape->key_prefix;
+  const std::string& relation = *shape->relation;
   const std::vector<size_t>& selected = shape->def.selected;
   std::shared_ptr<const TableInfo> table = shape->def.table;
   const TableInfo& t = *table;

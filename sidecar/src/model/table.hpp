@@ -25,6 +25,7 @@ struct ColumnInfo {
   bool not_null = false;
   int typmod = -1;
   std::string base_type;       // typname of the column's own type (e.g. _int4, varchar)
+  bool operator==(const ColumnInfo&) const = default;
 };
 
 struct TableInfo {
@@ -34,6 +35,7 @@ struct TableInfo {
   std::vector<ColumnInfo> columns;  // non-dropped, attnum order
   std::vector<size_t> pk;           // indexes into columns, in primary-key order
   int natts = 0;                    // relnatts (decoded arrays have this length)
+  bool operator==(const TableInfo&) const = default;
 };
 
 // A row as text values indexed like TableInfo::columns (nullopt = SQL NULL).

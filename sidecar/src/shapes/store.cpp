@@ -75,19 +75,73 @@ std::shared_ptr<Shape> ShapeStore::by_handle_locked(const std::string& handle) c
 std::shared_ptr<Shape> ShapeStore::begin_create_locked(ShapeDef def) {
   auto s = std::make_shared<Shape>();
   s->def = std::move(def);
-  s->key_prefix = key_prefix(*s->def.table);
-  s->relation = relation_json(*s->def.table);
-  s->schema_header = schema_json(*s->def.table, s->def.selected);
   s->counted = true;
+  intern_locked(*s);
   s->dir_gen = next_dir_gen_++;
-  charge(*s, sizeof(Shape) + cost::kShapeIndexes + s->def.key.size() + s->key_prefix.size() + s->relation.size() +
-                 s->schema_header.size() + s->def.claims.size() + (s->def.role ? s->def.role->size() : 0) +
-                 s->def.selected.size() * sizeof(size_t) + table_cost(*s->def.table));
+  charge(*s, sizeof(Shape) + cost::kShapeIndexes + s->def.key.size() + s->def.claims.size() +
+                 (s->def.role ? s->def.role->size() : 0) + s->def.selected.size() * sizeof(size_t));
   active_[s->def.key] = s;
   return s;
 }
 
-// A table description: each shape has its own (the request's look-up made it).
+void ShapeStore::intern_locked(Shape& s) {
+  auto& mine = tables_[s.def.table->relid];
+  auto it = std::find_if(mine.begin(), mine.end(), [&](const SharedTable& t) { return *t.table == *s.def.table; });
+  if (it == mine.end()) {
+    SharedTable t;
+    t.table = s.def.table;
+    t.key_prefix = std::make_shared<const std::string>(key_prefix(*t.table));
+    t.relation = std::make_shared<const std::string>(relation_json(*t.table));
+    t.cost = table_cost(*t.table) + 2 * cost::kChunk + t.key_prefix->size() + t.relation->size();
+    held_ += t.cost;
+    shared_bytes_ += t.cost;
+    mine.push_back(std::move(t));
+    it = std::prev(mine.end());
+  }
+  ++it->shapes;
+  s.def.table = it->table;
+  s.key_prefix = it->key_prefix;
+  s.relation = it->relation;
+  s.schema_header = intern_text_locked(schema_json(*s.def.table, s.def.selected));
+}
+
+SharedText ShapeStore::intern_text_locked(std::string text) {
+  auto it = texts_.find(text);
+  if (it == texts_.end()) {
+    size_t cost = 2 * text.size() + cost::kChunk + cost::kAlias;  // the map's key and the shared copy
+    SharedTextEntry e;
+    e.text = std::make_shared<const std::string>(text);
+    it = texts_.emplace(std::move(text), std::move(e)).first;
+    held_ += cost;
+    shared_bytes_ += cost;
+  }
+  ++it->second.shapes;
+  return it->second.text;
+}
+
+void ShapeStore::unintern_text_locked(const SharedText& t) {
+  auto it = texts_.find(*t);
+  if (it == texts_.end() || it->second.text != t || --it->second.shapes > 0) return;
+  size_t cost = 2 * it->first.size() + cost::kChunk + cost::kAlias;
+  held_ -= std::min(held_, cost);
+  shared_bytes_ -= std::min(shared_bytes_, cost);
+  texts_.erase(it);
+}
+
+void ShapeStore::unintern_locked(const Shape& s) {
+  unintern_text_locked(s.schema_header);
+  auto m = tables_.find(s.def.table->relid);
+  if (m == tables_.end()) return;
+  auto& mine = m->second;
+  auto it = std::find_if(mine.begin(), mine.end(), [&](const SharedTable& t) { return t.table == s.def.table; });
+  if (it == mine.end() || --it->shapes > 0) return;
+  held_ -= std::min(held_, it->cost);
+  shared_bytes_ -= std::min(shared_bytes_, it->cost);
+  mine.erase(it);
+  if (mine.empty()) tables_.erase(m);
+}
+
+// A table description (one per distinct description, shared by its shapes).
 size_t ShapeStore::table_cost(const TableInfo& t) {
   size_t n = sizeof(TableInfo) + cost::kChunk + t.schema.size() + t.name.size() + t.pk.size() * sizeof(size_t);
   n += t.columns.size() * (sizeof(ColumnInfo) + 64);
@@ -138,6 +192,7 @@ void ShapeStore::uncharge(const Shape& s, size_t n) const {
 
 void ShapeStore::release_locked(Shape& s) {
   if (!s.counted) return;
+  unintern_locked(s);
   held_ -= std::min(held_, s.held_bytes);
   log_memory_ -= std::min(log_memory_, s.log_memory_bytes);
   s.held_bytes = 0;
@@ -443,13 +498,32 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
     p.next_index = j.end_index + 1;
     jobs.push_back(std::move(j));
   };
-  // 1. the in-memory logs go to segment files, least recently used first;
-  // shapes with live clients last (their readers would be sent to the files)
+  // 1. the in-memory logs go to segment files:
+  //    a. shapes nobody used for kRecentUs, the largest in-memory log first
+  //       (each spill is a file: the largest logs free the most per file;
+  //       least recently used first among equals) — in LRU order alone, a
+  //       store of many idle shapes spilled the same few shapes' newest
+  //       handful of entries at every pass, a file each;
+  //    b. then the recently used ones (a long-poll client between two
+  //       requests), least recently used first;
+  //    c. shapes with live clients last (their readers would be sent to the files)
   auto live = [](const Shape& sh) { return sh.waiters || sh.live_clients.load(std::memory_order_relaxed) > 0; };
+  constexpr int64_t kRecentUs = 5'000'000;
+  {
+    std::vector<std::pair<size_t, const std::shared_ptr<Shape>*>> by_size;
+    for (auto& [used, sp] : lru)
+      if (!sp->invalid && !live(*sp) && now_us - used >= kRecentUs && !sp->log.empty())
+        by_size.emplace_back(sp->log_memory_bytes, &sp);
+    std::stable_sort(by_size.begin(), by_size.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (auto& [bytes, sp] : by_size) {
+      if (!over()) break;
+      spill_rest(*sp);
+    }
+  }
   for (int sweep = 0; sweep < 2; ++sweep)
     for (auto& [used, sp] : lru) {
       if (!over()) break;
-      if (!sp->invalid && live(*sp) == (sweep == 1)) spill_rest(sp);
+      if (!sp->invalid && live(*sp) == (sweep == 1)) spill_rest(sp);  // (spill_rest skips what is planned)
     }
   // 2. idle shapes are evicted, least recently used first: at once when
   // nothing of theirs is in memory, else once their last spill is written
@@ -806,17 +880,17 @@ void emit(const Shape& s, const Change& c, ShapeOp op, uint64_t pos, std::vector
   p.version = c.version;
   if (op == ShapeOp::kInsert) {
     p.op = "insert";
-    p.key = row_key(s.key_prefix, t, nv);
+    p.key = row_key(*s.key_prefix, t, nv);
     append_value_object(p.value, t, nv, sel);
     out.push_back(std::move(p));
   } else if (op == ShapeOp::kDelete) {
     p.op = "delete";
-    p.key = row_key(s.key_prefix, t, ov);
+    p.key = row_key(*s.key_prefix, t, ov);
     append_value_object(p.value, t, ov, full ? sel : t.pk);
     out.push_back(std::move(p));
   } else if (op == ShapeOp::kUpdate) {
-    std::string old_key = row_key(s.key_prefix, t, ov);
-    std::string new_key = row_key(s.key_prefix, t, nv);
+    std::string old_key = row_key(*s.key_prefix, t, ov);
+    std::string new_key = row_key(*s.key_prefix, t, nv);
     if (old_key != new_key) {
       Pending d;
       d.op = "delete";
@@ -953,7 +1027,7 @@ void ShapeStore::apply_batch(const Batch& b, Shape* only,
         Pending& p = msgs[k];
         ChangeHeaders h;
         h.operation = p.op;
-        h.relation = s->relation;
+        h.relation = *s->relation;
         h.txid = xid32;
         h.lsn = tx.position;
         h.op_position = p.op_position;

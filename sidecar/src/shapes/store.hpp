@@ -104,18 +104,28 @@ struct ShapeDef {
   bool policy_applied = false;  // row-level security applied: its responses are private
 };
 
+// A text every shape of a table (or of one column list) shares.
+using SharedText = std::shared_ptr<const std::string>;
+
 // One shape. Its identity (def, handle, shape_id, filtered, where,
 // schema_header, key_prefix, relation) is set once, when the store creates it,
 // and read without the lock; everything else belongs to the store's lock.
+// def.table and the three texts are shared with the store's other shapes of
+// the same table description (ShapeStore interns them: 100 000 shapes of one
+// table hold one copy, not 100 000).
 struct Shape {
   ShapeDef def;
   std::string handle;
   int32_t shape_id = 0;     // the extension's id, matched against shape_ops
   bool filtered = false;    // has a WHERE: sees only changes listed in shape_ops
   std::string where;        // canonical (deparsed) WHERE, empty for whole-table shapes
-  std::string schema_header;
-  std::string key_prefix;
-  std::string relation;
+  SharedText schema_header = empty_text();
+  SharedText key_prefix = empty_text();
+  SharedText relation = empty_text();
+  static const SharedText& empty_text() {
+    static const SharedText e = std::make_shared<const std::string>();
+    return e;
+  }
 
   // Snapshot: chunk bodies (complete JSON arrays), the last ends with snapshot-end.
   std::vector<std::shared_ptr<const std::string>> snapshot_chunks;
@@ -486,6 +496,13 @@ class ShapeStore {
   void evict_locked(const std::shared_ptr<Shape>& s);
   void drop_evicted_locked(const std::string& handle);
   void trim_evicted_locked();
+  // Interned descriptions: begin_create points a new shape at the store's copy
+  // of its table description and texts (making one when it has none);
+  // release_locked lets go, and the last shape to go takes the copy's charge.
+  void intern_locked(Shape& s);
+  void unintern_locked(const Shape& s);
+  SharedText intern_text_locked(std::string text);
+  void unintern_text_locked(const SharedText& t);
   // Memory accounting: charge / uncharge a shape (no-op once it is released).
   void charge(const Shape& s, size_t n) const;
   void uncharge(const Shape& s, size_t n) const;
@@ -556,6 +573,19 @@ class ShapeStore {
   mutable size_t held_ = 0;        // charged: shapes (held_bytes), stubs, aliases (the window apart)
   mutable size_t log_memory_ = 0;  // JSON bytes of in-memory log entries of charged shapes
   uint64_t next_dir_gen_ = 1;
+  struct SharedTable {
+    std::shared_ptr<const TableInfo> table;
+    SharedText key_prefix, relation;
+    size_t cost = 0;  // charged in held_ while shapes use it
+    size_t shapes = 0;
+  };
+  std::unordered_map<uint32_t, std::vector<SharedTable>> tables_;  // relid -> descriptions in use
+  struct SharedTextEntry {
+    SharedText text;
+    size_t shapes = 0;
+  };
+  std::unordered_map<std::string, SharedTextEntry> texts_;  // schema headers in use
+  size_t shared_bytes_ = 0;  // charged for tables_ and texts_
   struct EvictedShape {
     int32_t shape_id = 0;
     uint64_t start_tick = 0, tick = 0, dir_gen = 0;

@@ -11,6 +11,7 @@
 
 #include "config.hpp"
 #include "shapes/fetch_pacer.hpp"
+#include "protocol/encode.hpp"
 #include "shapes/store.hpp"
 
 using namespace shapesync;
@@ -175,6 +176,49 @@ TEST_F(Budget, HeldBytesFollowWhatTheStoreHolds) {
   EXPECT_EQ(store.stats().held_bytes, window);
 }
 
+TEST_F(Budget, ShapesOfOneTableShareItsDescription) {
+  // Each request's look-up makes its own TableInfo; the store keeps one per
+  // distinct description and charges it once, so a thousand shapes of a table
+  // cost a thousand shapes, not a thousand table descriptions.
+  size_t window = store.stats().window_bytes;
+  auto a = get("a");
+  size_t one = store.stats().held_bytes - window;
+  auto b = get("b");
+  size_t two = store.stats().held_bytes - window;
+  EXPECT_EQ(a->def.table.get(), b->def.table.get());
+  EXPECT_EQ(a->schema_header.get(), b->schema_header.get());
+  EXPECT_EQ(a->key_prefix.get(), b->key_prefix.get());
+  EXPECT_EQ(*a->relation, relation_json(*table()));
+  size_t per_shape = two - one;
+  EXPECT_LT(per_shape + ShapeStore::table_cost(*table()) / 2, one) << "the second shape paid for the table again";
+  // another column list: its own header, the same table
+  ShapeDef d;
+  d.table = table();
+  d.selected = {0, 1};
+  d.key = "def-c";
+  bool created = false;
+  auto c = store.begin_create(d, "req-c", "h-c", 0, "", created);
+  EXPECT_EQ(c->def.table.get(), a->def.table.get());
+  EXPECT_NE(*c->schema_header, *a->schema_header);
+  EXPECT_EQ(*c->schema_header, schema_json(*table(), {0, 1}));
+  // a changed description (ALTER TABLE) is a new one, beside the old
+  auto altered = std::make_shared<TableInfo>(*table());
+  altered->columns.push_back({"note", 4, "text", 0, -1, false, -1, "text"});
+  d.table = altered;
+  d.selected = {0, 1, 2, 3};
+  d.key = "def-d";
+  auto dd = store.begin_create(d, "req-d", "h-d", 0, "", created);
+  EXPECT_NE(dd->def.table.get(), a->def.table.get());
+  EXPECT_EQ(dd->def.table->columns.size(), 4u);
+  // the last shape of a description takes its charge with it
+  store.fail_create(c);
+  store.fail_create(dd);
+  EXPECT_EQ(store.stats().held_bytes - window, two);
+  store.invalidate(a, "test");
+  store.invalidate(b, "test");
+  EXPECT_EQ(store.stats().held_bytes, window);
+}
+
 TEST_F(Budget, AliasesGoWithTheirShapes) {
   // Many request keys over time (each caller's, each spelling of a WHERE):
   // their aliases are charged while their shape is held and go with it, so
@@ -284,6 +328,42 @@ TEST_F(Budget, SpillsLeastRecentlyUsedFirstThenEvictsIdleOnes) {
   now += 1'100'000;  // the last pass freed nothing: the next full one waits a second
   pass();
   EXPECT_EQ(store.stats().shapes, 0u);
+}
+
+TEST_F(Budget, IdleShapesSpillTheLargestLogFirst) {
+  // Each spill is a file: among shapes nobody used lately, the largest
+  // in-memory log goes first, whatever the order of use; a shape used in the
+  // last seconds (a long-poll client between two requests) waits its turn.
+  auto fresh = [&](const std::string& name, uint64_t tick) {
+    auto s = create(name, tick);
+    EXPECT_FALSE(store.finish_or_floor(s, tick));
+    EXPECT_TRUE(s->ready);
+    return s;
+  };
+  auto recent = get("recent");
+  apply(batch(2, 200, {ins(1, std::string(40000, 'a'))}));
+  auto big = fresh("big", 2);
+  apply(batch(3, 201, {ins(2, std::string(40000, 'b'))}));
+  auto small = fresh("small", 3);
+  apply(batch(4, 202, {ins(3, "c")}));
+  pass();  // (no budget yet) closed chunks beyond the newest go as usual: 400-byte chunks here
+  size_t recent_entries = recent->log.size(), big_entries = big->log.size();
+  ASSERT_GE(recent_entries, big_entries);
+  ASSERT_EQ(big_entries, 2u);
+  ASSERT_EQ(small->log.size(), 1u);
+  use(small, now - 100'000'000);
+  use(big, now - 50'000'000);
+  use(recent, now - 1'000'000);
+  size_t big_log = 0;
+  for (auto& e : big->log) big_log += ShapeStore::entry_cost(*e.json);
+  size_t held = store.stats().held_bytes;
+  // low water = 0.9 × budget: half the big log must go
+  ASSERT_LT(held / 10, big_log / 2) << "entries too small for the test";
+  store.set_budget({(held - big_log / 2) * 10 / 9, SIZE_MAX, INT64_MAX, 1 << 20});
+  EXPECT_EQ(pass(), 1u);
+  EXPECT_TRUE(big->log.empty()) << "the largest log of a shape nobody used lately";
+  EXPECT_EQ(small->log.size(), 1u) << "least recently used, but one small entry: a file for nothing";
+  EXPECT_EQ(recent->log.size(), recent_entries) << "as large, but used a second ago";
 }
 
 TEST_F(Budget, ShapesUsedRecentlyAreNotEvicted) {
