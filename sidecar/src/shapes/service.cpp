@@ -826,6 +826,7 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
         ++o.rows;
         if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
           o.cur += ']';
+          o.cur.shrink_to_fit();  // held for the shape's life: not the appends' spare capacity
           o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
           o.cur = "[";
           o.first = true;
@@ -852,6 +853,7 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
     if (!o.first) o.cur += ',';
     o.cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
     o.cur += ']';
+    o.cur.shrink_to_fit();
     o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
     for (auto& ch : o.chunks) store_.publish_snapshot_chunk(own[i], ch);
     SnapshotData sd;
@@ -889,6 +891,7 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
   // A chunk is served as soon as it is complete, while the rows stream in
   // (COPY): PostgreSQL produces, this encodes, clients download, at once.
   auto publish = [&](std::string body) {
+    body.shrink_to_fit();  // held for the shape's life: not the appends' spare capacity
     auto chunk = std::make_shared<const std::string>(std::move(body));
     chunks.push_back(chunk);
     store_.publish_snapshot_chunk(sp, std::move(chunk));

@@ -782,3 +782,30 @@ TEST(BudgetConfig, MaxMemoryTakesSuffixes) {
   EXPECT_EQ(std::get<Config>(c).max_shapes, 100000u);
   EXPECT_EQ(std::get<Config>(c).evict_idle_ms, 0);
 }
+
+TEST(EntryLog, PopsFromTheFrontAndKeepsItsIndexes) {
+  EntryLog log;
+  EXPECT_TRUE(log.empty());
+  auto entry = [](uint64_t k) { return LogEntry{LogOffset{k, 0}, std::make_shared<const std::string>(std::to_string(k))}; };
+  uint64_t next = 0, first = 0;
+  std::mt19937 rng(7);
+  for (int round = 0; round < 2000; ++round) {
+    for (int n = static_cast<int>(rng() % 20); n > 0; --n) log.push_back(entry(next++));
+    for (int n = static_cast<int>(rng() % 20); n > 0 && !log.empty(); --n) {
+      std::weak_ptr<const std::string> gone = log.front().json;
+      log.pop_front();
+      EXPECT_TRUE(gone.expired()) << "a popped entry is released at once";
+      ++first;
+    }
+    ASSERT_EQ(log.size(), next - first);
+    if (!log.empty()) {
+      EXPECT_EQ(log.front().offset.tx, first);
+      EXPECT_EQ(log.back().offset.tx, next - 1);
+      size_t i = rng() % log.size();
+      EXPECT_EQ(log[i].offset.tx, first + i);
+      EXPECT_EQ(*log[i].json, std::to_string(first + i));
+      EXPECT_EQ(static_cast<size_t>(log.end() - log.begin()), log.size());
+      EXPECT_EQ(log.begin()->offset.tx, first);
+    }
+  }
+}
