@@ -234,21 +234,65 @@ struct Bench {
   std::string out;
 };
 
-// The shape store's memory figures from GET /metrics, as KV "<name>_<when>"
-// (absent when this sidecar has no memory budget metrics).
-void store_metrics(const std::string& when) {
-  std::string text;
+// GET /metrics as text ("" when it fails).
+std::string metrics_text() {
   try {
     Http c;
     auto res = c.get("/metrics");
-    if (res.result_int() != 200) return;
-    text = res.body();
+    return res.result_int() == 200 ? std::string(res.body()) : std::string();
   } catch (...) {
-    return;
+    return {};
   }
+}
+
+// One unlabelled gauge of a /metrics text (-1 when absent).
+double metric_value(const std::string& text, const std::string& name) {
+  std::string key = "\n" + name + " ";
+  auto at = text.find(key);
+  if (at == std::string::npos) return -1;
+  return std::atof(text.c_str() + at + key.size());
+}
+
+// The largest memory figures of /metrics sampled every 500 ms while it runs
+// (the writes and the catch-up until the sentinel): the store's count, the
+// allocator's and the RSS, at their worst.
+struct MemoryPeaks {
+  static constexpr const char* kNames[] = {"shapesync_memory_held_bytes", "shapesync_allocator_allocated_bytes",
+                                           "shapesync_allocator_resident_bytes", "shapesync_resident_bytes"};
+  double peak[4] = {-1, -1, -1, -1};
+  std::atomic<bool> stop{false};
+  std::thread t;
+  void start() {
+    t = std::thread([this] {
+      while (!stop.load()) {
+        std::string text = metrics_text();
+        for (int i = 0; i < 4; ++i) peak[i] = std::max(peak[i], metric_value(text, kNames[i]));
+        for (int i = 0; i < 10 && !stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+  ~MemoryPeaks() {
+    stop.store(true);
+    if (t.joinable()) t.join();
+  }
+  void finish() {
+    stop.store(true);
+    if (t.joinable()) t.join();
+    for (int i = 0; i < 4; ++i)
+      if (peak[i] >= 0) kv(std::string(kNames[i] + 10) + "_peak", fmt("%.0f", peak[i]));
+  }
+};
+
+// The shape store's memory figures from GET /metrics, as KV "<name>_<when>"
+// (absent when this sidecar has no memory budget metrics).
+void store_metrics(const std::string& when) {
+  std::string text = metrics_text();
+  if (text.empty()) return;
   for (const char* name : {"shapesync_memory_held_bytes", "shapesync_memory_budget_bytes", "shapesync_shapes",
                            "shapesync_evicted_shapes", "shapesync_shape_evictions_total", "shapesync_shape_reloads_total",
-                           "shapesync_memory_spills_total", "shapesync_log_memory_bytes", "shapesync_window_bytes"}) {
+                           "shapesync_memory_spills_total", "shapesync_log_memory_bytes", "shapesync_window_bytes",
+                           "shapesync_allocator_allocated_bytes", "shapesync_allocator_resident_bytes",
+                           "shapesync_resident_bytes", "shapesync_memory_inflight_peak_bytes"}) {
     std::string key = std::string("\n") + name + " ";
     auto at = text.find(key);
     if (at == std::string::npos) continue;
@@ -577,6 +621,8 @@ int main(int argc, char** argv) {
     }
     perf.start(pids);
   }
+  MemoryPeaks peaks;
+  peaks.start();
   Window w;
   w.start(O.sidecar_pid, worker_pid);
   auto t0 = Clock::now();
@@ -601,6 +647,7 @@ int main(int argc, char** argv) {
   }
   double write_s = secs_since(t0);
   auto w_writes = w.stop();
+  store_metrics("writes");
   // pgbench's summary
   double tps = 0;
   long long ntx = 0;
@@ -634,6 +681,7 @@ int main(int argc, char** argv) {
   }
   int64_t arrived = probes.arrived[sentinel].load();
   auto w_all = w.stop();
+  peaks.finish();
   long long bt1 = backends_ticks();
   perf.stop();
   auto p_end = proc_sample(O.sidecar_pid);

@@ -7,6 +7,7 @@
 #include "http/app.hpp"
 #include "metrics/dashboard.hpp"
 #include "metrics/monitor.hpp"
+#include "util/allocator.hpp"
 #include "util/log.hpp"
 
 namespace shapesync {
@@ -56,6 +57,10 @@ Response App::metrics(const Request& req) {
   pm_.memory_inflight_bytes.set(static_cast<double>(st.inflight_bytes));
   pm_.memory_inflight_peak_bytes.set(static_cast<double>(st.inflight_peak_bytes));
   pm_.fetch_span_ticks.set(static_cast<double>(st.fetch_span));
+  AllocatorStats as = allocator_stats();
+  pm_.allocator_allocated_bytes.set(static_cast<double>(as.allocated));
+  pm_.allocator_resident_bytes.set(static_cast<double>(as.resident));
+  pm_.resident_bytes.set(static_cast<double>(as.process_rss));
   pm_.window_batches.set(static_cast<double>(st.window_batches));
   pm_.last_tick.set(static_cast<double>(st.last_tick));
   pm_.initial_requests.set(initial_requests_.load());

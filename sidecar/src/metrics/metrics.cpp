@@ -409,6 +409,15 @@ SidecarMetrics::SidecarMetrics()
                                            "shapesync_memory_held_bytes).")),
       memory_inflight_peak_bytes(registry.gauge("shapesync_memory_inflight_peak_bytes",
                                                 "The most decoded batches ever in flight at once.")),
+      allocator_allocated_bytes(registry.gauge(
+          "shapesync_allocator_allocated_bytes",
+          "Bytes the sidecar has allocated and not freed, by its allocator's count (jemalloc, or glibc's mallinfo2): "
+          "above shapesync_memory_held_bytes by what the store does not count (libpq results, HTTP buffers).")),
+      allocator_resident_bytes(registry.gauge(
+          "shapesync_allocator_resident_bytes",
+          "Bytes of the allocator's pages in RAM (jemalloc; 0 under glibc): above the allocated bytes by "
+          "fragmentation and freed pages not yet returned.")),
+      resident_bytes(registry.gauge("shapesync_resident_bytes", "The sidecar's resident set size (RSS).")),
       fetch_shrinks(registry.counter("shapesync_fetch_shrinks_total",
                                      "Reads of the change log that decoded to more than their share of --max-memory: "
                                      "the span of ticks read at once shrank (back-pressure).")),

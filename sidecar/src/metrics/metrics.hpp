@@ -212,6 +212,9 @@ struct SidecarMetrics {
   Counter& shape_reloads;                // evicted shapes reloaded from their segment files
   Gauge& memory_inflight_bytes;          // decoded batches read and not yet applied (counted in held)
   Gauge& memory_inflight_peak_bytes;     // the most ever in flight
+  Gauge& allocator_allocated_bytes;      // malloc'd and not freed (util/allocator.hpp)
+  Gauge& allocator_resident_bytes;       // the allocator's pages in RAM (jemalloc only)
+  Gauge& resident_bytes;                 // the process's RSS
   Counter& fetch_shrinks;                // follower reads over their cap: the span of ticks shrank
   Gauge& fetch_span_ticks;               // ticks the follower's next read may span
   Histogram& snapshot_duration;          // seconds

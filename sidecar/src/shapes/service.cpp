@@ -1134,17 +1134,7 @@ asio::awaitable<void> ShapeService::spill_segments() {
   std::vector<std::string> dead = store_.take_dead_dirs();
   std::error_code ec;
   for (auto& d : dead) std::filesystem::remove_all(d, ec);
-  for (auto& j : jobs) {
-    std::string err;
-    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
-    if (!write_segment(j.path, j.entries, err)) {
-      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
-      continue;
-    }
-    auto size = std::filesystem::file_size(j.path, ec);
-    j.file_bytes = ec ? 0 : static_cast<size_t>(size);
-    if (!store_.commit_spill(j)) std::filesystem::remove(j.path, ec);
-  }
+  store_.write_spills(jobs);
   co_return;
 }
 
@@ -1192,9 +1182,18 @@ asio::awaitable<FillResult> ShapeService::fill_segment(const std::shared_ptr<Sha
     if (!(e.offset < seg.first) && !(seg.last < e.offset)) entries.push_back(std::move(e));
   std::string err;
   std::error_code ec;
+  got.clear();
+  if (seg.pack) {
+    // a record in a pack file is not rewritten in place (the other shapes'
+    // records around it are fine): served from the rebuild
+    for (auto& e : entries)
+      if (r.segment_after < e.offset) got.push_back(e.json);
+    r.entries = std::move(got);
+    r.segment.reset();
+    co_return FillResult::kFilled;
+  }
   std::filesystem::create_directories(std::filesystem::path(seg.path).parent_path(), ec);
   if (!write_segment(seg.path, entries, err)) log_warn("shape ", s->handle, ": ", err);
-  got.clear();
   if (!read_segment(seg, r.segment_after, got)) {
     log_error("shape ", s->handle, ": rebuilt segment ", seg.path, " does not match the chunk (", entries.size(),
               " entries); serving it from the rebuild");

@@ -10,7 +10,12 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/post.hpp>
+
+#include "util/log.hpp"
 
 namespace shapesync {
 
@@ -303,7 +308,7 @@ void ShapeStore::fail_create_locked(const std::shared_ptr<Shape>& s) {
   release_locked(*s);
   if (!s->spilled.empty()) {  // restored from an eviction, then failed: its files go
     dead_dirs_.push_back(shape_dir(*s));
-    for (auto& c : s->spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+    forget_chunks_locked(s->spilled);
     s->spilled.clear();
   }
   auto it = active_.find(s->def.key);
@@ -319,7 +324,7 @@ void ShapeStore::invalidate_locked(const std::shared_ptr<Shape>& s, const std::s
   grown_.erase(s.get());
   spill_due_.erase(s.get());
   if (!spill_dir_.empty() && !s->handle.empty()) dead_dirs_.push_back(shape_dir(*s));
-  for (auto& c : s->spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+  forget_chunks_locked(s->spilled);
   s->invalid = true;
   s->invalid_reason = reason;
   release_locked(*s);
@@ -592,7 +597,7 @@ void ShapeStore::drop_evicted_locked(const std::string& handle) {
   EvictedShape& e = it->second;
   held_ -= std::min(held_, e.bytes);
   evicted_bytes_ -= std::min(evicted_bytes_, e.bytes);
-  for (auto& c : e.spilled) disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+  forget_chunks_locked(e.spilled);
   if (!spill_dir_.empty()) dead_dirs_.push_back(spill_dir_ + "/" + dir_name(handle, e.dir_gen));
   evicted_.erase(it);
 }
@@ -638,7 +643,9 @@ bool ShapeStore::commit_spill_locked(const SpillJob& job) {
     ++pressure_spills_;
     pressure_spilled_bytes_ += freed;
   }
-  sh.spilled.push_back({job.entries.front().offset, job.entries.back().offset, job.end_index, job.file_bytes});
+  sh.spilled.push_back(
+      {job.entries.front().offset, job.entries.back().offset, job.end_index, job.file_bytes, job.offset, job.pack});
+  if (job.pack) ++packs_[job.pack].chunks;
   charge(sh, sizeof(SpilledChunk));
   sh.log_base = job.end_index + 1;
   disk_bytes_ += job.file_bytes;
@@ -649,6 +656,73 @@ bool ShapeStore::commit_spill_locked(const SpillJob& job) {
     if (evictable_locked(job.shape, now, job.other_refs)) evict_locked(job.shape);
   }
   return true;
+}
+
+void ShapeStore::forget_chunks_locked(const std::vector<SpilledChunk>& chunks) {
+  for (auto& c : chunks) {
+    disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+    if (c.pack) unref_pack_locked(c.pack);
+  }
+}
+
+void ShapeStore::unref_pack_locked(uint32_t pack) {
+  auto it = packs_.find(pack);
+  if (it == packs_.end()) return;
+  if (it->second.chunks) --it->second.chunks;
+  if (it->second.chunks == 0 && it->second.sealed) {
+    dead_dirs_.push_back(pack_path(pack));
+    packs_.erase(it);
+  }
+}
+
+std::string ShapeStore::pack_path(uint32_t pack) const { return spill_dir_ + "/packs/" + std::to_string(pack); }
+
+void ShapeStore::write_spills(std::vector<SpillJob>& jobs) {
+  std::error_code ec;
+  std::string pack_bytes;
+  std::vector<SpillJob*> packed;
+  for (auto& j : jobs) {
+    std::string err;
+    if (j.pressure) {
+      j.offset = pack_bytes.size();
+      append_segment(pack_bytes, j.entries);
+      j.file_bytes = pack_bytes.size() - j.offset;
+      packed.push_back(&j);
+      continue;
+    }
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
+    if (!write_segment(j.path, j.entries, err)) {
+      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
+      continue;
+    }
+    auto size = std::filesystem::file_size(j.path, ec);
+    j.file_bytes = ec ? 0 : static_cast<size_t>(size);
+    if (!commit_spill(j)) std::filesystem::remove(j.path, ec);
+  }
+  if (packed.empty()) return;
+  uint32_t id;
+  {
+    std::lock_guard lk(mu_);
+    id = next_pack_++;
+    packs_[id];
+  }
+  std::string path = pack_path(id), err;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  bool written = write_file_whole(path, pack_bytes, err);
+  if (!written) log_warn("keeping ", packed.size(), " shapes' logs in memory: ", err);
+  for (SpillJob* j : packed) {
+    if (!written) break;
+    j->pack = id;
+    j->path = path;
+    commit_spill(*j);
+  }
+  std::lock_guard lk(mu_);
+  auto it = packs_.find(id);
+  it->second.sealed = true;
+  if (it->second.chunks == 0) {
+    packs_.erase(it);
+    dead_dirs_.push_back(path);
+  }
 }
 
 std::vector<std::string> ShapeStore::take_dead_dirs_locked() {
@@ -711,8 +785,8 @@ constexpr std::string_view kSegEnd = "END\n";
 
 }  // namespace
 
-bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error) {
-  std::string buf(kSegMagic);
+void append_segment(std::string& buf, const std::vector<LogEntry>& entries) {
+  buf += kSegMagic;
   for (auto& e : entries) {
     put_u64(buf, e.offset.tx);
     put_u64(buf, e.offset.op);
@@ -721,6 +795,15 @@ bool write_segment(const std::string& path, const std::vector<LogEntry>& entries
   }
   put_u32(buf, static_cast<uint32_t>(entries.size()));
   buf += kSegEnd;
+}
+
+bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error) {
+  std::string buf;
+  append_segment(buf, entries);
+  return write_file_whole(path, buf, error);
+}
+
+bool write_file_whole(const std::string& path, const std::string& buf, std::string& error) {
   // write a temporary file and rename it: a reader never sees half a segment
   std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -776,15 +859,24 @@ bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, s
 }
 
 bool read_segment(const SegmentFile& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out) {
-  FILE* f = std::fopen(c.path.c_str(), "rb");
-  if (!f) return false;
   std::string buf;
-  char tmp[65536];
-  size_t n;
-  while ((n = std::fread(tmp, 1, sizeof(tmp), f)) > 0) buf.append(tmp, n);
-  bool err = std::ferror(f) != 0;
-  std::fclose(f);
-  if (err) return false;
+  if (c.pack) {  // its record in a pack file
+    int fd = ::open(c.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    buf.resize(c.bytes);
+    ssize_t got = ::pread(fd, buf.data(), c.bytes, static_cast<off_t>(c.offset));
+    ::close(fd);
+    if (got != static_cast<ssize_t>(c.bytes)) return false;
+  } else {
+    FILE* f = std::fopen(c.path.c_str(), "rb");
+    if (!f) return false;
+    char tmp[65536];
+    size_t n;
+    while ((n = std::fread(tmp, 1, sizeof(tmp), f)) > 0) buf.append(tmp, n);
+    bool err = std::ferror(f) != 0;
+    std::fclose(f);
+    if (err) return false;
+  }
   std::string_view in(buf);
   if (in.substr(0, kSegMagic.size()) != kSegMagic) return false;
   in.remove_prefix(kSegMagic.size());
@@ -1112,7 +1204,7 @@ LogRead ShapeStore::read_locked(const Shape& s, const RequestOffset& ro) const {
   if (reads_segment(s, ro)) {
     auto sc = std::upper_bound(s.spilled.begin(), s.spilled.end(), after,
                                [](const LogOffset& o, const SpilledChunk& c) { return o < c.last; });
-    r.segment = SegmentFile{*sc, segment_path(s, sc->end_index)};
+    r.segment = SegmentFile{*sc, sc->pack ? pack_path(sc->pack) : segment_path(s, sc->end_index)};
     r.segment_after = after;
     r.first = after < sc->first ? sc->first : after;
     r.end = sc->last;

@@ -79,11 +79,17 @@ class EntryLog {
 // directory. The file is a cache: when it is missing or damaged the chunk is
 // rebuilt from the change log (ShapeService::fill_segment).
 // What a shape keeps of a chunk it spilled (also in an evicted shape's stub,
-// so it is small: the file's path follows from the shape and end_index).
+// so it is small: the file's path follows from the shape and end_index, or
+// from the pack).
 struct SpilledChunk {
   LogOffset first, last;  // offsets of its first and last entries
   size_t end_index = 0;   // global index of its last entry
-  size_t bytes = 0;       // size of the file
+  size_t bytes = 0;       // size of its segment record
+  // 0: its own file (<shape dir>/<end_index>.seg). Else the pack file it was
+  // written to with the other shapes' pressure spills of the same pass, at
+  // `offset` (ShapeStore::pack_path).
+  uint64_t offset = 0;
+  uint32_t pack = 0;
 };
 
 // A spilled chunk and the path of its file (what a read of it needs).
@@ -91,10 +97,16 @@ struct SegmentFile : SpilledChunk {
   std::string path;
 };
 
-// Segment file I/O (no store lock needed; the file is immutable once written).
-// Format: "SSEG1\n", then per entry u64 tx, u64 op, u32 length, JSON bytes,
-// then u32 entry count and "END\n". Little-endian.
+// Segment I/O (no store lock needed; a record is immutable once written).
+// A segment record: "SSEG1\n", then per entry u64 tx, u64 op, u32 length,
+// JSON bytes, then u32 entry count and "END\n". Little-endian. A chunk's own
+// file holds one record; a pack file holds the records of many shapes' chunks
+// one after the other.
+void append_segment(std::string& out, const std::vector<LogEntry>& entries);
 bool write_segment(const std::string& path, const std::vector<LogEntry>& entries, std::string& error);
+// Writes `bytes` to `path` through a temporary file and a rename: a reader
+// never sees half of it.
+bool write_file_whole(const std::string& path, const std::string& bytes, std::string& error);
 // The entries of `c` after `after` (JSON texts), or false when the file is
 // missing, damaged or not the chunk it should be.
 bool read_segment(const SegmentFile& c, LogOffset after, std::vector<std::shared_ptr<const std::string>>& out);
@@ -226,6 +238,8 @@ struct SpillJob {
   std::vector<LogEntry> entries;
   std::string path;
   size_t file_bytes = 0;  // set by the writer (disk usage, for monitoring)
+  uint64_t offset = 0;    // set by the writer when it packed the job (SpilledChunk::pack)
+  uint32_t pack = 0;
   bool pressure = false;  // written because the store is over its memory budget
   // The shape's last job before its eviction: once written, the shape is
   // evicted if it is still idle (other_refs: its other jobs in the same batch,
@@ -460,6 +474,12 @@ class ShapeStore {
   // The job's file is written: drop its entries from memory (no-op when the
   // shape is gone or changed meanwhile; the caller then deletes the file).
   bool commit_spill(const SpillJob& job);
+  // Writes the jobs of take_spills() and commits them: closed chunks each to
+  // its own file; pressure spills, which are many and small (a pass over
+  // 100 000 shapes spills thousands of logs of a few entries), all into one
+  // pack file per pass. A pack goes when no shape refers to it any more.
+  void write_spills(std::vector<SpillJob>& jobs);
+  std::string pack_path(uint32_t pack) const;
   // Segment directories of shapes that are gone (the caller deletes them).
   std::vector<std::string> take_dead_dirs();
   // Directory of a shape's segment files.
@@ -543,6 +563,9 @@ class ShapeStore {
   void release_locked(Shape& s);
   size_t charged_total_locked() const { return held_ + window_bytes_ + inflight_; }
   bool commit_spill_locked(const SpillJob& job);
+  // A shape's (or stub's) spilled chunks are dropped: disk usage and pack references.
+  void forget_chunks_locked(const std::vector<SpilledChunk>& chunks);
+  void unref_pack_locked(uint32_t pack);
   std::vector<std::string> take_dead_dirs_locked();
   std::vector<LogEntry> replay_locked(const Shape& s, const std::vector<Batch>& batches);
   int64_t commit_time_locked(LogOffset first) const;
@@ -619,6 +642,12 @@ class ShapeStore {
   };
   std::unordered_map<std::string, SharedTextEntry> texts_;  // schema headers in use
   size_t shared_bytes_ = 0;  // charged for tables_ and texts_
+  struct Pack {
+    size_t chunks = 0;    // chunks that refer to it
+    bool sealed = false;  // every job of its pass committed (or not): it may go at 0
+  };
+  std::unordered_map<uint32_t, Pack> packs_;
+  uint32_t next_pack_ = 1;
   struct EvictedShape {
     int32_t shape_id = 0;
     uint64_t start_tick = 0, tick = 0, dir_gen = 0;

@@ -185,7 +185,8 @@ export async function spawnSidecar({ dbUrl, port, longPollTimeoutMs, args = [], 
   if (!existsSync(SHAPESYNCD)) throw new Error(`${SHAPESYNCD} not built: run 'make sidecar'`);
   port ??= await freePort();
   const logFile = join(work, `${name}-${port}.log`);
-  const argv = ['--database-url', dbUrl, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, `${name}-${port}-data`)];
+  const dataDir = join(work, `${name}-${port}-data`);
+  const argv = ['--database-url', dbUrl, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir];
   if (longPollTimeoutMs) argv.push('--long-poll-timeout', String(longPollTimeoutMs));
   if (insecure) argv.push('--insecure');
   argv.push(...args);
@@ -213,6 +214,7 @@ export async function spawnSidecar({ dbUrl, port, longPollTimeoutMs, args = [], 
     baseUrl,
     shapeUrl: `${baseUrl}/v1/shape`,
     argv,
+    dataDir,
     logFile,
     exited,
     exitInfo: () => exit,
