@@ -397,7 +397,7 @@ SidecarMetrics::SidecarMetrics()
       evicted_shapes(registry.gauge("shapesync_evicted_shapes",
                                     "Shapes evicted from memory whose segment files are kept for a reload.")),
       memory_spills(registry.counter("shapesync_memory_spills_total",
-                                     "Shape logs written to segment files because the store was over its budget.")),
+                                     "Shape logs written to disk (a record each, in the pass's pack file) because the store was over its budget.")),
       memory_spilled_bytes(registry.counter("shapesync_memory_spilled_bytes_total",
                                             "Memory freed by those spills.")),
       shape_evictions(registry.counter("shapesync_shape_evictions_total",
