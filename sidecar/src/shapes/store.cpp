@@ -677,54 +677,6 @@ void ShapeStore::unref_pack_locked(uint32_t pack) {
 
 std::string ShapeStore::pack_path(uint32_t pack) const { return spill_dir_ + "/packs/" + std::to_string(pack); }
 
-void ShapeStore::write_spills(std::vector<SpillJob>& jobs) {
-  std::error_code ec;
-  std::string pack_bytes;
-  std::vector<SpillJob*> packed;
-  for (auto& j : jobs) {
-    std::string err;
-    if (j.pressure) {
-      j.offset = pack_bytes.size();
-      append_segment(pack_bytes, j.entries);
-      j.file_bytes = pack_bytes.size() - j.offset;
-      packed.push_back(&j);
-      continue;
-    }
-    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
-    if (!write_segment(j.path, j.entries, err)) {
-      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
-      continue;
-    }
-    auto size = std::filesystem::file_size(j.path, ec);
-    j.file_bytes = ec ? 0 : static_cast<size_t>(size);
-    if (!commit_spill(j)) std::filesystem::remove(j.path, ec);
-  }
-  if (packed.empty()) return;
-  uint32_t id;
-  {
-    std::lock_guard lk(mu_);
-    id = next_pack_++;
-    packs_[id];
-  }
-  std::string path = pack_path(id), err;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-  bool written = write_file_whole(path, pack_bytes, err);
-  if (!written) log_warn("keeping ", packed.size(), " shapes' logs in memory: ", err);
-  for (SpillJob* j : packed) {
-    if (!written) break;
-    j->pack = id;
-    j->path = path;
-    commit_spill(*j);
-  }
-  std::lock_guard lk(mu_);
-  auto it = packs_.find(id);
-  it->second.sealed = true;
-  if (it->second.chunks == 0) {
-    packs_.erase(it);
-    dead_dirs_.push_back(path);
-  }
-}
-
 std::vector<std::string> ShapeStore::take_dead_dirs_locked() {
   std::vector<std::string> out;
   out.swap(dead_dirs_);
@@ -819,6 +771,63 @@ bool write_file_whole(const std::string& path, const std::string& buf, std::stri
     return false;
   }
   return true;
+}
+
+void ShapeStore::write_spills(std::vector<SpillJob>& jobs) {
+  std::error_code ec;
+  std::string pack_bytes;
+  {  // one allocation for the pack (it is tens of MB under a large budget)
+    size_t total = 0;
+    for (auto& j : jobs)
+      if (j.pressure) {
+        total += kSegMagic.size() + 4 + kSegEnd.size();
+        for (auto& e : j.entries) total += 20 + e.json->size();
+      }
+    pack_bytes.reserve(total);
+  }
+  std::vector<SpillJob*> packed;
+  for (auto& j : jobs) {
+    std::string err;
+    if (j.pressure) {
+      j.offset = pack_bytes.size();
+      append_segment(pack_bytes, j.entries);
+      j.file_bytes = pack_bytes.size() - j.offset;
+      packed.push_back(&j);
+      continue;
+    }
+    std::filesystem::create_directories(std::filesystem::path(j.path).parent_path(), ec);
+    if (!write_segment(j.path, j.entries, err)) {
+      log_warn("shape ", j.shape->handle, ": keeping its log chunk in memory: ", err);
+      continue;
+    }
+    auto size = std::filesystem::file_size(j.path, ec);
+    j.file_bytes = ec ? 0 : static_cast<size_t>(size);
+    if (!commit_spill(j)) std::filesystem::remove(j.path, ec);
+  }
+  if (packed.empty()) return;
+  uint32_t id;
+  {
+    std::lock_guard lk(mu_);
+    id = next_pack_++;
+    packs_[id];
+  }
+  std::string path = pack_path(id), err;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  bool written = write_file_whole(path, pack_bytes, err);
+  if (!written) log_warn("keeping ", packed.size(), " shapes' logs in memory: ", err);
+  for (SpillJob* j : packed) {
+    if (!written) break;
+    j->pack = id;
+    j->path = path;
+    commit_spill(*j);
+  }
+  std::lock_guard lk(mu_);
+  auto it = packs_.find(id);
+  it->second.sealed = true;
+  if (it->second.chunks == 0) {
+    packs_.erase(it);
+    dead_dirs_.push_back(path);
+  }
 }
 
 bool prepare_segment_dir(const std::string& data_dir, std::string& shapes_dir, std::string& error) {
