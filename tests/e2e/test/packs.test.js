@@ -91,7 +91,10 @@ test('a pass spills many shapes into one pack; reads are byte-identical, a lost 
   assert.match(sidecar.log(2000), /segment \S+\/packs\/\d+ is missing or damaged; rebuilding it from the change log/);
 
   // packs go with the last shape that refers to them
-  await cluster.psql('UPDATE notes SET rev = rev + 1 WHERE id = 1'); // one more pass writes a fresh pack
+  for (let rev = 61; rev <= 80 && packs().length === 0; rev++) { // more passes write fresh packs
+    await cluster.psql(`UPDATE notes SET rev = ${rev}, body = repeat(chr(97 + ${rev} % 26), 40) WHERE id % 10 = ${rev % 10}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await waitFor(() => packs().length > 0, { what: 'a new pack' });
   for (let i = 0; i < bases.length; i++) {
     const del = await fetch(`${sidecar.shapeUrl}?${bases[i]}&handle=${first[i].handle}`, { method: 'DELETE' });
