@@ -1252,11 +1252,9 @@ asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notifi
     uint64_t shrinks = follow_pacer_.shrunk();
     follow_pacer_.observe(upto - last, bytes, store_.budget().fetch_bytes(over));
     store_.set_inflight(bytes, follow_pacer_.span(), follow_pacer_.shrunk() != shrinks);  // charged until applied
-    // the window is part of the memory budget: at most a quarter of it, and
-    // a thirty-second while the store is over it (it is a cache of the change
-    // log: under pressure it goes before shape logs are written to disk)
-    size_t window_cap = cfg_.window_bytes;
-    if (cfg_.max_memory) window_cap = std::min(window_cap, cfg_.max_memory / (over ? 32 : 4));
+    // the window is part of the memory budget: at most a quarter of it (the
+    // store keeps it smaller while it is under pressure: ShapeStore::apply_all)
+    size_t window_cap = cfg_.max_memory ? std::min(cfg_.window_bytes, cfg_.max_memory / 4) : cfg_.window_bytes;
     auto invalidated = store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks),
                                         window_cap);
     store_.set_inflight(0);

@@ -440,6 +440,13 @@ void ShapeStore::take_pressure_spills_locked(std::vector<SpillJob>& jobs, int64_
   if (fruitless_at_us_ && now_us - fruitless_at_us_ < 1'000'000 && count <= budget_.max_shapes &&
       charged_total_locked() <= fruitless_total_ + budget_.max_bytes / 64)
     return;
+  // 0. the batch window is a cache of the change log: it goes first (down to
+  // a thirty-second of the budget, and kept there for 10 s after the last
+  // pass over budget: apply_all), before shape logs are written to disk
+  if (over_bytes) {
+    trim_window_locked(SIZE_MAX, budget_.max_bytes / 32);
+    window_pressed_until_us_ = now_us + 10'000'000;
+  }
   const size_t jobs_before = jobs.size();
   const uint64_t evictions_before = evictions_;
   struct Outcome {  // remembers a pass that freed nothing
@@ -1485,6 +1492,12 @@ std::vector<std::pair<std::string, std::string>> ShapeStore::apply_all(std::vect
     invalidated.insert(invalidated.end(), inv.begin(), inv.end());
   }
   last_tick_ = std::max(last_tick_, upto);
+  if (window_pressed_until_us_) {
+    int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch()).count();
+    if (now < window_pressed_until_us_) max_bytes = std::min(max_bytes, budget_.max_bytes / 32);
+    else window_pressed_until_us_ = 0;
+  }
   trim_window_locked(max_batches, max_bytes);
   return invalidated;
 }

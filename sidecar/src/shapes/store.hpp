@@ -667,6 +667,7 @@ class ShapeStore {
   // second went by, so a store kept over budget by live shapes does not sort
   // every shape under the lock at every tick.
   int64_t fruitless_at_us_ = 0;
+  int64_t window_pressed_until_us_ = 0;  // the window stays small until then (take_pressure_spills_locked)
   size_t fruitless_total_ = 0;
 };
 

@@ -286,6 +286,7 @@ TEST_F(Budget, SpillsLeastRecentlyUsedFirstThenEvictsIdleOnes) {
   // shape 0 used longest ago ... shape 4 most recently
   for (int i = 0; i < 5; ++i) use(s[i], now - (10 - i) * 1'000'000);
   apply(batch(2, 200, {ins(1, "one"), ins(2, "two")}));  // an entry pair in every shape
+  store.trim_window(0, 0);  // (under pressure the window goes first: TheWindowGoesBeforeAnyLog)
   StoreStats st = store.stats();
   size_t per_log = ShapeStore::entry_cost(*s[0]->log[0].json) + ShapeStore::entry_cost(*s[0]->log[1].json);
   // room for all but about two logs: the two least recently used spill
@@ -354,6 +355,7 @@ TEST_F(Budget, IdleShapesSpillTheLargestLogFirst) {
   use(recent, now - 1'000'000);
   size_t big_log = 0;
   for (auto& e : big->log) big_log += ShapeStore::entry_cost(*e.json);
+  store.trim_window(0, 0);
   size_t held = store.stats().held_bytes;
   // low water = 0.9 × budget: half the big log must go
   ASSERT_LT(held / 10, big_log / 2) << "entries too small for the test";
@@ -436,6 +438,28 @@ TEST_F(Budget, ADamagedPackRecordIsNotRead) {
   EXPECT_FALSE(read_segment(wrong, after_first, got));
 }
 
+TEST_F(Budget, TheWindowGoesBeforeAnyLogIsSpilled) {
+  // The window of decoded batches is a cache of the change log: over budget,
+  // it shrinks to a 32nd of the budget before any shape log is written to disk.
+  auto a = get("a");
+  use(a, now - 100'000'000);
+  for (uint64_t t = 2; t < 12; ++t) apply(batch(t, 200 + t, {ins(static_cast<int>(t), std::string(300, 'w'))}));
+  pass();  // (no budget yet) old closed chunks go as usual: 400-byte chunks here
+  size_t in_memory = a->log.size();
+  StoreStats st = store.stats();
+  ASSERT_GT(st.window_bytes, 2000u);
+  size_t logs = st.held_bytes - st.window_bytes;
+  // room for the shape and its log, and a little of the window
+  size_t budget = (logs + st.window_bytes / 4) * 10 / 9 + 64;
+  ASSERT_LT(budget, st.held_bytes);
+  store.set_budget({budget, SIZE_MAX, INT64_MAX, 1 << 20});
+  pass();
+  EXPECT_EQ(store.stats().pressure_spills, 0u) << "no log spilled";
+  EXPECT_EQ(a->log.size(), in_memory);
+  EXPECT_LE(store.stats().window_bytes, budget / 32 + 0u);
+  EXPECT_LE(store.stats().held_bytes, budget);
+}
+
 TEST_F(Budget, ShapesUsedRecentlyAreNotEvicted) {
   store.set_budget({1, SIZE_MAX, 5'000'000});  // idle for 5 s first
   auto a = get("a");
@@ -469,6 +493,7 @@ TEST_F(Budget, ShapesWithLiveClientsSpillLast) {
   a->live_clients = 1;
   apply(batch(2, 200, {ins(1, std::string(3000, 'x'))}));  // big enough to be more than the 10% margin
   size_t one = ShapeStore::entry_cost(*a->log[0].json);
+  store.trim_window(0, 0);
   size_t held = store.stats().held_bytes;
   store.set_budget({held - one / 4, SIZE_MAX, 0, 1 << 20});  // one log's worth must go
   ASSERT_LT(held - store.budget().low_water(), one);
