@@ -206,7 +206,7 @@ struct SidecarMetrics {
   Gauge& memory_held_bytes;              // what the shape store charges itself for
   Gauge& memory_budget_bytes;            // --max-memory (0: none)
   Gauge& evicted_shapes;                 // evicted shapes remembered for a cheap reload
-  Counter& memory_spills;                // segment files written because of the budget
+  Counter& memory_spills;                // logs spilled because of the budget (a record each, in pack files)
   Counter& memory_spilled_bytes;         // memory they freed
   Counter& shape_evictions;              // shapes evicted from memory
   Counter& shape_reloads;                // evicted shapes reloaded from their segment files
