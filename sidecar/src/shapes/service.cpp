@@ -752,6 +752,7 @@ asio::awaitable<void> ShapeService::build_group(std::vector<std::shared_ptr<Shap
         }
       }
       for (size_t i : pending) store_.finish_or_floor(group[i], from[i]);  // after the last round
+      if (store_.over_budget()) co_await spill_segments();
       if (!own.empty()) {
         std::vector<std::string> own_handles;
         std::vector<const SnapshotData*> own_data;
@@ -1007,6 +1008,7 @@ asio::awaitable<void> ShapeService::build_shape(std::shared_ptr<Shape> s) {
         // the last round's catch-up is finished here (or the shape fails below)
         if (round == 4) store_.finish_or_floor(s, start_tick);
       }
+      if (store_.over_budget()) co_await spill_segments();
       if (own) {
         auto t0 = std::chrono::steady_clock::now();
         co_await store_snapshot(c, s->handle, *data);
@@ -1130,6 +1132,7 @@ asio::awaitable<void> ShapeService::restart_after_truncation(PgConn& c, uint64_t
 
 asio::awaitable<void> ShapeService::spill_segments() {
   if (store_.spill_dir().empty()) co_return;
+  std::lock_guard lk(spill_mu_);  // (no co_await below: a plain mutex)
   std::vector<SpillJob> jobs = store_.take_spills();
   std::vector<std::string> dead = store_.take_dead_dirs();
   std::error_code ec;

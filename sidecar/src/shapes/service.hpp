@@ -263,8 +263,12 @@ class ShapeService : public ShapeSource {
   // from there on); starts over when the log was truncated past it.
   asio::awaitable<void> report_consumer(PgConn& c);
   // Writes due segment files and drops their entries from memory; deletes the
-  // segment directories of shapes that are gone.
+  // segment directories of shapes that are gone. The ticker runs it after
+  // every round of ticks; a build runs it too when it leaves the store over
+  // its budget (a rebuilt shape's log can be large, and it could not be
+  // spilled while it was being built). One pass at a time (spill_mu_).
   asio::awaitable<void> spill_segments();
+  std::mutex spill_mu_;
   asio::awaitable<void> restart_after_truncation(PgConn& c, uint64_t horizon);
 
   asio::io_context& io_;
