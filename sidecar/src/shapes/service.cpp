@@ -1188,11 +1188,21 @@ asio::awaitable<FillResult> ShapeService::fill_segment(const std::shared_ptr<Sha
   got.clear();
   if (seg.pack) {
     // a record in a pack file is not rewritten in place (the other shapes'
-    // records around it are fine): served from the rebuild
+    // records around it are fine): served from the rebuild, and written to a
+    // file of the shape's own that later reads use instead
     for (auto& e : entries)
       if (r.segment_after < e.offset) got.push_back(e.json);
     r.entries = std::move(got);
     r.segment.reset();
+    std::string own = store_.segment_path(*s, seg.end_index);
+    std::filesystem::create_directories(std::filesystem::path(own).parent_path(), ec);
+    if (!entries.empty() && write_segment(own, entries, err)) {
+      auto size = std::filesystem::file_size(own, ec);
+      // (not repointed: the shape went, or another read did it first; the file is its own anyway)
+      if (!ec) store_.repoint_chunk(*s, seg, static_cast<size_t>(size));
+    } else if (!err.empty()) {
+      log_warn("shape ", s->handle, ": ", err);
+    }
     co_return FillResult::kFilled;
   }
   std::filesystem::create_directories(std::filesystem::path(seg.path).parent_path(), ec);

@@ -682,6 +682,24 @@ void ShapeStore::unref_pack_locked(uint32_t pack) {
   }
 }
 
+bool ShapeStore::repoint_chunk(const Shape& s, const SpilledChunk& was, size_t file_bytes) {
+  std::lock_guard lk(mu_);
+  auto sp = by_handle_locked(s.handle);
+  if (!sp || sp.get() != &s || s.invalid) return false;
+  for (auto& c : sp->spilled) {
+    if (c.end_index != was.end_index || c.pack != was.pack || c.offset != was.offset || !c.pack) continue;
+    disk_bytes_ -= std::min(disk_bytes_, c.bytes);
+    disk_bytes_ += file_bytes;
+    uint32_t pack = c.pack;
+    c.pack = 0;
+    c.offset = 0;
+    c.bytes = file_bytes;
+    unref_pack_locked(pack);
+    return true;
+  }
+  return false;
+}
+
 std::string ShapeStore::pack_path(uint32_t pack) const { return spill_dir_ + "/packs/" + std::to_string(pack); }
 
 std::vector<std::string> ShapeStore::take_dead_dirs_locked() {
@@ -764,7 +782,9 @@ bool write_segment(const std::string& path, const std::vector<LogEntry>& entries
 
 bool write_file_whole(const std::string& path, const std::string& buf, std::string& error) {
   // write a temporary file and rename it: a reader never sees half a segment
-  std::string tmp = path + ".tmp";
+  // (a temporary name of its own: two reads rebuilding one lost chunk may write it at once)
+  static std::atomic<uint64_t> seq{0};
+  std::string tmp = path + ".tmp" + std::to_string(seq.fetch_add(1, std::memory_order_relaxed));
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) {
     error = "cannot create " + tmp + ": " + std::strerror(errno);

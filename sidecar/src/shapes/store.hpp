@@ -480,6 +480,10 @@ class ShapeStore {
   // pack file per pass. A pack goes when no shape refers to it any more.
   void write_spills(std::vector<SpillJob>& jobs);
   std::string pack_path(uint32_t pack) const;
+  // A chunk whose pack record was lost and rebuilt into its own file
+  // (`file_bytes` long, at segment_path): later reads use the file, and the
+  // pack loses a reference. False when the shape no longer has that chunk.
+  bool repoint_chunk(const Shape& s, const SpilledChunk& was, size_t file_bytes);
   // Segment directories of shapes that are gone (the caller deletes them).
   std::vector<std::string> take_dead_dirs();
   // Directory of a shape's segment files.

@@ -460,6 +460,35 @@ TEST_F(Budget, TheWindowGoesBeforeAnyLogIsSpilled) {
   EXPECT_LE(store.stats().held_bytes, budget);
 }
 
+TEST_F(Budget, ARebuiltPackRecordMovesToAFileOfItsOwn) {
+  // As ShapeService::fill_segment does once it rebuilt a lost pack record:
+  // the shape's own file, then repoint_chunk; the pack goes with its last reference.
+  auto a = get("a"), b = get("b");
+  use(a, now - 100'000'000);
+  use(b, now - 100'000'000);
+  apply(batch(2, 200, {ins(1, "one"), ins(2, "two")}));
+  auto want = walk(a);
+  store.set_budget({1, SIZE_MAX, INT64_MAX, 1 << 20});
+  pass();
+  ASSERT_EQ(a->spilled.size(), 1u);
+  ASSERT_NE(a->spilled[0].pack, 0u);
+  std::string pack = store.pack_path(a->spilled[0].pack);
+  for (auto* x : {&a, &b}) {
+    SpilledChunk was = (*x)->spilled[0];
+    std::vector<LogEntry> rebuilt = store.replay(**x, history);
+    std::string own = store.segment_path(**x, was.end_index), err;
+    std::filesystem::create_directories(std::filesystem::path(own).parent_path());
+    ASSERT_TRUE(write_segment(own, rebuilt, err)) << err;
+    EXPECT_TRUE(store.repoint_chunk(**x, was, std::filesystem::file_size(own)));
+    EXPECT_FALSE(store.repoint_chunk(**x, was, 1)) << "once";
+    EXPECT_EQ((*x)->spilled[0].pack, 0u);
+    pass();  // the store's dead files go
+    EXPECT_EQ(std::filesystem::exists(pack), x == &a) << "the pack goes with its last reference";
+  }
+  EXPECT_EQ(walk(a), want) << "read from its own file";
+  EXPECT_EQ(walk(b), want);
+}
+
 TEST_F(Budget, ShapesUsedRecentlyAreNotEvicted) {
   store.set_budget({1, SIZE_MAX, 5'000'000});  // idle for 5 s first
   auto a = get("a");
