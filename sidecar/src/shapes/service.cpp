@@ -1185,33 +1185,27 @@ asio::awaitable<FillResult> ShapeService::fill_segment(const std::shared_ptr<Sha
     if (!(e.offset < seg.first) && !(seg.last < e.offset)) entries.push_back(std::move(e));
   std::string err;
   std::error_code ec;
-  got.clear();
+  // A record in a pack file is not rewritten in place (the other shapes'
+  // records around it are fine): the rebuild goes to a file of the shape's
+  // own, which later reads use once it reads back right.
+  SegmentFile file = seg;
   if (seg.pack) {
-    // a record in a pack file is not rewritten in place (the other shapes'
-    // records around it are fine): served from the rebuild, and written to a
-    // file of the shape's own that later reads use instead
-    for (auto& e : entries)
-      if (r.segment_after < e.offset) got.push_back(e.json);
-    r.entries = std::move(got);
-    r.segment.reset();
-    std::string own = store_.segment_path(*s, seg.end_index);
-    std::filesystem::create_directories(std::filesystem::path(own).parent_path(), ec);
-    if (!entries.empty() && write_segment(own, entries, err)) {
-      auto size = std::filesystem::file_size(own, ec);
-      // (not repointed: the shape went, or another read did it first; the file is its own anyway)
-      if (!ec) store_.repoint_chunk(*s, seg, static_cast<size_t>(size));
-    } else if (!err.empty()) {
-      log_warn("shape ", s->handle, ": ", err);
-    }
-    co_return FillResult::kFilled;
+    file.pack = 0;
+    file.offset = 0;
+    file.path = store_.segment_path(*s, seg.end_index);
   }
-  std::filesystem::create_directories(std::filesystem::path(seg.path).parent_path(), ec);
-  if (!write_segment(seg.path, entries, err)) log_warn("shape ", s->handle, ": ", err);
-  if (!read_segment(seg, r.segment_after, got)) {
-    log_error("shape ", s->handle, ": rebuilt segment ", seg.path, " does not match the chunk (", entries.size(),
+  std::filesystem::create_directories(std::filesystem::path(file.path).parent_path(), ec);
+  if (!write_segment(file.path, entries, err)) log_warn("shape ", s->handle, ": ", err);
+  got.clear();
+  if (!read_segment(file, r.segment_after, got)) {
+    log_error("shape ", s->handle, ": rebuilt segment ", file.path, " does not match the chunk (", entries.size(),
               " entries); serving it from the rebuild");
     for (auto& e : entries)
       if (r.segment_after < e.offset) got.push_back(e.json);
+  } else if (seg.pack) {
+    // (not repointed: the shape went, or another read did it first; the file is its own anyway)
+    auto size = std::filesystem::file_size(file.path, ec);
+    if (!ec) store_.repoint_chunk(*s, seg, static_cast<size_t>(size));
   }
   r.entries = std::move(got);
   r.segment.reset();

@@ -99,7 +99,6 @@ void ShapeStore::intern_locked(Shape& s) {
     t.relation = std::make_shared<const std::string>(relation_json(*t.table));
     t.cost = table_cost(*t.table) + 2 * cost::kChunk + t.key_prefix->size() + t.relation->size();
     held_ += t.cost;
-    shared_bytes_ += t.cost;
     mine.push_back(std::move(t));
     it = std::prev(mine.end());
   }
@@ -118,7 +117,6 @@ SharedText ShapeStore::intern_text_locked(std::string text) {
     e.text = std::make_shared<const std::string>(text);
     it = texts_.emplace(std::move(text), std::move(e)).first;
     held_ += cost;
-    shared_bytes_ += cost;
   }
   ++it->second.shapes;
   return it->second.text;
@@ -129,7 +127,6 @@ void ShapeStore::unintern_text_locked(const SharedText& t) {
   if (it == texts_.end() || it->second.text != t || --it->second.shapes > 0) return;
   size_t cost = 2 * it->first.size() + cost::kChunk + cost::kAlias;
   held_ -= std::min(held_, cost);
-  shared_bytes_ -= std::min(shared_bytes_, cost);
   texts_.erase(it);
 }
 
@@ -141,7 +138,6 @@ void ShapeStore::unintern_locked(const Shape& s) {
   auto it = std::find_if(mine.begin(), mine.end(), [&](const SharedTable& t) { return t.table == s.def.table; });
   if (it == mine.end() || --it->shapes > 0) return;
   held_ -= std::min(held_, it->cost);
-  shared_bytes_ -= std::min(shared_bytes_, it->cost);
   mine.erase(it);
   if (mine.empty()) tables_.erase(m);
 }

@@ -645,7 +645,6 @@ class ShapeStore {
     size_t shapes = 0;
   };
   std::unordered_map<std::string, SharedTextEntry> texts_;  // schema headers in use
-  size_t shared_bytes_ = 0;  // charged for tables_ and texts_
   struct Pack {
     size_t chunks = 0;    // chunks that refer to it
     bool sealed = false;  // every job of its pass committed (or not): it may go at 0
