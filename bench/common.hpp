@@ -133,7 +133,7 @@ inline std::pair<long long, long long> machine_jiffies() {
 
 struct Stats {
   size_t n = 0;
-  double median = 0, p90 = 0, p99 = 0, max = 0, mean = 0;
+  double min = 0, median = 0, p90 = 0, p99 = 0, max = 0, mean = 0;
 };
 
 // Nearest-rank percentiles of the samples.
@@ -146,6 +146,7 @@ Stats stats(std::vector<T> v) {
   double sum = 0;
   for (T x : v) sum += x;
   auto pct = [&](double p) { return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))]); };
+  s.min = static_cast<double>(v.front());
   s.median = pct(0.5);
   s.p90 = pct(0.9);
   s.p99 = pct(0.99);

@@ -946,11 +946,12 @@ void scenario_live() {
     for (auto& t : G.ts)
       for (size_t i = 0; i < t.lat.size(); ++i)
         if (t.lat_seq[i] < per.size()) per[t.lat_seq[i]].push_back(t.lat[i]);
-    std::cerr << "  per write (tx ms / delivered / median / p99 / max ms):";
+    std::cerr << "  per write (tx ms / delivered / min / median / p99 / max ms):";
     for (int k = 0; k < o.writes; ++k) {
       auto ps = stats(per[k]);
       std::cerr << " [" << k << ": " << fmt("%.0f", k < static_cast<int>(tx_ms.size()) ? tx_ms[k] : 0) << " / " << ps.n
-                << " / " << fmt("%.0f", ps.median) << " / " << fmt("%.0f", ps.p99) << " / " << fmt("%.0f", ps.max) << "]";
+                << " / " << fmt("%.2f", ps.min) << " / " << fmt("%.2f", ps.median) << " / " << fmt("%.2f", ps.p99)
+                << " / " << fmt("%.2f", ps.max) << "]";
     }
     std::cerr << "\n";
   }

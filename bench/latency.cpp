@@ -1,7 +1,7 @@
 // Commit-to-client latency of a live shape, next to the raw LISTEN/NOTIFY round
 // trip measured by the same program in the same run.
 //
-//   latency --database-url URL --http 127.0.0.1:3000 [--count 1000] [--table bench_latency]
+//   latency --database-url URL --http 127.0.0.1:3000 [--count 1000] [--table bench_latency] [--gap-ms 0]
 //
 // 1. LISTEN/NOTIFY: one connection LISTENs, another sends NOTIFY in its own
 //    transaction; time from sending to the listener receiving it.
@@ -42,12 +42,13 @@ using namespace bench;
 
 namespace {
 
-std::vector<double> listen_notify(const std::string& url, int n) {
+std::vector<double> listen_notify(const std::string& url, int n, int gap_ms) {
   PGconn* l = connect_db(url);
   PGconn* s = connect_db(url);
   exec(l, "LISTEN bench_latency");
   std::vector<double> out;
   for (int i = 0; i < n; ++i) {
+    if (gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
     auto t0 = Clock::now();
     exec(s, "NOTIFY bench_latency, '" + std::to_string(i) + "'");
     for (;;) {
@@ -85,7 +86,7 @@ struct Stages {
   std::vector<double> total, commit, tick, deliver;  // ms: sent->seen, sent->committed, sent->tick, tick->seen
 };
 
-Stages shape_latency(const std::string& url, const HttpTarget& h, const std::string& table, int n) {
+Stages shape_latency(const std::string& url, const HttpTarget& h, const std::string& table, int n, int gap_ms) {
   PGconn* w = connect_db(url);
   exec(w, "DROP TABLE IF EXISTS " + table);
   exec(w, "CREATE TABLE " + table + " (id int PRIMARY KEY, payload text)");
@@ -163,6 +164,7 @@ Stages shape_latency(const std::string& url, const HttpTarget& h, const std::str
     }
   });
   for (int i = 0; i < n; ++i) {
+    if (gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
     sent[i] = Clock::now();
     exec(w, "INSERT INTO " + table + " VALUES (" + std::to_string(i) + ", 'x')");
     committed[i] = Clock::now();
@@ -201,7 +203,7 @@ Stages shape_latency(const std::string& url, const HttpTarget& h, const std::str
 int main(int argc, char** argv) {
   std::string url, table = "bench_latency";
   HttpTarget h{"127.0.0.1", "3000"};
-  int n = 1000;
+  int n = 1000, gap_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--database-url") url = v;
@@ -210,13 +212,14 @@ int main(int argc, char** argv) {
       h.port = v.substr(v.rfind(':') + 1);
     } else if (a == "--count") n = std::stoi(v);
     else if (a == "--table") table = v;
+    else if (a == "--gap-ms") gap_ms = std::stoi(v);
   }
   if (url.empty()) {
-    std::cerr << "usage: latency --database-url URL --http HOST:PORT [--count N] [--table NAME]\n";
+    std::cerr << "usage: latency --database-url URL --http HOST:PORT [--count N] [--table NAME] [--gap-ms MS]\n";
     return 2;
   }
-  auto ln = stats(listen_notify(url, n));
-  Stages st = shape_latency(url, h, table, n);
+  auto ln = stats(listen_notify(url, n, gap_ms));
+  Stages st = shape_latency(url, h, table, n, gap_ms);
   auto sh = stats(st.total);
   std::printf("| path | n | median ms | p99 ms | max ms | mean ms |\n|---|---|---|---|---|---|\n");
   std::printf("| raw LISTEN/NOTIFY round trip | %d | %.3f | %.3f | %.3f | %.3f |\n", n, ln.median, ln.p99, ln.max, ln.mean);

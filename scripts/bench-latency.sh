@@ -7,7 +7,10 @@
 # other load during the run (CPU busy outside the cluster, the sidecar and
 # this script's children, from /proc) and the load average.
 #
-#   scripts/bench-latency.sh [--count N] [--write]
+#   scripts/bench-latency.sh [--count N] [--gap-ms MS] [--write]
+#
+# --gap-ms: a pause before each write (the pipeline idle in between, as an app's
+# occasional writes leave it); 0 = the next write as soon as the last arrived.
 #
 # PG_CONFIG=/path/to/pg_config runs the cluster from that installation (for
 # example a private copy with an uninstalled build of the extension);
@@ -16,12 +19,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 COUNT=2000
+GAP=0
 WRITE=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--count) COUNT=$2; shift 2 ;;
+	--gap-ms) GAP=$2; shift 2 ;;
 	--write) WRITE=1; shift ;;
-	*) echo "usage: $0 [--count N] [--write]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--count N] [--gap-ms MS] [--write]" >&2; exit 2 ;;
 	esac
 done
 SHAPESYNCD=${SHAPESYNCD:-build/shapesyncd}
@@ -64,7 +69,7 @@ cluster_cpu() {
 machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 m0=$(machine_busy); k0=$(cluster_cpu); s0=$(proc_cpu "$SIDECAR_PID"); b0=$(proc_cpu $$ c); n0=$(date +%s%N)
-if ! build/latency --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --count "$COUNT" >"$WORK/latency.out"; then
+if ! build/latency --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --count "$COUNT" --gap-ms "$GAP" >"$WORK/latency.out"; then
 	cp "$WORK/shapesyncd.log" /tmp/bench-latency-shapesyncd.log
 	psql -XAtq "$URL" -c 'SELECT tick_id, snap, max_seq FROM shapesync.ticks ORDER BY 1 DESC LIMIT 5' \
 		-c 'SELECT xid, seq, op, shape_ops FROM shapesync.changes ORDER BY seq DESC LIMIT 5' >&2 || true
@@ -88,7 +93,7 @@ SECTION=$(cat <<EOT
 
 $(date -u +%Y-%m-%d), $(nproc) cores ($CPU), $MEM, PostgreSQL $PGV, fsync off, the extension's ticker
 preloaded; client, sidecar and server on one machine over loopback.
-Command: \`${PG_CONFIG:+PG_CONFIG=$PG_CONFIG }scripts/bench-latency.sh --count $COUNT\` (program: bench/latency.cpp), built from $BUILT.
+Command: \`${PG_CONFIG:+PG_CONFIG=$PG_CONFIG }scripts/bench-latency.sh --count $COUNT${GAP:+ --gap-ms $GAP}\` (program: bench/latency.cpp), built from $BUILT.
 Machine load during the run: this benchmark (cluster, sidecar, latency program) $OURS% of all CPUs, other work $OTHER%;
 load average before/after: $LOAD_BEFORE / $LOAD_AFTER.
 Each row is sent by a separate single-row INSERT transaction after the previous one arrived; time from

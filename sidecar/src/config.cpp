@@ -114,6 +114,10 @@ std::vector<Setting> settings() {
       {"--sse-keepalive", "SHAPESYNC_SSE_KEEPALIVE", nullptr,
        "ms of silence after which SSE sends a keep-alive comment (default 21000)",
        int_setting(&Config::sse_keepalive_ms, 100, 3600000)},
+      {"--idle-timeout", "SHAPESYNC_IDLE_TIMEOUT", nullptr,
+       "ms a connection may stay silent between requests, or while sending a request's head, before it is "
+       "closed (default 75000)",
+       int_setting(&Config::idle_timeout_ms, 100, 3600000)},
       {"--report-interval", "SHAPESYNC_REPORT_INTERVAL", nullptr,
        "ms between this sidecar's live reports to the database (shapesync.consumer_report_stats: "
        "clients, requests/s, latency; docs/monitoring.md) (default 3000)",

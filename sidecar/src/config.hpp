@@ -38,6 +38,7 @@ struct Config {
   int batch_window_ticks = 100000;       // decoded batches kept for new shapes' catch-up
   int sse_timeout_ms = 60000;            // an SSE response ends after this
   int sse_keepalive_ms = 21000;          // ": keep-alive" comment after this much silence
+  int idle_timeout_ms = 75000;           // a connection silent this long between requests (or within one's head) closes
   bool allow_shape_deletion = false;     // DELETE /v1/shape (ELECTRIC_ENABLE_INTEGRATION_TESTING)
   std::string secret;                    // ELECTRIC_SECRET: required ?secret= on /v1/shape
   int max_initial_requests = 300;        // concurrent offset=-1 requests before 503

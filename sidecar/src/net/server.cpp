@@ -97,7 +97,7 @@ struct Server::Sleeper : Waiter {
 class Server::Deadlines {
  public:
   using time_point = std::chrono::steady_clock::time_point;
-  static constexpr int kLongPoll = 0, kOutOfBounds = 1, kKeepAlive = 2, kStreamEnd = 3, kKinds = 4;
+  static constexpr int kLongPoll = 0, kOutOfBounds = 1, kKeepAlive = 2, kStreamEnd = 3, kIdle = 4, kKinds = 5;
   explicit Deadlines(asio::io_context& io) : timer_(asio::make_strand(io)) {}
   void add(Sleeper& p, int kind, time_point at);
   void remove(Sleeper& p);
@@ -179,10 +179,12 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
     bool keep = res.keep_alive && !srv_.stopping_;
     std::optional<LiveAnswer> pending;
     if (res.head.empty() || !send_now(res)) pending.emplace(std::move(res));
-    if (pending || keep) {
+    if (pending) {
       auto ex = sock_.get_executor();
       asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::move(pending)),
                      asio::detached);
+    } else if (keep) {
+      srv_.serve_when_readable(std::move(sock_), std::move(buffer_), std::move(counted_));
     } else {
       sock_.shutdown(tcp::socket::shutdown_send, ec);
       sock_.close(ec);
@@ -445,6 +447,76 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
   bool done_ = false;
 };
 
+// A keep-alive connection between requests (--idle-timeout of silence closes
+// it). Thousands of clients re-request at once after a fan-out; while they are
+// on their way, each costs its socket and this, not a session's coroutine
+// frame, parser and buffers.
+class Server::Idle : public Sleeper, public std::enable_shared_from_this<Idle> {
+ public:
+  Idle(Server& srv, tcp::socket sock, beast::flat_buffer buffer, Counted counted)
+      : srv_(srv), sock_(std::move(sock)), buffer_(std::move(buffer)), counted_(std::move(counted)) {}
+
+  void start() {
+    self_ = shared_from_this();
+    srv_.deadlines_->add(*this, Deadlines::kIdle,
+                         std::chrono::steady_clock::now() +
+                             std::chrono::milliseconds(srv_.app_.config().idle_timeout_ms));
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+      self->on_readable(ec);
+    });
+  }
+
+  // Under the deadline list's mutex: only post.
+  void wake() override {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->expire(); });
+  }
+
+ private:
+  void on_readable(boost::system::error_code ec) {
+    if (done_) return;
+    done_ = true;
+    srv_.deadlines_->remove(*this);
+    if (!ec) {
+      // The next request (or the peer's end of stream, which the session's read reports).
+      auto ex = sock_.get_executor();
+      asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::nullopt),
+                     asio::detached);
+    } else {
+      boost::system::error_code ignored;
+      sock_.close(ignored);
+    }
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  // Silent for the whole timeout: closed, as a session's read would have been.
+  void expire() {
+    if (done_) return;
+    done_ = true;
+    boost::system::error_code ignored;
+    sock_.shutdown(tcp::socket::shutdown_send, ignored);
+    sock_.close(ignored);  // the wait completes (aborted) and finds done_
+    Counted closed(std::move(counted_));
+    auto self = std::move(self_);  // may be the last reference: nothing after this
+  }
+
+  Server& srv_;
+  tcp::socket sock_;
+  beast::flat_buffer buffer_;
+  Counted counted_;
+  std::shared_ptr<Idle> self_;
+  bool done_ = false;
+};
+
+void Server::serve_when_readable(tcp::socket sock, beast::flat_buffer buffer, Counted counted) {
+  if (buffer.size() > 0) {  // a pipelined request is already here
+    auto ex = sock.get_executor();
+    asio::co_spawn(ex, session(std::move(sock), std::move(buffer), std::move(counted), std::nullopt), asio::detached);
+    return;
+  }
+  buffer.shrink_to_fit();
+  std::make_shared<Idle>(*this, std::move(sock), std::move(buffer), std::move(counted))->start();
+}
+
 void Server::Deadlines::add(Sleeper& p, int kind, time_point at) {
   std::lock_guard lk(mu_);
   p.dl_kind = kind;
@@ -597,9 +669,7 @@ asio::awaitable<void> Server::accept_loop() {
       continue;
     }
     sock.set_option(tcp::no_delay(true), opt_ec);
-    auto ex = sock.get_executor();
-    asio::co_spawn(ex, session(std::move(sock), beast::flat_buffer(), Counted(sessions_, std::move(*slot)), std::nullopt),
-                   asio::detached);
+    serve_when_readable(std::move(sock), beast::flat_buffer(), Counted(sessions_, std::move(*slot)));
   }
 }
 
@@ -637,13 +707,17 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
   if (pending) {
     open = co_await write_answer(stream, *pending);
     pending.reset();
+    if (open && buffer.size() == 0) {
+      serve_when_readable(stream.release_socket(), std::move(buffer), std::move(counted));
+      co_return;
+    }
   }
   const Config& cfg = app_.config();
   while (open) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(cfg.max_body_bytes);
     parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
-    stream.expires_after(std::chrono::seconds(75));
+    stream.expires_after(std::chrono::milliseconds(cfg.idle_timeout_ms));
     // The head first: its URL and framing are checked before any body is read.
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     std::optional<HeadError> refused;
@@ -716,6 +790,11 @@ asio::awaitable<void> Server::session(tcp::socket sock, beast::flat_buffer buffe
       break;
     }
     open = co_await write_response(stream, *res, later.delivery, later.commit_us);
+    if (open && buffer.size() == 0) {
+      // Between requests: this coroutine ends, and with it the parser and the response.
+      serve_when_readable(stream.release_socket(), std::move(buffer), std::move(counted));
+      co_return;
+    }
   }
   boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

@@ -36,6 +36,7 @@ class Server {
   struct Sleeper;
   class Parked;
   class SseParked;
+  class Idle;
   class Deadlines;
 
  private:
@@ -48,6 +49,10 @@ class Server {
   asio::awaitable<bool> write_response(boost::beast::tcp_stream& stream, Response& res, bool delivery = false,
                                        int64_t commit_us = 0);
   asio::awaitable<bool> write_answer(boost::beast::tcp_stream& stream, LiveAnswer& a);
+  // A connection between requests: served by a session from the first byte of
+  // its next request (at once when `buffer` already holds one); until then
+  // only its socket is kept (no coroutine, no parser).
+  void serve_when_readable(asio::ip::tcp::socket sock, boost::beast::flat_buffer buffer, Counted counted);
   // Answers a connection over a limit with a 503 and closes it.
   void refuse(asio::ip::tcp::socket sock, ConnectionLimits::Refusal why, const asio::ip::tcp::endpoint& peer);
 

@@ -275,3 +275,50 @@ test('(8) one address cannot take every connection: over its limit it gets a qui
   assert.ok(lines.length <= 2, `refusal lines are rate-limited, got ${lines.length}`);
   await sleep(10);
 });
+
+test('(12) a connection silent for --idle-timeout is closed: before its first request, between requests, inside a head', async () => {
+  const idle = await startSidecar({ dbUrl: cluster.dbUrl, work: workDir(), args: ['--idle-timeout', '800'] });
+  try {
+    // Resolves with what the server sent and when it closed (ms after connecting).
+    const session = (steps) => new Promise((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: idle.port });
+      let got = '';
+      const t0 = Date.now();
+      const timer = setTimeout(() => { s.destroy(); reject(new Error(`not closed within 8 s; got ${JSON.stringify(got)}`)); }, 8_000);
+      s.on('error', () => {});
+      s.on('data', (d) => { got += d.toString('latin1'); });
+      s.on('close', () => { clearTimeout(timer); resolve({ got, closedAfter: Date.now() - t0 }); });
+      s.on('connect', async () => {
+        for (const [delay, text] of steps) {
+          await sleep(delay);
+          if (!s.destroyed) s.write(text);
+        }
+      });
+    });
+    const health = 'GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n';
+    const answers = (got) => (got.match(/HTTP\/1\.1 200/g) || []).length;
+
+    // Nothing sent at all.
+    const silent = await session([]);
+    assert.equal(silent.got, '');
+    assert.ok(silent.closedAfter >= 700 && silent.closedAfter < 4_000, `closed after ${silent.closedAfter} ms`);
+
+    // Two requests, each after a pause shorter than the timeout, on one connection: both answered,
+    // then the connection is closed once it has been silent for the timeout.
+    const kept = await session([[400, health], [500, health]]);
+    assert.equal(answers(kept.got), 2, kept.got);
+    assert.ok(kept.closedAfter >= 1_500 && kept.closedAfter < 5_000, `closed after ${kept.closedAfter} ms`);
+
+    // A head that never ends (slowloris): closed without an answer.
+    const slow = await session([[0, 'GET /v1/health HTTP/1.1\r\nHost: x\r\n']]);
+    assert.equal(answers(slow.got), 0, slow.got);
+    assert.ok(slow.closedAfter >= 700 && slow.closedAfter < 4_000, `closed after ${slow.closedAfter} ms`);
+
+    // Requests sent back to back (pipelined) are all answered.
+    const piped = await session([[0, health + health + health]]);
+    assert.equal(answers(piped.got), 3, piped.got);
+    assert.ok(idle.alive());
+  } finally {
+    await idle.stop();
+  }
+});
