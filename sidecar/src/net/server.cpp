@@ -33,6 +33,18 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+// Completes when the socket has a byte to read, or the peer is gone (eof or an
+// error), as async_wait(wait_read) would, and leaves the byte for the next read
+// (a one-byte MSG_PEEK receive). Unlike a wait, which re-arms the descriptor
+// with epoll_ctl every time (asio 1.81), a receive tries the socket first and
+// then waits on the registration it already has: one syscall less per
+// parked request, per answered long-poll.
+template <class Handler>
+void await_readable(tcp::socket& sock, char& peek, Handler&& h) {
+  sock.async_receive(asio::buffer(&peek, 1), tcp::socket::message_peek,
+                     [h = std::forward<Handler>(h)](boost::system::error_code ec, size_t) mutable { h(ec); });
+}
+
 // Sends a streamed (chunked) response on a session's stream.
 class ChunkedWriter : public StreamWriter {
  public:
@@ -220,9 +232,7 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
   // A client that closes its connection while waiting is forgotten at once,
   // not at the long-poll deadline.
   void watch_peer() {
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
-      self->on_readable(ec);
-    });
+    await_readable(sock_, peek_, [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
   }
 
   void on_readable(boost::system::error_code ec) {
@@ -253,6 +263,7 @@ class Server::Parked : public Sleeper, public std::enable_shared_from_this<Parke
   Counted counted_;
   LiveWait wait_;
   std::shared_ptr<Parked> self_;
+  char peek_ = 0;  // await_readable's byte
   bool done_ = false;
 };
 
@@ -418,7 +429,7 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
 
   void watch_peer() {
     unsigned gen = watch_gen_;
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen](boost::system::error_code ec) {
+    await_readable(sock_, peek_, [self = shared_from_this(), gen](boost::system::error_code ec) {
       if (gen == self->watch_gen_) self->on_readable(ec);
     });
   }
@@ -442,6 +453,7 @@ class Server::SseParked : public Sleeper, public std::enable_shared_from_this<Ss
   Counted counted_;
   SseStream st_;
   std::shared_ptr<SseParked> self_;
+  char peek_ = 0;  // await_readable's byte
   unsigned watch_gen_ = 0;
   bool flushing_ = false;
   bool done_ = false;
@@ -461,9 +473,7 @@ class Server::Idle : public Sleeper, public std::enable_shared_from_this<Idle> {
     srv_.deadlines_->add(*this, Deadlines::kIdle,
                          std::chrono::steady_clock::now() +
                              std::chrono::milliseconds(srv_.app_.config().idle_timeout_ms));
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
-      self->on_readable(ec);
-    });
+    await_readable(sock_, peek_, [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
   }
 
   // Under the deadline list's mutex: only post.
@@ -476,16 +486,16 @@ class Server::Idle : public Sleeper, public std::enable_shared_from_this<Idle> {
     if (done_) return;
     done_ = true;
     srv_.deadlines_->remove(*this);
-    if (!ec) {
-      // The next request (or the peer's end of stream, which the session's read reports).
-      auto ex = sock_.get_executor();
-      asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::nullopt),
-                     asio::detached);
-    } else {
+    auto self = std::move(self_);  // keeps *this alive to the end of this function, and no longer
+    if (ec) {  // the peer closed (eof) or reset
       boost::system::error_code ignored;
       sock_.close(ignored);
+      return;
     }
-    auto self = std::move(self_);  // may be the last reference: nothing after this
+    // The first byte of the next request: a session serves it.
+    auto ex = sock_.get_executor();
+    asio::co_spawn(ex, srv_.session(std::move(sock_), std::move(buffer_), std::move(counted_), std::nullopt),
+                   asio::detached);
   }
 
   // Silent for the whole timeout: closed, as a session's read would have been.
@@ -504,6 +514,7 @@ class Server::Idle : public Sleeper, public std::enable_shared_from_this<Idle> {
   beast::flat_buffer buffer_;
   Counted counted_;
   std::shared_ptr<Idle> self_;
+  char peek_ = 0;  // await_readable's byte
   bool done_ = false;
 };
 
