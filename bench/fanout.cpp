@@ -2,7 +2,7 @@
 // shapesyncd on loopback, delivery latency from commit to every client, and
 // the initial-sync throughput of a large shape next to COPY.
 //
-//   fanout --database-url URL --http HOST:PORT --scenario longpoll|sse|where|sync
+//   fanout --database-url URL --http HOST:PORT --scenario longpoll|sse|where|baseline|sync
 //          [--clients N] [--writes W] [--interval-ms 1000] [--sidecar-pid PID]
 //          [--threads T] [--connect-batch 500] [--burst-deliveries D] [--burst-seconds S]
 //          [--rows R] [--perf-out FILE]
@@ -17,6 +17,11 @@
 //   where     N clients, each on its own shape `where=owner_id = i` (created first by a
 //             pool of 100 connections); every interval one transaction inserts one row
 //             for every owner (N rows), so every client gets one message per write.
+//   baseline  the load client's own ceiling: the longpoll scenario's clients against a
+//             trivial long-poll server in a child process (one thread, no database): it
+//             parks every request and, at each write, sends one canned response of the
+//             same size and headers as shapesyncd's to all of them (one send each).
+//             The writer's "write" is a message to that server. Same N, same report.
 //   sync      a R-row table: COPY (SELECT cols) TO STDOUT through libpq, then the shape
 //             from offset=-1 through every chunk to up-to-date (cold: creates the shape;
 //             warm: a second client of the existing shape).
@@ -59,6 +64,9 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -706,6 +714,109 @@ SyncResult sync_shape(const std::string& base) {
   return s;
 }
 
+// ---------------------------------------------------------------- the baseline server
+
+// A long-poll answer like shapesyncd's for one single-row insert (same headers,
+// same body size), for the trivial server.
+std::string canned_answer(int64_t seq) {
+  std::string body = "[{\"key\":\"\\\"public\\\".\\\"fanout_lp\\\"/\\\"" + std::to_string(seq + 1) +
+                     "\\\"\",\"value\":{\"id\":\"" + std::to_string(seq + 1) + "\",\"owner_id\":\"0\",\"seq\":\"" +
+                     std::to_string(seq) + "\",\"payload\":\"" + std::string(40, 'x') +
+                     "\",\"created_at\":\"2026-12-07 10:00:00.000000+00\"},\"headers\":{\"operation\":\"insert\","
+                     "\"relation\":[\"public\",\"fanout_lp\"],\"txids\":[\"1000\"],\"lsn\":\"0\",\"op_position\":0}},"
+                     "{\"headers\":{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"0\"}}]";
+  std::string offset = std::to_string(seq + 2) + "_0";
+  return "HTTP/1.1 200 OK\r\nServer: trivial\r\nelectric-server: trivial\r\nx-request-id: 0123456789abcdef0123456789abcdef\r\n"
+         "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: electric-cursor,electric-handle,"
+         "electric-offset,electric-schema,electric-up-to-date,electric-has-data,etag,retry-after\r\n"
+         "Access-Control-Allow-Methods: GET, POST, HEAD, DELETE, OPTIONS\r\n"
+         "Content-Type: application/json; charset=utf-8\r\nelectric-handle: baseline-1\r\nelectric-offset: " +
+         offset + "\r\nelectric-up-to-date: \r\nelectric-cursor: 1000\r\nelectric-has-data: true\r\nETag: \"baseline-1:" +
+         offset + "\"\r\nCache-Control: public, max-age=5, stale-while-revalidate=5\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+struct Trivial {
+  std::vector<int> parked;  // sockets whose request waits for the next write
+};
+
+awaitable<void> trivial_conn(Trivial& t, tcp::socket s) {
+  std::string buf;
+  for (;;) {
+    auto [ec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(buf), "\r\n\r\n",
+                                                   asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    buf.erase(0, n);
+    t.parked.push_back(s.native_handle());
+  }
+}
+
+awaitable<void> trivial_accept(Trivial& t, tcp::acceptor& acc) {
+  for (;;) {
+    auto [ec, sock] = co_await acc.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) continue;
+    sock.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(acc.get_executor(), trivial_conn(t, std::move(sock)), asio::detached);
+  }
+}
+
+awaitable<void> trivial_writes(Trivial& t, asio::posix::stream_descriptor& ctrl) {
+  for (;;) {
+    int64_t seq;
+    auto [ec, n] = co_await asio::async_read(ctrl, asio::buffer(&seq, sizeof seq), asio::as_tuple(asio::use_awaitable));
+    if (ec) std::_Exit(0);  // the load client is gone
+    std::string a = canned_answer(seq);
+    for (int fd : t.parked) (void)!::send(fd, a.data(), a.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    t.parked.clear();
+  }
+}
+
+// The child: serves on a free loopback port (written to port_out) until ctrl_in closes.
+[[noreturn]] void trivial_server(int port_out, int ctrl_in) {
+  asio::io_context io(1);
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  acc.listen(asio::socket_base::max_listen_connections);
+  unsigned short port = acc.local_endpoint().port();
+  (void)!::write(port_out, &port, sizeof port);
+  ::close(port_out);
+  Trivial t;
+  asio::posix::stream_descriptor ctrl(io, ctrl_in);
+  asio::co_spawn(io, trivial_accept(t, acc), asio::detached);
+  asio::co_spawn(io, trivial_writes(t, ctrl), asio::detached);
+  io.run();
+  std::_Exit(0);
+}
+
+// Starts the trivial server; its pid, port and the descriptor that sends it writes.
+struct TrivialChild {
+  int pid = 0, ctrl = -1;
+  unsigned short port = 0;
+};
+
+TrivialChild start_trivial_server() {
+  int pp[2], cp[2];
+  if (pipe(pp) != 0 || pipe(cp) != 0) {
+    std::perror("pipe");
+    std::exit(1);
+  }
+  TrivialChild c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    ::close(pp[0]);
+    ::close(cp[1]);
+    trivial_server(pp[1], cp[0]);
+  }
+  ::close(pp[1]);
+  ::close(cp[0]);
+  if (::read(pp[0], &c.port, sizeof c.port) != sizeof c.port) {
+    std::cerr << "the baseline server did not start\n";
+    std::exit(1);
+  }
+  ::close(pp[0]);
+  c.ctrl = cp[1];
+  return c;
+}
+
 // ---------------------------------------------------------------- scenarios
 
 void raise_nofile(long long want) {
@@ -753,17 +864,27 @@ bool wait_until(Pred p, double max_s) {
 std::string mib(long long kb) { return fmt("%.1f", kb / 1024.0); }
 
 void scenario_live() {
-  const Options& o = G.opt;
-  const bool sse = o.scenario == "sse", where = o.scenario == "where";
+  Options& o = G.opt;
+  const bool sse = o.scenario == "sse", where = o.scenario == "where", baseline = o.scenario == "baseline";
   const int n = o.clients;
   raise_nofile(n + 30);
   G.table = sse ? "fanout_sse" : where ? "fanout_where" : "fanout_lp";
-  PGconn* w = connect_db(o.url);
-  exec(w, "SET client_min_messages = warning");
-  exec(w, "DROP TABLE IF EXISTS " + G.table);
-  exec(w, "CREATE TABLE " + G.table + " (id bigserial PRIMARY KEY, owner_id int NOT NULL DEFAULT 0, seq bigint NOT NULL, "
-          "payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT clock_timestamp())");
-  exec(w, "SELECT shapesync.track('" + G.table + "')");
+  TrivialChild trivial;
+  PGconn* w = nullptr;
+  if (baseline) {
+    // Before any thread: the child is a plain fork. Its CPU and memory are reported as the sidecar's.
+    trivial = start_trivial_server();
+    o.sidecar_pid = trivial.pid;
+    o.port = std::to_string(trivial.port);
+  } else {
+    w = connect_db(o.url);
+    exec(w, "SET client_min_messages = warning");
+    exec(w, "DROP TABLE IF EXISTS " + G.table);
+    exec(w, "CREATE TABLE " + G.table +
+                " (id bigserial PRIMARY KEY, owner_id int NOT NULL DEFAULT 0, seq bigint NOT NULL, "
+                "payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    exec(w, "SELECT shapesync.track('" + G.table + "')");
+  }
 
   // Burst: deliveries spread over burst_seconds; rows = deliveries / clients.
   long long burst_rows = sse && o.burst_deliveries > 0 ? std::max<long long>(1, o.burst_deliveries / n) : 0;
@@ -784,7 +905,12 @@ void scenario_live() {
 
   auto p_start = proc_sample(o.sidecar_pid);
   std::string shapes_row;
-  if (!where) {
+  if (baseline) {
+    for (auto& c : clients) {
+      c->handle = "baseline-1";
+      c->offset = "1_0";
+    }
+  } else if (!where) {
     // One shape for everyone: take it to up-to-date once; every client starts live from there.
     auto s = sync_shape("/v1/shape?table=" + G.table);
     for (auto& c : clients) {
@@ -867,7 +993,12 @@ void scenario_live() {
                                   payload + "')";
     int64_t s = now_ns();
     G.sent.ns[k].store(s, std::memory_order_release);
-    exec(w, sql);
+    if (baseline) {
+      int64_t seq = k;
+      if (::write(trivial.ctrl, &seq, sizeof seq) != sizeof seq) std::cerr << "the baseline server is gone\n";
+    } else {
+      exec(w, sql);
+    }
     tx_ms.push_back((now_ns() - s) / 1e6);
   }
   uint64_t expected = static_cast<uint64_t>(live) * o.writes;
@@ -969,7 +1100,10 @@ void scenario_live() {
   notes += "RSS after the writes " + mib(p_settled.rss_kb) + " MiB; ";
   notes += "connect " + fmt("%.1f", connect_s) + " s; machine " + fmt("%.0f", res.machine_pct) +
            "% busy; sidecar threads waited for a CPU " + fmt("%.0f", res.sidecar_wait_pct) + "% of the window";
-  std::string label = sse ? "C: SSE, one shape" : where ? "B: long-poll, own shape each" : "A: long-poll, one shape";
+  std::string label = sse         ? "C: SSE, one shape"
+                      : where     ? "B: long-poll, own shape each"
+                      : baseline  ? "L: long-poll, trivial server (the load client's ceiling)"
+                                  : "A: long-poll, one shape";
   std::cout << "ROW live | " << label << " | " << live << " | " << s.n << "/" << expected << " | "
             << fmt("%.2f", s.median) << " | " << fmt("%.1f", s.p99) << " | " << fmt("%.1f", s.max) << " | "
             << fmt("%.0f", res.sidecar_pct) << " | " << fmt("%.0f", res.client_pct) << " | " << mib(p_before.rss_kb)
@@ -1090,14 +1224,15 @@ int main(int argc, char** argv) {
     }
   }
   if (o.url.empty()) {
-    std::cerr << "usage: fanout --database-url URL --http HOST:PORT --scenario longpoll|sse|where|sync [--clients N] "
+    std::cerr << "usage: fanout --database-url URL --http HOST:PORT --scenario longpoll|sse|where|baseline|sync [--clients N] "
                  "[--writes W] [--interval-ms MS] [--sidecar-pid PID] [--threads T] [--connect-batch B] "
                  "[--burst-deliveries D] [--burst-seconds S] [--rows R] [--perf-out FILE]\n";
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
   if (o.scenario == "sync") scenario_sync();
-  else if (o.scenario == "longpoll" || o.scenario == "sse" || o.scenario == "where") scenario_live();
+  else if (o.scenario == "longpoll" || o.scenario == "sse" || o.scenario == "where" || o.scenario == "baseline")
+    scenario_live();
   else {
     std::cerr << "unknown scenario " << o.scenario << "\n";
     return 2;

@@ -164,6 +164,8 @@ if [ -z "$ONLY" ] || [ "$ONLY" = A ]; then
 		else
 			run longpoll "$n"
 		fi
+		# the same clients against a trivial server: what the load client and the kernel alone allow
+		run baseline "$n"
 	done
 fi
 B_SKIPPED=
@@ -209,7 +211,10 @@ stream open. B: client i follows its own shape \`where=owner_id = i\` (all N sha
 hash-indexed on owner_id); every second one transaction inserts one row per owner (N rows), so every client gets one
 message per write: the worst case where every user changes at once. "Idle RSS" is with all N clients waiting in a
 live request; per connection = (idle RSS − RSS before connecting) / N. CPU is utime+stime from /proc over the write
-window, in % of one core; "client" is the load client's own CPU.
+window, in % of one core; "client" is the load client's own CPU. L (after each A): the same load client, clients and
+writes against a trivial long-poll server (a child process of build/fanout, one thread, no database) that parks every
+request and at each write sends one canned answer of shapesyncd's size and headers to every parked client, one send
+each: the load client's and the kernel's own ceiling on this machine. Its "sidecar" columns are that server's.
 
 | scenario | N | delivered / expected | median ms | p99 ms | max ms | sidecar CPU % | client CPU % | RSS before MiB | idle RSS with N MiB | B / idle conn | peak RSS MiB | notes |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
@@ -272,7 +277,10 @@ def verdict(val, limit, unit, lower_is_better=True):
         return "missed: %.3g %s over (%.1f×)" % (val - limit, unit, val / limit)
     return "missed: %.3g %s short (%.2f of the target)" % (limit - val, unit, val / limit)
 by = {}
+base = {r[1]: r for r in live if r[0].startswith("L:")}
 for r in live:
+    if r[0].startswith("L:"):
+        continue
     by.setdefault(r[0][:1], []).append(r)
 for sc, rows in sorted(by.items()):
     big = max(rows, key=lambda r: int(r[1]))
@@ -288,6 +296,11 @@ for sc, rows in sorted(by.items()):
             out.append("| %s: median ≤ 1 ms with ≤ 100 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 1, "ms")))
         if sc in "AC" and 100 < int(r[1]) <= 1000:
             out.append("| %s: median ≤ 10 ms with 1 000 clients | %s ms at N=%s | %s |" % (label, r[3], r[1], verdict(num(r[3]), 10, "ms")))
+for r in by.get("A", []):
+    b = base.get(r[1])
+    if b:
+        out.append("| A against the trivial server at N=%s (same load client; not a target) | p99 %s / %s ms, median %s / %s ms | %.2f× / %.2f× the load client's ceiling |"
+                   % (r[1], r[4], b[4], r[3], b[3], num(r[4]) / max(num(b[4]), 1e-9), num(r[3]) / max(num(b[3]), 1e-9)))
 for r in burst:
     out.append("| C: SSE ≥ 250 000 deliveries/s (burst, N=%s) | %s/s | %s |" % (r[0], r[4].replace("*", ""), verdict(num(r[4]), 250000, "/s", False)))
 for r in sync[1:]:
