@@ -107,7 +107,17 @@ int main(int argc, char** argv) {
   App app(shapes, gate);
   WriteService writes(io, cfg);  // POST /v1/mutations (docs/mutations.md)
   app.set_writer(&writes);
-  Server server(io, app, descriptors);
+  // Connections run on io_contexts of their own, one thread each (no strand:
+  // asio's strands cost a fifth of the sidecar's CPU in a 20 000-client
+  // fan-out, bench/RESULTS.md "Live fan-out"); the database, the ticker and
+  // the shape store's work stay on `io`.
+  std::vector<std::unique_ptr<IoContext>> conn_io;
+  std::vector<asio::io_context*> conn_ptrs;
+  for (int i = 0; i < threads; ++i) {
+    conn_io.push_back(std::make_unique<IoContext>(1));
+    conn_ptrs.push_back(conn_io.back().get());
+  }
+  Server server(io, app, descriptors, conn_ptrs);
   app.set_connection_gauge([&server] { return server.open_sessions(); });
   // Monitoring (docs/monitoring.md): the shapes layer's events into the
   // process metrics, live reports to the database, the dashboard's data.
@@ -122,7 +132,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
-           " with ", threads, " thread(s); descriptor limit ", descriptors, ", at most ",
+           " with ", threads, " connection thread(s) and ", threads, " for the shapes and the database; descriptor limit ", descriptors, ", at most ",
            server.limits().max_total(), " connection(s), ",
            server.limits().max_per_address() ? std::to_string(server.limits().max_per_address()) : std::string("any number"),
            " per client address");
@@ -174,12 +184,20 @@ int main(int argc, char** argv) {
   hup.async_wait(on_hup);
 
   std::vector<std::thread> pool;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> conn_work;
+  for (auto& c : conn_io) {
+    conn_work.push_back(asio::make_work_guard(*c));
+    pool.emplace_back([&c] { c->run(); });
+  }
   for (int i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });
   io.run();
+  for (auto& c : conn_io) c->stop();
   for (auto& t : pool) t.join();
-  // Coroutines still suspended (idle keep-alive sessions, the tick follower,
-  // the reporter) refer to Server, App and ShapeService: destroy them first,
-  // then everything else in reverse order of construction.
+  // Coroutines still suspended (sessions, the tick follower, the reporter)
+  // refer to Server, App and ShapeService: destroy them first (the
+  // connections' before the database's, which they may wait on), then
+  // everything else in reverse order of construction.
+  for (auto& c : conn_io) c->destroy_pending_handlers();
   io.destroy_pending_handlers();
   return 0;
 }

@@ -581,8 +581,9 @@ void Server::Deadlines::expired() {
   arm();
 }
 
-Server::Server(asio::io_context& io, App& app, size_t descriptor_limit)
+Server::Server(asio::io_context& io, App& app, size_t descriptor_limit, std::vector<asio::io_context*> connections)
     : io_(io),
+      conn_io_(std::move(connections)),
       app_(app),
       acceptor_(io),
       deadlines_(std::make_unique<Deadlines>(io)),
@@ -640,11 +641,16 @@ void Server::stop_accepting() {
   });
 }
 
+asio::any_io_executor Server::next_connection_executor() {
+  if (conn_io_.empty()) return asio::make_strand(io_);
+  return conn_io_[next_conn_.fetch_add(1, std::memory_order_relaxed) % conn_io_.size()]->get_executor();
+}
+
 asio::awaitable<void> Server::accept_loop() {
   asio::steady_timer pause(co_await asio::this_coro::executor);
   int backoff_ms = 0;  // > 0 while out of descriptors (or memory)
   for (;;) {
-    auto [ec, sock] = co_await acceptor_.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
+    auto [ec, sock] = co_await acceptor_.async_accept(next_connection_executor(), asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) co_return;
       bool exhausted = ec == asio::error::no_descriptors || ec.value() == ENFILE ||

@@ -1,5 +1,6 @@
 // The HTTP server: accepts connections and runs one session coroutine per
-// connection on its own strand. The only code that sees a socket. A long-poll
+// connection, on one of the connection threads' io_contexts (each run by one
+// thread: a connection's handlers never run concurrently, without a strand). The only code that sees a socket. A long-poll
 // with nothing to answer yet, and an SSE stream between events, is parked: no
 // coroutine, no request, only the socket and what the answer needs, until its
 // shape changes, its deadline passes or its client goes away.
@@ -7,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -21,7 +23,11 @@ namespace shapesync {
 class Server {
  public:
   // descriptor_limit: RLIMIT_NOFILE, for the default --max-connections.
-  Server(asio::io_context& io, App& app, size_t descriptor_limit);
+  // connections: io_contexts each run by exactly one thread; accepted
+  // connections are spread over them in turn. Empty: every connection gets a
+  // strand of `io`.
+  Server(asio::io_context& io, App& app, size_t descriptor_limit,
+         std::vector<asio::io_context*> connections = {});
   ~Server();
   // Binds and listens; throws boost::system::system_error.
   void listen(const std::string& host, unsigned short port);
@@ -56,7 +62,12 @@ class Server {
   // Answers a connection over a limit with a 503 and closes it.
   void refuse(asio::ip::tcp::socket sock, ConnectionLimits::Refusal why, const asio::ip::tcp::endpoint& peer);
 
+  // Where the next accepted connection runs.
+  asio::any_io_executor next_connection_executor();
+
   asio::io_context& io_;
+  std::vector<asio::io_context*> conn_io_;
+  std::atomic<size_t> next_conn_{0};
   App& app_;
   asio::ip::tcp::acceptor acceptor_;
   std::atomic<size_t> sessions_{0};
