@@ -84,6 +84,10 @@ void decode_batches(const PgResult& r, std::vector<Batch>& out) {
     if (c_ver >= 0 && !r.is_null(i, c_ver)) ch.version = number(i, c_ver, "version");
     b.txs.back().changes.push_back(std::move(ch));
   }
+  // Batches stay in the window: no spare capacity from the doubling above.
+  for (Batch& b : out)
+    for (Tx& tx : b.txs)
+      if (tx.changes.capacity() > tx.changes.size() + tx.changes.size() / 8) tx.changes.shrink_to_fit();
 }
 
 // What the database's batch reader offers: 2, shapesync.batches() and

@@ -72,10 +72,10 @@ bool read_be(std::string_view s, size_t& pos, size_t n, uint64_t& v) {
   return true;
 }
 
-// Walks a one-dimensional binary array (lower bound 1), calling
-// element(bytes or nullopt) for each; false on malformed input.
-template <typename F>
-bool walk_binary_array(std::string_view s, F&& element) {
+// Walks a one-dimensional binary array (lower bound 1), calling count(n)
+// once, then element(bytes or nullopt) for each; false on malformed input.
+template <typename C, typename F>
+bool walk_binary_array(std::string_view s, C&& count, F&& element) {
   size_t pos = 0;
   uint64_t ndim, flags, elemtype;
   if (!read_be(s, pos, 4, ndim) || !read_be(s, pos, 4, flags) || !read_be(s, pos, 4, elemtype)) return false;
@@ -84,6 +84,7 @@ bool walk_binary_array(std::string_view s, F&& element) {
   uint64_t n, lbound;
   if (!read_be(s, pos, 4, n) || !read_be(s, pos, 4, lbound) || lbound != 1) return false;
   if (n > s.size()) return false;  // every element takes at least 4 bytes
+  count(static_cast<size_t>(n));
   for (uint64_t k = 0; k < n; ++k) {
     uint64_t len;
     if (!read_be(s, pos, 4, len)) return false;
@@ -102,7 +103,9 @@ bool walk_binary_array(std::string_view s, F&& element) {
 
 std::optional<RowValues> parse_binary_text_array(std::string_view s) {
   RowValues out;
-  bool ok = walk_binary_array(s, [&](std::optional<std::string_view> e) {
+  // Sized once: a row lives on in the batch window, where a vector grown by
+  // doubling would keep up to half of its slots empty.
+  bool ok = walk_binary_array(s, [&](size_t n) { out.reserve(n); }, [&](std::optional<std::string_view> e) {
     if (e)
       out.emplace_back(std::string(*e));
     else
@@ -115,7 +118,7 @@ std::optional<RowValues> parse_binary_text_array(std::string_view s) {
 std::optional<std::vector<int32_t>> parse_binary_int4_array(std::string_view s) {
   std::vector<int32_t> out;
   bool bad = false;
-  bool ok = walk_binary_array(s, [&](std::optional<std::string_view> e) {
+  bool ok = walk_binary_array(s, [&](size_t n) { out.reserve(n); }, [&](std::optional<std::string_view> e) {
     if (!e) return;
     size_t pos = 0;
     uint64_t v;

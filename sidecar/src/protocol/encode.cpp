@@ -144,8 +144,11 @@ void append_value_object(std::string& out, const TableInfo& t, const RowValues& 
 
 std::string change_message(const std::string& key, const std::string& value_object,
                            const std::string* old_value_object, const ChangeHeaders& h) {
-  std::string o;
-  o.reserve(key.size() + value_object.size() + 160);
+  // Built in a scratch buffer, returned in a string of its exact size: the
+  // message is held in shape logs, where the slack of a growing string
+  // (up to its whole size again) was more than the messages' own bytes.
+  static thread_local std::string o;
+  o.clear();
   o += "{\"key\":";
   append_json_string(o, key);
   o += ",\"value\":";
@@ -179,7 +182,7 @@ std::string change_message(const std::string& key, const std::string& value_obje
     append_json_string(o, *h.key_change_from);
   }
   o += "}}";
-  return o;
+  return std::string(o);
 }
 
 std::string version_header(std::string_view version) {
