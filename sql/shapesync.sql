@@ -550,9 +550,14 @@ BEGIN
                              'options', coalesce(options, ''))::text;
     dkey := encode(sha256(convert_to(def, 'UTF8')), 'hex');
     LOOP
-        SELECT s.handle, s.shape_id INTO h, sid FROM shapesync.shape_registry s
-         WHERE s.definition_key = dkey AND s.definition = def AND s.state = 'active';
-        IF FOUND THEN
+        -- Planned for this key each time (EXECUTE): a plan cached while the
+        -- registry was small can be a scan of every active shape of the
+        -- table (its partial relid index qualifies too), which made a burst
+        -- of registrations on one connection quadratic.
+        EXECUTE 'SELECT s.handle, s.shape_id FROM shapesync.shape_registry s
+                  WHERE s.definition_key = $1 AND s.definition = $2 AND s.state = ''active'''
+           INTO h, sid USING dkey, def;
+        IF h IS NOT NULL THEN
             RETURN QUERY SELECT h, false, sid, cw;
             RETURN;
         END IF;
