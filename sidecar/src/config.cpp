@@ -89,7 +89,8 @@ std::vector<Setting> settings() {
          c.listen_port = static_cast<unsigned short>(port);
          return std::string();
        }},
-      {"--threads", "SHAPESYNC_THREADS", nullptr, "I/O threads (default: one per core)",
+      {"--threads", "SHAPESYNC_THREADS", nullptr,
+       "threads for client connections, and as many for the database and the shape store (default: one per core)",
        int_setting(&Config::threads, 0, 256)},
       {"--long-poll-timeout", "SHAPESYNC_LONG_POLL_TIMEOUT", "ELECTRIC_LONG_POLL_TIMEOUT",
        "live long-poll timeout in ms (default 20000)", int_setting(&Config::long_poll_timeout_ms, 0, 3600000)},
