@@ -183,3 +183,26 @@ TEST(Snapshot, ParsesAndTestsVisibility) {
   EXPECT_TRUE(PgSnapshot::parse("5:5:")->visible(4));
   EXPECT_FALSE(PgSnapshot::parse("5:x:"));
 }
+
+// What the store holds carries no spare capacity: a change message lives on in
+// every shape log it enters, a decoded row in the batch window.
+TEST(Memory, HeldStringsAndRowsHaveNoSlack) {
+  ChangeHeaders h;
+  h.operation = "update";
+  h.relation = R"(["public","a_table_with_a_long_name"])";
+  h.txid = 123456789;
+  h.lsn = 987654321;
+  h.op_position = 12;
+  h.version = 4242424242;
+  for (size_t n : {0u, 10u, 150u, 400u, 5000u}) {
+    std::string value = R"({"id":")" + std::string(n, 'x') + R"("})";
+    std::string m = change_message(R"("public"."a_table_with_a_long_name"/"123")", value, nullptr, h);
+    EXPECT_LE(m.capacity(), m.size() + 16) << n;  // libstdc++: exactly its size, or the small buffer
+  }
+  for (size_t n : {1u, 3u, 5u, 9u, 33u}) {
+    std::vector<std::optional<std::string>> elems(n, std::string("v"));
+    auto r = parse_binary_text_array(binary_array(elems));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->capacity(), n);
+  }
+}
