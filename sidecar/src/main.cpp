@@ -132,7 +132,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   log_info("shapesyncd ", SHAPESYNC_VERSION, " listening on http://", cfg.listen_host, ":", cfg.listen_port,
-           " with ", threads, " connection thread(s) and ", threads, " for the shapes and the database; descriptor limit ", descriptors, ", at most ",
+           " with ", threads, " connection thread(s) and ", threads,
+           " for the shapes and the database; descriptor limit ", descriptors, ", at most ",
            server.limits().max_total(), " connection(s), ",
            server.limits().max_per_address() ? std::to_string(server.limits().max_per_address()) : std::string("any number"),
            " per client address");

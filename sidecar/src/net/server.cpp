@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <mutex>
+#include <stdexcept>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
@@ -591,7 +592,9 @@ Server::Server(asio::io_context& io, App& app, size_t descriptor_limit, std::vec
       limits_(std::make_unique<ConnectionLimits>(
           app.config().max_connections > 0 ? static_cast<size_t>(app.config().max_connections)
                                            : default_max_connections(descriptor_limit),
-          static_cast<size_t>(app.config().max_connections_per_address))) {}
+          static_cast<size_t>(app.config().max_connections_per_address))) {
+  if (conn_io_.empty()) throw std::invalid_argument("Server: no io_context for connections");
+}
 
 void Server::refuse(tcp::socket sock, ConnectionLimits::Refusal why, const tcp::endpoint& peer) {
   // Answered and closed without a coroutine, a timer or a read: a flood of
@@ -642,7 +645,6 @@ void Server::stop_accepting() {
 }
 
 asio::any_io_executor Server::next_connection_executor() {
-  if (conn_io_.empty()) return asio::make_strand(io_);
   return conn_io_[next_conn_.fetch_add(1, std::memory_order_relaxed) % conn_io_.size()]->get_executor();
 }
 

@@ -23,11 +23,9 @@ namespace shapesync {
 class Server {
  public:
   // descriptor_limit: RLIMIT_NOFILE, for the default --max-connections.
-  // connections: io_contexts each run by exactly one thread; accepted
-  // connections are spread over them in turn. Empty: every connection gets a
-  // strand of `io`.
-  Server(asio::io_context& io, App& app, size_t descriptor_limit,
-         std::vector<asio::io_context*> connections = {});
+  // connections: io_contexts each run by exactly one thread (at least one);
+  // accepted connections are spread over them in turn.
+  Server(asio::io_context& io, App& app, size_t descriptor_limit, std::vector<asio::io_context*> connections);
   ~Server();
   // Binds and listens; throws boost::system::system_error.
   void listen(const std::string& host, unsigned short port);
