@@ -163,6 +163,20 @@ RecordXidCmp(const void *a, const void *b)
 	return 0;
 }
 
+/* Order of records by their transaction's largest seq, then their own seq. */
+static int
+RecordBatchCmp(const void *a, const void *b)
+{
+	const BatchRecord *ra = *(BatchRecord *const *) a;
+	const BatchRecord *rb = *(BatchRecord *const *) b;
+
+	if (ra->tx_max_seq != rb->tx_max_seq)
+		return ra->tx_max_seq < rb->tx_max_seq ? -1 : 1;
+	if (ra->seq != rb->seq)
+		return ra->seq < rb->seq ? -1 : 1;
+	return 0;
+}
+
 /* Batch order: transactions by largest seq, then ord, then seq. */
 static int
 ChangeCmp(const void *a, const void *b)
@@ -422,11 +436,27 @@ ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col)
 				records[i]->tx_max_seq = max_seq;
 		}
 	}
+	/*
+	 * Records in batch order, then their changes in that order: a record's
+	 * packed changes come in ord order, so the changes are usually sorted
+	 * already and one pass shows it (sorting millions of changes was a tenth
+	 * of a large read).  Anything else (a transaction's records whose ords
+	 * interleave) is sorted as before.
+	 */
+	if (nrecords > 1)
+		qsort(records, nrecords, sizeof(BatchRecord *), RecordBatchCmp);
 	cap = Max(nrecords, 16);
 	changes = palloc_extended(sizeof(BatchChange) * cap, MCXT_ALLOC_HUGE);
 	for (int i = 0; i < nrecords; i++)
 		ExpandRecord(records[i], &changes, &nchanges, &cap);
-	qsort(changes, nchanges, sizeof(BatchChange), ChangeCmp);
+	for (int64 i = 1; i < nchanges; i++)
+	{
+		if (ChangeCmp(&changes[i - 1], &changes[i]) > 0)
+		{
+			qsort(changes, nchanges, sizeof(BatchChange), ChangeCmp);
+			break;
+		}
+	}
 
 	/* 5. */
 	decoder = ShapesyncDecoderCreate(cxt);
