@@ -27,6 +27,10 @@
 //      the sidecar's lag at that moment). When pgbench has exited, one last
 //      probe, the sentinel: once it arrives, the sidecar has applied every
 //      earlier change (ticks are applied in order).
+//      With --catch-up 1 the sidecar is stopped (SIGSTOP) for the writes and
+//      resumed (SIGCONT) when pgbench has exited: the changes then wait in the
+//      change log, and sentinel arrival − resumption is how fast the sidecar
+//      catches up alone on the machine (its ceiling, not shared with writers).
 //   5. Counts from the table itself (inserted rows, sum(n) = updates), split by
 //      held / not held owners; then every held shape is read from the offset it
 //      had before the writes to up-to-date and its entries counted (deliveries
@@ -77,6 +81,7 @@ struct Options {
   int sidecar_pid = 0, shapes = 100000, held = 100000, duration = 20, clients = 2, rows_per_tx = 100;
   int register_threads = 64, probe_ms = 1000;
   bool perf_backends = false;  // perf the sidecar's PostgreSQL sessions instead of the sidecar
+  bool catch_up = false;       // the sidecar stopped during the writes, resumed after (step 4)
   bool owner_index = false;    // an index on owner_id (both tables): snapshots of held shapes use it
 };
 Options O;
@@ -462,6 +467,7 @@ int main(int argc, char** argv) {
     else if (a == "--perf-out") O.perf_out = v;
     else if (a == "--perf-what") O.perf_backends = v == "backends";
     else if (a == "--owner-index") O.owner_index = v == "1" || v == "yes";
+    else if (a == "--catch-up") O.catch_up = v == "1" || v == "yes";
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -625,6 +631,7 @@ int main(int argc, char** argv) {
   peaks.start();
   Window w;
   w.start(O.sidecar_pid, worker_pid);
+  if (O.catch_up) kill(O.sidecar_pid, SIGSTOP);
   auto t0 = Clock::now();
   Bench b = start_pgbench("tp");
   int k = 0;
@@ -646,6 +653,8 @@ int main(int argc, char** argv) {
     ++k;
   }
   double write_s = secs_since(t0);
+  int64_t resumed = now_ns();
+  if (O.catch_up) kill(O.sidecar_pid, SIGCONT);
   auto w_writes = w.stop();
   store_metrics("writes");
   // pgbench's summary
@@ -723,6 +732,10 @@ int main(int argc, char** argv) {
   kv("applied_s", fmt("%.2f", applied_s));
   kv("applied_rows_per_s", fmt("%.0f", changes / applied_s));
   kv("lag_end_s", fmt("%.3f", lag_end_s));
+  if (O.catch_up) {
+    kv("catch_up_s", fmt("%.3f", (arrived - resumed) / 1e9));
+    kv("catch_up_rows_per_s", fmt("%.0f", changes / ((arrived - resumed) / 1e9)));
+  }
   kv("probe_lag_n", ls.n);
   kv("probe_lag_median_s", fmt("%.3f", ls.median));
   kv("probe_lag_p90_s", fmt("%.3f", ls.p90));

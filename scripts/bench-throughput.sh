@@ -11,12 +11,14 @@
 #
 #   scripts/bench-throughput.sh [--quick] [--write] [--shapes 100000] [--held N]
 #                               [--duration 30] [--clients 2] [--perf] [--perf-backends]
-#                               [--owner-index]
+#                               [--owner-index] [--catch-up]
 #
 # --quick: 10 000 shapes, 2 000 held by the sidecar, 5 s of writes (a smoke run).
 # --held:  shapes the sidecar holds (default: all of --shapes).
 # --owner-index: index owner_id in both tables (the baseline's too), so that holding
 #          100 000 shapes does not scan the table once per snapshot.
+# --catch-up: stop the sidecar (SIGSTOP) while the writers run and resume it after:
+#          how fast it applies the waiting changes alone on the machine (its ceiling).
 # BENCH_KV_OUT=<file>: also copy the program's KV lines there (e.g. the memory budget's
 #          figures from /metrics: held bytes, evictions); sidecar settings come from its
 #          environment (SHAPESYNC_MAX_MEMORY=1G, ...).
@@ -35,6 +37,7 @@ WRITE=0
 PERF=0
 PERF_WHAT=sidecar
 OWNER_INDEX=0
+CATCH_UP=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) SHAPES=10000; HELD=${HELD:-2000}; DURATION=5; shift ;;
@@ -46,7 +49,8 @@ while [ $# -gt 0 ]; do
 	--perf) PERF=1; shift ;;
 	--perf-backends) PERF=1; PERF_WHAT=backends; shift ;;
 	--owner-index) OWNER_INDEX=1; shift ;;
-	*) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	--catch-up) CATCH_UP=1; shift ;;
+	*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
 HELD=${HELD:-$SHAPES}
@@ -109,7 +113,7 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then PERF_ARGS=(--perf-out "$W
 T0=$(date +%s)
 if ! "$BIN/throughput" --database-url "$URL" --http "127.0.0.1:$HTTPPORT" --sidecar-pid "$SIDECAR_PID" \
 	--pgbench "$PGBIN/pgbench" --pg-host 127.0.0.1 --pg-port "$PGPORT" --pg-db bench --work "$WORK" \
-	--shapes "$SHAPES" --held "$HELD" --duration "$DURATION" --clients "$CLIENTS" --owner-index "$OWNER_INDEX" "${PERF_ARGS[@]}" >"$WORK/kv"; then
+	--shapes "$SHAPES" --held "$HELD" --duration "$DURATION" --clients "$CLIENTS" --owner-index "$OWNER_INDEX" --catch-up "$CATCH_UP" "${PERF_ARGS[@]}" >"$WORK/kv"; then
 	echo "throughput failed; sidecar log tail:" >&2
 	tail -n 30 "$WORK/shapesyncd.log" >&2
 	exit 1
@@ -192,6 +196,9 @@ out.append("| entries in the held shapes' logs / row changes to held owners (tab
            % (n(f("delivered")), n(f("changes_held")), "" if kv["readback_errors"] == "0" else " (%s read-back errors)" % kv["readback_errors"]))
 out.append("| writes took / sentinel arrived after | %s s / %s s | |" % (kv["tracked_write_s"], kv["applied_s"]))
 out.append("| lag at the end of the writes (sentinel commit → arrival) | %s s | |" % kv["lag_end_s"])
+if "catch_up_s" in kv:
+    out.append("| --catch-up: the sidecar, stopped during the writes, resumed → sentinel arrived | %s s: **%s** row changes/s | %.2f |"
+               % (kv["catch_up_s"], n(f("catch_up_rows_per_s")), f("catch_up_rows_per_s") / base))
 out.append("| lag during the writes, %s probes: median / p90 / max | %s / %s / %s s | |"
            % (kv["probe_lag_n"], kv["probe_lag_median_s"], kv["probe_lag_p90_s"], kv["probe_lag_max_s"]))
 out.append("| sidecar CPU, during the writes / until the sentinel | %s%% / %s%% of a core | |" % (kv["sidecar_cpu_writes_pct"], kv["sidecar_cpu_all_pct"]))
