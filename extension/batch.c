@@ -58,6 +58,7 @@
 
 PG_FUNCTION_INFO_V1(shapesync_batch);
 PG_FUNCTION_INFO_V1(shapesync_batches);
+PG_FUNCTION_INFO_V1(shapesync_batches_packed);
 PG_FUNCTION_INFO_V1(shapesync_text_array_send);
 
 /* one log record of the batch, copied out of the scan */
@@ -367,6 +368,168 @@ ExpandRecord(BatchRecord *r, BatchChange **changes, int64 *n, int64 *cap)
 }
 
 /*
+ * The wire form of a text[] of texts[0..n) (NULL entries as NULLs, lower
+ * bound 1): exactly what text_array_send() gives for the array that
+ * CStringsToTextArray() builds of them, preceded by its length (int4).
+ */
+static void
+PackTexts(StringInfo buf, char **texts, int n)
+{
+	bool		hasnull = false;
+	Size		total = n > 0 ? 20 : 12;
+	int		   *lens = (int *) palloc(sizeof(int) * Max(n, 1));
+
+	/* the texts in the client's encoding (textsend's conversion; none when they match), and the size */
+	for (int i = 0; i < n; i++)
+	{
+		lens[i] = -1;
+		if (texts[i] == NULL)
+			hasnull = true;
+		else
+		{
+			int			len = strlen(texts[i]);
+			char	   *out = pg_server_to_client(texts[i], len);
+
+			if (out != texts[i])
+			{
+				texts[i] = out;
+				len = strlen(out);
+			}
+			lens[i] = len;
+			total += len;
+		}
+		total += 4;
+	}
+	enlargeStringInfo(buf, 4 + total);
+	pq_writeint32(buf, (uint32) total);
+	pq_writeint32(buf, n > 0 ? 1 : 0);
+	pq_writeint32(buf, hasnull ? 1 : 0);
+	pq_writeint32(buf, TEXTOID);
+	if (n > 0)
+	{
+		pq_writeint32(buf, n);
+		pq_writeint32(buf, 1);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		pq_writeint32(buf, (uint32) lens[i]);
+		if (lens[i] > 0)
+		{
+			memcpy(buf->data + buf->len, texts[i], lens[i]);
+			buf->len += lens[i];
+		}
+	}
+	buf->data[buf->len] = '\0';
+	pfree(lens);
+}
+
+/* Flags of a packed change: which optional fields follow. */
+#define PACK_TIME		0x01
+#define PACK_NEW		0x02
+#define PACK_OLD		0x04
+#define PACK_OPS		0x08
+#define PACK_ERROR		0x10
+#define PACK_VERSION	0x20
+
+/*
+ * One change of batches() as one bytea, every integer in network order:
+ *
+ *	int2 flags (PACK_*), int8 tick_id, [int8 tick_time_us], int8 xid,
+ *	int4 relid, int1 op, [int8 version],
+ *	[int4 length + new_values as text_array_send() gives them],
+ *	[int4 length + old_values, the same],
+ *	[int4 length + shape_ops as array_send() gives them],
+ *	[int4 length + error, in the client's encoding]
+ *
+ * The bracketed fields are there when batches() has them non-NULL.  The
+ * regress test batch_reader builds the same bytes from batches() in SQL.
+ */
+static bytea *
+PackChange(ShapesyncDecoder *decoder, BatchChange *c, int64 tick_id, int64 time_us, bool time_isnull)
+{
+	StringInfoData buf;
+	char	  **texts = NULL;
+	int			n = 0;
+	uint16		flags = 0;
+	int			flags_at;
+	uint64		version = 0;
+
+	pq_begintypsend(&buf);
+	flags_at = buf.len;
+	pq_sendint16(&buf, 0);		/* set below */
+	pq_sendint64(&buf, tick_id);
+	if (!time_isnull)
+	{
+		flags |= PACK_TIME;
+		pq_sendint64(&buf, time_us);
+	}
+	pq_sendint64(&buf, c->xid);
+	pq_sendint32(&buf, c->relid);
+	pq_sendbyte(&buf, (uint8) c->op);
+	if (c->op == 'I' || c->op == 'U')
+	{
+		flags |= PACK_VERSION;
+		version = c->version != 0 ? c->version : c->xid;
+		pq_sendint64(&buf, version);
+	}
+	if (c->new_img != NULL &&
+		(texts = ShapesyncDecodeTexts(decoder, c->relid, c->layout, c->new_img, &n)) != NULL)
+	{
+		flags |= PACK_NEW;
+		PackTexts(&buf, texts, n);
+	}
+	if (c->old_img != NULL &&
+		(texts = ShapesyncDecodeOldTexts(decoder, c->relid, c->layout, c->old_img, c->new_img, &n)) != NULL)
+	{
+		flags |= PACK_OLD;
+		PackTexts(&buf, texts, n);
+	}
+	if (c->shape_ops != NULL)
+	{
+		ArrayType  *a = DatumGetArrayTypeP(PointerGetDatum(c->shape_ops));
+		int			ndim = ARR_NDIM(a);
+		int			nops = ndim == 0 ? 0 : ARR_DIMS(a)[0];
+		int32	   *ops = (int32 *) ((char *) a + ARR_OVERHEAD_NONULLS(ndim));
+
+		if (ARR_ELEMTYPE(a) != INT4OID || ndim > 1 || ARR_HASNULL(a))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid change-log record"),
+					 errdetail("Its shape_ops is not a one-dimensional int4[] without NULLs.")));
+		flags |= PACK_OPS;
+		pq_sendint32(&buf, ndim == 0 ? 12 : 20 + 8 * nops);
+		pq_sendint32(&buf, ndim);
+		pq_sendint32(&buf, 0);
+		pq_sendint32(&buf, INT4OID);
+		if (ndim == 1)
+		{
+			pq_sendint32(&buf, nops);
+			pq_sendint32(&buf, ARR_LBOUND(a)[0]);
+		}
+		for (int i = 0; i < nops; i++)
+		{
+			pq_sendint32(&buf, 4);
+			pq_sendint32(&buf, ops[i]);
+		}
+	}
+	if (c->error != NULL)
+	{
+		char	   *data = VARDATA_ANY(c->error);
+		int			len = VARSIZE_ANY_EXHDR(c->error);
+		char	   *out = pg_server_to_client(data, len);
+
+		if (out != data)
+			len = strlen(out);
+		flags |= PACK_ERROR;
+		pq_sendint32(&buf, len);
+		pq_sendbytes(&buf, out, len);
+	}
+	flags = pg_hton16(flags);
+	memcpy(buf.data + flags_at, &flags, 2);
+	return pq_endtypsend(&buf);
+}
+
+/*
  * Put the changes of tick tick_id (none when no_tick) into the result, in
  * batch order (steps 1 to 6 of the head of this file), each row's values
  * from column first_col on; the columns before it are tick_id and the
@@ -374,7 +537,7 @@ ExpandRecord(BatchRecord *r, BatchChange **changes, int64 *n, int64 *cap)
  * connected.
  */
 static void
-ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col)
+ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col, bool packed)
 {
 	MemoryContext cxt;
 	MemoryContext row_cxt;
@@ -469,6 +632,14 @@ ReadTick(ReturnSetInfo *rsinfo, bool no_tick, int64 tick_id, int first_col)
 		bool	   *nulls = all_nulls + first_col;
 
 		MemoryContextSwitchTo(row_cxt);
+		if (packed)
+		{
+			all_values[0] = PointerGetDatum(PackChange(decoder, c, tick_id, time_us, time_isnull));
+			all_nulls[0] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, all_values, all_nulls);
+			MemoryContextReset(row_cxt);
+			continue;
+		}
 		if (first_col == 2)
 		{
 			all_values[0] = Int64GetDatum(tick_id);
@@ -532,7 +703,7 @@ shapesync_batch(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ReadTick(rsinfo, PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), 0);
+	ReadTick(rsinfo, PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), 0, false);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -544,8 +715,8 @@ shapesync_batch(PG_FUNCTION_ARGS)
  * without the sort.  Every tick id is read, not just the ticks that exist:
  * one at or below the horizon raises SS001 as batch() does.
  */
-Datum
-shapesync_batches(PG_FUNCTION_ARGS)
+static Datum
+ReadTicks(FunctionCallInfo fcinfo, bool packed)
 {
 	ReturnSetInfo *rsinfo = BatchResult(fcinfo);
 	int64		after;
@@ -560,10 +731,29 @@ shapesync_batches(PG_FUNCTION_ARGS)
 	for (int64 t = after + 1; t <= upto && t > after; t++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		ReadTick(rsinfo, false, t, 2);
+		ReadTick(rsinfo, false, t, 2, packed);
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+Datum
+shapesync_batches(PG_FUNCTION_ARGS)
+{
+	return ReadTicks(fcinfo, false);
+}
+
+/*
+ * batches_packed(after, upto): the rows of batches(after, upto), each as
+ * one bytea (PackChange()): what the sidecar reads.  One value per change
+ * instead of twelve sent one by one (each binary send of an integer takes a
+ * buffer of its own), and the row images written once, in their wire form,
+ * instead of built as text[] and then serialised again.
+ */
+Datum
+shapesync_batches_packed(PG_FUNCTION_ARGS)
+{
+	return ReadTicks(fcinfo, true);
 }
 
 /*

@@ -723,14 +723,14 @@ CStringsToTextArray(char **texts, int n)
 }
 
 /*
- * row_values_or_null(relid, layout, img) for the batch reader: the output
- * texts by attnum as a text[], *isnull when the table is gone or its layout
- * changed; the same errors.  img must be MAXALIGNed and not TOASTed.
- * Allocates the result (and garbage) in CurrentMemoryContext.
+ * The output texts of img by attnum (NULL for NULL and dropped columns), *n
+ * of them, as row_values_or_null(relid, layout, img) gives them; NULL when
+ * the table is gone or its layout changed; the same errors.  img must be
+ * MAXALIGNed and not TOASTed.  The array is the decoder's, valid until its
+ * next decode; the texts are allocated in CurrentMemoryContext.
  */
-Datum
-ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *img,
-							bool *isnull)
+char	  **
+ShapesyncDecodeTexts(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *img, int *n)
 {
 	DecoderTable *t = d->last;
 	HeapTupleData tuple;
@@ -738,10 +738,7 @@ ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea 
 	if (t == NULL || t->relid != relid)
 		t = d->last = DecoderOpen(d, relid);
 	if (t->rel == NULL || t->layout != layout)
-	{
-		*isnull = true;
-		return (Datum) 0;
-	}
+		return NULL;
 	CheckImage(t->rel, img);
 
 	tuple.t_len = VARSIZE(img);
@@ -752,8 +749,8 @@ ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea 
 	for (int i = 0; i < t->natts; i++)
 		d->texts[i] = (t->dropped[i] || d->nulls[i]) ? NULL :
 			OutputFunctionCall(&t->out[i], d->values[i]);
-	*isnull = false;
-	return CStringsToTextArray(d->texts, t->natts);
+	*n = t->natts;
+	return d->texts;
 }
 
 /*
@@ -761,31 +758,57 @@ ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea 
  * update changed: those from it, every other column from new_img (the
  * same row back as change_entries() gives).
  */
-Datum
-ShapesyncDecodeOldValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *old_img,
-							   bytea *new_img, bool *isnull)
+char	  **
+ShapesyncDecodeOldTexts(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *old_img,
+						bytea *new_img, int *n)
 {
 	DecoderTable *t;
 
 	if (!ShapesyncIsDeltaImage(old_img))
-		return ShapesyncDecodeValuesOrNull(d, relid, layout, old_img, isnull);
+		return ShapesyncDecodeTexts(d, relid, layout, old_img, n);
 	t = d->last;
 	if (t == NULL || t->relid != relid)
 		t = d->last = DecoderOpen(d, relid);
 	if (t->rel == NULL || t->layout != layout)
-	{
-		*isnull = true;
-		return (Datum) 0;
-	}
+		return NULL;
 	if (new_img == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("invalid old row image for table \"%s\"", RelationGetRelationName(t->rel)),
 				 errdetail("It holds only the columns the update changed, and the change has no new row.")));
-	return ShapesyncDecodeValuesOrNull(d, relid, layout,
-									   (bytea *) ShapesyncExpandOldImage(RelationGetDescr(t->rel),
-																		 new_img, old_img),
-									   isnull);
+	return ShapesyncDecodeTexts(d, relid, layout,
+								(bytea *) ShapesyncExpandOldImage(RelationGetDescr(t->rel),
+																  new_img, old_img),
+								n);
+}
+
+/*
+ * row_values_or_null(relid, layout, img) for the batch reader: the texts
+ * of ShapesyncDecodeTexts() as a text[], *isnull when the table is gone or
+ * its layout changed.  Allocates the result (and garbage) in
+ * CurrentMemoryContext.
+ */
+Datum
+ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *img,
+							bool *isnull)
+{
+	int			n;
+	char	  **texts = ShapesyncDecodeTexts(d, relid, layout, img, &n);
+
+	*isnull = texts == NULL;
+	return texts == NULL ? (Datum) 0 : CStringsToTextArray(texts, n);
+}
+
+/* The same for an UPDATE's old image (ShapesyncDecodeOldTexts()). */
+Datum
+ShapesyncDecodeOldValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *old_img,
+							   bytea *new_img, bool *isnull)
+{
+	int			n;
+	char	  **texts = ShapesyncDecodeOldTexts(d, relid, layout, old_img, new_img, &n);
+
+	*isnull = texts == NULL;
+	return texts == NULL ? (Datum) 0 : CStringsToTextArray(texts, n);
 }
 
 /* Close the tables the decoder opened (their locks stay until the end of the transaction). */

@@ -170,6 +170,10 @@ extern bool ShapesyncRecordNext(ShapesyncRecordReader *r, ShapesyncPackedChange 
 /* decode.c: decoding many images in one call (the batch reader) */
 typedef struct ShapesyncDecoder ShapesyncDecoder;
 extern ShapesyncDecoder *ShapesyncDecoderCreate(MemoryContext cxt);
+extern char **ShapesyncDecodeTexts(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *img,
+								   int *n);
+extern char **ShapesyncDecodeOldTexts(ShapesyncDecoder *d, Oid relid, int32 layout, bytea *old_img,
+									  bytea *new_img, int *n);
 extern Datum ShapesyncDecodeValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout,
 										 bytea *img, bool *isnull);
 extern Datum ShapesyncDecodeOldValuesOrNull(ShapesyncDecoder *d, Oid relid, int32 layout,

@@ -333,6 +333,15 @@ CREATE FUNCTION shapesync.batches(after bigint, upto bigint)
 COMMENT ON FUNCTION shapesync.batches(bigint, bigint) IS
     'shapesync.batch(t) for every tick id t in (after, upto], in that order, each row with t and the tick''s time (microseconds since the Unix epoch): the sidecar''s read of a range of ticks, already in order (no sort). SQLSTATE SS001 for a tick the change log no longer holds.';
 
+CREATE FUNCTION shapesync.batches_packed(after bigint, upto bigint)
+    RETURNS SETOF bytea
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 1000
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'shapesync_batches_packed';
+COMMENT ON FUNCTION shapesync.batches_packed(bigint, bigint) IS
+    'The rows of shapesync.batches(after, upto), in the same order, each packed into one bytea (network byte order: int2 flags, int8 tick_id, [int8 tick_time_us], int8 xid, int4 relid, int1 op, [int8 version], then, each with an int4 length, [new_values and old_values as text_array_send() gives them], [shape_ops as array_send() gives them], [error]; flags 1, 32, 2, 4, 8, 16 say which bracketed fields are there): what the sidecar reads. SQLSTATE SS001 for a tick the change log no longer holds.';
+REVOKE ALL ON FUNCTION shapesync.batches_packed(bigint, bigint) FROM PUBLIC;
+
 CREATE FUNCTION shapesync.text_array_send(a text[]) RETURNS bytea
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'shapesync_text_array_send';
