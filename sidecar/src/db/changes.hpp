@@ -2,6 +2,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -18,6 +19,12 @@ namespace shapesync {
 // Throws PgError with sqlstate kLogTruncated when the change log no longer
 // holds every change of (after, upto] (see shapesync.maintain()).
 asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uint64_t upto);
+
+// Appends one row of shapesync.batches_packed() (the layout of
+// extension/batch.c's PackChange) to out: a new Batch for a new tick, a new
+// Tx for a new xid (rank counts the batch's transactions, from 0 at a new
+// batch). False, and out unchanged, when the row is malformed.
+bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank);
 
 // SQLSTATE of shapesync.batch() for a tick at or below the change log's horizon.
 inline constexpr const char* kLogTruncated = "SS001";

@@ -4,6 +4,7 @@
 
 #include "protocol/encode.hpp"
 #include "model/batch.hpp"
+#include "db/changes.hpp"
 #include "db/text_array.hpp"
 
 using namespace shapesync;
@@ -169,6 +170,95 @@ TEST(BinaryArray, Int4ElementsAndIntegers) {
   EXPECT_EQ(binary_uint(std::string(1, 'B')), static_cast<uint64_t>('B'));
   EXPECT_FALSE(binary_uint("abc"));
   EXPECT_FALSE(binary_uint(""));
+}
+
+namespace {
+std::string be16(uint16_t v) { return {static_cast<char>(v >> 8), static_cast<char>(v)}; }
+std::string be64(uint64_t v) { return be32(static_cast<uint32_t>(v >> 32)) + be32(static_cast<uint32_t>(v)); }
+std::string counted(const std::string& s) { return be32(static_cast<uint32_t>(s.size())) + s; }
+// A row of shapesync.batches_packed() (extension/batch.c, PackChange).
+std::string packed(uint16_t flags, uint64_t tick, uint64_t xid, char op, const std::string& rest,
+                   uint64_t time_us = 0, uint64_t version = 0) {
+  std::string o = be16(flags) + be64(tick);
+  if (flags & 0x01) o += be64(time_us);
+  o += be64(xid) + be32(16384) + std::string(1, op);
+  if (flags & 0x20) o += be64(version);
+  return o + rest;
+}
+}  // namespace
+
+TEST(PackedBatch, ChangesGroupIntoTicksAndTransactions) {
+  std::vector<Batch> out;
+  uint32_t rank = 0;
+  std::string ops = binary_array({be32(4 * 7 + 1), be32(4 * 9 + 2)}, 23);
+  // tick 5: an insert (time, version, new values, shape ops), an update of the same transaction
+  ASSERT_TRUE(append_packed_change(packed(0x01 | 0x20 | 0x02 | 0x08, 5, 700, 'I',
+                                          counted(binary_array({"1", std::nullopt, "x"})) + counted(ops),
+                                          1'700'000'000'000'000ull, 701),
+                                   out, rank));
+  ASSERT_TRUE(append_packed_change(
+      packed(0x01 | 0x20 | 0x02 | 0x04, 5, 700, 'U',
+             counted(binary_array({"1", "y", "x"})) + counted(binary_array({"1", std::nullopt, "x"})),
+             1'700'000'000'000'000ull, 700),
+      out, rank));
+  // another transaction of tick 5: a delete; then tick 6: an X with an error, no time
+  ASSERT_TRUE(append_packed_change(packed(0x01 | 0x04, 5, 702, 'D', counted(binary_array({"2", "z", "w"})),
+                                          1'700'000'000'000'000ull),
+                                   out, rank));
+  ASSERT_TRUE(append_packed_change(packed(0x08 | 0x10, 6, 703, 'X', counted(ops) + counted("division by zero")), out,
+                                   rank));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].tick_id, 5u);
+  EXPECT_EQ(out[0].tick_time_us, 1'700'000'000'000'000);
+  ASSERT_EQ(out[0].txs.size(), 2u);
+  EXPECT_EQ(out[0].txs[0].xid, 700u);
+  EXPECT_EQ(out[0].txs[0].position, make_position(5, 1));
+  EXPECT_EQ(out[0].txs[1].position, make_position(5, 2));
+  ASSERT_EQ(out[0].txs[0].changes.size(), 2u);
+  const Change& ins = out[0].txs[0].changes[0];
+  EXPECT_EQ(ins.op, 'I');
+  EXPECT_EQ(ins.relid, 16384u);
+  EXPECT_EQ(ins.version, 701u);
+  ASSERT_TRUE(ins.new_values);
+  EXPECT_EQ(*(*ins.new_values)[0], "1");
+  EXPECT_FALSE((*ins.new_values)[1]);
+  EXPECT_FALSE(ins.old_values);
+  EXPECT_EQ(ins.shape_ops, (std::vector<int32_t>{29, 38}));
+  EXPECT_FALSE(ins.undecodable);
+  const Change& upd = out[0].txs[0].changes[1];
+  EXPECT_EQ(*(*upd.new_values)[1], "y");
+  EXPECT_FALSE((*upd.old_values)[1]);
+  EXPECT_EQ(out[0].txs[1].changes[0].op, 'D');
+  EXPECT_EQ(out[0].txs[1].changes[0].version, 0u);
+  EXPECT_EQ(out[1].tick_id, 6u);
+  EXPECT_EQ(out[1].tick_time_us, 0);
+  EXPECT_EQ(out[1].txs[0].position, make_position(6, 1));
+  EXPECT_EQ(out[1].txs[0].changes[0].error, "division by zero");
+  EXPECT_EQ(out[1].txs[0].changes[0].shape_ops, (std::vector<int32_t>{29, 38}));
+  // an insert whose image the database could not decode (its table altered) has no values
+  ASSERT_TRUE(append_packed_change(packed(0x20, 6, 704, 'I', "", 0, 704), out, rank));
+  EXPECT_TRUE(out[1].txs[1].changes[0].undecodable);
+}
+
+TEST(PackedBatch, MalformedIsRejectedAndChangesNothing) {
+  std::string good = packed(0x01 | 0x20 | 0x02 | 0x08 | 0x10, 5, 700, 'I',
+                            counted(binary_array({"1", "x"})) + counted(binary_array({be32(5)}, 23)) + counted("e"),
+                            1, 701);
+  std::vector<Batch> out;
+  uint32_t rank = 0;
+  ASSERT_TRUE(append_packed_change(good, out, rank));
+  // every truncation, a byte too many, an unknown flag, a length past the end, a malformed array inside
+  for (size_t n = 0; n < good.size(); ++n) EXPECT_FALSE(append_packed_change(good.substr(0, n), out, rank)) << n;
+  EXPECT_FALSE(append_packed_change(good + "x", out, rank));
+  std::string unknown = good;
+  unknown[0] = 0x40;
+  EXPECT_FALSE(append_packed_change(unknown, out, rank));
+  EXPECT_FALSE(append_packed_change(packed(0x02, 5, 700, 'I', be32(1000) + "abc"), out, rank));
+  EXPECT_FALSE(append_packed_change(packed(0x02, 5, 700, 'I', counted(binary_array({"a"}, 25, 0))), out, rank));
+  EXPECT_FALSE(append_packed_change(packed(0x08, 5, 700, 'I', counted(binary_array({"abc"}, 23))), out, rank));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].txs.size(), 1u);
+  EXPECT_EQ(out[0].txs[0].changes.size(), 1u);
 }
 
 TEST(Snapshot, ParsesAndTestsVisibility) {
