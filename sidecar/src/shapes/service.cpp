@@ -8,7 +8,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -1230,44 +1232,93 @@ asio::awaitable<void> ShapeService::poll_invalidations(PgConn& c) {
   }
 }
 
-asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notified) {
-  for (;;) {
-    uint64_t last = store_.last_tick();
-    uint64_t hi = notified;  // a NOTIFY names the newest tick: no need to ask
-    notified = 0;
-    if (hi <= last) hi = co_await newest_tick(c);
-    if (hi <= last) co_return;
-    // Back-pressure: the span of ticks read at once follows the bytes they
-    // decode to (shapes/fetch_pacer.hpp), smaller while the store is over its
-    // budget; every tick is still read, in order.
-    const bool over = store_.over_budget();
-    uint64_t upto = std::min(hi, last + follow_pacer_.span());
-    std::vector<Batch> batches;
-    std::optional<PgError> truncated;
+namespace {
+// The newest tick the notifications received so far name (0: none).
+uint64_t newest_notified(PgConn& c) {
+  uint64_t newest = 0;
+  for (auto& [channel, payload] : c.take_notifications()) {
     try {
-      batches = co_await fetch_batches(c, last, upto);
-    } catch (const PgError& e) {
-      if (e.sqlstate != kLogTruncated) throw;
-      truncated = e;
+      newest = std::max<uint64_t>(newest, std::stoull(payload));
+    } catch (...) {
     }
-    if (truncated) {
+  }
+  return newest;
+}
+}  // namespace
+
+asio::awaitable<ShapeService::TickRead> ShapeService::read_ticks(PgConn& c, uint64_t after, uint64_t upto) {
+  TickRead r;
+  r.after = after;
+  r.upto = upto;
+  try {
+    r.batches = co_await fetch_batches(c, after, upto);
+  } catch (const PgError& e) {
+    if (e.sqlstate != kLogTruncated) throw;
+    r.truncated = true;
+  }
+  for (auto& b : r.batches) r.bytes += b.cost = ShapeStore::batch_cost(b);
+  co_return r;
+}
+
+asio::awaitable<std::vector<std::pair<std::string, std::string>>> ShapeService::apply_read(std::vector<Batch> batches,
+                                                                                        uint64_t upto) {
+  // the window is part of the memory budget: at most a quarter of it (the
+  // store keeps it smaller while it is under pressure: ShapeStore::apply_all)
+  size_t window_cap = cfg_.max_memory ? std::min(cfg_.window_bytes, cfg_.max_memory / 4) : cfg_.window_bytes;
+  co_return store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks), window_cap);
+}
+
+asio::awaitable<void> ShapeService::process_new_ticks(PgConn& c, uint64_t notified) {
+  // Reads and applies ticks in order, every one. While one read is applied
+  // the next is already being read (and decoded) when the notifications say
+  // there is more: a sidecar behind a heavy write load spends its time
+  // applying, not waiting for the database and then the database for it.
+  // Back-pressure: the span of ticks read at once follows the bytes they
+  // decode to (shapes/fetch_pacer.hpp), smaller while the store is over its
+  // budget; two reads may be in flight, so each may decode to half of what
+  // the budget allows one (MemoryBudget::fetch_bytes).
+  auto span_from = [&](uint64_t after, uint64_t hi) { return std::min(hi, after + follow_pacer_.span()); };
+  uint64_t last = store_.last_tick();
+  uint64_t hi = std::max(notified, newest_notified(c));  // a NOTIFY names the newest tick: no need to ask
+  if (hi <= last) hi = co_await newest_tick(c);
+  if (hi <= last) co_return;
+  TickRead cur = co_await read_ticks(c, last, span_from(last, hi));
+  for (;;) {
+    if (cur.truncated) {
       co_await restart_after_truncation(c, co_await log_horizon(c));
+      last = store_.last_tick();
+      hi = co_await newest_tick(c);
+      if (hi <= last) co_return;
+      cur = co_await read_ticks(c, last, span_from(last, hi));
       continue;
     }
-    size_t bytes = 0;
-    for (auto& b : batches) bytes += b.cost = ShapeStore::batch_cost(b);
     uint64_t shrinks = follow_pacer_.shrunk();
-    follow_pacer_.observe(upto - last, bytes, store_.budget().fetch_bytes(over));
-    store_.set_inflight(bytes, follow_pacer_.span(), follow_pacer_.shrunk() != shrinks);  // charged until applied
-    // the window is part of the memory budget: at most a quarter of it (the
-    // store keeps it smaller while it is under pressure: ShapeStore::apply_all)
-    size_t window_cap = cfg_.max_memory ? std::min(cfg_.window_bytes, cfg_.max_memory / 4) : cfg_.window_bytes;
-    auto invalidated = store_.apply_all(std::move(batches), upto, static_cast<size_t>(cfg_.batch_window_ticks),
-                                        window_cap);
+    size_t cap = std::max<size_t>(1, store_.budget().fetch_bytes(store_.over_budget()) / 2);
+    follow_pacer_.observe(cur.upto - cur.after, cur.bytes, cap);
+    store_.set_inflight(cur.bytes, follow_pacer_.span(), follow_pacer_.shrunk() != shrinks);  // charged until applied
+    hi = std::max(hi, newest_notified(c));
+    std::vector<std::pair<std::string, std::string>> invalidated;
+    std::optional<TickRead> next;
+    if (cur.upto >= hi) {
+      invalidated = co_await apply_read(std::move(cur.batches), cur.upto);
+    } else {
+      auto ex = co_await asio::this_coro::executor;
+      auto [order, apply_failed, inv, read_failed, got] =
+          co_await asio::experimental::make_parallel_group(
+              asio::co_spawn(ex, apply_read(std::move(cur.batches), cur.upto), asio::deferred),
+              asio::co_spawn(ex, read_ticks(c, cur.upto, span_from(cur.upto, hi)), asio::deferred))
+              .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+      (void)order;
+      if (apply_failed) std::rethrow_exception(apply_failed);
+      invalidated = std::move(inv);
+      if (read_failed) std::rethrow_exception(read_failed);
+      next = std::move(got);
+    }
     store_.set_inflight(0);
     if (!invalidated.empty()) co_await record_invalidations(c, invalidated);
     co_await spill_segments();
-    if (upto == hi) co_return;
+    if (!next) co_return;
+    cur = std::move(*next);
   }
 }
 
@@ -1317,13 +1368,7 @@ asio::awaitable<void> ShapeService::run_ticker() {
       for (;;) {
         bool own = own_ticking_.load();
         co_await c.wait_input(std::chrono::milliseconds(own ? cfg_.tick_interval_ms : cfg_.poll_interval_ms));
-        uint64_t notified = 0;
-        for (auto& [channel, payload] : c.take_notifications()) {
-          try {
-            notified = std::max<uint64_t>(notified, std::stoull(payload));
-          } catch (...) {
-          }
-        }
+        uint64_t notified = newest_notified(c);
         if (own) {
           // Without the extension's worker, one sidecar at a time ticks: the one
           // holding this session lock (released if it dies, then another takes over).

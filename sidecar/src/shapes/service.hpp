@@ -248,6 +248,18 @@ class ShapeService : public ShapeSource {
   // Applies every tick after the last one applied; `notified` is the newest
   // tick id a NOTIFY named (0: ask the database).
   asio::awaitable<void> process_new_ticks(PgConn& c, uint64_t notified = 0);
+  // One read of the change log, (after, upto]: its batches (costs set) and
+  // their bytes, or truncated when the log no longer holds the range.
+  struct TickRead {
+    uint64_t after = 0, upto = 0;
+    std::vector<Batch> batches;
+    size_t bytes = 0;
+    bool truncated = false;
+  };
+  asio::awaitable<TickRead> read_ticks(PgConn& c, uint64_t after, uint64_t upto);
+  // Applies a read to the store (ShapeStore::apply_all); returns the invalidations.
+  asio::awaitable<std::vector<std::pair<std::string, std::string>>> apply_read(std::vector<Batch> batches,
+                                                                             uint64_t upto);
   // Catches shapes being created up over (after, upto] of the change log
   // (every shape's position >= after): read a part at a time, each part paced
   // by its decoded bytes (FetchPacer, the budget's fetch_bytes) and applied to
