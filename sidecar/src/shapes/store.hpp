@@ -329,6 +329,8 @@ struct MemoryBudget {
   // What one read of the change log may decode to (FetchPacer's cap): a
   // sixteenth of the budget, a sixty-fourth while the store is over it (its
   // logs spill between two reads, so smaller reads let the spilling keep up).
+  // The follower, whose next read is in flight while one is applied, gives
+  // each of its reads half (ShapeService::process_new_ticks).
   size_t fetch_bytes(bool over) const {
     if (max_bytes == SIZE_MAX) return SIZE_MAX;
     return std::max<size_t>(1, over ? max_bytes / 64 : max_bytes / 16);
