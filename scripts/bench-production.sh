@@ -26,7 +26,8 @@
 # taken from the writers by each part of the pipeline on a saturated machine.
 #
 # Prints a Markdown report on stdout. Needs: the extension installed
-# (make install), build/shapesyncd built, pgbench, curl.
+# (make install), build/shapesyncd built, pgbench, curl. SHAPESYNC_BUILD=<dir>
+# runs <dir>/shapesyncd instead (a before/after comparison).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -50,8 +51,8 @@ done
 log() { echo "bench-production: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-SIDECAR=$ROOT/build/shapesyncd
-[ -x "$SIDECAR" ] || die "build/shapesyncd not built (cmake --build build)"
+SIDECAR=${SHAPESYNC_BUILD:-$ROOT/build}/shapesyncd
+[ -x "$SIDECAR" ] || die "$SIDECAR not built (cmake --build build)"
 BINDIR=$("${PG_CONFIG:-pg_config}" --bindir)
 PGBENCH=$BINDIR/pgbench
 [ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
