@@ -15,7 +15,7 @@ namespace {
 Tx& tx_of(std::vector<Batch>& out, uint64_t tick, std::optional<int64_t> time_us, uint64_t xid, uint32_t& rank);
 }  // namespace
 
-bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank) {
+bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank, size_t tx_size) {
   // the layout is the extension's (extension/batch.c, PackChange)
   enum : uint64_t { kTime = 0x01, kNew = 0x02, kOld = 0x04, kOps = 0x08, kError = 0x10, kVersion = 0x20 };
   size_t pos = 0;
@@ -68,7 +68,9 @@ bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_
   if (pos != row.size()) return false;
   std::optional<int64_t> time;
   if (flags & kTime) time = static_cast<int64_t>(time_us);
-  tx_of(out, tick, time, xid, rank).changes.push_back(std::move(ch));
+  Tx& tx = tx_of(out, tick, time, xid, rank);
+  if (tx.changes.empty() && tx.changes.capacity() < tx_size) tx.changes.reserve(tx_size);
+  tx.changes.push_back(std::move(ch));
   return true;
 }
 
@@ -168,9 +170,43 @@ void decode_packed_batches(const PgResult& r, std::vector<Batch>& out) {
   if (r.rows() == 0) return;
   if (r.cols() != 1 || PQfformat(r.raw(), 0) != 1)
     throw PgError("shapesync.batches_packed() returned an unexpected result: extension version mismatch", "", false);
+  // How many changes each row's transaction holds (a transaction's changes
+  // are consecutive rows), so that its vector is sized once: no moves as it
+  // grows, nothing to shrink before the window keeps it. A row too short to
+  // say is counted alone; append_packed_change rejects it.
+  std::vector<uint32_t> tx_size(static_cast<size_t>(r.rows()), 1);
+  {
+    auto key = [](std::string_view v, uint64_t& tick, uint64_t& xid) {
+      if (v.size() < 2) return false;
+      auto be = [&](size_t at) {
+        uint64_t x = 0;
+        for (size_t k = 0; k < 8; ++k) x = (x << 8) | static_cast<unsigned char>(v[at + k]);
+        return x;
+      };
+      size_t xid_at = (static_cast<unsigned char>(v[1]) & 0x01) ? 18 : 10;
+      if (v.size() < xid_at + 8) return false;
+      tick = be(2);
+      xid = be(xid_at);
+      return true;
+    };
+    int start = 0;
+    uint64_t tick0 = 0, xid0 = 0;
+    bool have0 = false;
+    for (int i = 0; i <= r.rows(); ++i) {
+      uint64_t tick = 0, xid = 0;
+      bool have = i < r.rows() && key(r.get(i, 0), tick, xid);
+      if (i == r.rows() || !have || !have0 || tick != tick0 || xid != xid0) {
+        for (int k = start; k < i; ++k) tx_size[static_cast<size_t>(k)] = static_cast<uint32_t>(i - start);
+        start = i;
+      }
+      tick0 = tick;
+      xid0 = xid;
+      have0 = have;
+    }
+  }
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i)
-    if (!append_packed_change(r.get(i, 0), out, rank))
+    if (!append_packed_change(r.get(i, 0), out, rank, tx_size[static_cast<size_t>(i)]))
       throw PgError("shapesync.batches_packed() returned a malformed change (row " + std::to_string(i + 1) + ")", "",
                     false);
   shrink(out);

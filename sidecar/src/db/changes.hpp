@@ -23,8 +23,9 @@ asio::awaitable<std::vector<Batch>> fetch_batches(PgConn& c, uint64_t after, uin
 // Appends one row of shapesync.batches_packed() (the layout of
 // extension/batch.c's PackChange) to out: a new Batch for a new tick, a new
 // Tx for a new xid (rank counts the batch's transactions, from 0 at a new
-// batch). False, and out unchanged, when the row is malformed.
-bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank);
+// batch). False, and out unchanged, when the row is malformed. A new Tx
+// reserves room for tx_size changes (how many its rows hold, when known).
+bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank, size_t tx_size = 0);
 
 // SQLSTATE of shapesync.batch() for a tick at or below the change log's horizon.
 inline constexpr const char* kLogTruncated = "SS001";

@@ -240,6 +240,19 @@ TEST(PackedBatch, ChangesGroupIntoTicksAndTransactions) {
   EXPECT_TRUE(out[1].txs[1].changes[0].undecodable);
 }
 
+TEST(PackedBatch, ANewTransactionIsSizedOnce) {
+  std::vector<Batch> out;
+  uint32_t rank = 0;
+  std::string row = packed(0x02, 5, 700, 'I', counted(binary_array({"1"})));
+  ASSERT_TRUE(append_packed_change(row, out, rank, 3));
+  const Change* first = out[0].txs[0].changes.data();
+  EXPECT_EQ(out[0].txs[0].changes.capacity(), 3u);
+  ASSERT_TRUE(append_packed_change(row, out, rank, 3));
+  ASSERT_TRUE(append_packed_change(row, out, rank, 3));
+  EXPECT_EQ(out[0].txs[0].changes.size(), 3u);
+  EXPECT_EQ(out[0].txs[0].changes.data(), first);  // never moved
+}
+
 TEST(PackedBatch, MalformedIsRejectedAndChangesNothing) {
   std::string good = packed(0x01 | 0x20 | 0x02 | 0x08 | 0x10, 5, 700, 'I',
                             counted(binary_array({"1", "x"})) + counted(binary_array({be32(5)}, 23)) + counted("e"),
