@@ -13,41 +13,50 @@ namespace shapesync {
 
 namespace {
 Tx& tx_of(std::vector<Batch>& out, uint64_t tick, std::optional<int64_t> time_us, uint64_t xid, uint32_t& rank);
+
+// The layout is the extension's (extension/batch.c, PackChange).
+enum : uint64_t { kTime = 0x01, kNew = 0x02, kOld = 0x04, kOps = 0x08, kError = 0x10, kVersion = 0x20 };
+
+// The fixed part of a packed change, up to its counted fields (which start at `end`).
+struct PackedHead {
+  uint64_t flags = 0, tick = 0, time_us = 0, xid = 0, relid = 0, op = 0, version = 0;
+  size_t end = 0;
+};
+
+bool parse_packed_head(std::string_view row, PackedHead& h) {
+  size_t pos = 0;
+  if (!read_be(row, pos, 2, h.flags) || h.flags > 0x3f || !read_be(row, pos, 8, h.tick) ||
+      ((h.flags & kTime) && !read_be(row, pos, 8, h.time_us)) || !read_be(row, pos, 8, h.xid) ||
+      !read_be(row, pos, 4, h.relid) || !read_be(row, pos, 1, h.op) ||
+      ((h.flags & kVersion) && !read_be(row, pos, 8, h.version)))
+    return false;
+  h.end = pos;
+  return true;
+}
 }  // namespace
 
 bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_t& rank, size_t tx_size) {
-  // the layout is the extension's (extension/batch.c, PackChange)
-  enum : uint64_t { kTime = 0x01, kNew = 0x02, kOld = 0x04, kOps = 0x08, kError = 0x10, kVersion = 0x20 };
-  size_t pos = 0;
-  auto take = [&](size_t n, uint64_t& v) {
-    if (row.size() - pos < n) return false;
-    v = 0;
-    for (size_t k = 0; k < n; ++k) v = (v << 8) | static_cast<unsigned char>(row[pos + k]);
-    pos += n;
-    return true;
-  };
+  PackedHead h;
+  if (!parse_packed_head(row, h)) return false;
+  size_t pos = h.end;
   auto counted = [&](std::string_view& part) {
     uint64_t len;
-    if (!take(4, len) || len > row.size() - pos) return false;
+    if (!read_be(row, pos, 4, len) || len > row.size() - pos) return false;
     part = row.substr(pos, static_cast<size_t>(len));
     pos += static_cast<size_t>(len);
     return true;
   };
-  uint64_t flags, tick, time_us = 0, xid, relid, op, version = 0;
-  if (!take(2, flags) || flags > 0x3f || !take(8, tick) || ((flags & kTime) && !take(8, time_us)) || !take(8, xid) ||
-      !take(4, relid) || !take(1, op) || ((flags & kVersion) && !take(8, version)))
-    return false;
   Change ch;
-  ch.relid = static_cast<uint32_t>(relid);
-  ch.op = static_cast<char>(op);
-  ch.version = version;
+  ch.relid = static_cast<uint32_t>(h.relid);
+  ch.op = static_cast<char>(h.op);
+  ch.version = h.version;
   std::string_view part;
-  if (flags & kNew) {
+  if (h.flags & kNew) {
     if (!counted(part)) return false;
     ch.new_values = parse_binary_text_array(part);
     if (!ch.new_values) return false;
   }
-  if (flags & kOld) {
+  if (h.flags & kOld) {
     if (!counted(part)) return false;
     ch.old_values = parse_binary_text_array(part);
     if (!ch.old_values) return false;
@@ -55,20 +64,20 @@ bool append_packed_change(std::string_view row, std::vector<Batch>& out, uint32_
   // an image the database could not decode (its table gone or altered) is left out
   if ((ch.op == 'I' || ch.op == 'U') && !ch.new_values) ch.undecodable = true;
   if ((ch.op == 'U' || ch.op == 'D') && !ch.old_values) ch.undecodable = true;
-  if (flags & kOps) {
+  if (h.flags & kOps) {
     if (!counted(part)) return false;
     auto ops = parse_binary_int4_array(part);
     if (!ops) return false;
     ch.shape_ops = std::move(*ops);
   }
-  if (flags & kError) {
+  if (h.flags & kError) {
     if (!counted(part)) return false;
     ch.error = std::string(part);
   }
   if (pos != row.size()) return false;
   std::optional<int64_t> time;
-  if (flags & kTime) time = static_cast<int64_t>(time_us);
-  Tx& tx = tx_of(out, tick, time, xid, rank);
+  if (h.flags & kTime) time = static_cast<int64_t>(h.time_us);
+  Tx& tx = tx_of(out, h.tick, time, h.xid, rank);
   if (tx.changes.empty() && tx.changes.capacity() < tx_size) tx.changes.reserve(tx_size);
   tx.changes.push_back(std::move(ch));
   return true;
@@ -172,37 +181,17 @@ void decode_packed_batches(const PgResult& r, std::vector<Batch>& out) {
     throw PgError("shapesync.batches_packed() returned an unexpected result: extension version mismatch", "", false);
   // How many changes each row's transaction holds (a transaction's changes
   // are consecutive rows), so that its vector is sized once: no moves as it
-  // grows, nothing to shrink before the window keeps it. A row too short to
-  // say is counted alone; append_packed_change rejects it.
+  // grows, nothing to shrink before the window keeps it. A row whose head
+  // does not parse is counted alone; append_packed_change rejects it.
   std::vector<uint32_t> tx_size(static_cast<size_t>(r.rows()), 1);
-  {
-    auto key = [](std::string_view v, uint64_t& tick, uint64_t& xid) {
-      if (v.size() < 2) return false;
-      auto be = [&](size_t at) {
-        uint64_t x = 0;
-        for (size_t k = 0; k < 8; ++k) x = (x << 8) | static_cast<unsigned char>(v[at + k]);
-        return x;
-      };
-      size_t xid_at = (static_cast<unsigned char>(v[1]) & 0x01) ? 18 : 10;
-      if (v.size() < xid_at + 8) return false;
-      tick = be(2);
-      xid = be(xid_at);
-      return true;
-    };
-    int start = 0;
-    uint64_t tick0 = 0, xid0 = 0;
-    bool have0 = false;
-    for (int i = 0; i <= r.rows(); ++i) {
-      uint64_t tick = 0, xid = 0;
-      bool have = i < r.rows() && key(r.get(i, 0), tick, xid);
-      if (i == r.rows() || !have || !have0 || tick != tick0 || xid != xid0) {
-        for (int k = start; k < i; ++k) tx_size[static_cast<size_t>(k)] = static_cast<uint32_t>(i - start);
-        start = i;
-      }
-      tick0 = tick;
-      xid0 = xid;
-      have0 = have;
-    }
+  for (int i = 0; i < r.rows();) {
+    int j = i + 1;
+    PackedHead first, next;
+    if (parse_packed_head(r.get(i, 0), first))
+      while (j < r.rows() && parse_packed_head(r.get(j, 0), next) && next.tick == first.tick && next.xid == first.xid)
+        ++j;
+    for (int k = i; k < j; ++k) tx_size[static_cast<size_t>(k)] = static_cast<uint32_t>(j - i);
+    i = j;
   }
   uint32_t rank = 0;
   for (int i = 0; i < r.rows(); ++i)
@@ -214,9 +203,9 @@ void decode_packed_batches(const PgResult& r, std::vector<Batch>& out) {
 
 // What the database's batch reader offers: 3, shapesync.batches_packed();
 // 2, shapesync.batches() and shapesync.text_array_send(); 1, batches() only
-// (2 and 1: a development 0.2.0); 0, neither (0.1.0). Known for good at 3 (an extension is not downgraded
-// under a running sidecar), asked again a minute after a lower answer (ALTER
-// EXTENSION UPDATE may add them meanwhile). The answer is read without a
+// (2 and 1: a development 0.2.0); 0, neither (0.1.0). Known for good at 3
+// (an extension is not downgraded under a running sidecar), asked again a
+// minute after a lower answer (ALTER EXTENSION UPDATE may add them meanwhile). The answer is read without a
 // coroutine (every live tick reads it); only asking is one.
 std::atomic<int> known_level{-1};  // -1: never asked
 std::atomic<int64_t> known_at_ms{0};

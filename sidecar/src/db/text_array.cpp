@@ -61,9 +61,6 @@ std::optional<RowValues> parse_text_array(std::string_view s) {
   return out;
 }
 
-namespace {
-
-// Reads a big-endian unsigned integer of n bytes at s[pos], advancing pos.
 bool read_be(std::string_view s, size_t& pos, size_t n, uint64_t& v) {
   if (pos > s.size() || s.size() - pos < n) return false;
   v = 0;
@@ -71,6 +68,8 @@ bool read_be(std::string_view s, size_t& pos, size_t n, uint64_t& v) {
   pos += n;
   return true;
 }
+
+namespace {
 
 // Walks a one-dimensional binary array (lower bound 1), calling count(n)
 // once, then element(bytes or nullopt) for each; false on malformed input.

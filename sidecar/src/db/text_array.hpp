@@ -26,6 +26,9 @@ std::optional<RowValues> parse_text_array(std::string_view s);
 std::optional<RowValues> parse_binary_text_array(std::string_view s);
 // int4[] in binary format, NULL elements skipped.
 std::optional<std::vector<int32_t>> parse_binary_int4_array(std::string_view s);
+// Reads a big-endian unsigned integer of n bytes at s[pos], advancing pos;
+// false (pos unchanged) when fewer than n bytes are left.
+bool read_be(std::string_view s, size_t& pos, size_t n, uint64_t& v);
 // A binary integer field (int2/int4/int8/oid/xid8/"char": 1, 2, 4 or 8
 // bytes, network order), zero-extended; nullopt for any other size.
 std::optional<uint64_t> binary_uint(std::string_view s);

@@ -59,36 +59,11 @@ END
 $$;
 
 -- batches(after, upto) against what the sidecar read before it: batch_sql()
--- of every tick id in the range, with the tick's time, sorted; the count of
--- rows and of rows that differ (position included), or the error
-CREATE FUNCTION pg_temp.compare_range(after bigint, upto bigint) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    n bigint;
-    d bigint;
-    st text;
-    msg text;
-BEGIN
-    SELECT count(*), count(*) FILTER (WHERE x IS DISTINCT FROM y) INTO n, d
-      FROM shapesync.batches(after, upto) WITH ORDINALITY x
-      FULL JOIN (SELECT t.tick_id, k.tick_time_us, r.xid, r.seq, r.tx_max_seq, r.relid, r.op, r.new_values,
-                        r.old_values, r.shape_ops, r.error, r.version,
-                        row_number() OVER (ORDER BY t.tick_id, r.ordinality) AS ordinality
-                   FROM generate_series(after + 1, upto) AS t(tick_id)
-                   LEFT JOIN LATERAL (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint AS tick_time_us
-                                        FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true
-                  CROSS JOIN LATERAL shapesync.batch_sql(t.tick_id) WITH ORDINALITY AS r) y USING (ordinality);
-    RETURN n || ' rows, ' || d || ' differ';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN st || ': ' || regexp_replace(msg, '[0-9]+', 'N');
-END
-$$;
-
+-- of every tick id in the range, with the tick's time, sorted; or, packed,
 -- batches_packed(after, upto) against batches(after, upto) packed in SQL
--- (the layout of PackChange in extension/batch.c): the count of rows and of
+-- (the layout of PackChange in extension/batch.c). The count of rows and of
 -- rows that differ (position included), or the error
-CREATE FUNCTION pg_temp.compare_packed(after bigint, upto bigint) RETURNS text
+CREATE FUNCTION pg_temp.compare_range(after bigint, upto bigint, packed boolean DEFAULT false) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
@@ -96,24 +71,36 @@ DECLARE
     st text;
     msg text;
 BEGIN
-    SELECT count(*), count(*) FILTER (WHERE x.p IS DISTINCT FROM y.p) INTO n, d
-      FROM shapesync.batches_packed(after, upto) WITH ORDINALITY x(p, ordinality)
-      FULL JOIN (SELECT b.ordinality,
-                        int2send(((CASE WHEN b.tick_time_us IS NULL THEN 0 ELSE 1 END)
-                                  | (CASE WHEN b.new_values IS NULL THEN 0 ELSE 2 END)
-                                  | (CASE WHEN b.old_values IS NULL THEN 0 ELSE 4 END)
-                                  | (CASE WHEN b.shape_ops IS NULL THEN 0 ELSE 8 END)
-                                  | (CASE WHEN b.error IS NULL THEN 0 ELSE 16 END)
-                                  | (CASE WHEN b.version IS NULL THEN 0 ELSE 32 END))::int2)
-                        || int8send(b.tick_id) || coalesce(int8send(b.tick_time_us), '') || xid8send(b.xid)
-                        || oidsend(b.relid) || charsend(b.op) || coalesce(xid8send(b.version), '')
-                        || coalesce(int4send(length(shapesync.text_array_send(b.new_values)))
-                                    || shapesync.text_array_send(b.new_values), '')
-                        || coalesce(int4send(length(shapesync.text_array_send(b.old_values)))
-                                    || shapesync.text_array_send(b.old_values), '')
-                        || coalesce(int4send(length(array_send(b.shape_ops))) || array_send(b.shape_ops), '')
-                        || coalesce(int4send(length(textsend(b.error))) || textsend(b.error), '') AS p
-                   FROM shapesync.batches(after, upto) WITH ORDINALITY b) y USING (ordinality);
+    IF NOT packed THEN
+        SELECT count(*), count(*) FILTER (WHERE x IS DISTINCT FROM y) INTO n, d
+          FROM shapesync.batches(after, upto) WITH ORDINALITY x
+          FULL JOIN (SELECT t.tick_id, k.tick_time_us, r.xid, r.seq, r.tx_max_seq, r.relid, r.op, r.new_values,
+                            r.old_values, r.shape_ops, r.error, r.version,
+                            row_number() OVER (ORDER BY t.tick_id, r.ordinality) AS ordinality
+                       FROM generate_series(after + 1, upto) AS t(tick_id)
+                       LEFT JOIN LATERAL (SELECT (extract(epoch FROM k.tick_time) * 1000000)::bigint AS tick_time_us
+                                            FROM shapesync.ticks k WHERE k.tick_id = t.tick_id) k ON true
+                      CROSS JOIN LATERAL shapesync.batch_sql(t.tick_id) WITH ORDINALITY AS r) y USING (ordinality);
+    ELSE
+        SELECT count(*), count(*) FILTER (WHERE x.p IS DISTINCT FROM y.p) INTO n, d
+          FROM shapesync.batches_packed(after, upto) WITH ORDINALITY x(p, ordinality)
+          FULL JOIN (SELECT b.ordinality,
+                            int2send(((CASE WHEN b.tick_time_us IS NULL THEN 0 ELSE 1 END)
+                                      | (CASE WHEN b.new_values IS NULL THEN 0 ELSE 2 END)
+                                      | (CASE WHEN b.old_values IS NULL THEN 0 ELSE 4 END)
+                                      | (CASE WHEN b.shape_ops IS NULL THEN 0 ELSE 8 END)
+                                      | (CASE WHEN b.error IS NULL THEN 0 ELSE 16 END)
+                                      | (CASE WHEN b.version IS NULL THEN 0 ELSE 32 END))::int2)
+                            || int8send(b.tick_id) || coalesce(int8send(b.tick_time_us), '') || xid8send(b.xid)
+                            || oidsend(b.relid) || charsend(b.op) || coalesce(xid8send(b.version), '')
+                            || coalesce(int4send(length(shapesync.text_array_send(b.new_values)))
+                                        || shapesync.text_array_send(b.new_values), '')
+                            || coalesce(int4send(length(shapesync.text_array_send(b.old_values)))
+                                        || shapesync.text_array_send(b.old_values), '')
+                            || coalesce(int4send(length(array_send(b.shape_ops))) || array_send(b.shape_ops), '')
+                            || coalesce(int4send(length(textsend(b.error))) || textsend(b.error), '') AS p
+                       FROM shapesync.batches(after, upto) WITH ORDINALITY b) y USING (ordinality);
+    END IF;
     RETURN n || ' rows, ' || d || ' differ';
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -189,7 +176,7 @@ CALL pg_temp.random_work(60, 0.5);
 SELECT shapesync.tick(true) AS m2 \gset
 SELECT * FROM pg_temp.compare(:m0, :m2);
 SELECT pg_temp.compare_range(:m0, :m2);
-SELECT pg_temp.compare_packed(:m0, :m2);
+SELECT pg_temp.compare_range(:m0, :m2, true) AS packed;
 -- an empty range, NULL
 SELECT count(*) FROM shapesync.batches(:m2, :m2);
 SELECT count(*) FROM shapesync.batches(NULL, :m2);
@@ -214,7 +201,7 @@ COMMIT;
 SELECT shapesync.tick(true) AS m4 \gset
 SELECT * FROM pg_temp.compare(:m3, :m4);
 SELECT pg_temp.compare_range(:m3, :m4);
-SELECT pg_temp.compare_packed(:m3, :m4);
+SELECT pg_temp.compare_range(:m3, :m4, true) AS packed;
 
 -- undecodable images: a changed layout and a dropped table come back NULL
 CREATE TABLE br3 (id int PRIMARY KEY, v text);
@@ -235,7 +222,7 @@ SELECT count(*) FROM shapesync.get_or_create_shape('br1', NULL, NULL);
 SELECT * FROM pg_temp.compare(:m5, :m6);
 SELECT count(*) FILTER (WHERE new_values IS NULL AND op IN ('I', 'U')) AS undecodable
   FROM generate_series(:m5 + 1, :m6) t, shapesync.batch(t);
-SELECT pg_temp.compare_packed(:m5, :m6);
+SELECT pg_temp.compare_range(:m5, :m6, true) AS packed;
 
 -- forged records: the same error from both readers
 SELECT shapesync.tick(true) AS m7 \gset
@@ -256,7 +243,7 @@ SELECT row_number() OVER (ORDER BY t) AS forged, outcome, outcome = pg_temp.outc
  WHERE outcome <> '0 rows' OR outcome IS DISTINCT FROM pg_temp.outcome('batch_sql', t)
  ORDER BY t;
 -- the same errors from batches_packed()
-SELECT pg_temp.compare_packed(:m7, :m10) AS packed, pg_temp.compare_range(:m7, :m10) AS batches;
+SELECT pg_temp.compare_range(:m7, :m10, true) AS packed, pg_temp.compare_range(:m7, :m10) AS batches;
 DELETE FROM shapesync.changes_0 WHERE relid = 0;
 
 -- a reader without SELECT on a table whose changes are in the batch
@@ -272,7 +259,7 @@ SET ROLE br_reader;
 SELECT bool_and(pg_temp.outcome('batch', t) = pg_temp.outcome('batch_sql', t)) AS same,
        min(pg_temp.outcome('batch', t)) FILTER (WHERE pg_temp.outcome('batch', t) !~ ' rows$') AS error
   FROM generate_series(:m11 + 1, :m12) t;
-SELECT pg_temp.compare_packed(:m11, :m12);
+SELECT pg_temp.compare_range(:m11, :m12, true) AS packed;
 RESET ROLE;
 -- without EXECUTE, neither runs
 REVOKE EXECUTE ON FUNCTION shapesync.batch_sql(bigint) FROM br_reader;
@@ -309,7 +296,7 @@ SELECT horizon_tick > :m13 AND horizon_tick <= :m14 AS horizon_moved FROM shapes
 SELECT rows > 0 AS rows, differing_rows, differing_outcomes, failed_ticks > 0 AS refused
   FROM pg_temp.compare(:m13, :m15);
 SELECT pg_temp.compare_range(:m13, :m15);
-SELECT pg_temp.compare_packed(:m13, :m15);
+SELECT pg_temp.compare_range(:m13, :m15, true) AS packed;
 SELECT pg_temp.compare_range((SELECT horizon_tick FROM shapesync.log_state), :m15) ~ '^[0-9]+ rows, 0 differ$' AS after_horizon;
 SELECT pg_temp.outcome('batch', :m13 + 1) ~ '^SS001: the change log no longer holds tick [0-9]+ [|] Changes visible in tick [0-9]+ were truncated' AS first_tick_truncated;
 
