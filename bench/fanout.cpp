@@ -187,7 +187,12 @@ struct Perf {
       // Do not hand the client's sockets to perf (it needs descriptors of its own).
       if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
         for (int i = 3; i < 65536; ++i) close(i);
-      execlp("perf", "perf", "record", "-F", "499", "-g", "-p", p.c_str(), "-o", out.c_str(), (char*)nullptr);
+      // FANOUT_PERF_ALL=1: every process on the machine (the database's backends and the load client
+      // too), at a higher rate for short windows such as the initial sync's.
+      if (const char* all = getenv("FANOUT_PERF_ALL"); all && *all == '1')
+        execlp("perf", "perf", "record", "-F", "2999", "-g", "-a", "-o", out.c_str(), (char*)nullptr);
+      else
+        execlp("perf", "perf", "record", "-F", "499", "-g", "-p", p.c_str(), "-o", out.c_str(), (char*)nullptr);
       _exit(127);
     }
   }
@@ -1161,11 +1166,14 @@ void scenario_sync() {
   auto [copy_s, copy_rows, copy_bytes] = copy_once();
 
   Window cw;
+  Perf perf;
+  perf.start(o.perf_out, o.sidecar_pid);
   cw.start(o.sidecar_pid);
   auto t0 = Clock::now();
   auto cold = sync_shape("/v1/shape?table=" + G.table);
   double cold_s = secs_since(t0);
   auto cr = cw.stop();
+  perf.stop();
   auto p_cold = proc_sample(o.sidecar_pid);
   Window ww;
   ww.start(o.sidecar_pid);

@@ -12,7 +12,8 @@
 #                           [--threads 1] [--perf] [--only A|B|C|sync]
 #
 # --quick: N = 100 and 1000, 5 writes, 100 000-row sync (a smoke run).
-# --perf:  perf record on the sidecar during A at the largest N; prints the top symbols.
+# --perf:  perf record on the sidecar during A at the largest N; prints the top symbols. With
+#          --only sync: the whole machine during the cold sync.
 set -euo pipefail
 ARGS=()
 for a in "$@"; do [ "$a" != --write ] && ARGS+=("$a"); done
@@ -182,7 +183,17 @@ if [ -z "$ONLY" ] || [ "$ONLY" = C ]; then
 	for n in $CLIENTS; do run sse "$n" --burst-deliveries "$BURST"; done
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = sync ]; then
-	run sync 1 --rows "$ROWS"
+	if [ "$PERF" = 1 ] && [ "$ONLY" = sync ] && command -v perf >/dev/null; then
+		# the cold sync only, every process on the machine (the backend, the sidecar, the load client)
+		FANOUT_PERF_ALL=1 run sync 1 --rows "$ROWS" --perf-out "$WORK/perf.data"
+		PERF_TOP=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort comm,dso,symbol 2>/dev/null |
+			grep -E '^ +[0-9.]+%' | head -n 30 | cut -c1-150 || true)
+		PERF_INCL=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort comm -g none 2>/dev/null |
+			grep -E '^ +[0-9.]+%' | head -n 8 || true)
+		[ -z "${BENCH_PERF_KEEP:-}" ] || cp "$WORK/perf.data" "$BENCH_PERF_KEEP"
+	else
+		run sync 1 --rows "$ROWS"
+	fi
 fi
 ELAPSED=$(($(date +%s) - T0))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

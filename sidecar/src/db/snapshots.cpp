@@ -31,7 +31,7 @@ std::string snapshot_select(const TableInfo& t, const std::vector<size_t>& selec
     sql += quote_ident(t.columns[selected[i]].name);
   }
   // last, so that the values keep their indexes (xmin: a system column, no user column can take its name)
-  if (with_version) sql += ", shapesync.row_version(xmin)::text";
+  if (with_version) sql += ", shapesync.row_version(xmin)";  // xid8 in COPY text: its decimal
   // ONLY: the rows of an inheritance child are not the tracked table's
   // (a child's changes fire none of its triggers)
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);

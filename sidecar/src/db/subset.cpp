@@ -12,7 +12,7 @@ std::string subset_query_sql(const TableInfo& t, const std::vector<size_t>& sele
     if (i) sql += ", ";
     sql += quote_ident(t.columns[selected[i]].name);
   }
-  if (with_version) sql += ", shapesync.row_version(xmin)::text";
+  if (with_version) sql += ", shapesync.row_version(xmin)";
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
   if (!shape_where.empty() && !subset_where.empty())
     sql += " WHERE (" + shape_where + ") AND (" + subset_where + ")";

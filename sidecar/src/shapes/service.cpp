@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <map>
 
+#include <sys/mman.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -64,6 +66,32 @@ void ShapeService::log_configuration_error(const PgError& e, std::string_view do
 }
 
 namespace {
+
+// A snapshot chunk's buffer. Once a chunk outgrows kChunkReserveFrom it is
+// reserved whole (the threshold and one row's slack): a large snapshot's
+// chunks are then written once into pages touched once, instead of doubling
+// (each step a copy into fresh pages) and a shrink (another copy) at the end.
+// Small shapes never reserve more than they use.
+constexpr size_t kChunkReserveFrom = 64 << 10;
+constexpr size_t kChunkReserveMax = 256 << 20;
+
+void grow_chunk(std::string& cur, size_t threshold) {
+  if (cur.size() < kChunkReserveFrom) return;
+  size_t want = std::min(threshold, kChunkReserveMax) + kChunkReserveFrom;
+  if (cur.capacity() < want && cur.size() < want) {
+    cur.reserve(want);
+    // the rest of the chunk's pages as huge pages where the kernel allows (THP "madvise")
+    uintptr_t lo = (reinterpret_cast<uintptr_t>(cur.data()) + cur.size() + (2u << 20) - 1) & ~uintptr_t((2u << 20) - 1);
+    uintptr_t hi = (reinterpret_cast<uintptr_t>(cur.data()) + cur.capacity()) & ~uintptr_t((2u << 20) - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+  }
+}
+
+// A sealed chunk is held for the shape's life: its spare capacity is given
+// back when it is worth a copy (more than an eighth of the chunk).
+void seal_chunk(std::string& body) {
+  if (body.capacity() - body.size() > body.size() / 8) body.shrink_to_fit();
+}
 
 // A refusal of the extension's role-aware checks (docs/auth.md): the caller's
 // role may not have this shape (403), as opposed to a malformed request (400).
@@ -827,9 +855,10 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
         o.first = false;
         row.append_message(o.cur);
         ++o.rows;
+        grow_chunk(o.cur, cfg_.chunk_bytes_threshold);
         if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
           o.cur += ']';
-          o.cur.shrink_to_fit();  // held for the shape's life: not the appends' spare capacity
+          seal_chunk(o.cur);
           o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
           o.cur = "[";
           o.first = true;
@@ -856,7 +885,7 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
     if (!o.first) o.cur += ',';
     o.cur += snapshot_end_message(d.snap.xmin_s, d.snap.xmax_s, d.snap.xip_s);
     o.cur += ']';
-    o.cur.shrink_to_fit();
+    seal_chunk(o.cur);
     o.chunks.push_back(std::make_shared<const std::string>(std::move(o.cur)));
     for (auto& ch : o.chunks) store_.publish_snapshot_chunk(own[i], ch);
     SnapshotData sd;
@@ -894,7 +923,7 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
   // A chunk is served as soon as it is complete, while the rows stream in
   // (COPY): PostgreSQL produces, this encodes, clients download, at once.
   auto publish = [&](std::string body) {
-    body.shrink_to_fit();  // held for the shape's life: not the appends' spare capacity
+    seal_chunk(body);
     auto chunk = std::make_shared<const std::string>(std::move(body));
     chunks.push_back(chunk);
     store_.publish_snapshot_chunk(sp, std::move(chunk));
@@ -910,6 +939,7 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
         first = false;
         row.append_message(cur);
         ++rows;
+        grow_chunk(cur, cfg_.chunk_bytes_threshold);
         if (cur.size() >= cfg_.chunk_bytes_threshold) {
           cur += ']';
           publish(std::move(cur));
