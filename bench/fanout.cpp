@@ -191,6 +191,9 @@ struct Perf {
       // too), at a higher rate for short windows such as the initial sync's.
       if (const char* all = getenv("FANOUT_PERF_ALL"); all && *all == '1')
         execlp("perf", "perf", "record", "-F", "2999", "-g", "-a", "-o", out.c_str(), (char*)nullptr);
+      else if (const char* dwarf = getenv("FANOUT_PERF_DWARF"); dwarf && *dwarf == '1')  // call chains without frame pointers
+        execlp("perf", "perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", p.c_str(), "-o", out.c_str(),
+               (char*)nullptr);
       else
         execlp("perf", "perf", "record", "-F", "499", "-g", "-p", p.c_str(), "-o", out.c_str(), (char*)nullptr);
       _exit(127);

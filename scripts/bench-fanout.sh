@@ -13,7 +13,7 @@
 #
 # --quick: N = 100 and 1000, 5 writes, 100 000-row sync (a smoke run).
 # --perf:  perf record on the sidecar during A at the largest N; prints the top symbols. With
-#          --only sync: the whole machine during the cold sync.
+#          --only B: during B at the largest N; with --only sync: the whole machine during the cold sync.
 set -euo pipefail
 ARGS=()
 for a in "$@"; do [ "$a" != --write ] && ARGS+=("$a"); done
@@ -172,7 +172,20 @@ fi
 B_SKIPPED=
 if [ -z "$ONLY" ] || [ "$ONLY" = B ]; then
 	if where_works; then
-		for n in $WHERE_CLIENTS; do run where "$n"; done
+		MAXB=0
+		for n in $WHERE_CLIENTS; do [ "$n" -gt "$MAXB" ] && MAXB=$n; done
+		for n in $WHERE_CLIENTS; do
+			if [ "$PERF" = 1 ] && [ "$ONLY" = B ] && [ "$n" = "$MAXB" ] && command -v perf >/dev/null; then
+				run where "$n" --perf-out "$WORK/perf.data"
+				PERF_TOP=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+					grep -E '^ +[0-9.]+%' | head -n 30 | cut -c1-150 || true)
+				PERF_INCL=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null |
+					grep -E '^ +[0-9.]+%' | head -n 6 || true)
+				[ -z "${BENCH_PERF_KEEP:-}" ] || cp "$WORK/perf.data" "$BENCH_PERF_KEEP"
+			else
+				run where "$n"
+			fi
+		done
 	else
 		B_SKIPPED="Scenario B skipped: a filtered shape (where=owner_id = 2) did not return exactly the matching row
 (WHERE support not finished?). Response: \`${WHERE_PROBE:0:300}\`"
@@ -330,9 +343,14 @@ P95 232–376 ms, P99 304–410 ms, sync-service memory ~143–213 MB (1 write/s
 changes/s regardless of shape count.
 EOT
 	if [ -n "$PERF_TOP" ]; then
+		case "$ONLY" in
+		sync) PERF_WHAT="Profile of the whole machine during the cold sync (\`perf record -a -g\`), by process." ;;
+		B) PERF_WHAT="Sidecar profile during B at N=$MAXB (\`perf record -g\` over the write window)." ;;
+		*) PERF_WHAT="Sidecar profile during A at N=$MAXA (\`perf record -g\` over the write window)." ;;
+		esac
 		cat <<EOT
 
-Sidecar profile during A at N=$MAXA (\`perf record -g\` over the write window). Self time, top symbols:
+$PERF_WHAT Self time, top symbols:
 
 \`\`\`
 $PERF_TOP

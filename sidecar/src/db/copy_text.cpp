@@ -1,6 +1,8 @@
 // COPY text format rows → field values.
 #include "db/copy_text.hpp"
 
+#include <charconv>
+
 #include "protocol/encode.hpp"
 #include "util/hex.hpp"
 
@@ -63,6 +65,13 @@ bool parse_copy_row(std::string_view line, std::vector<std::optional<std::string
   }
   out.resize(n);
   return true;
+}
+
+uint64_t widen_xmin(uint32_t xid, uint64_t next) {
+  if (xid < 3) return xid;  // invalid, bootstrap, frozen: no epoch
+  uint64_t epoch = next >> 32;
+  if (xid > static_cast<uint32_t>(next) && epoch > 0) --epoch;
+  return (epoch << 32) | xid;
 }
 
 namespace {
@@ -145,8 +154,11 @@ std::string json_body(std::string_view s) {
 }  // namespace
 
 CopyRowEncoder::CopyRowEncoder(const TableInfo& t, const std::vector<size_t>& selected, size_t lead,
-                               bool with_version)
-    : width_(lead + selected.size() + (with_version ? 1 : 0)), lead_(lead), with_version_(with_version) {
+                               bool with_version, uint64_t widen_from)
+    : width_(lead + selected.size() + (with_version ? 1 : 0)),
+      lead_(lead),
+      with_version_(with_version),
+      widen_from_(widen_from) {
   fields_.reserve(width_);
   head_ = "{\"key\":\"" + json_body(key_prefix(t));
   for (size_t pk : t.pk) {
@@ -213,7 +225,17 @@ bool CopyRowEncoder::append_message(std::string& out) const {
   out += tail_;
   if (with_version_ && fields_.back() != kNull && !fields_.back().empty()) {  // as version_header: none when empty
     out += ",\"version\":\"";
-    if (!append_copy_field_json(out, fields_.back(), false)) return fail();
+    if (widen_from_ == 0) {
+      if (!append_copy_field_json(out, fields_.back(), false)) return fail();
+    } else {
+      std::string_view f = fields_.back();
+      uint32_t xid = 0;
+      auto [end, ec] = std::from_chars(f.data(), f.data() + f.size(), xid);
+      if (ec != std::errc() || end != f.data() + f.size()) return fail();
+      char digits[24];
+      auto r = std::to_chars(digits, digits + sizeof digits, widen_xmin(xid, widen_from_));
+      out.append(digits, r.ptr);
+    }
     out += '"';
   }
   out += "}}";

@@ -23,7 +23,8 @@ std::string number_array_literal(const std::vector<T>& v) {
   return o + "}";
 }
 
-// The SELECT list and FROM of a snapshot query (the values, then the row version when asked).
+// The SELECT list and FROM of a snapshot query (the values, then the row's xmin when versions are asked:
+// the sidecar widens it to the row version, CopyRowEncoder).
 std::string snapshot_select(const TableInfo& t, const std::vector<size_t>& selected, bool with_version) {
   std::string sql;
   for (size_t i = 0; i < selected.size(); ++i) {
@@ -31,7 +32,9 @@ std::string snapshot_select(const TableInfo& t, const std::vector<size_t>& selec
     sql += quote_ident(t.columns[selected[i]].name);
   }
   // last, so that the values keep their indexes (xmin: a system column, no user column can take its name)
-  if (with_version) sql += ", shapesync.row_version(xmin)";  // xid8 in COPY text: its decimal
+  // what shapesync.row_version(xmin) would return, widened in the sidecar (widen_xmin): one
+  // function call and one xid8 output less per row in the database's part of the snapshot
+  if (with_version) sql += ", xmin";
   // ONLY: the rows of an inheritance child are not the tracked table's
   // (a child's changes fire none of its triggers)
   sql += " FROM ONLY " + quote_ident(t.schema) + "." + quote_ident(t.name);
@@ -81,13 +84,14 @@ void SnapshotRow::append_message(std::string& out) const {
 }
 
 asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
-                                         const std::string& where, bool with_version,
+                                         const std::string& where, std::optional<uint64_t> versions_at,
                                          const std::function<void(const SnapshotRow&)>& on_row) {
+  const bool with_version = versions_at.has_value();
   std::string sql = "COPY (SELECT " + snapshot_select(t, selected, with_version);
   // The canonical WHERE is PostgreSQL's own deparse of the validated expression.
   if (!where.empty()) sql += " WHERE " + where;
   sql += ") TO STDOUT";
-  CopyRowEncoder enc(t, selected, 0, with_version);
+  CopyRowEncoder enc(t, selected, 0, with_version, versions_at.value_or(0));
   const SnapshotRow row(enc);
   co_await c.copy_out(sql, [&](std::string_view line) {
     if (!enc.split(line)) throw malformed_copy_row();
@@ -253,9 +257,10 @@ asio::awaitable<void> forget_claims(PgConn& c, const std::vector<std::string>& h
 
 asio::awaitable<void> copy_snapshot_rows_many(
     PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::vector<std::string>& wheres,
-    bool with_version,
+    std::optional<uint64_t> versions_at,
     const std::function<void(size_t shape, const SnapshotRow&)>& on_row) {
   if (wheres.empty()) co_return;
+  const bool with_version = versions_at.has_value();
   const std::string select = snapshot_select(t, selected, with_version);
   std::string sql = "COPY (";
   for (size_t i = 0; i < wheres.size(); ++i) {
@@ -265,7 +270,7 @@ asio::awaitable<void> copy_snapshot_rows_many(
     if (!wheres[i].empty()) sql += " WHERE " + wheres[i];
   }
   sql += ") TO STDOUT";
-  CopyRowEncoder enc(t, selected, 1, with_version);
+  CopyRowEncoder enc(t, selected, 1, with_version, versions_at.value_or(0));
   const SnapshotRow row(enc);
   co_await c.copy_out(sql, [&](std::string_view line) {
     if (!enc.split(line)) throw malformed_copy_row();

@@ -57,10 +57,11 @@ class SnapshotRow {
   const CopyRowEncoder& e_;
 };
 // Streams the shape's rows (`selected` columns of ONLY the table, filtered by
-// the canonical WHERE) to `on_row`, with each row's version
-// (shapesync.row_version(xmin), decimal) when `with_version` (extension 0.2.0).
+// the canonical WHERE) to `on_row`, with each row's version when
+// `versions_at` (extension 0.2.0) holds the snapshot's xmax: the row's xmin,
+// widened against it to what shapesync.row_version(xmin) returns.
 asio::awaitable<void> copy_snapshot_rows(PgConn& c, const TableInfo& t, const std::vector<size_t>& selected,
-                                         const std::string& where, bool with_version,
+                                         const std::string& where, std::optional<uint64_t> versions_at,
                                          const std::function<void(const SnapshotRow&)>& on_row);
 // True when `role` (nullopt: the current user) may read the table's row
 // versions: SELECT on its xmin system column, which a table-level SELECT
@@ -94,7 +95,7 @@ asio::awaitable<void> forget_claims(PgConn& c, const std::vector<std::string>& h
 // shape), its rows tagged with the shape's index in `wheres`.
 asio::awaitable<void> copy_snapshot_rows_many(
     PgConn& c, const TableInfo& t, const std::vector<size_t>& selected, const std::vector<std::string>& wheres,
-    bool with_version,
+    std::optional<uint64_t> versions_at,
     const std::function<void(size_t shape, const SnapshotRow&)>& on_row);
 // Stores the snapshots of several claimed handles in one transaction.
 asio::awaitable<void> store_snapshots(PgConn& c, const std::vector<std::string>& handles,

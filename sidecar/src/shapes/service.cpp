@@ -865,7 +865,9 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
         }
       };
       bool versions = row_versions_.load() && co_await can_read_versions(c, t.relid, def.role);
-      co_await copy_snapshot_rows_many(c, t, def.selected, wheres, versions, on_row);
+      std::optional<uint64_t> versions_at;
+      if (versions) versions_at = d.snap.xmax;
+      co_await copy_snapshot_rows_many(c, t, def.selected, wheres, versions_at, on_row);
     }
     co_await c.exec("COMMIT");
   } catch (...) {
@@ -949,7 +951,9 @@ asio::awaitable<SnapshotData> ShapeService::take_snapshot(PgConn& c, const std::
       };
       // versions only where the role may read them (column grants without xmin: none)
       bool versions = row_versions_.load() && co_await can_read_versions(c, t.relid, s->def.role);
-      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, versions, on_row);
+      std::optional<uint64_t> versions_at;
+      if (versions) versions_at = d.snap.xmax;
+      co_await copy_snapshot_rows(c, t, s->def.selected, s->where, versions_at, on_row);
     }
     co_await c.exec("COMMIT");
   } catch (...) {

@@ -73,8 +73,8 @@ std::string reference_message(const TableInfo& t, const std::vector<size_t>& sel
 }
 
 std::string encoded_message(const TableInfo& t, const std::vector<size_t>& selected, size_t lead, bool with_version,
-                            std::string_view line) {
-  CopyRowEncoder enc(t, selected, lead, with_version);
+                            std::string_view line, uint64_t widen_from = 0) {
+  CopyRowEncoder enc(t, selected, lead, with_version, widen_from);
   if (!enc.split(line)) return "<wrong width>";
   std::string out = "prefix";
   if (!enc.append_message(out)) {
@@ -129,6 +129,36 @@ TEST(CopyRowEncoder, RejectsWhatParseRejects) {
   EXPECT_EQ(encoded_message(t, {0, 1}, 0, true, "1\tx\t9\\"), "<malformed>");  // in the version
   EXPECT_EQ(encoded_message(t, {0, 1}, 0, false, "1\tx\ty"), "<wrong width>");
   EXPECT_EQ(encoded_message(t, {0, 1}, 0, false, "1"), "<wrong width>");
+}
+
+// shapesync.row_version()'s arithmetic (extension/versions.c), with the
+// snapshot's xmax as the next xid.
+TEST(CopyRowEncoder, WidensAnXminAsRowVersionDoes) {
+  const uint64_t e5 = uint64_t{5} << 32;
+  EXPECT_EQ(widen_xmin(999, e5 | 1000), e5 | 999);                               // this epoch
+  EXPECT_EQ(widen_xmin(3, e5 | 1000), e5 | 3);                                   // the first normal xid
+  EXPECT_EQ(widen_xmin(4000000000u, e5 | 1000), (uint64_t{4} << 32) | 4000000000u);  // before the wrap
+  EXPECT_EQ(widen_xmin(1000, e5 | 1000), e5 | 1000);  // not past next: this epoch (never a visible row's)
+  EXPECT_EQ(widen_xmin(1001, e5 | 1000), (uint64_t{4} << 32) | 1001);
+  EXPECT_EQ(widen_xmin(4000000000u, 1000), 4000000000u);  // epoch 0 has none before it
+  EXPECT_EQ(widen_xmin(750, 1000), 750u);
+  for (uint32_t special : {0u, 1u, 2u})  // invalid, bootstrap, frozen: epoch 0 whatever next is
+    EXPECT_EQ(widen_xmin(special, e5 | 1000), special);
+
+  TableInfo t = sample_table("public", "items", 2, {0});
+  auto with = [&](std::string_view xmin) {
+    return encoded_message(t, {0, 1}, 0, true, "4\tx\\t\t" + std::string(xmin), e5 | 1000);
+  };
+  std::string head =
+      "{\"key\":\"\\\"public\\\".\\\"items\\\"/\\\"4\\\"\",\"value\":{\"c0\":\"4\",\"we\\\"ird/col\\\\n\":"
+      "\"x\\t\"},\"headers\":{\"operation\":\"insert\",\"relation\":[\"public\",\"items\"],\"version\":\"";
+  EXPECT_EQ(with("999"), head + std::to_string(e5 | 999) + "\"}}");
+  EXPECT_EQ(with("4000000000"), head + std::to_string((uint64_t{4} << 32) | 4000000000u) + "\"}}");
+  EXPECT_EQ(with("2"), head + "2\"}}");
+  EXPECT_EQ(with(""), head.substr(0, head.size() - std::string(",\"version\":\"").size()) + "}}");  // none
+  for (const char* bad : {"abc", "-1", "4294967296", "12x", " 7", "1\\"}) EXPECT_EQ(with(bad), "<malformed>") << bad;
+  // without widening the field is the version's text, as before
+  EXPECT_EQ(encoded_message(t, {0, 1}, 0, true, "4\tx\\t\t999"), head + "999\"}}");
 }
 
 TEST(CopyRowEncoder, RandomRowsMatchTheParsedPath) {
