@@ -67,17 +67,20 @@ void ShapeService::log_configuration_error(const PgError& e, std::string_view do
 
 namespace {
 
-// A snapshot chunk's buffer. Once a chunk outgrows kChunkReserveFrom it is
-// reserved whole (the threshold and one row's slack): a large snapshot's
-// chunks are then written once into pages touched once, instead of doubling
-// (each step a copy into fresh pages) and a shrink (another copy) at the end.
-// Small shapes never reserve more than they use.
+// A snapshot chunk's buffer. Once a chunk outgrows 64 KiB (a quarter of the
+// threshold when that is less: tiny --chunk-bytes settings in the tests
+// cross this path too) it is reserved whole, the threshold and as much again
+// for the row that crosses it: a large snapshot's chunks are then written
+// once into pages touched once, instead of doubling (each step a copy into
+// fresh pages) and a shrink (another copy) at the end. Small shapes never
+// reserve more than they use.
 constexpr size_t kChunkReserveFrom = 64 << 10;
 constexpr size_t kChunkReserveMax = 256 << 20;
 
 void grow_chunk(std::string& cur, size_t threshold) {
-  if (cur.size() < kChunkReserveFrom) return;
-  size_t want = std::min(threshold, kChunkReserveMax) + kChunkReserveFrom;
+  size_t from = std::min(kChunkReserveFrom, std::max<size_t>(threshold / 4, 1));
+  if (cur.size() < from) return;
+  size_t want = std::min(threshold, kChunkReserveMax) + from;
   if (cur.capacity() < want && cur.size() < want) {
     cur.reserve(want);
     // the rest of the chunk's pages as huge pages where the kernel allows (THP "madvise")
