@@ -73,7 +73,8 @@ namespace {
 // for the row that crosses it: a large snapshot's chunks are then written
 // once into pages touched once, instead of doubling (each step a copy into
 // fresh pages) and a shrink (another copy) at the end. Small shapes never
-// reserve more than they use.
+// reserve more than they use. Only a shape built alone does this (a lone new
+// shape, the large cold sync): a group's shapes build side by side.
 constexpr size_t kChunkReserveFrom = 64 << 10;
 constexpr size_t kChunkReserveMax = 256 << 20;
 
@@ -858,7 +859,9 @@ asio::awaitable<void> ShapeService::take_group_snapshot(PgConn& c, const std::ve
         o.first = false;
         row.append_message(o.cur);
         ++o.rows;
-        grow_chunk(o.cur, cfg_.chunk_bytes_threshold);
+        // no grow_chunk: a group's shapes all build at once, and a whole
+        // chunk reserved (with huge pages) for each could hold far more
+        // memory than their rows while the COPY runs
         if (o.cur.size() >= cfg_.chunk_bytes_threshold) {
           o.cur += ']';
           seal_chunk(o.cur);
